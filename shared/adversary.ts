@@ -1,0 +1,120 @@
+/**
+ * The adversary of ScaLA: a per-example perturbation δ of the word
+ * embeddings, found by projected gradient ascent (method.md, "One
+ * micro-batch gradient"). Everything here is deterministic in its inputs.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { mixSeed, Rng } from "./rng.ts";
+
+/** How g_j is made: adversarial (PGD or FreeLB) or clean. */
+export type AdversaryMode = "pgd" | "freelb" | "off";
+
+/** The adversary's settings for one micro-batch. */
+export interface AdversaryConfig {
+  readonly mode: AdversaryMode;
+  /** K: ascent steps. */
+  readonly steps: number;
+  /** α: ascent step size. */
+  readonly lr: number;
+  /** ε: radius of the ball δ is projected onto. */
+  readonly eps: number;
+  readonly norm: "l2" | "linf";
+  /** Scale of the random start; 0 starts from δ = 0. */
+  readonly init: number;
+}
+
+/** The project defaults (method.md): PGD, K = 1, α = 0.1, ε = 1, l2, zero init. */
+export const DEFAULT_ADVERSARY: AdversaryConfig = {
+  mode: "pgd",
+  steps: 1,
+  lr: 0.1,
+  eps: 1.0,
+  norm: "l2",
+  init: 0,
+};
+
+/** The clean configuration (no adversary). */
+export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };
+
+/**
+ * δ_0, [B, L, H]: zero, or U(-1, 1)·m·init/sqrt(len·H) per example, drawn on
+ * the host from a stream keyed by (seed, step, index) so every backend agrees.
+ */
+export function initialDelta(
+  mask: Uint8Array,
+  size: number,
+  seqLen: number,
+  hidden: number,
+  init: number,
+  key: { seed: number; step: number; index: number },
+): tf.Tensor3D {
+  const shape: [number, number, number] = [size, seqLen, hidden];
+  if (init === 0) return tf.zeros(shape);
+  const rng = new Rng(mixSeed(key.seed, key.step, key.index, 0xde17a));
+  const out = new Float32Array(size * seqLen * hidden);
+  for (let b = 0; b < size; b++) {
+    let len = 0;
+    for (let i = 0; i < seqLen; i++) len += mask[b * seqLen + i];
+    const scale = init / Math.sqrt(Math.max(len, 1) * hidden);
+    for (let i = 0; i < seqLen; i++) {
+      const m = mask[b * seqLen + i];
+      for (let h = 0; h < hidden; h++) {
+        const u = rng.uniform(-1, 1); // drawn even at padding so the stream does not depend on lengths
+        out[(b * seqLen + i) * hidden + h] = m ? u * scale : 0;
+      }
+    }
+  }
+  return tf.tensor3d(out, shape);
+}
+
+/** Per-example l2 norm over [L, H], shaped [B, 1, 1] for broadcasting. */
+function exampleNorm(x: tf.Tensor3D): tf.Tensor {
+  return tf.sqrt(tf.sum(tf.square(x), [1, 2], true));
+}
+
+/**
+ * One ascent step and projection: δ ← Π_ε(δ + α·G/‖G‖) (l2, per example) or
+ * δ ← clip(δ + α·sign(G), −ε, ε) (linf). G is zeroed at padding first.
+ * `mask` is [B, L] float (1 real, 0 padding).
+ */
+export function ascend(
+  delta: tf.Tensor3D,
+  grad: tf.Tensor3D,
+  mask: tf.Tensor2D,
+  cfg: AdversaryConfig,
+): tf.Tensor3D {
+  return tf.tidy(() => {
+    const g = tf.mul(grad, tf.expandDims(mask, 2)) as tf.Tensor3D;
+    if (cfg.norm === "linf") {
+      return tf.clipByValue(
+        tf.add(delta, tf.mul(tf.sign(g), cfg.lr)),
+        -cfg.eps,
+        cfg.eps,
+      ) as tf.Tensor3D;
+    }
+    const stepped = tf.add(
+      delta,
+      tf.div(tf.mul(g, cfg.lr), tf.add(exampleNorm(g), 1e-12)),
+    ) as tf.Tensor3D;
+    const n = exampleNorm(stepped);
+    // Scale by ε/‖δ‖ only where ‖δ‖ > ε.
+    const scale = tf.where(tf.greater(n, cfg.eps), tf.div(cfg.eps, n), tf.onesLike(n));
+    return tf.mul(stepped, scale) as tf.Tensor3D;
+  });
+}
+
+/**
+ * The adversary in effect at `step` (0-based) of a run of `totalSteps`: mode
+ * `off` before `start` (a step number, or a fraction of the run when < 1).
+ */
+export function adversaryAt(
+  cfg: AdversaryConfig,
+  step: number,
+  totalSteps: number,
+  start: number,
+): AdversaryConfig {
+  const first = start < 1 ? Math.floor(start * totalSteps) : start;
+  return step < first ? { ...cfg, mode: "off" } : cfg;
+}

@@ -1,0 +1,73 @@
+/**
+ * The few tensor ops the model is built from, each with the gradient that is
+ * fastest on the active backend. On wasm, matMul with transpose flags runs
+ * ~10x slower than without (platform-notes.md), and tfjs's own matMul
+ * gradient uses those flags; so on cpu/wasm every product here transposes
+ * explicitly and multiplies plainly, forward and backward.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+
+let explicitTranspose = true;
+
+/** Chooses explicit transposes (cpu, wasm) or transpose flags (webgpu). */
+export function setExplicitTranspose(on: boolean): void {
+  explicitTranspose = on;
+}
+
+function swapLast(x: tf.Tensor): tf.Tensor {
+  const r = x.rank;
+  const perm = [...Array(r).keys()];
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+  return tf.transpose(x, perm);
+}
+
+/** a·b for rank-2 or batched rank-3 operands, with plain-product gradients. */
+const plainMatMul = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  // customGrad passes the inputs followed by the save function.
+  const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [sa, sb] = saved;
+      const g = dy as tf.Tensor;
+      return [
+        tf.matMul(g as tf.Tensor3D, swapLast(sb) as tf.Tensor3D),
+        tf.matMul(swapLast(sa) as tf.Tensor3D, g as tf.Tensor3D),
+      ];
+    },
+  };
+}) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
+/** a·bᵀ (when `transposeB`) or a·b, rank 2 or 3, on the backend's fast path. */
+export function matMul(a: tf.Tensor, b: tf.Tensor, transposeB = false): tf.Tensor {
+  if (!explicitTranspose) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, false, transposeB);
+  return plainMatMul(a, transposeB ? swapLast(b) : b);
+}
+
+/** y = x·Wᵀ + bias for x [..., in], W [out, in] (Hugging Face layout). */
+export function linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor): tf.Tensor {
+  const inDim = x.shape[x.rank - 1];
+  const flat = tf.reshape(x, [-1, inDim]);
+  const y = tf.add(matMul(flat, w, true), bias);
+  return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+}
+
+/** Exact GELU: 0.5·x·(1 + erf(x/√2)). */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+}
+
+/** LayerNorm over the last axis with learned scale and shift. */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+  return tf.add(tf.mul(normed, gamma), beta);
+}
+
+/** Inverted dropout with a fixed seed; identity when `rate` is 0. */
+export function dropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
+  return rate > 0 ? tf.dropout(x, rate, undefined, seed) : x;
+}

@@ -1,0 +1,138 @@
+/**
+ * A running coordinator: the trainer, the scheduler and the HTTP server
+ * wired together. `deno task coordinator`, `deno task cluster` and the
+ * tests all start one through {@link startCoordinator}.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { encodeMessage, MAX_FRAME_BYTES } from "../shared/protocol.ts";
+import { formatMetrics } from "./progress.ts";
+import type { RunConfig } from "./run_config.ts";
+import { Scheduler, type SchedulerEvents } from "./scheduler.ts";
+import { type MeshContext, mountMesh } from "./server.ts";
+import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
+import { mountObservability, RunMonitor } from "./observability.ts";
+
+/** A coordinator that is listening and training. */
+export interface Coordinator {
+  readonly trainer: Trainer;
+  readonly scheduler: Scheduler;
+  readonly monitor: RunMonitor;
+  /** ws://host:port/ws */
+  readonly wsUrl: string;
+  /** http://host:port/ */
+  readonly httpUrl: string;
+  readonly token: string;
+  /** The command another machine runs to join. */
+  readonly joinCommand: string;
+  /** Resolves when the run is over (trained, evaluated, saved, workers told). */
+  readonly done: Promise<RunSummary>;
+  /** Checkpoints and stops the run (SIGINT/SIGTERM). */
+  stop(): void;
+  /** Closes the server. */
+  close(): Promise<void>;
+}
+
+/** Options beyond the run configuration. */
+export interface CoordinatorOptions {
+  readonly observer?: TrainerObserver;
+  readonly log?: (line: string) => void;
+  readonly maxFrameBytes?: number;
+  /** Scheduler event hooks added to the monitor's (tests). */
+  readonly events?: SchedulerEvents;
+}
+
+/** Loads the run, starts listening, and starts training as workers join. */
+export async function startCoordinator(
+  config: RunConfig,
+  opts: CoordinatorOptions = {},
+): Promise<Coordinator> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const trainer = await Trainer.create(config);
+  for (const note of trainer.notes) log(`note: ${note}`);
+  const monitor = new RunMonitor(trainer);
+  const events: SchedulerEvents = {
+    accepted: (w, r) => {
+      monitor.events.accepted?.(w, r);
+      opts.events?.accepted?.(w, r);
+    },
+    discarded: (w, reason, detail) => {
+      monitor.events.discarded?.(w, reason, detail);
+      opts.events?.discarded?.(w, reason, detail);
+      if (reason === "invalid" || reason === "unknown_task") {
+        log(`rejected a result from ${w.id}: ${detail}`);
+      }
+    },
+    redispatched: (reason, step, index) => {
+      monitor.events.redispatched?.(reason, step, index);
+      opts.events?.redispatched?.(reason, step, index);
+    },
+    weightsSent: (w, bytes) => monitor.events.weightsSent?.(w, bytes),
+  };
+  const scheduler = new Scheduler({
+    gradLength: trainer.layout.total,
+    taskTimeoutMs: config.taskTimeoutMs,
+    events,
+  });
+  let firstBackend: string | null = null;
+  const mesh: MeshContext = {
+    scheduler,
+    token: config.token,
+    maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
+    requireBackend: () => config.deterministic ? firstBackend : null,
+    welcome: (id) => trainer.welcome(id),
+    rejected: (code, detail) => monitor.rejected(code, detail),
+    bytes: (dir, n) => monitor.bytes(dir, n),
+    log,
+    joined: (link) => {
+      firstBackend ??= link.backend;
+      monitor.joined(link);
+    },
+    left: (id) => {
+      monitor.left(id);
+      log(`worker ${id} left`);
+    },
+  };
+  const app = new Hono();
+  mountMesh(app, mesh);
+  mountObservability(app, monitor, { token: config.metricsToken });
+  const server = Deno.serve(
+    { hostname: config.host, port: config.port, onListen: () => {} },
+    app.fetch,
+  );
+  const port = server.addr.port;
+  const shownHost = config.host === "0.0.0.0" || config.host === "::"
+    ? Deno.hostname()
+    : config.host;
+  const wsUrl = `ws://${shownHost}:${port}/ws`;
+  const httpUrl = `http://${shownHost}:${port}/`;
+  const joinCommand = `deno task worker --url ${wsUrl} --token ${config.token}`;
+  const observer = monitor.observer(opts.observer);
+  const done = (async () => {
+    const summary = await trainer.run(scheduler, observer);
+    scheduler.broadcast(
+      encodeMessage({ type: "bye", reason: summary.stopped ? "run stopped" : "run finished" }),
+    );
+    if (summary.evaluation) log(`final evaluation: ${formatMetrics(summary.evaluation)}`);
+    monitor.finished(summary);
+    return summary;
+  })();
+  let closed = false;
+  return {
+    trainer,
+    scheduler,
+    monitor,
+    wsUrl,
+    httpUrl,
+    token: config.token,
+    joinCommand,
+    done,
+    stop: () => trainer.stop(scheduler),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await server.shutdown();
+    },
+  };
+}

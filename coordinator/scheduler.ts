@@ -1,0 +1,395 @@
+/**
+ * Pull-based dispatch of micro-batches to workers (architecture.md,
+ * principles 1, 3, 5). Idle workers ask for work; each task goes to the first
+ * asking worker, preceded by the current weights when that worker's copy is
+ * older. A task whose worker disconnects, or that stays unanswered past a
+ * deadline derived from the worker's measured speed, is handed to another
+ * worker; the first valid answer wins. Late, duplicate, stale and invalid
+ * answers are discarded and counted, never combined.
+ *
+ * The scheduler knows nothing of sockets: a worker is a {@link WorkerLink}
+ * that takes encoded frames, so the same code runs in-process and over
+ * WebSockets.
+ *
+ * @module
+ */
+import {
+  encodeMessage,
+  type ErrorCode,
+  type Frame,
+  ProtocolError,
+  type ResultMessage,
+  validateResultShape,
+} from "../shared/protocol.ts";
+
+/** A connected worker, as the scheduler sees it. */
+export interface WorkerLink {
+  readonly id: string;
+  readonly backend: string;
+  readonly device: string;
+  /** Sends one encoded protocol frame. */
+  send(frame: Frame): void;
+}
+
+/** One micro-batch of the current step, ready to send. */
+export interface StepTask {
+  readonly taskId: number;
+  readonly index: number;
+  readonly count: number;
+  /** The encoded `task` message. */
+  readonly frame: Frame;
+}
+
+/** Why a result was not used. */
+export type Discard = "stale" | "duplicate" | "unknown_task" | "invalid";
+
+/** What the scheduler reports, for metrics and logs. */
+export interface SchedulerEvents {
+  accepted?(worker: WorkerInfo, result: ResultMessage): void;
+  discarded?(worker: WorkerInfo, reason: Discard, detail: string): void;
+  redispatched?(reason: "timeout" | "disconnect" | "invalid", step: number, index: number): void;
+  weightsSent?(worker: WorkerInfo, bytes: number): void;
+}
+
+/** Per-worker bookkeeping, exposed read-only for `/status`. */
+export interface WorkerInfo {
+  readonly id: string;
+  readonly backend: string;
+  readonly device: string;
+  readonly joinedAt: number;
+  /** Weights version the worker holds (-1: none). */
+  weightsVersion: number;
+  /** Capacity asked for and not yet filled. */
+  wants: number;
+  readonly inflight: Set<number>;
+  /** Exponential moving average of compute ms per example (0 until measured). */
+  msPerExample: number;
+  microBatches: number;
+  examples: number;
+  rejected: number;
+  lastResultAt: number;
+}
+
+interface Pending {
+  readonly task: StepTask;
+  readonly step: number;
+  /** Workers computing it now, with the time they were given it. */
+  readonly assigned: Map<string, number>;
+  /** Workers whose answer for it was invalid. */
+  readonly excluded: Set<string>;
+  result: ResultMessage | null;
+  timer: ReturnType<typeof setTimeout> | null;
+  queued: boolean;
+}
+
+/** Thrown when no connected worker can produce a valid gradient for a micro-batch. */
+export class StepFailedError extends Error {
+  override name = "StepFailedError";
+}
+
+/** Options of a scheduler. */
+export interface SchedulerOptions {
+  /** Flat gradient length every result must have. */
+  readonly gradLength: number;
+  /** Fixed deadline per task in ms; 0 derives it from measured speed. */
+  readonly taskTimeoutMs: number;
+  readonly events?: SchedulerEvents;
+}
+
+const FIRST_TASK_DEADLINE_MS = 300_000; // first call: webgpu compiles its shaders
+const MIN_DEADLINE_MS = 10_000;
+
+/** Dispatches each step's micro-batches and collects one valid result per micro-batch. */
+export class Scheduler {
+  readonly workers = new Map<string, WorkerInfo & { link: WorkerLink }>();
+  #weights: { version: number; frame: Frame } | null = null;
+  #pending = new Map<number, Pending>();
+  #queue: Pending[] = [];
+  #step: {
+    step: number;
+    remaining: number;
+    resolve: (r: ResultMessage[]) => void;
+    reject: (e: Error) => void;
+  } | null = null;
+  /** Tasks of finished steps, to tell duplicates from unknown tasks. */
+  #finished = new Set<number>();
+
+  constructor(readonly options: SchedulerOptions) {}
+
+  /** The weights every task of the next step must be computed on. */
+  setWeights(version: number, frame: Frame): void {
+    this.#weights = { version, frame };
+  }
+
+  /** Current weights version (-1 before the first). */
+  get weightsVersion(): number {
+    return this.#weights?.version ?? -1;
+  }
+
+  /** Registers a worker that completed the handshake. */
+  addWorker(link: WorkerLink): WorkerInfo {
+    const info = {
+      link,
+      id: link.id,
+      backend: link.backend,
+      device: link.device,
+      joinedAt: Date.now(),
+      weightsVersion: -1,
+      wants: 0,
+      inflight: new Set<number>(),
+      msPerExample: 0,
+      microBatches: 0,
+      examples: 0,
+      rejected: 0,
+      lastResultAt: 0,
+    };
+    this.workers.set(link.id, info);
+    return info;
+  }
+
+  /** Forgets a worker; its unfinished tasks go to others. */
+  removeWorker(id: string): void {
+    const w = this.workers.get(id);
+    if (!w) return;
+    this.workers.delete(id);
+    for (const taskId of w.inflight) {
+      const p = this.#pending.get(taskId);
+      if (!p || p.result) continue;
+      p.assigned.delete(id);
+      if (p.assigned.size === 0) this.#requeue(p, "disconnect");
+    }
+    this.#checkStuck();
+    this.#pump();
+  }
+
+  /** A worker asks for up to `capacity` tasks. */
+  request(id: string, capacity: number): void {
+    const w = this.workers.get(id);
+    if (!w) return;
+    w.wants = Math.max(w.wants, capacity - w.inflight.size, 0);
+    this.#pump();
+  }
+
+  /**
+   * Runs one step: dispatches `tasks` and resolves with one accepted result
+   * per task, ordered by micro-batch index.
+   */
+  runStep(step: number, tasks: readonly StepTask[]): Promise<ResultMessage[]> {
+    if (this.#step) throw new Error(`step ${this.#step.step} is still running`);
+    if (!this.#weights) throw new Error("no weights set");
+    for (const p of this.#pending.values()) this.#retire(p);
+    this.#pending.clear();
+    this.#queue = [];
+    const promise = new Promise<ResultMessage[]>((resolve, reject) => {
+      this.#step = { step, remaining: tasks.length, resolve, reject };
+    });
+    for (const task of tasks) {
+      const p: Pending = {
+        task,
+        step,
+        assigned: new Map(),
+        excluded: new Set(),
+        result: null,
+        timer: null,
+        queued: true,
+      };
+      this.#pending.set(task.taskId, p);
+      this.#queue.push(p);
+    }
+    this.#pump();
+    return promise;
+  }
+
+  /** Abandons the running step (its results are discarded); the promise rejects with `reason`. */
+  abort(reason: Error): void {
+    const s = this.#step;
+    this.#step = null;
+    for (const p of this.#pending.values()) this.#retire(p);
+    this.#pending.clear();
+    this.#queue = [];
+    s?.reject(reason);
+  }
+
+  /**
+   * Takes a decoded result from worker `id`. Returns the error to send back
+   * to that worker, or null when nothing needs saying.
+   */
+  result(id: string, m: ResultMessage): { code: ErrorCode; message: string } | null {
+    const w = this.workers.get(id);
+    if (!w) return null;
+    const p = this.#pending.get(m.taskId);
+    const wasAssigned = w.inflight.delete(m.taskId);
+    if (!p) {
+      if (this.#finished.has(m.taskId) && wasAssigned) {
+        this.options.events?.discarded?.(w, "duplicate", `task ${m.taskId} already done`);
+        return null;
+      }
+      w.rejected++;
+      const message =
+        `result for task ${m.taskId} (step ${m.step}, micro-batch ${m.index}), which was never assigned to you`;
+      this.options.events?.discarded?.(w, "unknown_task", message);
+      return { code: "unknown_task", message };
+    }
+    if (!p.assigned.has(id)) {
+      if (wasAssigned) {
+        this.options.events?.discarded?.(w, "duplicate", `task ${m.taskId} reassigned`);
+        return null;
+      }
+      w.rejected++;
+      const message = `result for task ${m.taskId}, which is not assigned to you`;
+      this.options.events?.discarded?.(w, "unknown_task", message);
+      return { code: "unknown_task", message };
+    }
+    p.assigned.delete(id);
+    if (p.result) {
+      this.options.events?.discarded?.(w, "duplicate", `micro-batch ${m.index} already answered`);
+      return null;
+    }
+    if (m.weightsVersion !== this.weightsVersion || m.step !== p.step) {
+      this.options.events?.discarded?.(
+        w,
+        "stale",
+        `weights ${m.weightsVersion}, step ${m.step}; current ${this.weightsVersion}, ${p.step}`,
+      );
+      if (p.assigned.size === 0) this.#requeue(p, "invalid");
+      this.#pump();
+      return {
+        code: "stale",
+        message: `stale result: weights version ${m.weightsVersion} is not ${this.weightsVersion}`,
+      };
+    }
+    try {
+      if (m.index !== p.task.index) {
+        throw new ProtocolError(
+          "bad_shape",
+          `task ${m.taskId} is micro-batch ${p.task.index}, result says ${m.index}`,
+        );
+      }
+      validateResultShape(m, this.options.gradLength, p.task.count);
+    } catch (e) {
+      w.rejected++;
+      p.excluded.add(id);
+      const err = e as ProtocolError;
+      this.options.events?.discarded?.(w, "invalid", err.message);
+      if (p.assigned.size === 0) this.#requeue(p, "invalid");
+      this.#checkStuck();
+      this.#pump();
+      return { code: err.code ?? "malformed", message: err.message };
+    }
+    p.result = m;
+    this.#retire(p);
+    const ms = m.timings.computeMs / Math.max(1, m.count);
+    w.msPerExample = w.msPerExample === 0 ? ms : 0.7 * w.msPerExample + 0.3 * ms;
+    w.microBatches++;
+    w.examples += m.count;
+    w.lastResultAt = Date.now();
+    this.options.events?.accepted?.(w, m);
+    const s = this.#step;
+    if (s && --s.remaining === 0) {
+      const results = [...this.#pending.values()].map((q) => q.result!).sort((a, b) =>
+        a.index - b.index
+      );
+      for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
+      if (this.#finished.size > 100_000) this.#finished.clear();
+      this.#pending.clear();
+      this.#step = null;
+      s.resolve(results);
+    }
+    this.#pump();
+    return null;
+  }
+
+  #retire(p: Pending): void {
+    if (p.timer !== null) clearTimeout(p.timer);
+    p.timer = null;
+    p.queued = false;
+  }
+
+  #requeue(p: Pending, reason: "timeout" | "disconnect" | "invalid"): void {
+    if (p.result || p.queued) return;
+    p.queued = true;
+    this.#queue.unshift(p);
+    this.options.events?.redispatched?.(reason, p.step, p.task.index);
+  }
+
+  /** Fails the step when some micro-batch has no worker left that may compute it. */
+  #checkStuck(): void {
+    if (!this.#step || this.workers.size === 0) return;
+    for (const p of this.#queue) {
+      if (p.result || p.assigned.size > 0) continue;
+      if ([...this.workers.keys()].every((id) => p.excluded.has(id))) {
+        this.abort(
+          new StepFailedError(
+            `micro-batch ${p.task.index} of step ${p.step} was rejected from every connected worker ` +
+              `(${
+                [...p.excluded].join(", ")
+              }): see their errors; a non-finite gradient everywhere means the run diverged (lower --lr)`,
+          ),
+        );
+        return;
+      }
+    }
+  }
+
+  #deadline(w: WorkerInfo, count: number): number {
+    if (this.options.taskTimeoutMs > 0) return this.options.taskTimeoutMs;
+    if (w.msPerExample === 0) return FIRST_TASK_DEADLINE_MS;
+    return Math.max(MIN_DEADLINE_MS, 4 * w.msPerExample * count + 2000);
+  }
+
+  #pump(): void {
+    if (!this.#step || !this.#weights) return;
+    for (const w of this.workers.values()) {
+      while (w.wants > 0) {
+        const i = this.#queue.findIndex((p) =>
+          !p.result && !p.excluded.has(w.id) && !p.assigned.has(w.id)
+        );
+        if (i < 0) break;
+        const p = this.#queue[i];
+        this.#queue.splice(i, 1);
+        p.queued = false;
+        this.#assign(w, p);
+      }
+    }
+  }
+
+  #assign(w: WorkerInfo & { link: WorkerLink }, p: Pending): void {
+    const weights = this.#weights!;
+    try {
+      if (w.weightsVersion !== weights.version) {
+        w.link.send(weights.frame);
+        w.weightsVersion = weights.version;
+        this.options.events?.weightsSent?.(w, weights.frame.byteLength);
+      }
+      w.link.send(p.task.frame);
+    } catch {
+      // The socket died under us: the close handler removes the worker.
+      this.#requeue(p, "disconnect");
+      return;
+    }
+    w.wants--;
+    w.inflight.add(p.task.taskId);
+    p.assigned.set(w.id, Date.now());
+    if (p.timer !== null) clearTimeout(p.timer);
+    p.timer = setTimeout(() => {
+      p.timer = null;
+      if (p.result || !this.#pending.has(p.task.taskId)) return;
+      this.#requeue(p, "timeout");
+      this.#pump();
+    }, this.#deadline(w, p.task.count));
+  }
+
+  /** Tells every worker the run is over. */
+  broadcast(frame: Frame): void {
+    for (const w of this.workers.values()) {
+      try {
+        w.link.send(frame);
+      } catch { /* already gone */ }
+    }
+  }
+}
+
+/** Encodes an error reply. */
+export function errorFrame(code: ErrorCode, message: string): Frame {
+  return encodeMessage({ type: "error", code, message });
+}

@@ -1,0 +1,449 @@
+/**
+ * One training run, step by step (method.md): for step t, split the global
+ * batch into micro-batches, have the workers compute g_j, combine them in
+ * index order, clip, apply LAMB/AdamW, publish the new weights version.
+ * Evaluates, checkpoints and reports along the way.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { adversaryAt } from "../shared/adversary.ts";
+import { initBackend } from "../shared/backend.ts";
+import { EncodedSet } from "../shared/batching.ts";
+import type { TaskData } from "../shared/data/example.ts";
+import { loadTask } from "../shared/data/task.ts";
+import { loadModel } from "../shared/default_model.ts";
+import { type EvalResult, evaluateSet } from "../shared/evaluate.ts";
+import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
+import { type DeviceModel, weightTensors } from "../shared/model.ts";
+import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
+import { encodeMessage, type Frame, type WelcomeMessage } from "../shared/protocol.ts";
+import { f32ToF16Bits } from "../shared/safetensors.ts";
+import { loadTokenizer, type TextTokenizer } from "../shared/tokenizer.ts";
+import { saveCheckpoint } from "../shared/checkpoint.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from "./grad_combine.ts";
+import { learningRate, resolveWarmup } from "./lr_schedule.ts";
+import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
+import { DataPlan } from "./data_plan.ts";
+import type { RunConfig } from "./run_config.ts";
+import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
+import type { Scheduler, StepTask } from "./scheduler.ts";
+
+/** Where the time of one step went, in ms. */
+export interface StepTimings {
+  /** Wall time from dispatch to the last accepted result. */
+  readonly waitMs: number;
+  /** Σ over micro-batches of worker compute (adversary included). */
+  readonly computeMs: number;
+  /** Σ over micro-batches of the adversary's share. */
+  readonly adversaryMs: number;
+  /** Wait time not explained by the busiest worker's compute: network, queueing, decoding. */
+  readonly transferMs: number;
+  readonly averageMs: number;
+  readonly optimizerMs: number;
+  /** Encoding the new weights frame. */
+  readonly encodeMs: number;
+  readonly stepMs: number;
+}
+
+/** What one finished step reports. */
+export interface StepReport {
+  /** 1-based count of completed steps. */
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly gradNorm: number;
+  readonly clipped: boolean;
+  readonly trustRatio: { readonly min: number; readonly mean: number; readonly max: number };
+  readonly examples: number;
+  readonly tokens: number;
+  readonly adversary: string;
+  readonly microBatches: number;
+  readonly weightsBytes: number;
+  readonly timings: StepTimings;
+  readonly elapsedMs: number;
+}
+
+/** Hooks for progress output and metrics. */
+export interface TrainerObserver {
+  step?(r: StepReport): void;
+  evaluated?(step: number, split: string, result: EvalResult): void;
+  checkpointed?(step: number, folder: string): void;
+  log?(line: string): void;
+}
+
+/** Thrown into a running step when the run is asked to stop. */
+export class StopRequested extends Error {
+  override name = "StopRequested";
+}
+
+/** The run's final numbers. */
+export interface RunSummary {
+  readonly steps: number;
+  readonly stopped: boolean;
+  readonly evaluation: EvalResult | null;
+  readonly elapsedMs: number;
+  readonly savedTo: string | null;
+}
+
+/** The training fields of a RunConfig, as stored in checkpoints. */
+function trainingFields(c: RunConfig): Record<string, unknown> {
+  const {
+    host: _h,
+    port: _p,
+    token: _t,
+    metricsToken: _m,
+    linger: _l,
+    quiet: _q,
+    resume: _r,
+    ...rest
+  } = c;
+  return rest as unknown as Record<string, unknown>;
+}
+
+/** A run: its data, model, optimizer state and the loop that trains it. */
+export class Trainer {
+  readonly startedAt = performance.now();
+  #stopping = false;
+  #weightsFrame: Frame = new Uint8Array();
+  lastEval: EvalResult | null = null;
+
+  private constructor(
+    readonly config: RunConfig,
+    readonly runId: string,
+    readonly task: TaskData,
+    readonly modelConfig: ModelConfig,
+    readonly layout: ParamLayout,
+    readonly weights: Float32Array,
+    readonly optimizer: OptimizerState,
+    public step: number,
+    public weightsVersion: number,
+    readonly totalSteps: number,
+    readonly plan: DataPlan,
+    readonly train: EncodedSet,
+    readonly evalSet: EncodedSet,
+    readonly tokenizer: TextTokenizer,
+    readonly tokenizerDir: string | null,
+    readonly notes: string[],
+  ) {}
+
+  /** Loads data, model (or the run being resumed) and sets up the plan. */
+  static async create(given: RunConfig): Promise<Trainer> {
+    let resumed: (RunState & { folder: string }) | null = null;
+    let config = given;
+    if (given.resume) {
+      resumed = await loadRunState(given.resume);
+      // The stored training configuration wins: the data order and schedule must not change.
+      config = {
+        ...given,
+        ...(resumed.runConfig as Partial<RunConfig>),
+        resume: given.resume,
+        save: given.save ?? given.resume,
+      };
+    }
+    const task = await loadTask(config.task);
+    const model = resumed
+      ? {
+        config: resumed.modelConfig,
+        weights: resumed.weights,
+        notes: [`resumed from ${resumed.folder}`],
+        dir: resumed.folder,
+      }
+      : await loadModel(config.modelDir, {
+        numLabels: task.numLabels,
+        labelNames: task.labelNames ?? undefined,
+        seed: config.seed,
+      });
+    const layout = paramLayout(model.config);
+    const tokenizerDir = resumed ? resumed.folder : model.dir;
+    const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      throw new Error(
+        `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings`,
+      );
+    }
+    const maxLen = Math.min(config.maxLen, model.config.maxPositions);
+    const plan = new DataPlan(
+      task.train.length,
+      config.globalBatch,
+      config.microBatch,
+      config.seed,
+      config.shuffle,
+    );
+    const totalSteps = config.steps ?? (config.epochs ? plan.stepsForEpochs(config.epochs) : 40);
+    const runId = resumed?.runId ?? crypto.randomUUID();
+    return new Trainer(
+      config,
+      runId,
+      task,
+      model.config,
+      layout,
+      model.weights,
+      resumed?.optimizer ?? createOptimizerState(layout.total),
+      resumed?.step ?? 0,
+      resumed?.weightsVersion ?? 0,
+      totalSteps,
+      plan,
+      new EncodedSet(task.train, tokenizer, maxLen),
+      new EncodedSet(task.eval, tokenizer, maxLen),
+      tokenizer,
+      tokenizerDir,
+      model.notes,
+    );
+  }
+
+  /** The welcome every worker receives. */
+  welcome(workerId: string): WelcomeMessage {
+    return {
+      type: "welcome",
+      workerId,
+      runId: this.runId,
+      modelConfig: toHfConfig(this.modelConfig),
+      objective: "classify",
+      dropout: this.config.dropout,
+      deterministic: this.config.deterministic,
+    };
+  }
+
+  /** The encoded weights of the current version (f32, or f16 with `--weights-encoding f16`). */
+  weightsFrame(): Frame {
+    return this.#weightsFrame;
+  }
+
+  #encodeWeights(): number {
+    const t0 = performance.now();
+    const f16 = this.config.weightsEncoding === "f16";
+    this.#weightsFrame = encodeMessage({
+      type: "weights",
+      runId: this.runId,
+      version: this.weightsVersion,
+      encoding: f16 ? "f16" : "f32",
+      data: f16 ? f32ToF16Bits(this.weights) : this.weights,
+    });
+    return performance.now() - t0;
+  }
+
+  /** Asks the run to stop after checkpointing; the running step is abandoned. */
+  stop(scheduler: Scheduler): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    scheduler.abort(new StopRequested("stop requested"));
+  }
+
+  /** The micro-batch tasks of step t, encoded. */
+  #tasks(t: number): { tasks: StepTask[]; tokens: number; mode: string } {
+    const adversary = adversaryAt(this.config.adversary, t, this.totalSteps, this.config.advStart);
+    let tokens = 0;
+    const tasks = this.plan.step(t).microBatches.map((indices, index) => {
+      const batch = this.train.batch(indices);
+      for (const m of batch.attentionMask) tokens += m;
+      const taskId = t * 1_000_000 + index;
+      return {
+        taskId,
+        index,
+        count: batch.size,
+        frame: encodeMessage({
+          type: "task",
+          taskId,
+          runId: this.runId,
+          step: t,
+          index,
+          weightsVersion: this.weightsVersion,
+          seed: this.config.seed,
+          adversary,
+          batch,
+        }),
+      };
+    });
+    return {
+      tasks,
+      tokens,
+      mode: adversary.mode === "off" ? "off" : `${adversary.mode} K=${adversary.steps}`,
+    };
+  }
+
+  /** Trains until the last step (or a stop), then evaluates and saves. */
+  async run(scheduler: Scheduler, observer: TrainerObserver = {}): Promise<RunSummary> {
+    const log = observer.log ?? (() => {});
+    const warmup = resolveWarmup(this.config.warmup, this.totalSteps);
+    this.#encodeWeights();
+    scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
+    let stopped = false;
+    while (this.step < this.totalSteps) {
+      const t = this.step;
+      const t0 = performance.now();
+      const { tasks, tokens, mode } = this.#tasks(t);
+      let results;
+      try {
+        results = await scheduler.runStep(t, tasks);
+      } catch (e) {
+        if (e instanceof StopRequested) {
+          stopped = true;
+          break;
+        }
+        throw e;
+      }
+      const t1 = performance.now();
+      const grad = combineGradients(
+        results.map((r) => ({ index: r.index, grad: r.grad, count: r.count })),
+        this.layout.total,
+      );
+      const loss = combineLosses(
+        results.map((r) => ({ index: r.index, loss: r.loss, count: r.count })),
+      );
+      const { norm, clipped } = this.config.clip > 0
+        ? clipByGlobalNorm(grad, this.config.clip)
+        : { norm: globalNorm(grad), clipped: false };
+      const t2 = performance.now();
+      const lr = learningRate(t + 1, this.totalSteps, this.config.lr, warmup, this.config.schedule);
+      const stats = optimizerStep(this.layout, this.weights, grad, this.optimizer, lr, {
+        kind: this.config.optimizer,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-6,
+        weightDecay: this.config.weightDecay,
+      });
+      const t3 = performance.now();
+      this.step = t + 1;
+      this.weightsVersion++;
+      const encodeMs = this.#encodeWeights();
+      scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
+      let computeMs = 0, adversaryMs = 0;
+      for (const r of results) {
+        computeMs += r.timings.computeMs;
+        adversaryMs += r.timings.adversaryMs;
+      }
+      const busiest = Math.max(0, ...results.map((r) => r.timings.computeMs));
+      const decayed = this.layout.specs.map((s, i) => s.decay ? stats.trustRatios[i] : NaN).filter((
+        x,
+      ) => !isNaN(x));
+      observer.step?.({
+        step: this.step,
+        totalSteps: this.totalSteps,
+        loss,
+        lr,
+        gradNorm: norm,
+        clipped,
+        trustRatio: {
+          min: Math.min(...decayed),
+          max: Math.max(...decayed),
+          mean: decayed.reduce((a, b) => a + b, 0) / Math.max(1, decayed.length),
+        },
+        examples: results.reduce((a, r) => a + r.count, 0),
+        tokens,
+        adversary: mode,
+        microBatches: results.length,
+        weightsBytes: this.#weightsFrame.byteLength,
+        timings: {
+          waitMs: t1 - t0,
+          computeMs,
+          adversaryMs,
+          transferMs: Math.max(
+            0,
+            t1 - t0 - Math.max(busiest, computeMs / Math.max(1, scheduler.workers.size)),
+          ),
+          averageMs: t2 - t1,
+          optimizerMs: t3 - t2,
+          encodeMs,
+          stepMs: performance.now() - t0,
+        },
+        elapsedMs: performance.now() - this.startedAt,
+      });
+      const last = this.step === this.totalSteps;
+      if (this.config.evalEvery > 0 && this.step % this.config.evalEvery === 0 && !last) {
+        await this.evaluate(observer);
+      }
+      if (
+        this.config.save && this.config.checkpointEvery > 0 &&
+        this.step % this.config.checkpointEvery === 0 && !last
+      ) {
+        await this.checkpoint(observer);
+      }
+    }
+    if (stopped) {
+      log(`stopping at step ${this.step}/${this.totalSteps}`);
+      if (this.config.save) await this.checkpoint(observer);
+      return {
+        steps: this.step,
+        stopped,
+        evaluation: null,
+        elapsedMs: performance.now() - this.startedAt,
+        savedTo: this.config.save,
+      };
+    }
+    const evaluation = await this.evaluate(observer);
+    let savedTo: string | null = null;
+    if (this.config.save) {
+      await this.checkpoint(observer);
+      savedTo = this.config.save;
+      await this.saveModel(this.config.save);
+    }
+    return {
+      steps: this.step,
+      stopped,
+      evaluation,
+      elapsedMs: performance.now() - this.startedAt,
+      savedTo,
+    };
+  }
+
+  /** Scores the held-out split on the coordinator's own backend. */
+  async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
+    if (this.task.eval.length === 0) return null;
+    await initBackend("wasm");
+    const weights = weightTensors(this.layout, this.weights);
+    const model: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
+    try {
+      const result = await evaluateSet(model, this.evalSet, this.task.metricNames, {
+        limit: this.config.evalLimit,
+      });
+      this.lastEval = result;
+      observer.evaluated?.(this.step, "eval", result);
+      return result;
+    } finally {
+      tf.dispose(Object.values(weights));
+    }
+  }
+
+  /** The run state as of the last completed step. */
+  state(): RunState {
+    return {
+      modelConfig: this.modelConfig,
+      weights: this.weights,
+      optimizer: this.optimizer,
+      step: this.step,
+      weightsVersion: this.weightsVersion,
+      runId: this.runId,
+      runConfig: trainingFields(this.config),
+    };
+  }
+
+  /** Writes a resumable checkpoint under --save. */
+  async checkpoint(observer: TrainerObserver = {}): Promise<void> {
+    if (!this.config.save) return;
+    const dir = await this.#tokenizerSource();
+    const folder = await saveRunState(this.config.save, this.state(), dir);
+    observer.checkpointed?.(this.step, folder);
+  }
+
+  /** Saves the final model as a Hugging Face folder at `dir/model`. */
+  async saveModel(dir: string): Promise<string> {
+    const out = `${dir}/model`;
+    await Deno.mkdir(out, { recursive: true });
+    await saveCheckpoint(out, { config: this.modelConfig, weights: this.weights }, {
+      dtype: this.config.saveDtype,
+      copyTokenizerFrom: await this.#tokenizerSource(),
+    });
+    return out;
+  }
+
+  /** A folder with the run's tokenizer files (the default vocabulary is written out once). */
+  async #tokenizerSource(): Promise<string> {
+    if (this.tokenizerDir) return this.tokenizerDir;
+    const dir = await Deno.makeTempDir({ prefix: "adaptmesh-vocab-" });
+    await Deno.writeTextFile(`${dir}/vocab.txt`, vocabToTxt(bertBaseUncasedVocab()));
+    return dir;
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Crash-safe file replacement: write a temporary file in the same directory,
+ * flush it to disk, then rename it over the target. Readers see either the old
+ * file or the complete new one, never a torn write.
+ *
+ * @module
+ */
+import { basename, dirname, join } from "node:path";
+
+/**
+ * Atomically replaces `path` with `bytes` (a string is written as UTF-8): the
+ * data goes to a temporary file beside the target, is fsynced, and is renamed
+ * over the target; the directory is then fsynced where the platform allows.
+ * On failure the temporary file is removed and the target is left untouched.
+ */
+export async function atomicWriteFile(path: string, bytes: Uint8Array | string): Promise<void> {
+  const data = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
+  const dir = dirname(path), base = basename(path);
+  if (base === "" || path.endsWith("/")) {
+    throw new Error(`atomicWriteFile: "${path}" names a directory, not a file`);
+  }
+  const suffix = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const tmp = join(dir, `.${base}.tmp-${suffix}`);
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true });
+    let written = 0;
+    while (written < data.length) written += await file.write(data.subarray(written));
+    await file.sync();
+    file.close();
+    file = undefined;
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    try {
+      file?.close();
+    } catch { /* already closed */ }
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
+  await syncDirectory(dir);
+}
+
+/** Flushes a directory entry change (the rename) to disk; best effort. */
+async function syncDirectory(dir: string): Promise<void> {
+  let handle: Deno.FsFile | undefined;
+  try {
+    handle = await Deno.open(dir, { read: true });
+    await handle.sync();
+  } catch {
+    // Not every platform can open or fsync a directory (e.g. Windows).
+  } finally {
+    handle?.close();
+  }
+}

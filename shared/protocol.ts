@@ -1,0 +1,684 @@
+/**
+ * The coordinator ↔ worker wire protocol, in one module: the typed messages,
+ * the protocol version, the frame size limit, the msgpack encoding and strict
+ * validation of everything a peer sends (architecture principle 4).
+ *
+ * Frames are msgpack (msgpackr with `moreTypes`, so typed arrays travel as
+ * typed arrays). {@link decodeMessage} returns a fresh object holding only the
+ * known fields, or throws a {@link ProtocolError} whose `code` says what was
+ * wrong; the receiver answers with an `error` message and drops the frame.
+ *
+ * Error codes used by decoding: `too_large` (frame over the limit),
+ * `malformed` (not msgpack, not an object, unknown type, missing or mistyped
+ * field, negative or non-integer ids/steps/versions, values out of range),
+ * `bad_shape` (array lengths that disagree), `non_finite` (NaN/Inf in a loss,
+ * gradient, weights or labels), `bad_version` (a `hello` of another protocol
+ * version). `bad_token`, `unknown_task`, `stale` and `internal` are for the
+ * peers' own checks.
+ *
+ * @module
+ */
+import { Packr, Unpackr } from "msgpackr";
+
+/** The protocol version a `hello` must carry. */
+export const PROTOCOL_VERSION = 1;
+
+/** Default largest frame accepted by {@link decodeMessage} and produced by {@link encodeMessage}. */
+export const MAX_FRAME_BYTES = 512 * 1024 * 1024;
+
+/** Every error code a peer may send or a check may throw. */
+export const ERROR_CODES = [
+  "bad_token",
+  "bad_version",
+  "malformed",
+  "too_large",
+  "bad_shape",
+  "non_finite",
+  "unknown_task",
+  "stale",
+  "internal",
+] as const;
+
+/** Why a message was refused. */
+export type ErrorCode = typeof ERROR_CODES[number];
+
+/** A message that failed validation (or a peer-level refusal), with its code. */
+export class ProtocolError extends Error {
+  /** Machine-readable reason, sent back to the peer in an `error` message. */
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/** Adversary mode (`method.md`). */
+export type Mode = "pgd" | "freelb" | "off";
+
+/** How a worker builds δ for a micro-batch. */
+export interface AdversaryConfig {
+  mode: Mode;
+  /** K, the number of ascent steps (≥ 1 unless mode is `off`). */
+  steps: number;
+  /** α, the ascent step size. */
+  lr: number;
+  /** ε, the radius of the ball δ is projected onto. */
+  eps: number;
+  norm: "l2" | "linf";
+  /** adv-init; 0 starts from δ = 0. */
+  init: number;
+}
+
+/** One micro-batch, row-major [size, seqLen]. */
+export interface MicroBatchData {
+  inputIds: Int32Array;
+  tokenTypeIds: Int32Array;
+  attentionMask: Uint8Array;
+  /** One value per example (class id or regression target) or per token (MLM, −100 = ignored). */
+  labels: Float32Array;
+  size: number;
+  seqLen: number;
+}
+
+/** Training objective of a run. */
+export type Objective = "classify" | "mlm";
+
+/** How a `weights` message stores the flat parameter buffer. */
+export type WeightsEncoding = "f32" | "f16";
+
+/** Worker → coordinator, first message: who I am and the run's token. */
+export interface HelloMessage {
+  type: "hello";
+  protocol: number;
+  token: string;
+  /** Set when reconnecting, to keep the same id. */
+  workerId?: string;
+  backend: string;
+  device: string;
+  pid: number;
+  host: string;
+}
+
+/** Coordinator → worker: accepted; the run's model and objective. */
+export interface WelcomeMessage {
+  type: "welcome";
+  workerId: string;
+  runId: string;
+  /** The Hugging Face config.json (validated by `parseModelConfig` on the worker). */
+  modelConfig: Record<string, unknown>;
+  objective: Objective;
+  /** Dropout override; null keeps the config's. */
+  dropout: number | null;
+  deterministic: boolean;
+}
+
+/** Coordinator → worker: the flat weights of version `version`. */
+export interface WeightsMessage {
+  type: "weights";
+  runId: string;
+  version: number;
+  encoding: WeightsEncoding;
+  /** Float32Array for `f32`; IEEE half-precision bit patterns for `f16`. */
+  data: Float32Array | Uint16Array;
+}
+
+/** Worker → coordinator: give me up to `capacity` tasks. */
+export interface RequestMessage {
+  type: "request";
+  capacity: number;
+}
+
+/** Coordinator → worker: compute the gradient of one micro-batch. */
+export interface TaskMessage {
+  type: "task";
+  taskId: number;
+  runId: string;
+  step: number;
+  index: number;
+  weightsVersion: number;
+  seed: number;
+  adversary: AdversaryConfig;
+  batch: MicroBatchData;
+}
+
+/** Worker-side timings of one task, in milliseconds. */
+export interface Timings {
+  computeMs: number;
+  adversaryMs: number;
+  encodeMs: number;
+}
+
+/** Worker → coordinator: the gradient g_j of micro-batch `index` of `step`. */
+export interface ResultMessage {
+  type: "result";
+  taskId: number;
+  step: number;
+  index: number;
+  weightsVersion: number;
+  grad: Float32Array;
+  loss: number;
+  count: number;
+  timings: Timings;
+}
+
+/** Either side: I am alive (sender's clock, ms). */
+export interface HeartbeatMessage {
+  type: "heartbeat";
+  time: number;
+}
+
+/** Either side: your last message was refused. */
+export interface ErrorMessage {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+}
+
+/** Either side: closing on purpose. */
+export interface ByeMessage {
+  type: "bye";
+  reason: string;
+}
+
+/** Every message of the protocol, discriminated by `type`. */
+export type Message =
+  | HelloMessage
+  | WelcomeMessage
+  | WeightsMessage
+  | RequestMessage
+  | TaskMessage
+  | ResultMessage
+  | HeartbeatMessage
+  | ErrorMessage
+  | ByeMessage;
+
+/** The `type` tags. */
+export type MessageType = Message["type"];
+
+/** Size limit for {@link encodeMessage} and {@link decodeMessage}. */
+export interface FrameLimits {
+  /** Largest frame in bytes (default {@link MAX_FRAME_BYTES}). */
+  maxBytes?: number;
+}
+
+// useRecords: false keeps frames plain msgpack maps (no msgpackr-only record
+// extension), so any msgpack implementation can speak the protocol.
+const packr = new Packr({ moreTypes: true, useRecords: false });
+const unpackr = new Unpackr({ moreTypes: true, useRecords: false, mapsAsObjects: true });
+
+/** An encoded message, in a buffer of its own. */
+export type Frame = Uint8Array<ArrayBuffer>;
+
+/**
+ * Validates `m` (as a receiver would, so a worker finds its own NaN before
+ * sending it) and encodes it into a frame of its own (a copy out of
+ * msgpackr's shared output buffer, so frames can be cached and queued).
+ */
+export function encodeMessage(m: Message, limits?: FrameLimits): Frame {
+  const clean = parseMessage(m, null);
+  const out = packr.pack(clean);
+  const max = limits?.maxBytes ?? MAX_FRAME_BYTES;
+  if (out.byteLength > max) {
+    throw new ProtocolError(
+      "too_large",
+      `${m.type} message is ${out.byteLength} bytes, over the ${max}-byte frame limit`,
+    );
+  }
+  return new Uint8Array(out); // copies
+}
+
+/**
+ * Decodes and validates one frame. Throws {@link ProtocolError} on anything
+ * wrong (see the module doc for the codes). Typed arrays in the result are
+ * aligned and never share memory with `bytes`.
+ */
+export function decodeMessage(bytes: Uint8Array | ArrayBuffer, limits?: FrameLimits): Message {
+  const frame = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes;
+  if (!(frame instanceof Uint8Array)) {
+    throw new ProtocolError("malformed", `expected a binary frame, got ${describe(frame)}`);
+  }
+  const max = limits?.maxBytes ?? MAX_FRAME_BYTES;
+  if (frame.byteLength > max) {
+    throw new ProtocolError(
+      "too_large",
+      `frame of ${frame.byteLength} bytes is over the ${max}-byte limit`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(frame);
+  } catch (e) {
+    throw new ProtocolError(
+      "malformed",
+      `frame is not valid msgpack: ${e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  return parseMessage(raw, frame.buffer);
+}
+
+/**
+ * Coordinator-side check of a result against the task it assigned: the
+ * gradient must have the layout's length and `count` the micro-batch's size.
+ */
+export function validateResultShape(
+  m: ResultMessage,
+  expectedGradLength: number,
+  expectedCount: number,
+): void {
+  if (m.grad.length !== expectedGradLength) {
+    throw new ProtocolError(
+      "bad_shape",
+      `result.grad has ${m.grad.length} elements, expected ${expectedGradLength}`,
+    );
+  }
+  if (m.count !== expectedCount) {
+    throw new ProtocolError(
+      "bad_shape",
+      `result.count is ${m.count}, but micro-batch ${m.index} of step ${m.step} has ${expectedCount} examples`,
+    );
+  }
+}
+
+/** Worker-side check of a weights message against the model's layout size. */
+export function validateWeightsShape(m: WeightsMessage, expectedLength: number): void {
+  if (m.data.length !== expectedLength) {
+    throw new ProtocolError(
+      "bad_shape",
+      `weights.data has ${m.data.length} elements, expected ${expectedLength}`,
+    );
+  }
+}
+
+/**
+ * Worker-side check of a batch against the model: token ids below
+ * `vocabSize`, token types below `typeVocabSize`, `seqLen` at most
+ * `maxPositions`.
+ */
+export function validateBatchRanges(
+  batch: MicroBatchData,
+  model: { vocabSize: number; typeVocabSize: number; maxPositions: number },
+): void {
+  if (batch.seqLen > model.maxPositions) {
+    throw new ProtocolError(
+      "bad_shape",
+      `batch.seqLen ${batch.seqLen} exceeds the model's ${model.maxPositions} positions`,
+    );
+  }
+  const bad = firstAtLeast(batch.inputIds, model.vocabSize);
+  if (bad >= 0) {
+    throw new ProtocolError(
+      "malformed",
+      `batch.inputIds[${bad}] = ${batch.inputIds[bad]} is not below vocab size ${model.vocabSize}`,
+    );
+  }
+  const badType = firstAtLeast(batch.tokenTypeIds, model.typeVocabSize);
+  if (badType >= 0) {
+    throw new ProtocolError(
+      "malformed",
+      `batch.tokenTypeIds[${badType}] = ${
+        batch.tokenTypeIds[badType]
+      } is not below ${model.typeVocabSize}`,
+    );
+  }
+}
+
+/**
+ * Coordinator-side check of a hello's token (constant time in the token's
+ * content). The protocol version is already checked by {@link decodeMessage}.
+ */
+export function checkToken(m: HelloMessage, expectedToken: string): void {
+  const a = new TextEncoder().encode(m.token), b = new TextEncoder().encode(expectedToken);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
+  if (diff !== 0) throw new ProtocolError("bad_token", "wrong or missing run token");
+}
+
+/** The `error` message that answers `e` (a ProtocolError keeps its code, anything else is `internal`). */
+export function toErrorMessage(e: unknown): ErrorMessage {
+  if (e instanceof ProtocolError) return { type: "error", code: e.code, message: e.message };
+  return { type: "error", code: "internal", message: e instanceof Error ? e.message : String(e) };
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+function fail(code: ErrorCode, message: string): never {
+  throw new ProtocolError(code, message);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  if (typeof v === "object") return (v as object).constructor?.name ?? "object";
+  if (typeof v === "number" || typeof v === "boolean") return `${typeof v} ${v}`;
+  return typeof v;
+}
+
+function isPlainObject(v: unknown): v is Obj {
+  if (typeof v !== "object" || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function field(o: Obj, ctx: string, key: string): unknown {
+  if (!Object.hasOwn(o, key) || o[key] === undefined) fail("malformed", `${ctx}.${key} is missing`);
+  return o[key];
+}
+
+function str(o: Obj, ctx: string, key: string): string {
+  const v = field(o, ctx, key);
+  if (typeof v !== "string") {
+    fail("malformed", `${ctx}.${key} must be a string, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function bool(o: Obj, ctx: string, key: string): boolean {
+  const v = field(o, ctx, key);
+  if (typeof v !== "boolean") {
+    fail("malformed", `${ctx}.${key} must be a boolean, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/** A safe integer ≥ `min`. */
+function int(o: Obj, ctx: string, key: string, min = 0): number {
+  const v = field(o, ctx, key);
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
+    fail("malformed", `${ctx}.${key} must be an integer ≥ ${min}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/** A finite number ≥ `min` (no lower bound when `min` is -Infinity). */
+function num(o: Obj, ctx: string, key: string, min = -Infinity): number {
+  const v = field(o, ctx, key);
+  if (typeof v !== "number") {
+    fail("malformed", `${ctx}.${key} must be a number, got ${describe(v)}`);
+  }
+  if (!Number.isFinite(v)) fail("non_finite", `${ctx}.${key} is ${v}`);
+  if (v < min) fail("malformed", `${ctx}.${key} must be ≥ ${min}, got ${v}`);
+  return v;
+}
+
+function oneOf<T extends string>(o: Obj, ctx: string, key: string, options: readonly T[]): T {
+  const v = field(o, ctx, key);
+  if (typeof v !== "string" || !(options as readonly string[]).includes(v)) {
+    fail(
+      "malformed",
+      `${ctx}.${key} must be one of ${options.map((x) => JSON.stringify(x)).join(", ")}, got ${
+        typeof v === "string" ? JSON.stringify(v) : describe(v)
+      }`,
+    );
+  }
+  return v as T;
+}
+
+function object(o: Obj, ctx: string, key: string): Obj {
+  const v = field(o, ctx, key);
+  if (!isPlainObject(v)) fail("malformed", `${ctx}.${key} must be a map, got ${describe(v)}`);
+  return v;
+}
+
+type TypedCtor<T> = {
+  new (src: ArrayLike<number>): T;
+  readonly BYTES_PER_ELEMENT: number;
+  readonly name: string;
+};
+
+/**
+ * A typed array of exactly `ctor`'s kind. Copied when it shares memory with
+ * the received frame, is misaligned, or is a subclass (e.g. a Node Buffer).
+ */
+function typed<T extends Int32Array | Uint8Array | Uint16Array | Float32Array>(
+  o: Obj,
+  ctx: string,
+  key: string,
+  ctor: TypedCtor<T>,
+  frame: ArrayBufferLike | null,
+): T {
+  const v = field(o, ctx, key);
+  if (!(v instanceof (ctor as unknown as typeof Uint8Array))) {
+    fail("malformed", `${ctx}.${key} must be a ${ctor.name}, got ${describe(v)}`);
+  }
+  const a = v as unknown as T;
+  if (
+    a.constructor !== ctor || (frame !== null && a.buffer === frame) ||
+    a.byteOffset % ctor.BYTES_PER_ELEMENT !== 0
+  ) {
+    return new ctor(a);
+  }
+  return a;
+}
+
+/** Index of the first NaN or ±Inf, or −1. One tight loop. */
+function firstNonFinite(a: Float32Array): number {
+  const n = a.length;
+  for (let i = 0; i < n; i++) {
+    const x = a[i];
+    if (x - x !== 0) return i;
+  }
+  return -1;
+}
+
+/** Index of the first half-precision NaN or ±Inf bit pattern, or −1. */
+function firstNonFiniteF16(a: Uint16Array): number {
+  const n = a.length;
+  for (let i = 0; i < n; i++) if ((a[i] & 0x7c00) === 0x7c00) return i;
+  return -1;
+}
+
+function firstNegative(a: Int32Array): number {
+  const n = a.length;
+  for (let i = 0; i < n; i++) if (a[i] < 0) return i;
+  return -1;
+}
+
+function firstAtLeast(a: Int32Array, limit: number): number {
+  const n = a.length;
+  for (let i = 0; i < n; i++) if (a[i] >= limit) return i;
+  return -1;
+}
+
+function checkFinite(a: Float32Array, what: string): void {
+  const bad = firstNonFinite(a);
+  if (bad >= 0) fail("non_finite", `${what}[${bad}] is ${a[bad]} (first non-finite element)`);
+}
+
+const TYPES: readonly MessageType[] = [
+  "hello",
+  "welcome",
+  "weights",
+  "request",
+  "task",
+  "result",
+  "heartbeat",
+  "error",
+  "bye",
+];
+
+/** Validates a decoded value and rebuilds it with only the known fields. */
+function parseMessage(raw: unknown, frame: ArrayBufferLike | null): Message {
+  if (!isPlainObject(raw)) fail("malformed", `message must be a map, got ${describe(raw)}`);
+  const type = raw.type;
+  if (typeof type !== "string" || !(TYPES as readonly string[]).includes(type)) {
+    fail(
+      "malformed",
+      type === undefined
+        ? "message has no type"
+        : `unknown message type ${
+          typeof type === "string" ? JSON.stringify(type) : describe(type)
+        }`,
+    );
+  }
+  switch (type as MessageType) {
+    case "hello":
+      return parseHello(raw);
+    case "welcome":
+      return parseWelcome(raw);
+    case "weights":
+      return parseWeights(raw, frame);
+    case "request":
+      return { type: "request", capacity: int(raw, "request", "capacity", 1) };
+    case "task":
+      return parseTask(raw, frame);
+    case "result":
+      return parseResult(raw, frame);
+    case "heartbeat":
+      return { type: "heartbeat", time: num(raw, "heartbeat", "time") };
+    case "error":
+      return {
+        type: "error",
+        code: oneOf(raw, "error", "code", ERROR_CODES),
+        message: str(raw, "error", "message"),
+      };
+    case "bye":
+      return { type: "bye", reason: str(raw, "bye", "reason") };
+  }
+}
+
+function parseHello(o: Obj): HelloMessage {
+  const protocol = int(o, "hello", "protocol");
+  if (protocol !== PROTOCOL_VERSION) {
+    fail(
+      "bad_version",
+      `hello.protocol ${protocol} is not supported (this side speaks ${PROTOCOL_VERSION})`,
+    );
+  }
+  const m: HelloMessage = {
+    type: "hello",
+    protocol,
+    token: str(o, "hello", "token"),
+    backend: str(o, "hello", "backend"),
+    device: str(o, "hello", "device"),
+    pid: int(o, "hello", "pid"),
+    host: str(o, "hello", "host"),
+  };
+  if (o.workerId !== undefined && o.workerId !== null) m.workerId = str(o, "hello", "workerId");
+  return m;
+}
+
+function parseWelcome(o: Obj): WelcomeMessage {
+  let dropout: number | null = null;
+  if (field(o, "welcome", "dropout") !== null) {
+    dropout = num(o, "welcome", "dropout", 0);
+    if (dropout >= 1) fail("malformed", `welcome.dropout must be in [0, 1), got ${dropout}`);
+  }
+  return {
+    type: "welcome",
+    workerId: str(o, "welcome", "workerId"),
+    runId: str(o, "welcome", "runId"),
+    modelConfig: object(o, "welcome", "modelConfig"),
+    objective: oneOf(o, "welcome", "objective", ["classify", "mlm"] as const),
+    dropout,
+    deterministic: bool(o, "welcome", "deterministic"),
+  };
+}
+
+function parseWeights(o: Obj, frame: ArrayBufferLike | null): WeightsMessage {
+  const runId = str(o, "weights", "runId");
+  const version = int(o, "weights", "version");
+  const encoding = oneOf(o, "weights", "encoding", ["f32", "f16"] as const);
+  if (encoding === "f32") {
+    const data = typed(o, "weights", "data", Float32Array, frame);
+    checkFinite(data, "weights.data");
+    return { type: "weights", runId, version, encoding, data };
+  }
+  const data = typed(o, "weights", "data", Uint16Array, frame);
+  const bad = firstNonFiniteF16(data);
+  if (bad >= 0) {
+    fail(
+      "non_finite",
+      `weights.data[${bad}] is a half-precision NaN/Inf (0x${data[bad].toString(16)})`,
+    );
+  }
+  return { type: "weights", runId, version, encoding, data };
+}
+
+function parseAdversary(o: Obj): AdversaryConfig {
+  const ctx = "task.adversary";
+  const mode = oneOf(o, ctx, "mode", ["pgd", "freelb", "off"] as const);
+  const steps = int(o, ctx, "steps", mode === "off" ? 0 : 1);
+  return {
+    mode,
+    steps,
+    lr: num(o, ctx, "lr", 0),
+    eps: num(o, ctx, "eps", 0),
+    norm: oneOf(o, ctx, "norm", ["l2", "linf"] as const),
+    init: num(o, ctx, "init", 0),
+  };
+}
+
+function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
+  const ctx = "task.batch";
+  const size = int(o, ctx, "size", 1);
+  const seqLen = int(o, ctx, "seqLen", 1);
+  const inputIds = typed(o, ctx, "inputIds", Int32Array, frame);
+  const tokenTypeIds = typed(o, ctx, "tokenTypeIds", Int32Array, frame);
+  const attentionMask = typed(o, ctx, "attentionMask", Uint8Array, frame);
+  const labels = typed(o, ctx, "labels", Float32Array, frame);
+  const n = size * seqLen;
+  for (
+    const [name, a] of [["inputIds", inputIds], ["tokenTypeIds", tokenTypeIds], [
+      "attentionMask",
+      attentionMask,
+    ]] as const
+  ) {
+    if (a.length !== n) {
+      fail("bad_shape", `${ctx}.${name} has ${a.length} elements, expected size·seqLen = ${n}`);
+    }
+  }
+  if (labels.length !== size && labels.length !== n) {
+    fail(
+      "bad_shape",
+      `${ctx}.labels has ${labels.length} elements, expected size = ${size} or size·seqLen = ${n}`,
+    );
+  }
+  let bad = firstNegative(inputIds);
+  if (bad >= 0) fail("malformed", `${ctx}.inputIds[${bad}] = ${inputIds[bad]} is negative`);
+  bad = firstNegative(tokenTypeIds);
+  if (bad >= 0) fail("malformed", `${ctx}.tokenTypeIds[${bad}] = ${tokenTypeIds[bad]} is negative`);
+  for (let i = 0; i < n; i++) {
+    if (attentionMask[i] > 1) {
+      fail("malformed", `${ctx}.attentionMask[${i}] = ${attentionMask[i]} is not 0 or 1`);
+    }
+  }
+  checkFinite(labels, `${ctx}.labels`);
+  return { inputIds, tokenTypeIds, attentionMask, labels, size, seqLen };
+}
+
+function parseTask(o: Obj, frame: ArrayBufferLike | null): TaskMessage {
+  return {
+    type: "task",
+    taskId: int(o, "task", "taskId"),
+    runId: str(o, "task", "runId"),
+    step: int(o, "task", "step"),
+    index: int(o, "task", "index"),
+    weightsVersion: int(o, "task", "weightsVersion"),
+    seed: int(o, "task", "seed"),
+    adversary: parseAdversary(object(o, "task", "adversary")),
+    batch: parseBatch(object(o, "task", "batch"), frame),
+  };
+}
+
+function parseResult(o: Obj, frame: ArrayBufferLike | null): ResultMessage {
+  const taskId = int(o, "result", "taskId");
+  const step = int(o, "result", "step");
+  const index = int(o, "result", "index");
+  const weightsVersion = int(o, "result", "weightsVersion");
+  const loss = num(o, "result", "loss");
+  const count = int(o, "result", "count", 1);
+  const t = object(o, "result", "timings");
+  const timings: Timings = {
+    computeMs: num(t, "result.timings", "computeMs", 0),
+    adversaryMs: num(t, "result.timings", "adversaryMs", 0),
+    encodeMs: num(t, "result.timings", "encodeMs", 0),
+  };
+  const grad = typed(o, "result", "grad", Float32Array, frame);
+  checkFinite(grad, "result.grad");
+  return { type: "result", taskId, step, index, weightsVersion, grad, loss, count, timings };
+}

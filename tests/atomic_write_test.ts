@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { atomicWriteFile } from "../shared/atomic_write.ts";
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "atomic_test_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const names = (dir: string): string[] => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+
+Deno.test("atomicWriteFile writes bytes and strings and replaces an existing file", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "state.bin");
+    const bytes = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
+    await atomicWriteFile(path, bytes);
+    assert.deepEqual(await Deno.readFile(path), bytes);
+    await atomicWriteFile(path, "héllo\n");
+    assert.equal(await Deno.readTextFile(path), "héllo\n");
+    await atomicWriteFile(path, new Uint8Array(0));
+    assert.equal((await Deno.readFile(path)).length, 0);
+    assert.deepEqual(names(dir), ["state.bin"], "no temporary files left behind");
+  });
+});
+
+Deno.test("atomicWriteFile writes a subarray view, not its whole buffer", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "part");
+    const big = new Uint8Array([1, 2, 3, 4, 5, 6]);
+    await atomicWriteFile(path, big.subarray(2, 4));
+    assert.deepEqual(await Deno.readFile(path), new Uint8Array([3, 4]));
+  });
+});
+
+Deno.test("atomicWriteFile failure leaves the target and the directory clean", async () => {
+  await withDir(async (dir) => {
+    // Renaming a file over a non-empty directory fails after the temp file was written.
+    const target = join(dir, "occupied");
+    await Deno.mkdir(target);
+    await Deno.writeTextFile(join(target, "keep"), "x");
+    await assert.rejects(() => atomicWriteFile(target, "data"));
+    assert.deepEqual(names(dir), ["occupied"], "temporary file removed");
+    assert.equal(await Deno.readTextFile(join(target, "keep")), "x");
+  });
+  await withDir(async (dir) => {
+    await assert.rejects(
+      () => atomicWriteFile(join(dir, "missing", "f"), "x"),
+      Deno.errors.NotFound,
+    );
+    assert.deepEqual(names(dir), []);
+  });
+});
+
+Deno.test("concurrent atomic writes leave one complete version", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "ckpt");
+    const versions = Array.from({ length: 8 }, (_, v) => new Uint8Array(50_000).fill(v + 1));
+    await Promise.all(versions.map((b) => atomicWriteFile(path, b)));
+    const got = await Deno.readFile(path);
+    assert.equal(got.length, 50_000);
+    assert.ok(got.every((b) => b === got[0]), "no torn mix of two writes");
+    assert.ok(got[0] >= 1 && got[0] <= 8);
+    assert.deepEqual(names(dir), ["ckpt"]);
+  });
+});

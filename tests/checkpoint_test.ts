@@ -1,0 +1,518 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { initHead, initWeights, loadCheckpoint, saveCheckpoint } from "../shared/checkpoint.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
+import { isHeadParam, paramLayout, view } from "../shared/param_layout.ts";
+import {
+  f16BitsToF32,
+  f32ToF16Bits,
+  type HostTensor,
+  readSafetensors,
+  writeSafetensors,
+} from "../shared/safetensors.ts";
+
+const TINY = {
+  model_type: "bert",
+  vocab_size: 50,
+  hidden_size: 8,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  intermediate_size: 16,
+  max_position_embeddings: 32,
+  type_vocab_size: 2,
+  num_labels: 3,
+};
+const bert = (over: Record<string, unknown> = {}): ModelConfig =>
+  parseModelConfig({ ...TINY, ...over });
+const roberta = (over: Record<string, unknown> = {}): ModelConfig =>
+  parseModelConfig({ ...TINY, model_type: "roberta", type_vocab_size: 1, ...over });
+
+/** Weights with every value distinct and non-trivial (not just the init pattern). */
+function randomWeights(config: ModelConfig, seed: number): Float32Array {
+  const w = initWeights(config, seed);
+  for (let i = 0; i < w.length; i++) w[i] += Math.sin(i * 1.618 + seed) * 0.5;
+  return w;
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ckpt_test_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The tensors of a checkpoint as a name → tensor map (by HF name). */
+function tensorsOf(config: ModelConfig, weights: Float32Array): Map<string, HostTensor> {
+  const layout = paramLayout(config);
+  return new Map(layout.specs.map((s) => [s.name, {
+    shape: [...s.shape],
+    data: view(layout, weights, s.name).slice(),
+  }]));
+}
+
+/** Writes a checkpoint folder by hand from a config object and a tensor map. */
+async function writeFolder(
+  dir: string,
+  config: Record<string, unknown>,
+  tensors: Map<string, HostTensor>,
+): Promise<void> {
+  await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(config));
+  await Deno.writeFile(join(dir, "model.safetensors"), writeSafetensors(tensors, "F32"));
+}
+
+/** Appends an I64 tensor (as real HF files store position_ids) to a safetensors file. */
+function withI64(file: Uint8Array, name: string, count: number): Uint8Array {
+  const n = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n)));
+  const data = file.subarray(8 + n);
+  header[name] = {
+    dtype: "I64",
+    shape: [1, count],
+    data_offsets: [data.length, data.length + 8 * count],
+  };
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + data.length + 8 * count);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
+const bits = (x: Float32Array): Uint32Array => new Uint32Array(x.buffer, x.byteOffset, x.length);
+
+Deno.test("save + load F32 is bit-identical and the file holds exactly the HF names", async () => {
+  await withDir(async (dir) => {
+    const config = bert({ id2label: { 0: "neg", 1: "neu", 2: "pos" } });
+    const weights = randomWeights(config, 3);
+    weights[0] = -0;
+    await saveCheckpoint(dir, { config, weights });
+
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(bits(ck.weights), bits(weights));
+    assert.deepEqual(ck.notes, []);
+    assert.equal(ck.extra.size, 0);
+    assert.equal(ck.config.numLabels, 3);
+    assert.deepEqual(ck.config.id2label, ["neg", "neu", "pos"]);
+
+    const file = readSafetensors(await Deno.readFile(join(dir, "model.safetensors")));
+    assert.deepEqual(file.metadata, { format: "pt" });
+    const names = [...file.tensors.keys()].sort();
+    const expected = [
+      "bert.embeddings.word_embeddings.weight",
+      "bert.embeddings.position_embeddings.weight",
+      "bert.embeddings.token_type_embeddings.weight",
+      "bert.embeddings.LayerNorm.weight",
+      "bert.embeddings.LayerNorm.bias",
+    ];
+    for (const l of [0, 1]) {
+      const L = `bert.encoder.layer.${l}`;
+      for (const m of ["query", "key", "value"]) {
+        expected.push(`${L}.attention.self.${m}.weight`, `${L}.attention.self.${m}.bias`);
+      }
+      for (const m of ["attention.output.dense", "intermediate.dense", "output.dense"]) {
+        expected.push(`${L}.${m}.weight`, `${L}.${m}.bias`);
+      }
+      for (const m of ["attention.output.LayerNorm", "output.LayerNorm"]) {
+        expected.push(`${L}.${m}.weight`, `${L}.${m}.bias`);
+      }
+    }
+    expected.push(
+      "bert.pooler.dense.weight",
+      "bert.pooler.dense.bias",
+      "classifier.weight",
+      "classifier.bias",
+    );
+    assert.deepEqual(names, expected.sort());
+    assert.deepEqual(file.tensors.get("classifier.weight")!.shape, [3, 8]);
+    assert.deepEqual(file.tensors.get("bert.encoder.layer.1.intermediate.dense.weight")!.shape, [
+      16,
+      8,
+    ]);
+    assert.deepEqual(file.tensors.get("bert.encoder.layer.1.output.dense.weight")!.shape, [8, 16]);
+
+    const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    assert.equal(hf.model_type, "bert");
+    assert.equal(hf.num_labels, 3);
+    assert.deepEqual(hf.architectures, ["BertForSequenceClassification"]);
+    assert.equal(hf.torch_dtype, "float32");
+    assert.deepEqual(hf.label2id, { neg: 0, neu: 1, pos: 2 });
+    // No temp files left behind.
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "config.json",
+      "model.safetensors",
+    ]);
+  });
+});
+
+Deno.test("save F16 + load stays within half precision and equals f16 rounding", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 4);
+    await saveCheckpoint(dir, { config, weights }, { dtype: "F16" });
+    const raw = await Deno.readFile(join(dir, "model.safetensors"));
+    const header = new TextDecoder().decode(raw.subarray(8, 8 + 200));
+    assert.match(header, /"dtype":"F16"/);
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(ck.weights, f16BitsToF32(f32ToF16Bits(weights)));
+    for (let i = 0; i < weights.length; i++) {
+      assert.ok(Math.abs(ck.weights[i] - weights[i]) <= Math.abs(weights[i]) * 2 ** -11 + 2 ** -25);
+    }
+    const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    assert.equal(hf.torch_dtype, "float16");
+  });
+});
+
+Deno.test("encoder-only checkpoint (bare names, no pooler/head) gets a seeded head with notes", async () => {
+  await withDir(async (dir) => {
+    const source = bert();
+    const weights = randomWeights(source, 5);
+    const bare = new Map<string, HostTensor>();
+    for (const [name, t] of tensorsOf(source, weights)) {
+      if (isHeadParam(name) || name.startsWith("bert.pooler.")) continue;
+      bare.set(name.slice("bert.".length), t); // as saved from a bare BertModel
+    }
+    const { num_labels: _, ...noLabels } = TINY;
+    await writeFolder(dir, noLabels, bare);
+    const file = join(dir, "model.safetensors");
+    await Deno.writeFile(file, withI64(await Deno.readFile(file), "embeddings.position_ids", 32));
+
+    const a = await loadCheckpoint(dir, { numLabels: 2, seed: 11 });
+    assert.equal(a.config.numLabels, 2);
+    assert.equal(a.extra.size, 0, "position_ids are dropped silently");
+    assert.equal(a.notes.length, 2);
+    assert.match(a.notes.join("\n"), /no classifier head in checkpoint.*2 labels, seed 11/);
+    assert.match(a.notes.join("\n"), /no pooler/);
+    for (const s of a.layout.specs) {
+      if (isHeadParam(s.name) || s.name.startsWith("bert.pooler.")) continue;
+      assert.deepEqual(
+        view(a.layout, a.weights, s.name),
+        view(paramLayout(source), weights, s.name),
+      );
+    }
+    // The new head is HF-initialised and a pure function of the seed.
+    const w = view(a.layout, a.weights, "classifier.weight");
+    assert.equal(w.length, 16);
+    assert.ok(w.some((v) => v !== 0) && w.every((v) => Math.abs(v) < 0.2));
+    assert.ok(view(a.layout, a.weights, "classifier.bias").every((v) => v === 0));
+    assert.ok(view(a.layout, a.weights, "bert.pooler.dense.bias").every((v) => v === 0));
+    const fresh = initWeights(a.config, 11);
+    assert.deepEqual(w, view(a.layout, fresh, "classifier.weight"));
+    const b = await loadCheckpoint(dir, { numLabels: 2, seed: 11 });
+    assert.deepEqual(b.weights, a.weights);
+    const c = await loadCheckpoint(dir, { numLabels: 2, seed: 12 });
+    assert.notDeepEqual(view(c.layout, c.weights, "classifier.weight"), w);
+  });
+});
+
+Deno.test("a head with another label count is replaced, with a note", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 6);
+    await saveCheckpoint(dir, { config, weights });
+    const ck = await loadCheckpoint(dir, { numLabels: 2, seed: 1 });
+    assert.equal(ck.config.numLabels, 2);
+    assert.equal(ck.notes.length, 1);
+    assert.match(ck.notes[0], /3 labels but 2 were requested.*seed 1/);
+    assert.deepEqual(view(ck.layout, ck.weights, "classifier.weight").length, 16);
+    assert.deepEqual(
+      view(ck.layout, ck.weights, "bert.pooler.dense.weight"),
+      view(paramLayout(config), weights, "bert.pooler.dense.weight"),
+    );
+    // Label names count as the label count; same count keeps the trained head.
+    const named = await loadCheckpoint(dir, { labelNames: ["x", "y", "z"] });
+    assert.deepEqual(named.notes, []);
+    assert.deepEqual(named.config.id2label, ["x", "y", "z"]);
+    assert.deepEqual(bits(named.weights), bits(weights));
+    await assert.rejects(
+      () => loadCheckpoint(dir, { numLabels: 2, labelNames: ["a", "b", "c"] }),
+      /numLabels 2 disagrees with 3 label names/,
+    );
+  });
+});
+
+Deno.test("config.json num_labels that disagrees with the stored head is an error", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    await writeFolder(dir, { ...TINY, num_labels: 2 }, tensorsOf(config, initWeights(config, 1)));
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /num_labels 2 but classifier.weight has 3 rows/,
+    );
+    const ok = await loadCheckpoint(dir, { numLabels: 3 });
+    assert.deepEqual(ok.notes, []);
+  });
+});
+
+Deno.test("old LayerNorm.gamma/beta names load as weight/bias", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 7);
+    const renamed = new Map<string, HostTensor>();
+    for (const [name, t] of tensorsOf(config, weights)) {
+      renamed.set(
+        name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(
+          /LayerNorm\.bias$/,
+          "LayerNorm.beta",
+        ),
+        t,
+      );
+    }
+    assert.ok(renamed.has("bert.encoder.layer.0.output.LayerNorm.gamma"));
+    await writeFolder(dir, TINY, renamed);
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(bits(ck.weights), bits(weights));
+    assert.deepEqual(ck.notes, []);
+  });
+});
+
+Deno.test("a missing encoder tensor and a shape mismatch are errors naming the tensor", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const tensors = tensorsOf(config, initWeights(config, 1));
+    tensors.delete("bert.encoder.layer.1.output.dense.weight");
+    await writeFolder(dir, TINY, tensors);
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /missing tensor bert\.encoder\.layer\.1\.output\.dense\.weight \(expected shape \[8, 16\]\)/,
+    );
+  });
+  await withDir(async (dir) => {
+    const config = bert();
+    const tensors = tensorsOf(config, initWeights(config, 1));
+    tensors.set("bert.embeddings.word_embeddings.weight", {
+      shape: [49, 8],
+      data: new Float32Array(49 * 8),
+    });
+    await writeFolder(dir, TINY, tensors);
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /bert\.embeddings\.word_embeddings\.weight has shape \[49, 8\], expected \[50, 8\]/,
+    );
+  });
+  await withDir(async (dir) => {
+    const config = bert();
+    const tensors = tensorsOf(config, initWeights(config, 1));
+    tensors.delete("classifier.bias");
+    await writeFolder(dir, TINY, tensors);
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /incomplete classifier head.*lacks classifier\.bias/,
+    );
+  });
+});
+
+Deno.test("tensors outside the layout are kept in extra and saved back", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 8);
+    const extra = new Map<string, HostTensor>([
+      ["cls.predictions.bias", { shape: [50], data: new Float32Array(50).fill(0.25) }],
+      ["cls.predictions.transform.LayerNorm.gamma", {
+        shape: [8],
+        data: new Float32Array(8).fill(2),
+      }],
+    ]);
+    await saveCheckpoint(dir, { config, weights, extra });
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual([...ck.extra.keys()].sort(), [
+      "cls.predictions.bias",
+      "cls.predictions.transform.LayerNorm.weight",
+    ]);
+    assert.deepEqual([...ck.extra.get("cls.predictions.bias")!.data], new Array(50).fill(0.25));
+    assert.deepEqual(bits(ck.weights), bits(weights));
+    await assert.rejects(
+      () =>
+        saveCheckpoint(dir, {
+          config,
+          weights,
+          extra: new Map([["classifier.bias", { shape: [3], data: new Float32Array(3) }]]),
+        }),
+      /also a model parameter/,
+    );
+  });
+});
+
+Deno.test("RoBERTa checkpoints use classifier.dense/out_proj and no pooler", async () => {
+  await withDir(async (dir) => {
+    const config = roberta();
+    const weights = randomWeights(config, 9);
+    await saveCheckpoint(dir, { config, weights });
+    const file = readSafetensors(await Deno.readFile(join(dir, "model.safetensors")));
+    const names = [...file.tensors.keys()];
+    for (
+      const n of [
+        "classifier.dense.weight",
+        "classifier.dense.bias",
+        "classifier.out_proj.weight",
+        "classifier.out_proj.bias",
+      ]
+    ) {
+      assert.ok(file.tensors.has(n), n);
+    }
+    assert.deepEqual(file.tensors.get("classifier.out_proj.weight")!.shape, [3, 8]);
+    assert.ok(names.every((n) => n.startsWith("roberta.") || n.startsWith("classifier.")));
+    assert.ok(!names.some((n) => n.includes("pooler")));
+    assert.ok(!names.includes("classifier.weight"));
+    const ck = await loadCheckpoint(dir);
+    assert.equal(ck.config.modelType, "roberta");
+    assert.deepEqual(bits(ck.weights), bits(weights));
+    const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    assert.deepEqual(hf.architectures, ["RobertaForSequenceClassification"]);
+  });
+});
+
+Deno.test("a RoBERTa encoder without a head gets the whole dense/out_proj head initialised", async () => {
+  await withDir(async (dir) => {
+    const config = roberta();
+    const tensors = new Map(
+      [...tensorsOf(config, randomWeights(config, 2))].filter(([n]) => !isHeadParam(n)),
+    );
+    tensors.set("roberta.pooler.dense.bias", { shape: [8], data: new Float32Array(8) });
+    await writeFolder(dir, { ...TINY, model_type: "roberta", type_vocab_size: 1 }, tensors);
+    const ck = await loadCheckpoint(dir, { seed: 4 });
+    assert.equal(ck.notes.length, 1, "RoBERTa has no pooler to note");
+    assert.match(ck.notes[0], /no classifier head.*3 labels, seed 4/);
+    assert.deepEqual([...ck.extra.keys()], ["roberta.pooler.dense.bias"]);
+    const fresh = initWeights(ck.config, 4);
+    for (const n of ["classifier.dense.weight", "classifier.out_proj.weight"]) {
+      assert.deepEqual(view(ck.layout, ck.weights, n), view(ck.layout, fresh, n));
+    }
+  });
+});
+
+Deno.test("only pytorch_model.bin, or no config.json, gives a helpful error", async () => {
+  await withDir(async (dir) => {
+    await assert.rejects(() => loadCheckpoint(dir), /no config\.json/);
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(TINY));
+    await assert.rejects(() => loadCheckpoint(dir), /no model\.safetensors/);
+    await Deno.writeFile(join(dir, "pytorch_model.bin"), new Uint8Array(16));
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /pytorch_model\.bin.*not supported[\s\S]*save_file/,
+    );
+    await Deno.writeFile(join(dir, "model.safetensors"), new Uint8Array(4));
+    await assert.rejects(
+      () => loadCheckpoint(dir),
+      /model\.safetensors: safetensors: file is 4 bytes/,
+    );
+  });
+});
+
+Deno.test("sharded checkpoints (model.safetensors.index.json) are merged", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 10);
+    const all = [...tensorsOf(config, weights)];
+    const half = Math.floor(all.length / 2);
+    const shards: [string, [string, HostTensor][]][] = [
+      ["model-00001-of-00002.safetensors", all.slice(0, half)],
+      ["model-00002-of-00002.safetensors", all.slice(half)],
+    ];
+    const weightMap: Record<string, string> = {};
+    for (const [file, list] of shards) {
+      await Deno.writeFile(join(dir, file), writeSafetensors(list, "F32"));
+      for (const [n] of list) weightMap[n] = file;
+    }
+    await Deno.writeTextFile(
+      join(dir, "model.safetensors.index.json"),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(TINY));
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(bits(ck.weights), bits(weights));
+  });
+});
+
+Deno.test("copyTokenizerFrom copies the tokenizer files that exist, and fails early when none do", async () => {
+  await withDir(async (root) => {
+    const src = join(root, "src"), out = join(root, "out"), empty = join(root, "empty");
+    await Deno.mkdir(src);
+    await Deno.mkdir(empty);
+    await Deno.writeTextFile(join(src, "vocab.txt"), "[PAD]\n[UNK]\n");
+    await Deno.writeTextFile(join(src, "tokenizer.json"), '{"version":"1.0"}');
+    await Deno.writeTextFile(join(src, "unrelated.txt"), "x");
+    const config = bert();
+    const weights = initWeights(config, 1);
+    await saveCheckpoint(out, { config, weights }, { copyTokenizerFrom: src });
+    assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name).sort(), [
+      "config.json",
+      "model.safetensors",
+      "tokenizer.json",
+      "vocab.txt",
+    ]);
+    assert.equal(await Deno.readTextFile(join(out, "vocab.txt")), "[PAD]\n[UNK]\n");
+    const other = join(root, "other");
+    await assert.rejects(
+      () => saveCheckpoint(other, { config, weights }, { copyTokenizerFrom: empty }),
+      /no tokenizer files/,
+    );
+    assert.equal(await Deno.stat(other).then(() => true, () => false), false, "nothing written");
+    // Saving into the tokenizer's own folder keeps its files intact.
+    await saveCheckpoint(src, { config, weights }, { copyTokenizerFrom: src });
+    assert.equal(await Deno.readTextFile(join(src, "vocab.txt")), "[PAD]\n[UNK]\n");
+  });
+});
+
+Deno.test("initWeights follows the HF initialiser", () => {
+  const config = bert({
+    vocab_size: 4000,
+    hidden_size: 64,
+    num_attention_heads: 4,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+  });
+  const layout = paramLayout(config);
+  const w = initWeights(config, 42);
+  const emb = view(layout, w, "bert.embeddings.word_embeddings.weight");
+  let sum = 0, sq = 0;
+  for (const v of emb) {
+    sum += v;
+    sq += v * v;
+  }
+  const n = emb.length - 64; // padding row excluded
+  const mean = sum / n, std = Math.sqrt(sq / n - mean * mean);
+  assert.ok(Math.abs(std - 0.02) < 0.0005, `std ${std}`);
+  assert.ok(Math.abs(mean) < 0.0005, `mean ${mean}`);
+  assert.ok(emb.subarray(0, 64).every((v) => v === 0), "padding row (pad_token_id 0) is zero");
+  assert.ok(emb.subarray(64, 128).some((v) => v !== 0));
+  for (const s of layout.specs) {
+    const t = view(layout, w, s.name);
+    if (s.name.includes("LayerNorm") && s.name.endsWith(".weight")) {
+      assert.ok(t.every((v) => v === 1), s.name);
+    } else if (s.name.endsWith(".bias")) assert.ok(t.every((v) => v === 0), s.name);
+    else assert.ok(t.some((v) => v !== 0) && t.every((v) => Math.abs(v) < 0.2), s.name);
+  }
+  assert.deepEqual(initWeights(config, 42), w);
+  assert.notDeepEqual(initWeights(config, 43), w);
+
+  // RoBERTa: pad_token_id 1, and position embeddings are padded too.
+  const r = roberta();
+  const rl = paramLayout(r);
+  const rw = initWeights(r, 1);
+  for (
+    const name of [
+      "roberta.embeddings.word_embeddings.weight",
+      "roberta.embeddings.position_embeddings.weight",
+    ]
+  ) {
+    const t = view(rl, rw, name);
+    assert.ok(t.subarray(8, 16).every((v) => v === 0), `${name} row 1`);
+    assert.ok(t.subarray(0, 8).some((v) => v !== 0), `${name} row 0`);
+  }
+});
+
+Deno.test("initHead re-initialises only classifier tensors, as initWeights would", () => {
+  const config = bert();
+  const layout = paramLayout(config);
+  const w = randomWeights(config, 5);
+  const before = w.slice();
+  initHead(config, w, 9);
+  const ref = initWeights(config, 9);
+  for (const s of layout.specs) {
+    if (isHeadParam(s.name)) assert.deepEqual(view(layout, w, s.name), view(layout, ref, s.name));
+    else assert.deepEqual(view(layout, w, s.name), view(layout, before, s.name));
+  }
+  assert.throws(() => initHead(config, new Float32Array(3), 1), /3 values/);
+});

@@ -1,0 +1,247 @@
+import assert from "node:assert/strict";
+import type { ParamLayout, ParamSpec } from "../shared/param_layout.ts";
+import {
+  createOptimizerState,
+  decodeOptimizerState,
+  DEFAULT_OPTIMIZER_CONFIG,
+  encodeOptimizerState,
+  type OptimizerConfig,
+  optimizerStep,
+} from "../coordinator/optimizer.ts";
+
+/** A hand-built layout: a decayed weight [2,2] at 0..3, an excluded bias [2] at 4..5. */
+function fakeLayout(): ParamLayout {
+  const specs: ParamSpec[] = [
+    { name: "dense.weight", shape: [2, 2], offset: 0, size: 4, decay: true },
+    { name: "dense.bias", shape: [2], offset: 4, size: 2, decay: false },
+  ];
+  return { specs, byName: new Map(specs.map((s) => [s.name, s])), total: 6 };
+}
+
+const LAMB: OptimizerConfig = {
+  kind: "lamb",
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-6,
+  weightDecay: 0.01,
+};
+const ADAMW: OptimizerConfig = { ...LAMB, kind: "adamw" };
+
+const W0 = [0.5, -1, 2, 0, 0.1, -0.2];
+const G1 = [0.2, -0.4, 0.1, 0.3, 0.5, -0.05];
+const G2 = [-0.1, -0.2, 0.3, 0.0, 0.25, 0.05];
+
+function assertClose(actual: ArrayLike<number>, expected: number[], tol: number, what: string) {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    assert.ok(
+      d <= tol * Math.max(1, Math.abs(expected[i])),
+      `${what}[${i}]: got ${actual[i]}, expected ${expected[i]} (diff ${d})`,
+    );
+  }
+}
+
+const norm = (xs: number[]) => Math.sqrt(xs.reduce((a, x) => a + x * x, 0));
+
+Deno.test("defaults are the method's", () => {
+  assert.deepEqual({ ...DEFAULT_OPTIMIZER_CONFIG }, LAMB);
+});
+
+Deno.test("LAMB: first and second step by hand", () => {
+  const layout = fakeLayout();
+  const w = new Float32Array(W0);
+  const st = createOptimizerState(6);
+  const lr = 0.1;
+
+  // Step 1: m = 0.1·g, v = 0.001·g², m̂ = g, v̂ = g², u = g/(|g|+1e-6) + λ·w (λ only on 0..3).
+  const u1w = [
+    0.2 / (0.2 + 1e-6) + 0.01 * 0.5,
+    -0.4 / (0.4 + 1e-6) + 0.01 * -1,
+    0.1 / (0.1 + 1e-6) + 0.01 * 2,
+    0.3 / (0.3 + 1e-6) + 0.01 * 0,
+  ];
+  const u1b = [0.5 / (0.5 + 1e-6), -0.05 / (0.05 + 1e-6)];
+  const r1 = Math.sqrt(0.25 + 1 + 4 + 0) / norm(u1w);
+  const w1 = [
+    0.5 - lr * r1 * u1w[0],
+    -1 - lr * r1 * u1w[1],
+    2 - lr * r1 * u1w[2],
+    0 - lr * r1 * u1w[3],
+    0.1 - lr * u1b[0],
+    -0.2 - lr * u1b[1],
+  ];
+  const s1 = optimizerStep(layout, w, new Float32Array(G1), st, lr, LAMB);
+  assert.equal(st.step, 1);
+  assertClose(st.m, [0.02, -0.04, 0.01, 0.03, 0.05, -0.005], 1e-7, "m1");
+  assertClose(
+    st.v,
+    [0.001 * 0.04, 0.001 * 0.16, 0.001 * 0.01, 0.001 * 0.09, 0.001 * 0.25, 0.001 * 0.0025],
+    1e-7,
+    "v1",
+  );
+  assertClose(w, w1, 2e-6, "w1");
+  assertClose(s1.trustRatios, [r1, 1], 1e-6, "r1");
+  assert.equal(s1.trustRatios[1], 1);
+  const upd1 = norm([...u1w.map((u) => lr * r1 * u), ...u1b.map((u) => lr * u)]);
+  assert.ok(Math.abs(s1.updateNorm - upd1) < 1e-6, `updateNorm ${s1.updateNorm} vs ${upd1}`);
+
+  // Step 2: m = 0.09·g1 + 0.1·g2, v = 0.000999·g1² + 0.001·g2²,
+  // m̂ = m / (1 − 0.81) = m / 0.19, v̂ = v / (1 − 0.998001) = v / 0.001999.
+  const m2 = G1.map((g1, i) => 0.09 * g1 + 0.1 * G2[i]);
+  const v2 = G1.map((g1, i) => 0.000999 * g1 * g1 + 0.001 * G2[i] * G2[i]);
+  const u2 = m2.map((m, i) =>
+    (m / 0.19) / (Math.sqrt(v2[i] / 0.001999) + 1e-6) + (i < 4 ? 0.01 * w1[i] : 0)
+  );
+  const r2 = norm(w1.slice(0, 4)) / norm(u2.slice(0, 4));
+  const w2 = w1.map((x, i) => x - lr * (i < 4 ? r2 : 1) * u2[i]);
+  const s2 = optimizerStep(layout, w, new Float32Array(G2), st, lr, LAMB);
+  assert.equal(st.step, 2);
+  assertClose(st.m, m2, 1e-7, "m2");
+  assertClose(st.v, v2, 1e-9, "v2");
+  assertClose(w, w2, 2e-6, "w2");
+  assertClose(s2.trustRatios, [r2, 1], 1e-5, "r2");
+});
+
+Deno.test("AdamW: trust ratio 1 everywhere, decay only on the decayed tensor", () => {
+  const layout = fakeLayout();
+  const w = new Float32Array(W0);
+  const st = createOptimizerState(6);
+  const lr = 0.01;
+  // Step 1: u = g/(|g|+1e-6) + 0.01·w on 0..3, g/(|g|+1e-6) on 4..5; w ← w − lr·u.
+  const u1 = [
+    0.2 / (0.2 + 1e-6) + 0.01 * 0.5,
+    -0.4 / (0.4 + 1e-6) + 0.01 * -1,
+    0.1 / (0.1 + 1e-6) + 0.01 * 2,
+    0.3 / (0.3 + 1e-6) + 0.01 * 0,
+    0.5 / (0.5 + 1e-6),
+    -0.05 / (0.05 + 1e-6),
+  ];
+  const w1 = W0.map((x, i) => x - lr * u1[i]);
+  const s1 = optimizerStep(layout, w, new Float32Array(G1), st, lr, ADAMW);
+  assert.deepEqual([...s1.trustRatios], [1, 1]);
+  assertClose(w, w1, 1e-6, "w1");
+
+  // Step 2 (same closed forms as for LAMB, r = 1).
+  const m2 = G1.map((g1, i) => 0.09 * g1 + 0.1 * G2[i]);
+  const v2 = G1.map((g1, i) => 0.000999 * g1 * g1 + 0.001 * G2[i] * G2[i]);
+  const w2 = w1.map((x, i) =>
+    x - lr * ((m2[i] / 0.19) / (Math.sqrt(v2[i] / 0.001999) + 1e-6) + (i < 4 ? 0.01 * x : 0))
+  );
+  optimizerStep(layout, w, new Float32Array(G2), st, lr, ADAMW);
+  assertClose(w, w2, 1e-6, "w2");
+});
+
+Deno.test("zero gradient: only the decayed tensor shrinks", () => {
+  const layout = fakeLayout();
+  const g = new Float32Array(6);
+  // m = v = 0, so u = λ·w on the weight and 0 on the bias.
+  // AdamW: w ← w − lr·0.01·w. LAMB: r = ‖w‖/‖0.01·w‖ = 100, so w ← w − lr·w.
+  const wa = new Float32Array(W0);
+  optimizerStep(layout, wa, g, createOptimizerState(6), 0.5, ADAMW);
+  assertClose(wa, [0.5 * 0.995, -1 * 0.995, 2 * 0.995, 0, 0.1, -0.2], 1e-7, "adamw");
+  assert.equal(wa[4], Math.fround(0.1));
+  assert.equal(wa[5], Math.fround(-0.2));
+
+  const wl = new Float32Array(W0);
+  const s = optimizerStep(layout, wl, g, createOptimizerState(6), 0.5, LAMB);
+  assertClose(s.trustRatios, [100, 1], 1e-9, "r");
+  assertClose(wl, [0.25, -0.5, 1, 0, 0.1, -0.2], 1e-7, "lamb");
+});
+
+Deno.test("LAMB: zero-norm weights or zero update give r = 1", () => {
+  const layout = fakeLayout();
+  // ‖w‖ = 0 on the decayed tensor → r = 1, w ← 0 − lr·g/(|g|+1e-6).
+  const w = new Float32Array([0, 0, 0, 0, 0.1, -0.2]);
+  const s = optimizerStep(layout, w, new Float32Array(G1), createOptimizerState(6), 0.1, LAMB);
+  assert.deepEqual([...s.trustRatios], [1, 1]);
+  assertClose(
+    w.subarray(0, 4),
+    [
+      -0.1 * 0.2 / (0.2 + 1e-6),
+      0.1 * 0.4 / (0.4 + 1e-6),
+      -0.1 * 0.1 / (0.1 + 1e-6),
+      -0.1 * 0.3 / (0.3 + 1e-6),
+    ],
+    1e-7,
+    "w",
+  );
+  // ‖u‖ = 0 (zero gradient, λ = 0) → r = 1 and nothing moves.
+  const w2 = new Float32Array(W0);
+  const s2 = optimizerStep(layout, w2, new Float32Array(6), createOptimizerState(6), 0.1, {
+    ...LAMB,
+    weightDecay: 0,
+  });
+  assert.deepEqual([...s2.trustRatios], [1, 1]);
+  assert.deepEqual([...w2], [...new Float32Array(W0)]);
+  assert.equal(s2.updateNorm, 0);
+});
+
+function bits(a: Float32Array): number[] {
+  return [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
+}
+
+Deno.test("state encode/decode is bit-exact and resuming equals not stopping", () => {
+  const layout = fakeLayout();
+  const grads = [G1, G2, [0.3, 0.1, -0.7, 0.2, -0.1, 0.9], [1e-3, -2e-3, 5, -5, 0, 1]].map(
+    (g) => new Float32Array(g),
+  );
+  const lrs = [0.05, 0.1, 0.07, 0.02];
+
+  const wA = new Float32Array(W0), sA = createOptimizerState(6);
+  for (let k = 0; k < 4; k++) optimizerStep(layout, wA, grads[k], sA, lrs[k], LAMB);
+
+  const wB = new Float32Array(W0);
+  let sB = createOptimizerState(6);
+  for (let k = 0; k < 2; k++) optimizerStep(layout, wB, grads[k], sB, lrs[k], LAMB);
+  const bytes = encodeOptimizerState(sB);
+  assert.equal(bytes.byteLength, 16 + 8 * 6);
+  // Decode from an unaligned copy to exercise the copy path.
+  const shifted = new Uint8Array(bytes.byteLength + 1);
+  shifted.set(bytes, 1);
+  const decoded = decodeOptimizerState(shifted.subarray(1), 6);
+  assert.equal(decoded.step, 2);
+  assert.deepEqual(bits(decoded.m), bits(sB.m));
+  assert.deepEqual(bits(decoded.v), bits(sB.v));
+  sB = decoded;
+  const wResumed = new Float32Array(wB); // weights travel separately in a checkpoint
+  for (let k = 2; k < 4; k++) optimizerStep(layout, wResumed, grads[k], sB, lrs[k], LAMB);
+
+  assert.equal(sB.step, 4);
+  assert.deepEqual(bits(wResumed), bits(wA));
+  assert.deepEqual(bits(sB.m), bits(sA.m));
+  assert.deepEqual(bits(sB.v), bits(sA.v));
+});
+
+Deno.test("state decode rejects bad input with clear errors", () => {
+  const good = encodeOptimizerState(createOptimizerState(3));
+  assert.throws(
+    () => decodeOptimizerState(good.subarray(0, 10), 3),
+    /shorter than the 16-byte header/,
+  );
+  assert.throws(() => decodeOptimizerState(good, 4), /holds 3 parameters but the model has 4/);
+  assert.throws(() => decodeOptimizerState(good.subarray(0, good.length - 4), 3), /expected 40/);
+  const badMagic = good.slice();
+  badMagic[0] ^= 0xff;
+  assert.throws(() => decodeOptimizerState(badMagic, 3), /bad magic/);
+  const badVersion = good.slice();
+  badVersion[4] = 9;
+  assert.throws(() => decodeOptimizerState(badVersion, 3), /format version 9/);
+});
+
+Deno.test("optimizerStep rejects mismatched buffers and bad hyper-parameters", () => {
+  const layout = fakeLayout();
+  const w = new Float32Array(6), g = new Float32Array(6);
+  assert.throws(
+    () => optimizerStep(layout, w, new Float32Array(5), createOptimizerState(6), 0.1, LAMB),
+    /6 elements/,
+  );
+  assert.throws(
+    () => optimizerStep(layout, w, g, createOptimizerState(6), NaN, LAMB),
+    /learning rate/,
+  );
+  assert.throws(
+    () => optimizerStep(layout, w, g, createOptimizerState(6), 0.1, { ...LAMB, beta2: 1 }),
+    /beta2/,
+  );
+});

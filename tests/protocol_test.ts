@@ -1,0 +1,581 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { Packr, Unpackr } from "msgpackr";
+import {
+  checkToken,
+  decodeMessage,
+  encodeMessage,
+  type ErrorCode,
+  MAX_FRAME_BYTES,
+  type Message,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type ResultMessage,
+  type TaskMessage,
+  toErrorMessage,
+  validateBatchRanges,
+  validateResultShape,
+  validateWeightsShape,
+} from "../shared/protocol.ts";
+
+/** A peer that sends whatever it likes, with no validation. */
+const rawPeer = new Packr({ moreTypes: true, useRecords: false });
+/** A peer that forgot `moreTypes`: typed arrays become msgpack bin. */
+const plainPeer = new Packr({ useRecords: false });
+
+function task(): TaskMessage {
+  return {
+    type: "task",
+    taskId: 7,
+    runId: "run-1",
+    step: 3,
+    index: 2,
+    weightsVersion: 3,
+    seed: 4242,
+    adversary: { mode: "pgd", steps: 1, lr: 0.1, eps: 1, norm: "l2", init: 0 },
+    batch: {
+      inputIds: new Int32Array([101, 2009, 102, 0, 101, 7592, 2088, 102]),
+      tokenTypeIds: new Int32Array([0, 0, 0, 0, 0, 0, 1, 1]),
+      attentionMask: new Uint8Array([1, 1, 1, 0, 1, 1, 1, 1]),
+      labels: new Float32Array([1, 0]),
+      size: 2,
+      seqLen: 4,
+    },
+  };
+}
+
+function result(): ResultMessage {
+  const grad = new Float32Array(40);
+  for (let i = 0; i < grad.length; i++) grad[i] = (i - 20) / 8;
+  return {
+    type: "result",
+    taskId: 7,
+    step: 3,
+    index: 2,
+    weightsVersion: 3,
+    grad,
+    loss: 0.6931,
+    count: 2,
+    timings: { computeMs: 12.5, adversaryMs: 6, encodeMs: 0.25 },
+  };
+}
+
+function allMessages(): Message[] {
+  return [
+    {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      token: "s3cret",
+      backend: "wasm",
+      device: "cpu x2",
+      pid: 1234,
+      host: "laptop",
+    },
+    {
+      type: "hello",
+      protocol: 1,
+      token: "s3cret",
+      workerId: "w-9",
+      backend: "webgpu",
+      device: "H100",
+      pid: 1,
+      host: "gpu-box",
+    },
+    {
+      type: "welcome",
+      workerId: "w-1",
+      runId: "run-1",
+      modelConfig: { model_type: "bert", hidden_size: 128, id2label: { "0": "neg", "1": "pos" } },
+      objective: "classify",
+      dropout: null,
+      deterministic: true,
+    },
+    {
+      type: "welcome",
+      workerId: "w-2",
+      runId: "run-1",
+      modelConfig: {},
+      objective: "mlm",
+      dropout: 0.1,
+      deterministic: false,
+    },
+    {
+      type: "weights",
+      runId: "run-1",
+      version: 0,
+      encoding: "f32",
+      data: new Float32Array([0.5, -1.25, 3e-8, 65504]),
+    },
+    { type: "request", capacity: 4 },
+    task(),
+    result(),
+    { type: "heartbeat", time: 1700000000123.5 },
+    { type: "error", code: "stale", message: "step 3 is over" },
+    { type: "bye", reason: "SIGTERM" },
+  ];
+}
+
+function expectError(fn: () => unknown, code: ErrorCode, pattern?: RegExp): ProtocolError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof ProtocolError, `expected a ProtocolError, got ${caught}`);
+  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
+  if (pattern) assert.match(caught.message, pattern);
+  return caught;
+}
+
+/** Encodes `value` with no validation and decodes it as a peer's frame. */
+function decodeRaw(value: unknown, limits?: { maxBytes?: number }): Message {
+  return decodeMessage(rawPeer.pack(value), limits);
+}
+
+Deno.test("constants", () => {
+  assert.equal(PROTOCOL_VERSION, 1);
+  assert.equal(MAX_FRAME_BYTES, 512 * 1024 * 1024);
+});
+
+Deno.test("every message round-trips", () => {
+  for (const m of allMessages()) {
+    const bytes = encodeMessage(m);
+    assert.ok(bytes instanceof Uint8Array);
+    assert.deepStrictEqual(decodeMessage(bytes), m, `round trip of ${m.type}`);
+    // ArrayBuffer input (WebSocket binaryType "arraybuffer") works too.
+    assert.deepStrictEqual(decodeMessage(bytes.slice().buffer), m);
+  }
+});
+
+Deno.test("encoded frames stay valid after later encodes", () => {
+  const first = encodeMessage(result());
+  const copy = first.slice();
+  for (let i = 0; i < 50; i++) encodeMessage(task());
+  assert.deepStrictEqual(first, copy);
+});
+
+Deno.test("typed arrays decode as aligned typed arrays of the same kind, not sharing the frame", () => {
+  const t = task();
+  const decoded = decodeMessage(encodeMessage(t)) as TaskMessage;
+  const b = decoded.batch;
+  assert.equal(b.inputIds.constructor, Int32Array);
+  assert.equal(b.tokenTypeIds.constructor, Int32Array);
+  assert.equal(b.attentionMask.constructor, Uint8Array);
+  assert.equal(b.labels.constructor, Float32Array);
+  for (const a of [b.inputIds, b.tokenTypeIds, b.attentionMask, b.labels]) {
+    assert.equal(a.byteOffset % a.BYTES_PER_ELEMENT, 0);
+  }
+  // From a frame at an odd byte offset.
+  const bytes = encodeMessage(result());
+  const shifted = new Uint8Array(bytes.byteLength + 3);
+  shifted.set(bytes, 3);
+  const frame = shifted.subarray(3);
+  const r = decodeMessage(frame) as ResultMessage;
+  assert.equal(r.grad.constructor, Float32Array);
+  assert.equal(r.grad.byteOffset % 4, 0);
+  assert.notEqual(r.grad.buffer, frame.buffer);
+  assert.deepStrictEqual(r.grad, result().grad);
+  // Subarrays (non-zero byteOffset) are encoded as just their elements.
+  const big = new Float32Array([9, 9, 1, 2, 3, 9]);
+  const w = decodeMessage(encodeMessage({
+    type: "weights",
+    runId: "r",
+    version: 1,
+    encoding: "f32",
+    data: big.subarray(2, 5),
+  }));
+  assert.deepStrictEqual(w, {
+    type: "weights",
+    runId: "r",
+    version: 1,
+    encoding: "f32",
+    data: new Float32Array([1, 2, 3]),
+  });
+});
+
+Deno.test("f16 weights round-trip bit for bit", () => {
+  // 1.0 = 0x3c00, −2.0 = 0xc000, 65504 (largest half) = 0x7bff, smallest subnormal = 0x0001, −0 = 0x8000.
+  const bits = new Uint16Array([0x3c00, 0xc000, 0x7bff, 0x0001, 0x8000, 0]);
+  const m: Message = { type: "weights", runId: "r", version: 5, encoding: "f16", data: bits };
+  const d = decodeMessage(encodeMessage(m));
+  assert.equal(d.type, "weights");
+  if (d.type !== "weights") return;
+  assert.equal(d.data.constructor, Uint16Array);
+  assert.deepStrictEqual([...d.data], [0x3c00, 0xc000, 0x7bff, 0x0001, 0x8000, 0]);
+  validateWeightsShape(d, 6);
+  expectError(() => validateWeightsShape(d, 7), "bad_shape", /6 elements, expected 7/);
+  // +Inf (0x7c00) and NaN (0x7e00) halves are refused.
+  expectError(
+    () => decodeRaw({ ...m, data: new Uint16Array([0x3c00, 0x7e00]) }),
+    "non_finite",
+    /weights\.data\[1\]/,
+  );
+  // An f16 message must carry a Uint16Array, an f32 one a Float32Array.
+  expectError(() => decodeRaw({ ...m, data: new Float32Array(2) }), "malformed", /Uint16Array/);
+  expectError(
+    () => decodeRaw({ ...m, encoding: "f32", data: new Uint16Array(2) }),
+    "malformed",
+    /Float32Array/,
+  );
+});
+
+Deno.test("not msgpack", () => {
+  // A truncated array header (0x92: array of 2, only one element follows).
+  expectError(() => decodeMessage(new Uint8Array([0x92, 0x01])), "malformed", /not valid msgpack/);
+  // A truncated map: fixmap of 1 with a 4-byte key string cut short.
+  expectError(() => decodeMessage(new Uint8Array([0x81, 0xa4, 0x74, 0x79])), "malformed");
+  // JSON text: '{' = 0x7b decodes as the integer 123, then bytes are left over.
+  expectError(
+    () => decodeMessage(new TextEncoder().encode('{"type":"bye","reason":"x"}')),
+    "malformed",
+    /not valid msgpack/,
+  );
+  // 0xc1 is the one byte msgpack never uses.
+  expectError(() => decodeMessage(new Uint8Array([0xc1])), "malformed");
+  expectError(() => decodeMessage(new Uint8Array(0)), "malformed");
+});
+
+Deno.test("frame over the size limit", () => {
+  const bytes = encodeMessage(result());
+  expectError(
+    () => decodeMessage(bytes, { maxBytes: 100 }),
+    "too_large",
+    new RegExp(`${bytes.byteLength} bytes is over the 100-byte limit`),
+  );
+  assert.doesNotThrow(() => decodeMessage(bytes, { maxBytes: bytes.byteLength }));
+  expectError(() => encodeMessage(result(), { maxBytes: 100 }), "too_large");
+});
+
+Deno.test("not an object, unknown type", () => {
+  expectError(() => decodeRaw([1, 2]), "malformed", /must be a map, got array/);
+  expectError(() => decodeRaw("hello"), "malformed", /must be a map/);
+  expectError(() => decodeRaw(7), "malformed", /must be a map/);
+  expectError(() => decodeRaw(null), "malformed", /must be a map/);
+  expectError(() => decodeRaw({ reason: "x" }), "malformed", /no type/);
+  expectError(
+    () => decodeRaw({ type: "launch", x: 1 }),
+    "malformed",
+    /unknown message type "launch"/,
+  );
+  expectError(() => decodeRaw({ type: 3 }), "malformed", /unknown message type/);
+});
+
+Deno.test("result with NaN at index 17 names index 17", () => {
+  const r = result();
+  r.grad[17] = NaN;
+  r.grad[30] = Infinity;
+  const e = expectError(() => decodeRaw(r), "non_finite", /result\.grad\[17\] is NaN/);
+  assert.doesNotMatch(e.message, /30/);
+  const s = result();
+  s.grad[39] = -Infinity;
+  expectError(() => decodeRaw(s), "non_finite", /result\.grad\[39\] is -Infinity/);
+  // The sender finds it too, before it goes on the wire.
+  expectError(() => encodeMessage(r), "non_finite", /\[17\]/);
+  expectError(() => decodeRaw({ ...result(), loss: NaN }), "non_finite", /result\.loss is NaN/);
+  expectError(() => decodeRaw({ ...result(), loss: Infinity }), "non_finite", /loss/);
+  expectError(
+    () =>
+      decodeRaw({
+        type: "weights",
+        runId: "r",
+        version: 1,
+        encoding: "f32",
+        data: new Float32Array([1, NaN]),
+      }),
+    "non_finite",
+    /weights\.data\[1\]/,
+  );
+});
+
+Deno.test("missing fields", () => {
+  for (
+    const key of ["taskId", "step", "index", "weightsVersion", "grad", "loss", "count", "timings"]
+  ) {
+    const r: Record<string, unknown> = { ...result() };
+    delete r[key];
+    expectError(() => decodeRaw(r), "malformed", new RegExp(`result\\.${key} is missing`));
+  }
+  const t: Record<string, unknown> = { ...task() };
+  delete t.adversary;
+  expectError(() => decodeRaw(t), "malformed", /task\.adversary is missing/);
+  const tb = task();
+  const batch: Record<string, unknown> = { ...tb.batch };
+  delete batch.labels;
+  expectError(() => decodeRaw({ ...tb, batch }), "malformed", /task\.batch\.labels is missing/);
+  expectError(
+    () => decodeRaw({ ...result(), timings: { computeMs: 1, adversaryMs: 2 } }),
+    "malformed",
+    /result\.timings\.encodeMs is missing/,
+  );
+  expectError(() => decodeRaw({ type: "hello", protocol: 1, token: "t" }), "malformed", /missing/);
+  expectError(() => decodeRaw({ type: "welcome", workerId: "w", runId: "r" }), "malformed");
+});
+
+Deno.test("wrong field types", () => {
+  expectError(
+    () => decodeRaw({ ...result(), taskId: "7" }),
+    "malformed",
+    /result\.taskId must be an integer/,
+  );
+  expectError(
+    () => decodeRaw({ ...result(), grad: [1, 2, 3] }),
+    "malformed",
+    /result\.grad must be a Float32Array, got array/,
+  );
+  expectError(
+    () => decodeRaw({ ...result(), grad: new Float64Array(40) }),
+    "malformed",
+    /Float64Array/,
+  );
+  expectError(
+    () => decodeRaw({ ...result(), loss: "0.5" }),
+    "malformed",
+    /result\.loss must be a number/,
+  );
+  expectError(
+    () => decodeRaw({ ...result(), timings: [1, 2, 3] }),
+    "malformed",
+    /timings must be a map/,
+  );
+  expectError(() => decodeRaw({ ...task(), batch: [] }), "malformed", /task\.batch must be a map/);
+  expectError(
+    () => decodeRaw({ ...task(), adversary: { ...task().adversary, mode: "fgsm" } }),
+    "malformed",
+    /mode must be one of/,
+  );
+  expectError(
+    () => decodeRaw({ ...task(), adversary: { ...task().adversary, steps: 0 } }),
+    "malformed",
+    /steps must be an integer ≥ 1/,
+  );
+  expectError(
+    () => decodeRaw({ ...task(), adversary: { ...task().adversary, norm: "l1" } }),
+    "malformed",
+  );
+  expectError(() => decodeRaw({ type: "request", capacity: 0 }), "malformed", /capacity/);
+  expectError(() => decodeRaw({ type: "heartbeat", time: "now" }), "malformed");
+  expectError(
+    () => decodeRaw({ type: "error", code: "oops", message: "x" }),
+    "malformed",
+    /code must be one of/,
+  );
+  expectError(
+    () => decodeRaw({ type: "bye", reason: 5 }),
+    "malformed",
+    /bye\.reason must be a string/,
+  );
+  const w = allMessages()[2];
+  expectError(
+    () => decodeRaw({ ...w, deterministic: "yes" }),
+    "malformed",
+    /deterministic must be a boolean/,
+  );
+  expectError(
+    () => decodeRaw({ ...w, modelConfig: "bert" }),
+    "malformed",
+    /modelConfig must be a map/,
+  );
+  expectError(() => decodeRaw({ ...w, dropout: 1.5 }), "malformed", /dropout/);
+  expectError(() => decodeRaw({ ...w, objective: "regress" }), "malformed", /objective/);
+  // A peer that forgot moreTypes sends typed arrays as msgpack bin: refused, except for bytes.
+  expectError(
+    () => decodeMessage(plainPeer.pack(result())),
+    "malformed",
+    /result\.grad must be a Float32Array/,
+  );
+});
+
+Deno.test("negative or non-integer ids, steps and versions", () => {
+  expectError(
+    () => decodeRaw({ ...result(), step: -1 }),
+    "malformed",
+    /result\.step must be an integer ≥ 0, got number -1/,
+  );
+  expectError(() => decodeRaw({ ...task(), step: -3 }), "malformed", /task\.step/);
+  expectError(() => decodeRaw({ ...result(), weightsVersion: 1.5 }), "malformed", /weightsVersion/);
+  expectError(() => decodeRaw({ ...result(), taskId: 2 ** 60 }), "malformed", /taskId/);
+  expectError(
+    () => decodeRaw({ ...result(), count: 0 }),
+    "malformed",
+    /count must be an integer ≥ 1/,
+  );
+  expectError(() => decodeRaw({ ...task(), index: -1 }), "malformed", /task\.index/);
+  expectError(() => decodeRaw({ ...task(), seed: NaN }), "malformed", /task\.seed/);
+  expectError(
+    () =>
+      decodeRaw({
+        type: "weights",
+        runId: "r",
+        version: -2,
+        encoding: "f32",
+        data: new Float32Array(1),
+      }),
+    "malformed",
+    /weights\.version/,
+  );
+  expectError(
+    () => decodeRaw({ ...result(), timings: { computeMs: -1, adversaryMs: 0, encodeMs: 0 } }),
+    "malformed",
+    /computeMs must be ≥ 0/,
+  );
+});
+
+Deno.test("batch shape and value checks", () => {
+  const t = task();
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, inputIds: new Int32Array(7) } }),
+    "bad_shape",
+    /task\.batch\.inputIds has 7 elements, expected size·seqLen = 8/,
+  );
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, seqLen: 5 } }),
+    "bad_shape",
+    /expected size·seqLen = 10/,
+  );
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, attentionMask: new Uint8Array(9) } }),
+    "bad_shape",
+    /attentionMask/,
+  );
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, labels: new Float32Array(3) } }),
+    "bad_shape",
+    /labels has 3/,
+  );
+  // MLM labels: one per token, −100 = ignored.
+  const mlm = new Float32Array(8).fill(-100);
+  mlm[1] = 2009;
+  const d = decodeRaw({ ...t, batch: { ...t.batch, labels: mlm } }) as TaskMessage;
+  assert.deepStrictEqual(d.batch.labels, mlm);
+  const neg = t.batch.inputIds.slice();
+  neg[5] = -4;
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, inputIds: neg } }),
+    "malformed",
+    /inputIds\[5\] = -4 is negative/,
+  );
+  const negType = t.batch.tokenTypeIds.slice();
+  negType[0] = -1;
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, tokenTypeIds: negType } }),
+    "malformed",
+    /tokenTypeIds\[0\]/,
+  );
+  const mask = t.batch.attentionMask.slice();
+  mask[2] = 2;
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, attentionMask: mask } }),
+    "malformed",
+    /attentionMask\[2\] = 2/,
+  );
+  const labels = t.batch.labels.slice();
+  labels[1] = NaN;
+  expectError(
+    () => decodeRaw({ ...t, batch: { ...t.batch, labels } }),
+    "non_finite",
+    /labels\[1\]/,
+  );
+  expectError(() => decodeRaw({ ...t, batch: { ...t.batch, size: 0 } }), "malformed", /size/);
+  // A mask sent as msgpack bin (a Buffer here, or any peer without typed-array
+  // extensions) is accepted and copied off the frame into a plain Uint8Array.
+  const frame = rawPeer.pack({
+    ...t,
+    batch: { ...t.batch, attentionMask: Buffer.from(t.batch.attentionMask) },
+  });
+  // Proof that it went as bin: a bare msgpackr decode hands back a view of the frame.
+  const bare = new Unpackr({ useRecords: false }).unpack(frame) as {
+    batch: { attentionMask: Uint8Array };
+  };
+  assert.equal(bare.batch.attentionMask.buffer, frame.buffer);
+  const dm = decodeMessage(frame) as TaskMessage;
+  assert.equal(dm.batch.attentionMask.constructor, Uint8Array);
+  assert.notEqual(dm.batch.attentionMask.buffer, frame.buffer);
+  assert.deepStrictEqual(dm.batch.attentionMask, t.batch.attentionMask);
+  expectError(
+    () =>
+      decodeRaw({ ...t, batch: { ...t.batch, attentionMask: Array.from(t.batch.attentionMask) } }),
+    "malformed",
+    /attentionMask must be a Uint8Array, got array/,
+  );
+  // Ranges against the model.
+  validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 2, maxPositions: 512 });
+  expectError(
+    () => validateBatchRanges(t.batch, { vocabSize: 2000, typeVocabSize: 2, maxPositions: 512 }),
+    "malformed",
+    /inputIds\[1\] = 2009/,
+  );
+  expectError(
+    () => validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 1, maxPositions: 512 }),
+    "malformed",
+    /tokenTypeIds\[6\]/,
+  );
+  expectError(
+    () => validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 2, maxPositions: 3 }),
+    "bad_shape",
+    /seqLen 4/,
+  );
+});
+
+Deno.test("hello: version and token", () => {
+  const hello = allMessages()[0];
+  expectError(
+    () => decodeRaw({ ...hello, protocol: 2 }),
+    "bad_version",
+    /hello\.protocol 2 is not supported/,
+  );
+  // A future hello with other fields still gets the version error, not a shape error.
+  expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");
+  const d = decodeMessage(encodeMessage(hello));
+  assert.equal(d.type, "hello");
+  if (d.type !== "hello") return;
+  checkToken(d, "s3cret");
+  expectError(() => checkToken(d, "s3cret!"), "bad_token");
+  expectError(() => checkToken(d, "s3creT"), "bad_token");
+  expectError(() => checkToken(d, ""), "bad_token");
+});
+
+Deno.test("unknown fields are dropped", () => {
+  const d = decodeRaw({ type: "bye", reason: "done", extra: { deep: 1 } });
+  assert.deepStrictEqual(d, { type: "bye", reason: "done" });
+});
+
+Deno.test("validateResultShape checks against the assignment", () => {
+  const r = result();
+  validateResultShape(r, 40, 2);
+  expectError(() => validateResultShape(r, 41, 2), "bad_shape", /40 elements, expected 41/);
+  expectError(() => validateResultShape(r, 40, 3), "bad_shape", /count is 2/);
+});
+
+Deno.test("toErrorMessage", () => {
+  assert.deepStrictEqual(toErrorMessage(new ProtocolError("stale", "old step")), {
+    type: "error",
+    code: "stale",
+    message: "old step",
+  });
+  assert.deepStrictEqual(toErrorMessage(new Error("boom")), {
+    type: "error",
+    code: "internal",
+    message: "boom",
+  });
+  assert.deepStrictEqual(decodeMessage(encodeMessage(toErrorMessage("x"))), {
+    type: "error",
+    code: "internal",
+    message: "x",
+  });
+});
+
+Deno.test("a 20 MB gradient validates quickly", () => {
+  const r = result();
+  r.grad = new Float32Array(5_000_000);
+  for (let i = 0; i < r.grad.length; i += 997) r.grad[i] = i * 1e-7;
+  const bytes = encodeMessage(r);
+  const t0 = performance.now();
+  const d = decodeMessage(bytes) as ResultMessage;
+  const ms = performance.now() - t0;
+  assert.equal(d.grad.length, 5_000_000);
+  assert.equal(d.grad[997], Math.fround(997e-7));
+  assert.ok(ms < 2000, `decode of 20 MB took ${ms.toFixed(1)} ms`);
+  r.grad[4_999_999] = NaN;
+  expectError(() => decodeRaw(r), "non_finite", /result\.grad\[4999999\]/);
+});

@@ -1,0 +1,56 @@
+/**
+ * In-process workers: the real {@link WorkerCompute} behind a
+ * {@link WorkerLink} that passes encoded protocol frames by function call
+ * instead of a socket. For mesh tests without network.
+ */
+import { WorkerCompute } from "../../worker/compute.ts";
+import { decodeMessage, encodeMessage, type Frame } from "../../shared/protocol.ts";
+import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
+import type { Trainer } from "../../coordinator/trainer.ts";
+
+/** A worker living in this process; `detach()` simulates it dying. */
+export class InProcessWorker {
+  readonly compute = new WorkerCompute();
+  readonly link: WorkerLink;
+  #chain = Promise.resolve();
+  #alive = true;
+  /** Called before each task is computed; return false to drop it silently (a hung worker). */
+  beforeTask: (step: number, index: number) => boolean = () => true;
+  tasksDone = 0;
+
+  constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
+    this.compute.welcome(trainer.welcome(id));
+    this.link = { id, backend: "wasm", device: "in-process", send: (f) => this.#receive(f) };
+    scheduler.addWorker(this.link);
+    scheduler.request(id, 1);
+  }
+
+  #receive(frame: Frame): void {
+    this.#chain = this.#chain.then(async () => {
+      if (!this.#alive) return;
+      const m = decodeMessage(frame);
+      if (m.type === "weights") this.compute.weights(m);
+      else if (m.type === "task") {
+        if (!this.beforeTask(m.step, m.index)) return;
+        const result = await this.compute.task(m);
+        if (!this.#alive) return;
+        this.tasksDone++;
+        const back = decodeMessage(encodeMessage(result));
+        if (back.type !== "result") throw new Error("unreachable");
+        this.scheduler.result(this.id, back);
+        this.scheduler.request(this.id, 1);
+      }
+    });
+  }
+
+  /** Disconnects: the scheduler forgets it and its tasks go elsewhere. */
+  detach(): void {
+    this.#alive = false;
+    this.scheduler.removeWorker(this.id);
+  }
+
+  async settle(): Promise<void> {
+    await this.#chain;
+    this.compute.dispose();
+  }
+}

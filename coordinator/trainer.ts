@@ -103,6 +103,24 @@ function trainingFields(c: RunConfig): Record<string, unknown> {
   return rest as unknown as Record<string, unknown>;
 }
 
+const TOKENIZER_FILES = [
+  "vocab.txt",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "vocab.json",
+  "merges.txt",
+];
+
+/** Copies a folder's tokenizer files into a new temp folder. */
+async function copyTokenizerFiles(from: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "adaptmesh-tokenizer-" });
+  for (const f of TOKENIZER_FILES) {
+    await Deno.copyFile(`${from}/${f}`, `${dir}/${f}`).catch(() => {});
+  }
+  return dir;
+}
+
 /** A run: its data, model, optimizer state and the loop that trains it. */
 export class Trainer {
   readonly startedAt = performance.now();
@@ -157,7 +175,8 @@ export class Trainer {
         seed: config.seed,
       });
     const layout = paramLayout(model.config);
-    const tokenizerDir = resumed ? resumed.folder : model.dir;
+    // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
+    const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
     const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
     if (tokenizer.vocabSize > model.config.vocabSize) {
       throw new Error(

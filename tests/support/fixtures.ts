@@ -82,39 +82,32 @@ export async function tinyTaskDir(
   return { dir, train: `${dir}/train.jsonl`, eval: `${dir}/eval.jsonl` };
 }
 
-/** Training flags for a short deterministic run on the fixtures. */
+/** Training flags for a short deterministic run on the fixtures; `extra` flags override. */
 export function tinyRunArgs(
   model: string,
   task: { train: string; eval: string },
   extra: string[] = [],
 ): string[] {
-  return [
-    "--model",
+  const base: Record<string, string | null> = {
     model,
-    "--train",
-    task.train,
-    "--eval",
-    task.eval,
-    "--steps",
-    "4",
-    "--global-batch",
-    "12",
-    "--micro-batch",
-    "4",
-    "--max-len",
-    "16",
-    "--adv-start",
-    "1",
-    "--lr",
-    "0.01",
-    "--warmup",
-    "1",
-    "--port",
-    "0",
-    "--token",
-    "test-token",
-    "--deterministic",
-    "--quiet",
-    ...extra,
-  ];
+    train: task.train,
+    eval: task.eval,
+    steps: "4",
+    "global-batch": "12",
+    "micro-batch": "4",
+    "max-len": "16",
+    "adv-start": "1",
+    lr: "0.01",
+    warmup: "1",
+    port: "0",
+    token: "test-token",
+    deterministic: null,
+    quiet: null,
+  };
+  const overridden = new Set(
+    extra.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]),
+  );
+  const args = Object.entries(base).filter(([k]) => !overridden.has(k))
+    .flatMap(([k, v]) => v === null ? [`--${k}`] : [`--${k}`, v]);
+  return [...args, ...extra];
 }

@@ -1,0 +1,70 @@
+/** `deno task predict` and `deno task evaluate` as subprocesses on a tiny HF folder. */
+import assert from "node:assert/strict";
+import { loadCheckpoint } from "../shared/checkpoint.ts";
+import { loadTokenizer } from "../shared/tokenizer.ts";
+import { EncodedSet } from "../shared/batching.ts";
+import { referenceLogits } from "./support/reference_bert.ts";
+import { tinyModelDir, tinyTaskDir } from "./support/fixtures.ts";
+import { ROOT } from "./support/processes.ts";
+
+async function run(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env: { NO_COLOR: "1" } })
+    .output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("predict prints the logits of an independent float64 BERT for each input line", async () => {
+  const model = await tinyModelDir(5);
+  const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+  const rows = [{ text: "the movie was great fun" }, {
+    text: "boring dull plot",
+    text_pair: "the actor is not good",
+  }];
+  await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, 2);
+  const ck = await loadCheckpoint(model);
+  const set = new EncodedSet(
+    rows.map((x) => ({ text: x.text, textPair: x.text_pair, label: 0 })),
+    await loadTokenizer(model),
+    512,
+  );
+  for (let i = 0; i < 2; i++) {
+    const expected = referenceLogits(ck.config, ck.layout, ck.weights, set.batch([i]));
+    assert.equal(lines[i].logits.length, 2);
+    for (let c = 0; c < 2; c++) {
+      assert.ok(
+        Math.abs(lines[i].logits[c] - expected[c]) < 1e-4,
+        `${lines[i].logits} vs ${expected}`,
+      );
+    }
+    assert.equal(lines[i].label, `LABEL_${expected[0] > expected[1] ? 0 : 1}`);
+  }
+});
+
+Deno.test("evaluate ends with one JSON line of metrics and the example count", async () => {
+  const model = await tinyModelDir(5);
+  const task = await tinyTaskDir(8, 10);
+  const r = await run([
+    "run",
+    "-A",
+    "shared/cli/evaluate.ts",
+    "--model",
+    model,
+    "--eval",
+    task.eval,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.equal(last.examples, 10);
+  assert.ok(last.accuracy >= 0 && last.accuracy <= 1);
+  const bad = await run(["run", "-A", "shared/cli/evaluate.ts", "--model", model]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--task NAME.*--eval FILE/);
+});

@@ -75,6 +75,7 @@ export async function startCoordinator(
     taskTimeoutMs: config.taskTimeoutMs,
     events,
   });
+  monitor.attach(scheduler);
   let firstBackend: string | null = null;
   const mesh: MeshContext = {
     scheduler,

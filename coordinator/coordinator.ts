@@ -71,7 +71,7 @@ export async function startCoordinator(
     weightsSent: (w, bytes) => monitor.events.weightsSent?.(w, bytes),
   };
   const scheduler = new Scheduler({
-    gradLength: trainer.layout.total,
+    gradLayout: trainer.gradLayout,
     taskTimeoutMs: config.taskTimeoutMs,
     events,
   });

@@ -21,6 +21,7 @@ import {
   type ResultMessage,
   validateResultShape,
 } from "../shared/protocol.ts";
+import { expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /** A connected worker, as the scheduler sees it. */
 export interface WorkerLink {
@@ -89,8 +90,8 @@ export class StepFailedError extends Error {
 
 /** Options of a scheduler. */
 export interface SchedulerOptions {
-  /** Flat gradient length every result must have. */
-  readonly gradLength: number;
+  /** The gradient layout results must match (dense, or row-sparse word embeddings). */
+  readonly gradLayout: SparseLayout;
   /** Fixed deadline per task in ms; 0 derives it from measured speed. */
   readonly taskTimeoutMs: number;
   readonly events?: SchedulerEvents;
@@ -265,7 +266,14 @@ export class Scheduler {
           `task ${m.taskId} is micro-batch ${p.task.index}, result says ${m.index}`,
         );
       }
-      validateResultShape(m, this.options.gradLength, p.task.count);
+      validateResultShape(m, expectedGradLength(m.rows, this.options.gradLayout), p.task.count);
+      const lastRow = m.rows?.[m.rows.length - 1];
+      if (lastRow !== undefined && lastRow >= this.options.gradLayout.rowCount) {
+        throw new ProtocolError(
+          "bad_shape",
+          `result.rows names row ${lastRow}, the vocabulary has ${this.options.gradLayout.rowCount}`,
+        );
+      }
     } catch (e) {
       w.rejected++;
       p.excluded.add(id);

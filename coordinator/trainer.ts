@@ -26,6 +26,7 @@ import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from ".
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
+import { expandGrad, type SparseLayout, sparseLayout } from "../shared/sparse_grad.ts";
 import type { RunConfig } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
 import type { Scheduler, StepTask } from "./scheduler.ts";
@@ -127,6 +128,8 @@ export class Trainer {
   #stopping = false;
   #weightsFrame: Frame = new Uint8Array();
   lastEval: EvalResult | null = null;
+  /** How results carry gradients (row-sparse word embeddings). */
+  readonly gradLayout: SparseLayout;
 
   private constructor(
     readonly config: RunConfig,
@@ -145,7 +148,9 @@ export class Trainer {
     readonly tokenizer: TextTokenizer,
     readonly tokenizerDir: string | null,
     readonly notes: string[],
-  ) {}
+  ) {
+    this.gradLayout = sparseLayout(layout);
+  }
 
   /** Loads data, model (or the run being resumed) and sets up the plan. */
   static async create(given: RunConfig): Promise<Trainer> {
@@ -306,7 +311,11 @@ export class Trainer {
       }
       const t1 = performance.now();
       const grad = combineGradients(
-        results.map((r) => ({ index: r.index, grad: r.grad, count: r.count })),
+        results.map((r) => ({
+          index: r.index,
+          grad: expandGrad(r.grad, r.rows, this.gradLayout),
+          count: r.count,
+        })),
         this.layout.total,
       );
       const loss = combineLosses(

@@ -156,7 +156,14 @@ export interface ResultMessage {
   step: number;
   index: number;
   weightsVersion: number;
+  /**
+   * The gradient: the whole flat layout, or, when `rows` is present, only
+   * those rows of the word-embedding matrix followed by every other tensor
+   * (shared/sparse_grad.ts).
+   */
   grad: Float32Array;
+  /** Word-embedding rows carried in `grad` (increasing); absent: dense. */
+  rows?: Int32Array;
   loss: number;
   count: number;
   timings: Timings;
@@ -680,5 +687,28 @@ function parseResult(o: Obj, frame: ArrayBufferLike | null): ResultMessage {
   };
   const grad = typed(o, "result", "grad", Float32Array, frame);
   checkFinite(grad, "result.grad");
-  return { type: "result", taskId, step, index, weightsVersion, grad, loss, count, timings };
+  const m: ResultMessage = {
+    type: "result",
+    taskId,
+    step,
+    index,
+    weightsVersion,
+    grad,
+    loss,
+    count,
+    timings,
+  };
+  if (o.rows !== undefined) {
+    const rows = typed(o, "result", "rows", Int32Array, frame);
+    for (let i = 0; i < rows.length; i++) {
+      if (rows[i] < 0 || (i > 0 && rows[i] <= rows[i - 1])) {
+        fail(
+          "malformed",
+          `result.rows must be increasing non-negative row ids (index ${i} is ${rows[i]})`,
+        );
+      }
+    }
+    m.rows = rows;
+  }
+  return m;
 }

@@ -27,7 +27,7 @@ const task = await tinyTaskDir();
 async function referenceWeights(): Promise<Float32Array> {
   const { config } = await parseRunFlags(tinyRunArgs(model, task), {}, "");
   const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLength: trainer.layout.total, taskTimeoutMs: 0 });
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
   const w = new InProcessWorker("ref", scheduler, trainer);
   await trainer.run(scheduler);
   await w.settle();

@@ -22,7 +22,7 @@ const longer = ["--steps", "6"];
 async function uninterrupted(): Promise<Trainer> {
   const { config } = await parseRunFlags(tinyRunArgs(model, task, longer), {}, "");
   const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLength: trainer.layout.total, taskTimeoutMs: 0 });
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
   const w = new InProcessWorker("ref", scheduler, trainer);
   await trainer.run(scheduler);
   await w.settle();

@@ -25,7 +25,7 @@ async function train(
   const { config } = await parseRunFlags(tinyRunArgs(model, task, setup.extra ?? []), {}, "");
   const trainer = await Trainer.create(config);
   const scheduler = new Scheduler({
-    gradLength: trainer.layout.total,
+    gradLayout: trainer.gradLayout,
     taskTimeoutMs: config.taskTimeoutMs,
     events: setup.events,
   });

@@ -12,6 +12,7 @@ import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { weightTensors } from "../shared/model.ts";
 import { microBatchGradient } from "../shared/gradient.ts";
 import { f16BitsToF32 } from "../shared/safetensors.ts";
+import { compactGrad, type SparseLayout, sparseLayout, usedRows } from "../shared/sparse_grad.ts";
 import {
   ProtocolError,
   type ResultMessage,
@@ -34,6 +35,7 @@ export class WorkerCompute {
   #run: Run | null = null;
   #weights: Record<string, tf.Tensor> | null = null;
   #version = -1;
+  #sparse: SparseLayout | null = null;
 
   /** Weights version held (-1: none). */
   get version(): number {
@@ -57,6 +59,7 @@ export class WorkerCompute {
         ? { hidden: config.hiddenDropout, attention: config.attentionDropout }
         : { hidden: m.dropout, attention: m.dropout },
     };
+    this.#sparse = sparseLayout(this.#run.layout);
     return config;
   }
 
@@ -102,13 +105,16 @@ export class WorkerCompute {
         dropout: run.dropout,
       },
     );
+    // Only the embedding rows this batch looked up can be non-zero: send those.
+    const rows = usedRows(m.batch.inputIds);
     return {
       type: "result",
       taskId: m.taskId,
       step: m.step,
       index: m.index,
       weightsVersion: m.weightsVersion,
-      grad: r.grad,
+      grad: compactGrad(r.grad, rows, this.#sparse!),
+      rows,
       loss: r.loss,
       count: r.count,
       timings: { computeMs: r.timings.computeMs, adversaryMs: r.timings.adversaryMs, encodeMs: 0 },

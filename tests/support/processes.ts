@@ -36,8 +36,9 @@ export class LineReader {
   constructor(stream: ReadableStream<Uint8Array>) {
     this.done = (async () => {
       let buf = "";
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        buf += chunk;
+      const decoder = new TextDecoder();
+      for await (const bytes of stream) {
+        buf += decoder.decode(bytes, { stream: true });
         let i;
         while ((i = buf.indexOf("\n")) >= 0) {
           this.#push(buf.slice(0, i));

@@ -1,0 +1,136 @@
+/**
+ * Where the time of one training step goes over the real mesh: a
+ * coordinator in this process and N worker processes on loopback, the
+ * default small BERT on IMDB. Prints a table per worker count and writes
+ * JSON to bench/results/.
+ *
+ *   deno run -A bench/mesh_step.ts [--workers 1,2] [--steps 5] [--global-batch 64]
+ *     [--micro-batch 16] [--max-len 64] [--adv pgd] [--weights-encoding f32]
+ *
+ * @module
+ */
+import { parseFlagsOrExit } from "../shared/cli/flags.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { startCoordinator } from "../coordinator/coordinator.ts";
+import type { StepReport } from "../coordinator/trainer.ts";
+import { fileURLToPath } from "node:url";
+
+const flags = parseFlagsOrExit(
+  Deno.args,
+  {
+    workers: { type: "string", default: "1,2", help: "worker counts to measure" },
+    steps: { type: "int", default: 5, help: "steps per run (the first is not averaged)" },
+    "global-batch": { type: "int", default: 64, help: "B" },
+    "micro-batch": { type: "int", default: 16, help: "b" },
+    "max-len": { type: "int", default: 64, help: "tokens per example" },
+    adv: { type: "string", default: "pgd", help: "pgd | freelb | off" },
+    "weights-encoding": { type: "string", default: "f32", help: "f32 | f16" },
+    backend: { type: "string", default: "wasm", help: "worker backend" },
+    out: { type: "string", help: "JSON output path" },
+  } as const,
+  "deno run -A bench/mesh_step.ts [flags]",
+);
+
+const workerMain = fileURLToPath(new URL("../worker/main.ts", import.meta.url));
+const rows = [];
+for (const n of flags.workers.split(",").map(Number)) {
+  const { config } = await parseRunFlags(
+    [
+      "--steps",
+      String(flags.steps),
+      "--global-batch",
+      String(flags["global-batch"]),
+      "--micro-batch",
+      String(flags["micro-batch"]),
+      "--max-len",
+      String(flags["max-len"]),
+      "--adv",
+      flags.adv,
+      "--adv-start",
+      "0",
+      "--weights-encoding",
+      flags["weights-encoding"],
+      "--port",
+      "0",
+      "--eval-limit",
+      "1",
+      "--quiet",
+    ],
+    {},
+    "",
+  );
+  const reports: StepReport[] = [];
+  const c = await startCoordinator(config, {
+    log: () => {},
+    observer: { step: (r) => reports.push(r) },
+  });
+  const procs = Array.from({ length: n }, () =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        workerMain,
+        "--url",
+        c.wsUrl,
+        "--token",
+        c.token,
+        "--backend",
+        flags.backend,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn());
+  await c.done;
+  await Promise.all(procs.map((p) => p.status));
+  await c.close();
+  const measured = reports.slice(1);
+  const mean = (f: (r: StepReport) => number) =>
+    measured.reduce((a, r) => a + f(r), 0) / measured.length;
+  const row = {
+    workers: n,
+    steps: measured.length,
+    stepMs: mean((r) => r.timings.stepMs),
+    waitMs: mean((r) => r.timings.waitMs),
+    computeMs: mean((r) => r.timings.computeMs),
+    adversaryMs: mean((r) => r.timings.adversaryMs),
+    transferMs: mean((r) => r.timings.transferMs),
+    averageMs: mean((r) => r.timings.averageMs),
+    optimizerMs: mean((r) => r.timings.optimizerMs),
+    encodeMs: mean((r) => r.timings.encodeMs),
+    examplesPerSecond: mean((r) => r.examples / (r.timings.stepMs / 1000)),
+    bytesInPerStep: c.monitor.bytesIn / reports.length,
+    bytesOutPerStep: c.monitor.bytesOut / reports.length,
+    weightsFrameBytes: reports.at(-1)!.weightsBytes,
+  };
+  rows.push(row);
+}
+const f = (x: number) => x.toFixed(0);
+console.log(
+  `| workers | step ms | wait | Σ compute | Σ adversary | transfer | average | optimizer | encode | ex/s | MB in/step | MB out/step |`,
+);
+console.log(`|---|---|---|---|---|---|---|---|---|---|---|---|`);
+for (const r of rows) {
+  console.log(
+    `| ${r.workers} | ${f(r.stepMs)} | ${f(r.waitMs)} | ${f(r.computeMs)} | ${f(r.adversaryMs)} | ${
+      f(r.transferMs)
+    } | ${f(r.averageMs)} | ${f(r.optimizerMs)} | ${f(r.encodeMs)} | ${
+      r.examplesPerSecond.toFixed(1)
+    } | ${(r.bytesInPerStep / 1e6).toFixed(1)} | ${(r.bytesOutPerStep / 1e6).toFixed(1)} |`,
+  );
+}
+const out = flags.out ?? `bench/results/mesh_step-${new Date().toISOString().slice(0, 10)}.json`;
+await Deno.mkdir("bench/results", { recursive: true });
+await Deno.writeTextFile(
+  out,
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      machine: { cores: navigator.hardwareConcurrency, os: Deno.build.os },
+      flags,
+      rows,
+    },
+    null,
+    2,
+  ),
+);
+console.log(`wrote ${out}`);

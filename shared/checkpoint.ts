@@ -12,7 +12,7 @@
 import { join, resolve } from "node:path";
 import { atomicWriteFile } from "./atomic_write.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "./model_config.ts";
-import { isHeadParam, type ParamLayout, paramLayout } from "./param_layout.ts";
+import { isHeadParam, type Objective, type ParamLayout, paramLayout } from "./param_layout.ts";
 import { mixSeed, Rng } from "./rng.ts";
 import { type HostTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
 
@@ -37,6 +37,8 @@ export interface LoadOptions {
   labelNames?: string[];
   /** Seed of any freshly initialised tensors (default 0). */
   seed?: number;
+  /** Which head to load: the classifier (default) or the MLM head (pre-training). */
+  objective?: Objective;
 }
 
 /** Options of {@link saveCheckpoint}. */
@@ -104,8 +106,12 @@ function initTensor(config: ModelConfig, name: string, out: Float32Array, seed: 
 }
 
 /** Fresh weights for `config` as Hugging Face initialises them, deterministic in `seed`. */
-export function initWeights(config: ModelConfig, seed: number): Float32Array {
-  const layout = paramLayout(config);
+export function initWeights(
+  config: ModelConfig,
+  seed: number,
+  objective: Objective = "classify",
+): Float32Array {
+  const layout = paramLayout(config, objective);
   const weights = new Float32Array(layout.total);
   for (const s of layout.specs) {
     initTensor(config, s.name, weights.subarray(s.offset, s.offset + s.size), seed);
@@ -225,6 +231,7 @@ export async function loadCheckpoint(
   opts: LoadOptions = {},
 ): Promise<LoadedCheckpoint> {
   const seed = opts.seed ?? 0;
+  const objective = opts.objective ?? "classify";
   const configPath = join(dir, "config.json");
   let configText: string;
   try {
@@ -264,43 +271,58 @@ export async function loadCheckpoint(
   }
   const numLabels = requested ?? base.numLabels;
 
-  // The classifier head in the file, if any.
-  const headNames = p === "bert" ? ["classifier.weight", "classifier.bias"] : [
-    "classifier.dense.weight",
-    "classifier.dense.bias",
-    "classifier.out_proj.weight",
-    "classifier.out_proj.bias",
-  ];
-  const outName = p === "bert" ? "classifier.weight" : "classifier.out_proj.weight";
-  const presentHead = headNames.filter((n) => tensors.has(n));
-  if (presentHead.length > 0 && presentHead.length < headNames.length) {
-    const missing = headNames.filter((n) => !tensors.has(n));
-    throw new Error(
-      `${dir}: incomplete classifier head: has ${presentHead.join(", ")} but lacks ${
-        missing.join(", ")
-      }`,
-    );
-  }
-  const fileLabels = presentHead.length > 0 ? tensors.get(outName)!.shape[0] : undefined;
   const notes: string[] = [];
   let freshHead = false;
-  if (fileLabels === undefined) {
-    freshHead = true;
-    notes.push(
-      `no classifier head in checkpoint: initialised a new one (${numLabels} labels, seed ${seed})`,
-    );
-  } else if (fileLabels !== numLabels) {
-    if (requested === undefined) {
+  if (objective === "mlm") {
+    const mlmNames = paramLayout(base, "mlm").specs.map((s) => s.name).filter(isHeadParam);
+    const present = mlmNames.filter((n) => tensors.has(n));
+    if (present.length === 0) {
+      freshHead = true;
+      notes.push(
+        `no MLM head (cls.predictions.*) in checkpoint: initialised a new one (seed ${seed})`,
+      );
+    } else if (present.length < mlmNames.length) {
       throw new Error(
-        `${dir}: config.json says num_labels ${numLabels} but ${outName} has ${fileLabels} rows; ` +
-          `pass numLabels to replace the head`,
+        `${dir}: incomplete MLM head: lacks ${mlmNames.filter((n) => !tensors.has(n)).join(", ")}`,
       );
     }
-    freshHead = true;
-    notes.push(
-      `checkpoint classifier head has ${fileLabels} labels but ${numLabels} were requested: ` +
-        `initialised a new head (${numLabels} labels, seed ${seed})`,
-    );
+  } else {
+    // The classifier head in the file, if any.
+    const headNames = p === "bert" ? ["classifier.weight", "classifier.bias"] : [
+      "classifier.dense.weight",
+      "classifier.dense.bias",
+      "classifier.out_proj.weight",
+      "classifier.out_proj.bias",
+    ];
+    const outName = p === "bert" ? "classifier.weight" : "classifier.out_proj.weight";
+    const presentHead = headNames.filter((n) => tensors.has(n));
+    if (presentHead.length > 0 && presentHead.length < headNames.length) {
+      const missing = headNames.filter((n) => !tensors.has(n));
+      throw new Error(
+        `${dir}: incomplete classifier head: has ${presentHead.join(", ")} but lacks ${
+          missing.join(", ")
+        }`,
+      );
+    }
+    const fileLabels = presentHead.length > 0 ? tensors.get(outName)!.shape[0] : undefined;
+    if (fileLabels === undefined) {
+      freshHead = true;
+      notes.push(
+        `no classifier head in checkpoint: initialised a new one (${numLabels} labels, seed ${seed})`,
+      );
+    } else if (fileLabels !== numLabels) {
+      if (requested === undefined) {
+        throw new Error(
+          `${dir}: config.json says num_labels ${numLabels} but ${outName} has ${fileLabels} rows; ` +
+            `pass numLabels to replace the head`,
+        );
+      }
+      freshHead = true;
+      notes.push(
+        `checkpoint classifier head has ${fileLabels} labels but ${numLabels} were requested: ` +
+          `initialised a new head (${numLabels} labels, seed ${seed})`,
+      );
+    }
   }
 
   let id2label = labelNames ? [...labelNames] : undefined;
@@ -317,11 +339,12 @@ export async function loadCheckpoint(
     }
   }
   const config: ModelConfig = { ...base, numLabels, id2label };
-  const layout = paramLayout(config);
+  const layout = paramLayout(config, objective);
   const weights = new Float32Array(layout.total);
 
   const poolerNames = p === "bert" ? [`${p}.pooler.dense.weight`, `${p}.pooler.dense.bias`] : [];
-  const freshPooler = poolerNames.length > 0 && poolerNames.every((n) => !tensors.has(n));
+  const freshPooler = objective === "classify" && poolerNames.length > 0 &&
+    poolerNames.every((n) => !tensors.has(n));
   if (freshPooler) {
     notes.push(
       `no pooler in checkpoint (encoder saved without its pooling layer): ` +
@@ -365,11 +388,16 @@ export async function loadCheckpoint(
  */
 export async function saveCheckpoint(
   dir: string,
-  ck: { config: ModelConfig; weights: Float32Array; extra?: Map<string, HostTensor> },
+  ck: {
+    config: ModelConfig;
+    weights: Float32Array;
+    extra?: Map<string, HostTensor>;
+    objective?: Objective;
+  },
   opts: SaveOptions = {},
 ): Promise<void> {
   const dtype = opts.dtype ?? "F32";
-  const layout = paramLayout(ck.config);
+  const layout = paramLayout(ck.config, ck.objective);
   checkLength(layout, ck.weights);
   const list: [string, HostTensor][] = layout.specs.map((s) => [
     s.name,

@@ -12,9 +12,10 @@ import {
   batchTensors,
   type DeviceModel,
   type DropoutConfig,
-  forward,
   type HostBatch,
-  meanLoss,
+  objectiveLoss,
+  type Targets,
+  targetTensors,
   type Weights,
 } from "./model.ts";
 import { mixSeed } from "./rng.ts";
@@ -64,14 +65,16 @@ export function flatten(tensors: readonly tf.Tensor[]): tf.Tensor1D {
 export function deltaGradient(
   model: DeviceModel,
   batch: BatchTensors,
-  labels: tf.Tensor1D,
+  targets: Targets,
   delta: tf.Tensor3D,
   drop: DropoutConfig,
 ): tf.Tensor3D {
   const { config, weights } = model;
   return tf.grad((d: tf.Tensor) =>
-    meanLoss(config, forward(config, weights, batch, d as tf.Tensor3D, drop), labels)
-  )(delta) as tf.Tensor3D;
+    objectiveLoss(config, weights, batch, d as tf.Tensor3D, drop, targets)
+  )(
+    delta,
+  ) as tf.Tensor3D;
 }
 
 /** Computes g_j for one micro-batch (modes pgd, freelb, off). */
@@ -90,11 +93,11 @@ export async function microBatchGradient(
     seed: mixSeed(task.seed, task.step, task.index),
   };
   const bt = batchTensors(config, batch);
-  const labels = tf.tensor1d(batch.labels, "float32");
+  const targets = targetTensors(batch.labels, batch);
   const withParams = (ps: tf.Tensor[]): Weights =>
     Object.fromEntries(names.map((n, i) => [n, ps[i]]));
   const lossAt = (w: Weights, delta: tf.Tensor3D | null) =>
-    meanLoss(config, forward(config, w, bt, delta, drop), labels);
+    objectiveLoss(config, w, bt, delta, drop, targets);
 
   let delta = adv.mode === "off" ? null : initialDelta(
     batch.attentionMask,
@@ -112,7 +115,7 @@ export async function microBatchGradient(
       for (let k = 0; k < adv.steps; k++) {
         const d: tf.Tensor3D = delta;
         const next = tf.tidy(() => {
-          return ascend(d, deltaGradient(model, bt, labels, d, drop), bt.mask, adv);
+          return ascend(d, deltaGradient(model, bt, targets, d, drop), bt.mask, adv);
         });
         d.dispose();
         delta = next;
@@ -172,7 +175,7 @@ export async function microBatchGradient(
     };
   } finally {
     delta?.dispose();
-    labels.dispose();
+    tf.dispose(targets.kind === "classify" ? [targets.labels] : [targets.positions, targets.ids]);
     for (const t of Object.values(bt)) t.dispose();
   }
 }

@@ -206,6 +206,83 @@ export function meanLoss(config: ModelConfig, logits: tf.Tensor2D, labels: tf.Te
   return tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits), oneHot), -1))) as tf.Scalar;
 }
 
+/**
+ * Masked-LM logits [M, vocab] at flat positions (into B·L) of the sequence:
+ * transform = LN(GELU(dense(h))), then the decoder tied to the word
+ * embeddings plus `cls.predictions.bias`.
+ */
+export function mlmLogits(
+  config: ModelConfig,
+  w: Weights,
+  sequence: tf.Tensor3D,
+  positions: tf.Tensor1D,
+): tf.Tensor2D {
+  const H = config.hiddenSize;
+  const h = tf.gather(tf.reshape(sequence, [-1, H]), positions);
+  const pre = "cls.predictions";
+  const t = layerNorm(
+    gelu(linear(h, w[`${pre}.transform.dense.weight`], w[`${pre}.transform.dense.bias`])),
+    w[`${pre}.transform.LayerNorm.weight`],
+    w[`${pre}.transform.LayerNorm.bias`],
+    config.layerNormEps,
+  );
+  const word = w[`${config.modelType}.embeddings.word_embeddings.weight`];
+  return tf.add(matMul(t, word, true), w[`${pre}.bias`]) as tf.Tensor2D;
+}
+
+/** What a loss compares against: class ids / scores, or masked token ids at positions. */
+export type Targets =
+  | { readonly kind: "classify"; readonly labels: tf.Tensor1D }
+  | { readonly kind: "mlm"; readonly positions: tf.Tensor1D; readonly ids: tf.Tensor1D };
+
+/** Label value of a token that is not predicted (Hugging Face's convention). */
+export const IGNORE_INDEX = -100;
+
+/**
+ * Uploads targets: `labels` has one value per example (classification), or
+ * one per token (MLM: the original id at masked positions, IGNORE_INDEX elsewhere).
+ */
+export function targetTensors(labels: Float32Array, batch: HostBatch): Targets {
+  if (labels.length !== batch.size * batch.seqLen || labels.length === batch.size) {
+    return { kind: "classify", labels: tf.tensor1d(labels, "float32") };
+  }
+  const positions: number[] = [], ids: number[] = [];
+  labels.forEach((l, i) => {
+    if (l !== IGNORE_INDEX) {
+      positions.push(i);
+      ids.push(l);
+    }
+  });
+  return {
+    kind: "mlm",
+    positions: tf.tensor1d(Int32Array.from(positions), "int32"),
+    ids: tf.tensor1d(Int32Array.from(ids), "int32"),
+  };
+}
+
+/** The mean loss of the objective, with the word embeddings perturbed by `delta` when given. */
+export function objectiveLoss(
+  config: ModelConfig,
+  w: Weights,
+  batch: BatchTensors,
+  delta: tf.Tensor3D | null,
+  drop: DropoutConfig,
+  targets: Targets,
+): tf.Scalar {
+  const e = wordEmbeddings(config, w, batch);
+  const words = delta ? tf.add(e, delta) as tf.Tensor3D : e;
+  const sequence = encode(config, w, batch, words, drop);
+  if (targets.kind === "classify") {
+    return meanLoss(config, classify(config, w, sequence, drop), targets.labels);
+  }
+  const logits = mlmLogits(config, w, sequence, targets.positions);
+  const picked = tf.sum(
+    tf.mul(tf.logSoftmax(logits), tf.oneHot(targets.ids, config.vocabSize)),
+    -1,
+  );
+  return tf.neg(tf.mean(picked)) as tf.Scalar;
+}
+
 /** Logits [size·numLabels] of a host batch, without dropout or perturbation. */
 export async function predictLogits(model: DeviceModel, batch: HostBatch): Promise<Float32Array> {
   const bt = batchTensors(model.config, batch);

@@ -39,8 +39,15 @@ export function decays(name: string): boolean {
   return !(name.endsWith(".bias") || name.includes("LayerNorm"));
 }
 
-/** Builds the layout of a sequence-classification model for `config`. */
-export function paramLayout(config: ModelConfig): ParamLayout {
+/** What the model is trained for: sequence classification, or masked-language modelling. */
+export type Objective = "classify" | "mlm";
+
+/**
+ * Builds the layout for `config`: the encoder plus the sequence-classification
+ * head (pooler + classifier), or, for `mlm`, the encoder plus the MLM head
+ * `cls.predictions.*` (its decoder is tied to the word embeddings; no pooler).
+ */
+export function paramLayout(config: ModelConfig, objective: Objective = "classify"): ParamLayout {
   const p = encoderPrefix(config);
   const H = config.hiddenSize, I = config.intermediateSize;
   const entries: [string, number[]][] = [
@@ -71,7 +78,15 @@ export function paramLayout(config: ModelConfig): ParamLayout {
     );
   }
   const N = config.numLabels;
-  if (config.modelType === "bert") {
+  if (objective === "mlm") {
+    entries.push(
+      ["cls.predictions.transform.dense.weight", [H, H]],
+      ["cls.predictions.transform.dense.bias", [H]],
+      ["cls.predictions.transform.LayerNorm.weight", [H]],
+      ["cls.predictions.transform.LayerNorm.bias", [H]],
+      ["cls.predictions.bias", [config.vocabSize]],
+    );
+  } else if (config.modelType === "bert") {
     entries.push(
       [`${p}.pooler.dense.weight`, [H, H]],
       [`${p}.pooler.dense.bias`, [H]],
@@ -103,7 +118,7 @@ export function view(layout: ParamLayout, flat: Float32Array, name: string): Flo
   return flat.subarray(spec.offset, spec.offset + spec.size);
 }
 
-/** Names of the classification-head tensors (replaced when a checkpoint lacks a head). */
+/** Names of head tensors (replaced when a checkpoint lacks a head): classifier or MLM head. */
 export function isHeadParam(name: string): boolean {
-  return name.startsWith("classifier.");
+  return name.startsWith("classifier.") || name.startsWith("cls.");
 }

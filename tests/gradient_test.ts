@@ -98,7 +98,7 @@ for (const backend of await testBackends()) {
     const g = deltaGradient(
       { config: t.config, layout: t.layout, weights },
       bt,
-      labels,
+      { kind: "classify", labels },
       d,
       NO_DROPOUT,
     );
@@ -202,4 +202,27 @@ Deno.test("no tensors leak across gradient calls", async () => {
     await gradient(t, { ...DEFAULT_ADVERSARY, mode, steps: 2 });
   }
   assert.equal(tf.memory().numTensors, before);
+});
+
+Deno.test("MLM objective: gradient (tied decoder, cls head) matches central differences", async () => {
+  const { paramLayout } = await import("../shared/param_layout.ts");
+  const { tinyWeights } = await import("./support/tiny.ts");
+  const { referenceMlmLoss } = await import("./support/reference_bert.ts");
+  for (const backend of ["cpu", "wasm"] as const) {
+    await initBackend(backend);
+    const base = tiny();
+    const layout = paramLayout(base.config, "mlm");
+    const t: Tiny = { ...base, layout, weights: tinyWeights(layout) };
+    const labels = new Float32Array(t.batch.size * t.batch.seqLen).fill(-100);
+    labels[1] = 7;
+    labels[4] = 12;
+    labels[t.batch.seqLen + 2] = 30;
+    const batch = { ...t.batch, labels };
+    const r = await gradient({ ...t, batch }, NO_ADVERSARY, { batch });
+    const f = (w: Float64Array) => referenceMlmLoss(t.config, t.layout, w, batch);
+    assertMatches(r.loss, f(Float64Array.from(t.weights)), "mlm loss");
+    for (const i of sampleCoordinates({ ...t, batch })) {
+      assertMatches(r.grad[i], centralDiff(f, t.weights, i), `grad[${i}]`);
+    }
+  }
 });

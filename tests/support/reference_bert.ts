@@ -65,8 +65,8 @@ function layerNorm(x: M, n: number, d: number, g: M, b: M, eps: number): M {
   return y;
 }
 
-/** Logits [B, numLabels] for the batch, word embeddings perturbed by `delta` [B, L, H] if given. */
-export function referenceLogits(
+/** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
+export function referenceSequence(
   config: ModelConfig,
   layout: ParamLayout,
   w: ArrayLike<number>,
@@ -163,6 +163,21 @@ export function referenceLogits(
       eps,
     );
   }
+  return h;
+}
+
+/** Logits [B, numLabels] for the batch, word embeddings perturbed by `delta` [B, L, H] if given. */
+export function referenceLogits(
+  config: ModelConfig,
+  layout: ParamLayout,
+  w: ArrayLike<number>,
+  batch: LabelledBatch,
+  delta?: ArrayLike<number>,
+): Float64Array {
+  const p = config.modelType, H = config.hiddenSize;
+  const { size: B, seqLen: L } = batch;
+  const P = (n: string) => get(layout, w, n);
+  const h = referenceSequence(config, layout, w, batch, delta);
   const first = new Float64Array(B * H);
   for (let b = 0; b < B; b++) for (let j = 0; j < H; j++) first[b * H + j] = h[b * L * H + j];
   const C = config.numLabels;
@@ -213,4 +228,53 @@ export function centralDiff(
   xp[i] += h;
   xm[i] -= h;
   return (f(xp) - f(xm)) / (2 * h);
+}
+
+/** Masked-LM loss: mean cross-entropy at positions whose label is not -100 (labels per token). */
+export function referenceMlmLoss(
+  config: ModelConfig,
+  layout: ParamLayout,
+  w: ArrayLike<number>,
+  batch: LabelledBatch,
+): number {
+  const H = config.hiddenSize, V = config.vocabSize;
+  const P = (n: string) => get(layout, w, n);
+  const h = referenceSequence(config, layout, w, batch);
+  const word = P(`${config.modelType}.embeddings.word_embeddings.weight`);
+  const bias = P("cls.predictions.bias");
+  let total = 0, count = 0;
+  for (let k = 0; k < batch.labels.length; k++) {
+    if (batch.labels[k] === -100) continue;
+    const x = h.slice(k * H, (k + 1) * H);
+    const t = dense(
+      x,
+      1,
+      H,
+      P("cls.predictions.transform.dense.weight"),
+      P("cls.predictions.transform.dense.bias"),
+      H,
+    )
+      .map((v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
+    const n = layerNorm(
+      t,
+      1,
+      H,
+      P("cls.predictions.transform.LayerNorm.weight"),
+      P("cls.predictions.transform.LayerNorm.bias"),
+      config.layerNormEps,
+    );
+    const logits = new Float64Array(V);
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) {
+      let s = bias[v];
+      for (let j = 0; j < H; j++) s += n[j] * word[v * H + j];
+      logits[v] = s;
+      max = Math.max(max, s);
+    }
+    let z = 0;
+    for (let v = 0; v < V; v++) z += Math.exp(logits[v] - max);
+    total += Math.log(z) + max - logits[batch.labels[k]];
+    count++;
+  }
+  return total / count;
 }

@@ -473,12 +473,7 @@ export class RunMonitor {
         numLabels: m.numLabels,
         parameters: t.layout.total,
       },
-      task: {
-        train: t.task.train.length,
-        eval: t.task.eval.length,
-        numLabels: t.task.numLabels,
-        metrics: t.task.metricNames,
-      },
+      task: t.data.summary(),
       progress: {
         step: t.step,
         totalSteps: t.totalSteps,

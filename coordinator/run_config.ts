@@ -9,9 +9,20 @@ import { FlagError, type Flags, parseFlags } from "../shared/cli/flags.ts";
 import type { AdversaryConfig, AdversaryMode } from "../shared/adversary.ts";
 import type { OptimizerKind } from "./optimizer.ts";
 import type { ScheduleKind } from "./lr_schedule.ts";
+import type { Objective } from "../shared/param_layout.ts";
 
 /** The training flags, shared by cluster and coordinator. */
 export const TRAINING_FLAGS = {
+  objective: {
+    type: "string",
+    default: "classify",
+    help: "classify (adaptation) | mlm (pre-training on the built-in corpora)",
+  },
+  "corpus-docs": {
+    type: "int",
+    default: 0,
+    help: "mlm: at most N documents per corpus source (0: all)",
+  },
   model: {
     type: "string",
     help: "checkpoint folder (HF format); default: the built-in small BERT",
@@ -86,6 +97,8 @@ export type TrainingFlags = Flags<typeof TRAINING_FLAGS>;
 
 /** The validated configuration of one run. */
 export interface RunConfig {
+  readonly objective: Objective;
+  readonly corpusDocs: number;
   readonly modelDir: string | null;
   readonly task: { task?: string; data?: string; train?: string; eval?: string };
   readonly maxLen: number;
@@ -195,6 +208,8 @@ export async function parseRunFlags<
     throw new FlagError(`--dropout must be in [0, 1), got ${dropout}`);
   }
   const config: RunConfig = {
+    objective: oneOf<Objective>("objective", f.objective, ["classify", "mlm"]),
+    corpusDocs: positive("corpus-docs", f["corpus-docs"], true),
     modelDir: f.model ?? null,
     task: {
       task: f.task ?? (f.train || f.eval ? undefined : "imdb"),

@@ -12,12 +12,15 @@ import { join } from "node:path";
 import { loadCheckpoint, saveCheckpoint } from "../shared/checkpoint.ts";
 import { atomicWriteFile } from "../shared/atomic_write.ts";
 import type { ModelConfig } from "../shared/model_config.ts";
+import type { Objective } from "../shared/param_layout.ts";
 import { decodeOptimizerState, encodeOptimizerState, type OptimizerState } from "./optimizer.ts";
 
 /** Everything a resumed run needs. */
 export interface RunState {
   readonly modelConfig: ModelConfig;
   readonly weights: Float32Array;
+  /** Which head the weights carry. */
+  readonly objective: Objective;
   readonly optimizer: OptimizerState;
   /** Steps completed. */
   readonly step: number;
@@ -36,7 +39,11 @@ export async function saveRunState(
   const name = `step-${String(state.step).padStart(6, "0")}`;
   const folder = join(dir, name);
   await Deno.mkdir(folder, { recursive: true });
-  await saveCheckpoint(folder, { config: state.modelConfig, weights: state.weights }, {
+  await saveCheckpoint(folder, {
+    config: state.modelConfig,
+    weights: state.weights,
+    objective: state.objective,
+  }, {
     dtype: "F32",
     copyTokenizerFrom: tokenizerFrom,
   });
@@ -48,6 +55,7 @@ export async function saveRunState(
         step: state.step,
         weightsVersion: state.weightsVersion,
         runId: state.runId,
+        objective: state.objective,
         runConfig: state.runConfig,
       },
       null,
@@ -79,7 +87,8 @@ export async function loadRunState(dir: string): Promise<RunState & { folder: st
   const folder = await latestCheckpoint(dir);
   if (!folder) throw new Error(`--resume ${dir}: no run checkpoint there (no "latest" file)`);
   const meta = JSON.parse(await Deno.readTextFile(join(folder, "trainer_state.json")));
-  const ck = await loadCheckpoint(folder);
+  const objective: Objective = meta.objective ?? "classify";
+  const ck = await loadCheckpoint(folder, { objective });
   const optimizer = decodeOptimizerState(
     await Deno.readFile(join(folder, "optimizer.bin")),
     ck.layout.total,
@@ -88,6 +97,7 @@ export async function loadRunState(dir: string): Promise<RunState & { folder: st
     folder,
     modelConfig: ck.config,
     weights: ck.weights,
+    objective,
     optimizer,
     step: meta.step,
     weightsVersion: meta.weightsVersion,

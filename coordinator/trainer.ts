@@ -9,17 +9,17 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { adversaryAt } from "../shared/adversary.ts";
 import { initBackend } from "../shared/backend.ts";
-import { EncodedSet } from "../shared/batching.ts";
-import type { TaskData } from "../shared/data/example.ts";
 import { loadTask } from "../shared/data/task.ts";
-import { loadModel } from "../shared/default_model.ts";
-import { type EvalResult, evaluateSet } from "../shared/evaluate.ts";
-import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
+import { defaultModelConfigJson, loadModel } from "../shared/default_model.ts";
+import { initWeights, loadCheckpoint } from "../shared/checkpoint.ts";
+import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
+import type { EvalResult } from "../shared/evaluate.ts";
+import { type ModelConfig, parseModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { encodeMessage, type Frame, type WelcomeMessage } from "../shared/protocol.ts";
 import { f32ToF16Bits } from "../shared/safetensors.ts";
-import { loadTokenizer, type TextTokenizer } from "../shared/tokenizer.ts";
+import { loadTokenizer } from "../shared/tokenizer.ts";
 import { saveCheckpoint } from "../shared/checkpoint.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from "./grad_combine.ts";
@@ -122,6 +122,18 @@ async function copyTokenizerFiles(from: string): Promise<string> {
   return dir;
 }
 
+/** Fresh weights for pre-training (or the MLM head added to a given encoder). */
+async function loadPretrainingModel(dir: string | null, seed: number) {
+  if (dir) return { ...(await loadCheckpoint(dir, { objective: "mlm", seed })), dir };
+  const config = parseModelConfig(defaultModelConfigJson(2));
+  return {
+    config,
+    weights: initWeights(config, seed, "mlm"),
+    notes: [`pre-training a fresh small BERT (seed ${seed})`],
+    dir: null,
+  };
+}
+
 /** A run: its data, model, optimizer state and the loop that trains it. */
 export class Trainer {
   readonly startedAt = performance.now();
@@ -134,7 +146,6 @@ export class Trainer {
   private constructor(
     readonly config: RunConfig,
     readonly runId: string,
-    readonly task: TaskData,
     readonly modelConfig: ModelConfig,
     readonly layout: ParamLayout,
     readonly weights: Float32Array,
@@ -143,9 +154,7 @@ export class Trainer {
     public weightsVersion: number,
     readonly totalSteps: number,
     readonly plan: DataPlan,
-    readonly train: EncodedSet,
-    readonly evalSet: EncodedSet,
-    readonly tokenizer: TextTokenizer,
+    readonly data: TrainingData,
     readonly tokenizerDir: string | null,
     readonly notes: string[],
   ) {
@@ -166,7 +175,8 @@ export class Trainer {
         save: given.save ?? given.resume,
       };
     }
-    const task = await loadTask(config.task);
+    const objective = config.objective;
+    const task = objective === "classify" ? await loadTask(config.task) : null;
     const model = resumed
       ? {
         config: resumed.modelConfig,
@@ -174,12 +184,14 @@ export class Trainer {
         notes: [`resumed from ${resumed.folder}`],
         dir: resumed.folder,
       }
-      : await loadModel(config.modelDir, {
+      : task
+      ? await loadModel(config.modelDir, {
         numLabels: task.numLabels,
         labelNames: task.labelNames ?? undefined,
         seed: config.seed,
-      });
-    const layout = paramLayout(model.config);
+      })
+      : await loadPretrainingModel(config.modelDir, config.seed);
+    const layout = paramLayout(model.config, objective);
     // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
     const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
     const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
@@ -189,8 +201,11 @@ export class Trainer {
       );
     }
     const maxLen = Math.min(config.maxLen, model.config.maxPositions);
+    const data = task
+      ? classificationData(task, tokenizer, maxLen)
+      : await pretrainingData(tokenizer, maxLen, config.seed, config.corpusDocs);
     const plan = new DataPlan(
-      task.train.length,
+      data.train.size,
       config.globalBatch,
       config.microBatch,
       config.seed,
@@ -201,7 +216,6 @@ export class Trainer {
     return new Trainer(
       config,
       runId,
-      task,
       model.config,
       layout,
       model.weights,
@@ -210,9 +224,7 @@ export class Trainer {
       resumed?.weightsVersion ?? 0,
       totalSteps,
       plan,
-      new EncodedSet(task.train, tokenizer, maxLen),
-      new EncodedSet(task.eval, tokenizer, maxLen),
-      tokenizer,
+      data,
       tokenizerDir,
       model.notes,
     );
@@ -225,7 +237,7 @@ export class Trainer {
       workerId,
       runId: this.runId,
       modelConfig: toHfConfig(this.modelConfig),
-      objective: "classify",
+      objective: this.config.objective,
       dropout: this.config.dropout,
       deterministic: this.config.deterministic,
     };
@@ -261,7 +273,7 @@ export class Trainer {
     const adversary = adversaryAt(this.config.adversary, t, this.totalSteps, this.config.advStart);
     let tokens = 0;
     const tasks = this.plan.step(t).microBatches.map((indices, index) => {
-      const batch = this.train.batch(indices);
+      const batch = this.data.train.batch(indices, t);
       for (const m of batch.attentionMask) tokens += m;
       const taskId = t * 1_000_000 + index;
       return {
@@ -419,14 +431,12 @@ export class Trainer {
 
   /** Scores the held-out split on the coordinator's own backend. */
   async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
-    if (this.task.eval.length === 0) return null;
     await initBackend("wasm");
     const weights = weightTensors(this.layout, this.weights);
     const model: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
     try {
-      const result = await evaluateSet(model, this.evalSet, this.task.metricNames, {
-        limit: this.config.evalLimit,
-      });
+      const result = await this.data.evaluate(model, this.config.evalLimit);
+      if (!result) return null;
       this.lastEval = result;
       observer.evaluated?.(this.step, "eval", result);
       return result;
@@ -440,6 +450,7 @@ export class Trainer {
     return {
       modelConfig: this.modelConfig,
       weights: this.weights,
+      objective: this.config.objective,
       optimizer: this.optimizer,
       step: this.step,
       weightsVersion: this.weightsVersion,
@@ -460,7 +471,11 @@ export class Trainer {
   async saveModel(dir: string): Promise<string> {
     const out = `${dir}/model`;
     await Deno.mkdir(out, { recursive: true });
-    await saveCheckpoint(out, { config: this.modelConfig, weights: this.weights }, {
+    await saveCheckpoint(out, {
+      config: this.modelConfig,
+      weights: this.weights,
+      objective: this.config.objective,
+    }, {
       dtype: this.config.saveDtype,
       copyTokenizerFrom: await this.#tokenizerSource(),
     });

@@ -10,7 +10,7 @@ import "@tensorflow/tfjs-backend-cpu";
 import "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { registerUnsortedSegmentSum } from "./kernels/unsorted_segment_sum.ts";
-import { setExplicitTranspose } from "./ops.ts";
+import { installMatMulGradient, setExplicitTranspose } from "./ops.ts";
 
 /** A tfjs backend adaptmesh can train on. */
 export type BackendName = "cpu" | "wasm" | "webgpu";
@@ -55,6 +55,25 @@ export async function pickBackend(): Promise<BackendName> {
 
 let active: BackendInfo | null = null;
 
+/**
+ * tfjs environment flags from `ADAPTMESH_TF_FLAGS` (a JSON object, e.g.
+ * `{"WEBGPU_CPU_FORWARD": false}`), for tuning a backend without code changes.
+ */
+function applyTfFlags(): void {
+  const raw = Deno.env.get("ADAPTMESH_TF_FLAGS");
+  if (!raw) return;
+  let flags: unknown;
+  try {
+    flags = JSON.parse(raw);
+  } catch (e) {
+    throw new Error(`ADAPTMESH_TF_FLAGS is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof flags !== "object" || flags === null || Array.isArray(flags)) {
+    throw new Error("ADAPTMESH_TF_FLAGS must be a JSON object of tfjs flags");
+  }
+  for (const [k, v] of Object.entries(flags)) tf.env().set(k, v as number | boolean);
+}
+
 /** Sets up `name` as the tfjs backend; idempotent for the same name. */
 export async function initBackend(name: BackendName): Promise<BackendInfo> {
   if (active?.name === name && tf.getBackend() === name) return active;
@@ -74,9 +93,11 @@ export async function initBackend(name: BackendName): Promise<BackendInfo> {
       "unknown GPU";
   }
   if (!(await tf.setBackend(name))) throw new Error(`backend ${name} failed to initialise`);
+  applyTfFlags();
   await tf.ready();
   // wasm is 10x slower with transpose flags; cpu gains too. GPUs handle them natively.
   setExplicitTranspose(name !== "webgpu");
+  installMatMulGradient();
   active = { name, device };
   return active;
 }

@@ -3,7 +3,8 @@
  * fastest on the active backend. On wasm, matMul with transpose flags runs
  * ~10x slower than without (platform-notes.md), and tfjs's own matMul
  * gradient uses those flags; so on cpu/wasm every product here transposes
- * explicitly and multiplies plainly, forward and backward.
+ * explicitly and multiplies plainly, forward and backward (the backward
+ * through {@link installMatMulGradient}).
  *
  * @module
  */
@@ -23,28 +24,44 @@ function swapLast(x: tf.Tensor): tf.Tensor {
   return tf.transpose(x, perm);
 }
 
-/** a·b for rank-2 or batched rank-3 operands, with plain-product gradients. */
-const plainMatMul = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  // customGrad passes the inputs followed by the save function.
-  const [a, b, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-  save([a, b]);
-  return {
-    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const [sa, sb] = saved;
-      const g = dy as tf.Tensor;
-      return [
-        tf.matMul(g as tf.Tensor3D, swapLast(sb) as tf.Tensor3D),
-        tf.matMul(swapLast(sa) as tf.Tensor3D, g as tf.Tensor3D),
-      ];
+type M3 = tf.Tensor3D;
+
+/**
+ * Replaces tfjs's BatchMatMul gradient with one that, in explicit-transpose
+ * mode, multiplies plainly: dA = dY·Bᵀ and dB = Aᵀ·dY with the transposes as
+ * their own ops. Each input's gradient is a separate thunk, so a pass that
+ * needs only ∇δ never forms the weight gradients. Called by `initBackend`,
+ * after tfjs has registered its own gradients.
+ */
+export function installMatMulGradient(): void {
+  tf.registerGradient({
+    kernelName: tf.BatchMatMul,
+    inputsToSave: ["a", "b"],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [a, b] = saved as M3[];
+      const g = dy as M3;
+      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+      if (!transposeA && !transposeB) {
+        return explicitTranspose
+          ? { a: () => tf.matMul(g, swapLast(b) as M3), b: () => tf.matMul(swapLast(a) as M3, g) }
+          : { a: () => tf.matMul(g, b, false, true), b: () => tf.matMul(a, g, true, false) };
+      }
+      // tfjs's own formulas for the flagged products.
+      if (!transposeA && transposeB) {
+        return { a: () => tf.matMul(g, b, false, false), b: () => tf.matMul(g, a, true, false) };
+      }
+      if (transposeA && !transposeB) {
+        return { a: () => tf.matMul(b, g, false, true), b: () => tf.matMul(a, g, false, false) };
+      }
+      return { a: () => tf.matMul(b, g, true, true), b: () => tf.matMul(g, a, true, true) };
     },
-  };
-}) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  });
+}
 
 /** a·bᵀ (when `transposeB`) or a·b, rank 2 or 3, on the backend's fast path. */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transposeB = false): tf.Tensor {
   if (!explicitTranspose) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, false, transposeB);
-  return plainMatMul(a, transposeB ? swapLast(b) : b);
+  return tf.matMul(a as M3, (transposeB ? swapLast(b) : b) as M3);
 }
 
 /** y = x·Wᵀ + bias for x [..., in], W [out, in] (Hugging Face layout). */

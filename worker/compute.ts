@@ -8,7 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
+import { type Objective, type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { weightTensors } from "../shared/model.ts";
 import { microBatchGradient } from "../shared/gradient.ts";
 import { f16BitsToF32 } from "../shared/safetensors.ts";
@@ -27,6 +27,7 @@ interface Run {
   readonly runId: string;
   readonly config: ModelConfig;
   readonly layout: ParamLayout;
+  readonly objective: Objective;
   readonly dropout: { hidden: number; attention: number };
 }
 
@@ -54,7 +55,8 @@ export class WorkerCompute {
     this.#run = {
       runId: m.runId,
       config,
-      layout: paramLayout(config),
+      layout: paramLayout(config, m.objective),
+      objective: m.objective,
       dropout: m.dropout === null
         ? { hidden: config.hiddenDropout, attention: config.attentionDropout }
         : { hidden: m.dropout, attention: m.dropout },
@@ -91,8 +93,14 @@ export class WorkerCompute {
       );
     }
     validateBatchRanges(m.batch, run.config);
-    if (m.batch.labels.length !== m.batch.size) {
-      throw new ProtocolError("bad_shape", `classification task needs one label per example`);
+    const perToken = run.objective === "mlm";
+    if (m.batch.labels.length !== (perToken ? m.batch.size * m.batch.seqLen : m.batch.size)) {
+      throw new ProtocolError(
+        "bad_shape",
+        perToken
+          ? "an MLM task needs one label per token"
+          : "a classification task needs one label per example",
+      );
     }
     const r = await microBatchGradient(
       { config: run.config, layout: run.layout, weights: this.#weights },

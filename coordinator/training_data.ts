@@ -1,0 +1,138 @@
+/**
+ * What a run trains and evaluates on, behind one interface for both
+ * objectives: a labelled task (classification/regression) for adaptation,
+ * or the built-in corpora with masking for pre-training.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { EncodedSet } from "../shared/batching.ts";
+import type { TaskData } from "../shared/data/example.ts";
+import { loadCorpus } from "../shared/data/corpus.ts";
+import { type EvalResult, evaluateSet } from "../shared/evaluate.ts";
+import type { LabelledBatch } from "../shared/gradient.ts";
+import {
+  batchTensors,
+  type DeviceModel,
+  encode,
+  mlmLogits,
+  NO_DROPOUT,
+  targetTensors,
+  wordEmbeddings,
+} from "../shared/model.ts";
+import type { TextTokenizer } from "../shared/tokenizer.ts";
+import { MlmSet, packSequences } from "./mlm_data.ts";
+
+/** Batches of training examples by index; `step` seeds any per-step randomness (masking). */
+export interface BatchSource {
+  readonly size: number;
+  batch(indices: readonly number[], step: number): LabelledBatch;
+}
+
+/** A run's data. */
+export interface TrainingData {
+  readonly train: BatchSource;
+  /** For `/status`. */
+  summary(): { name: string; train: number; eval: number; numLabels: number; metrics: string[] };
+  /** Scores the held-out split (first `limit` items; 0: all). */
+  evaluate(model: DeviceModel, limit: number): Promise<EvalResult | null>;
+}
+
+/** A labelled task. */
+export function classificationData(
+  task: TaskData,
+  tokenizer: TextTokenizer,
+  maxLen: number,
+): TrainingData {
+  const train = new EncodedSet(task.train, tokenizer, maxLen);
+  const held = new EncodedSet(task.eval, tokenizer, maxLen);
+  return {
+    train: { size: task.train.length, batch: (indices) => train.batch(indices) },
+    summary: () => ({
+      name: task.name,
+      train: task.train.length,
+      eval: task.eval.length,
+      numLabels: task.numLabels,
+      metrics: task.metricNames,
+    }),
+    evaluate: (model, limit) =>
+      task.eval.length === 0
+        ? Promise.resolve(null)
+        : evaluateSet(model, held, task.metricNames, { limit }),
+  };
+}
+
+/** Masked-LM accuracy and loss on held-out sequences (masking of step 0, so it is the same every time). */
+export async function evaluateMlm(
+  model: DeviceModel,
+  set: MlmSet,
+  limit: number,
+): Promise<EvalResult> {
+  const n = limit ? Math.min(limit, set.size) : set.size;
+  let correct = 0, total = 0, lossSum = 0;
+  for (let i = 0; i < n; i += 32) {
+    const idx = Array.from({ length: Math.min(32, n - i) }, (_, k) => i + k);
+    const batch = set.batch(idx, 0);
+    const bt = batchTensors(model.config, batch);
+    const targets = targetTensors(batch.labels, batch);
+    if (targets.kind !== "mlm") throw new Error("unreachable: MLM batch without per-token labels");
+    const [pred, logp] = tf.tidy(() => {
+      const seq = encode(
+        model.config,
+        model.weights,
+        bt,
+        wordEmbeddings(model.config, model.weights, bt),
+        NO_DROPOUT,
+      );
+      const logits = mlmLogits(model.config, model.weights, seq, targets.positions);
+      const lp = tf.sum(
+        tf.mul(tf.logSoftmax(logits), tf.oneHot(targets.ids, model.config.vocabSize)),
+        -1,
+      );
+      return [tf.argMax(logits, -1), lp];
+    });
+    const [p, l, ids] = await Promise.all([pred.data(), logp.data(), targets.ids.data()]);
+    for (let k = 0; k < ids.length; k++) {
+      if (p[k] === ids[k]) correct++;
+      lossSum -= l[k];
+    }
+    total += ids.length;
+    tf.dispose([pred, logp, targets.positions, targets.ids, ...Object.values(bt)]);
+  }
+  return {
+    mlm_accuracy: correct / Math.max(1, total),
+    mlm_loss: lossSum / Math.max(1, total),
+    examples: n,
+  } as EvalResult;
+}
+
+/** The built-in corpora, tokenized and packed, masked per step. */
+export async function pretrainingData(
+  tokenizer: TextTokenizer,
+  maxLen: number,
+  seed: number,
+  maxDocumentsPerSource: number,
+): Promise<TrainingData> {
+  const corpus = await loadCorpus(maxDocumentsPerSource ? { maxDocumentsPerSource } : {});
+  const train = new MlmSet(
+    packSequences(corpus.train.map((d) => d.text), tokenizer, maxLen),
+    tokenizer,
+    seed,
+  );
+  const held = new MlmSet(
+    packSequences(corpus.heldOut.map((d) => d.text), tokenizer, maxLen),
+    tokenizer,
+    seed,
+  );
+  return {
+    train,
+    summary: () => ({
+      name: "mlm-corpus",
+      train: train.size,
+      eval: held.size,
+      numLabels: 0,
+      metrics: ["mlm_accuracy"],
+    }),
+    evaluate: (model, limit) => evaluateMlm(model, held, limit),
+  };
+}

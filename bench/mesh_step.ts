@@ -13,7 +13,7 @@ import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import type { StepReport } from "../coordinator/trainer.ts";
-import { fileURLToPath } from "node:url";
+import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,
@@ -31,7 +31,6 @@ const flags = parseFlagsOrExit(
   "deno run -A bench/mesh_step.ts [flags]",
 );
 
-const workerMain = fileURLToPath(new URL("../worker/main.ts", import.meta.url));
 const rows = [];
 for (const n of flags.workers.split(",").map(Number)) {
   const { config } = await parseRunFlags(
@@ -64,24 +63,9 @@ for (const n of flags.workers.split(",").map(Number)) {
     log: () => {},
     observer: { step: (r) => reports.push(r) },
   });
-  const procs = Array.from({ length: n }, () =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        workerMain,
-        "--url",
-        c.wsUrl,
-        "--token",
-        c.token,
-        "--backend",
-        flags.backend,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn());
+  const procs = spawnLocalWorkers(n, c.wsUrl, c.token, { backend: flags.backend, output: "null" });
   await c.done;
-  await Promise.all(procs.map((p) => p.status));
+  await stopLocalWorkers(procs);
   await c.close();
   const measured = reports.slice(1);
   const mean = (f: (r: StepReport) => number) =>

@@ -87,6 +87,7 @@ import {
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { setExplicitTranspose } from "../shared/ops.ts";
+import { defaultModelConfigJson } from "../shared/default_model.ts";
 import { registerUnsortedSegmentSum } from "../shared/kernels/unsorted_segment_sum.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
 
@@ -122,21 +123,7 @@ Times one micro-batch gradient per backend x mode x micro-batch x sequence lengt
 `;
 
 /** The default small BERT shape (bert-base-uncased vocabulary). */
-const MODEL_JSON = {
-  model_type: "bert",
-  vocab_size: 30522,
-  hidden_size: 128,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 512,
-  max_position_embeddings: 512,
-  type_vocab_size: 2,
-  layer_norm_eps: 1e-12,
-  hidden_dropout_prob: 0.1,
-  attention_probs_dropout_prob: 0.1,
-  pad_token_id: 0,
-  num_labels: 2,
-};
+const MODEL_JSON = defaultModelConfigJson(2);
 
 const SPEEDUP_SEQ = 64;
 /** Run seed of every benchmark task (dropout masks derive from it). */

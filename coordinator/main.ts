@@ -5,34 +5,18 @@
  *
  * @module
  */
-import { FlagError, HelpRequested } from "../shared/cli/flags.ts";
+import { exitOnFlagError, type FlagSpec } from "../shared/cli/flags.ts";
 import { startCoordinator } from "./coordinator.ts";
 import { progressPrinter } from "./progress.ts";
 import { parseRunFlags } from "./run_config.ts";
 
-const USAGE = "deno task coordinator [training flags]";
-
-/** Parses flags, printing help (exit 0) or the error (exit 2). */
-export async function parseOrExit<
-  const E extends Record<string, import("../shared/cli/flags.ts").FlagSpec>,
->(
+/** Parses training flags plus `extra`, printing help (exit 0) or the error (exit 2). */
+export function parseOrExit<const E extends Record<string, FlagSpec>>(
   args: string[],
   extra: E,
   usage: string,
 ) {
-  try {
-    return await parseRunFlags(args, extra, usage);
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      console.log(e.text.trimEnd());
-      Deno.exit(0);
-    }
-    if (e instanceof FlagError) {
-      console.error(`error: ${e.message}\nRun with --help for usage.`);
-      Deno.exit(2);
-    }
-    throw e;
-  }
+  return exitOnFlagError(() => parseRunFlags(args, extra, usage));
 }
 
 /** Installs SIGINT/SIGTERM handlers that checkpoint and stop the run. */
@@ -47,7 +31,7 @@ export function stopOnSignals(stop: () => void, log: (l: string) => void): () =>
 }
 
 /** Waits until SIGINT/SIGTERM. */
-export function untilSignal(): Promise<void> {
+function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     const done = () => resolve();
     Deno.addSignalListener("SIGINT", done);
@@ -55,8 +39,21 @@ export function untilSignal(): Promise<void> {
   });
 }
 
-if (import.meta.main) {
-  const { config } = await parseOrExit(Deno.args, {}, USAGE);
+/**
+ * Starts a coordinator for the parsed run, prints where to watch and how to
+ * join, lets `withWorkers` start local workers, and serves the run to its
+ * end: the final JSON line on stdout, `--linger`, SIGINT/SIGTERM. Returns the
+ * exit status.
+ */
+export async function serveRun(
+  config: Awaited<ReturnType<typeof parseRunFlags>>["config"],
+  joinLabel: string,
+  withWorkers: (
+    wsUrl: string,
+    token: string,
+    log: (l: string) => void,
+  ) => Promise<() => Promise<void>> = () => Promise.resolve(() => Promise.resolve()),
+): Promise<number> {
   const printer = progressPrinter({ tty: Deno.stdout.isTerminal(), everyMs: 5000 });
   const log = printer.log!;
   let c;
@@ -64,11 +61,13 @@ if (import.meta.main) {
     c = await startCoordinator(config, { observer: printer, log });
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
+    return 1;
   }
   log(`dashboard: ${c.httpUrl}`);
-  log(`join from another machine:\n  ${c.joinCommand}`);
+  log(`${joinLabel}:\n  ${c.joinCommand}`);
+  const stopWorkers = await withWorkers(c.wsUrl, c.token, log);
   const unlisten = stopOnSignals(() => c.stop(), log);
+  let code = 0;
   try {
     const summary = await c.done;
     console.log(
@@ -81,10 +80,15 @@ if (import.meta.main) {
     }
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
-    await c.close();
-    Deno.exit(1);
+    code = 1;
   }
   unlisten();
+  await stopWorkers();
   await c.close();
-  Deno.exit(0);
+  return code;
+}
+
+if (import.meta.main) {
+  const { config } = await parseOrExit(Deno.args, {}, "deno task coordinator [training flags]");
+  Deno.exit(await serveRun(config, "join from another machine"));
 }

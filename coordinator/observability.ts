@@ -15,7 +15,7 @@ import type { ErrorCode, ResultMessage } from "../shared/protocol.ts";
 import type { EvalResult } from "../shared/evaluate.ts";
 import type { Scheduler, SchedulerEvents, WorkerInfo, WorkerLink } from "./scheduler.ts";
 import type { RunSummary, StepReport, Trainer, TrainerObserver } from "./trainer.ts";
-import type { RunConfig } from "./run_config.ts";
+import { trainingFields } from "./run_config.ts";
 import { RunMetrics } from "./metrics.ts";
 
 /** Steps the recent-rate estimates (examples/s, ETA) look back over. */
@@ -138,20 +138,6 @@ export type RunStatus = {
   readonly bytesIn: number;
   readonly bytesOut: number;
 };
-
-/** The training fields of a run configuration (no address, no secrets). */
-export function trainingConfig(c: RunConfig): Record<string, unknown> {
-  const {
-    host: _h,
-    port: _p,
-    token: _t,
-    metricsToken: _m,
-    linger: _l,
-    quiet: _q,
-    ...rest
-  } = c;
-  return rest as unknown as Record<string, unknown>;
-}
 
 /** Collects the run's numbers for `/status`, `/metrics` and the dashboard. */
 export class RunMonitor {
@@ -463,7 +449,7 @@ export class RunMonitor {
       summary: this.summary,
       now: Date.now(),
       startedAt: this.startedAtUnix,
-      config: trainingConfig(t.config),
+      config: trainingFields(t.config),
       model: {
         modelType: m.modelType,
         hiddenSize: m.hiddenSize,
@@ -617,6 +603,8 @@ export function mountObservability(
     return c.html(html.replaceAll("__TOKEN_QUERY__", query), 200, { "Cache-Control": "no-store" });
   };
   app.get("/", page);
+  // Browsers ask for it on any page, the 401 page included: answer without noise.
+  app.get("/favicon.ico", (c) => c.body(null, 204));
 
   app.get("/dashboard/:file", async (c) => {
     const no = denied(c);

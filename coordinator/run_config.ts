@@ -60,6 +60,11 @@ export const TRAINING_FLAGS = {
   "no-shuffle": { type: "boolean", help: "examples in file order: step t uses t·B … t·B+B−1" },
   seed: { type: "int", default: 42, help: "run seed (data order, dropout, δ init, new heads)" },
   "eval-every": { type: "int", default: 0, help: "evaluate every N steps (0: only at the end)" },
+  "train-limit": {
+    type: "int",
+    default: 0,
+    help: "train on the first N examples of the training split (0: all)",
+  },
   "eval-limit": {
     type: "int",
     default: 0,
@@ -119,6 +124,7 @@ export interface RunConfig {
   readonly seed: number;
   readonly evalEvery: number;
   readonly evalLimit: number;
+  readonly trainLimit: number;
   readonly checkpointEvery: number;
   readonly save: string | null;
   readonly saveDtype: "F32" | "F16";
@@ -242,6 +248,7 @@ export async function parseRunFlags<
     seed: f.seed,
     evalEvery: positive("eval-every", f["eval-every"], true),
     evalLimit: positive("eval-limit", f["eval-limit"], true),
+    trainLimit: positive("train-limit", f["train-limit"], true),
     checkpointEvery: positive("checkpoint-every", f["checkpoint-every"], true),
     save: f.save ?? null,
     saveDtype: oneOf("save-dtype", f["save-dtype"], ["f32", "f16"] as const) === "f16"
@@ -261,4 +268,19 @@ export async function parseRunFlags<
     quiet: f.quiet,
   };
   return { config, flags };
+}
+
+/** The training fields of a run configuration (no address, no secrets): what checkpoints store and `/status` shows. */
+export function trainingFields(c: RunConfig): Record<string, unknown> {
+  const {
+    host: _h,
+    port: _p,
+    token: _t,
+    metricsToken: _m,
+    linger: _l,
+    quiet: _q,
+    resume: _r,
+    ...rest
+  } = c;
+  return rest as unknown as Record<string, unknown>;
 }

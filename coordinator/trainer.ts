@@ -11,7 +11,7 @@ import { adversaryAt } from "../shared/adversary.ts";
 import { initBackend } from "../shared/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
 import { defaultModelConfigJson, loadModel } from "../shared/default_model.ts";
-import { initWeights, loadCheckpoint } from "../shared/checkpoint.ts";
+import { initWeights, loadCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import type { EvalResult } from "../shared/evaluate.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "../shared/model_config.ts";
@@ -27,7 +27,7 @@ import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
 import { expandGrad, type SparseLayout, sparseLayout } from "../shared/sparse_grad.ts";
-import type { RunConfig } from "./run_config.ts";
+import { type RunConfig, trainingFields } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
 import type { Scheduler, StepTask } from "./scheduler.ts";
 
@@ -88,30 +88,6 @@ export interface RunSummary {
   readonly elapsedMs: number;
   readonly savedTo: string | null;
 }
-
-/** The training fields of a RunConfig, as stored in checkpoints. */
-function trainingFields(c: RunConfig): Record<string, unknown> {
-  const {
-    host: _h,
-    port: _p,
-    token: _t,
-    metricsToken: _m,
-    linger: _l,
-    quiet: _q,
-    resume: _r,
-    ...rest
-  } = c;
-  return rest as unknown as Record<string, unknown>;
-}
-
-const TOKENIZER_FILES = [
-  "vocab.txt",
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "vocab.json",
-  "merges.txt",
-];
 
 /** Copies a folder's tokenizer files into a new temp folder. */
 async function copyTokenizerFiles(from: string): Promise<string> {
@@ -176,7 +152,10 @@ export class Trainer {
       };
     }
     const objective = config.objective;
-    const task = objective === "classify" ? await loadTask(config.task) : null;
+    const loaded = objective === "classify" ? await loadTask(config.task) : null;
+    const task = loaded && config.trainLimit > 0
+      ? { ...loaded, train: loaded.train.slice(0, config.trainLimit) }
+      : loaded;
     const model = resumed
       ? {
         config: resumed.modelConfig,

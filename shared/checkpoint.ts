@@ -53,7 +53,7 @@ export interface SaveOptions {
 const INIT_STD = 0.02;
 
 /** Tokenizer files copied by `copyTokenizerFrom` (BERT WordPiece and RoBERTa BPE). */
-const TOKENIZER_FILES = [
+export const TOKENIZER_FILES = [
   "vocab.txt",
   "tokenizer.json",
   "tokenizer_config.json",

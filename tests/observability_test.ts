@@ -10,76 +10,19 @@ import { type Coordinator, startCoordinator } from "../coordinator/coordinator.t
 import type { RunStatus } from "../coordinator/observability.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { initBackend } from "../shared/backend.ts";
-import { initWeights, saveCheckpoint } from "../shared/checkpoint.ts";
-import { parseModelConfig } from "../shared/model_config.ts";
+import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker, type WorkerExit } from "../worker/client.ts";
 
 // ---------------------------------------------------------------------------
 // A tiny task and model
 // ---------------------------------------------------------------------------
 
-const WORDS = ["good", "bad", "movie", "great", "awful", "fun", "dull", "plot", "the", "was"];
-
-/** Writes a tiny model (with vocab.txt) and train/eval JSONL into `dir`; returns the run flags. */
-async function tinyRunArgs(dir: string, extra: string[] = []): Promise<string[]> {
-  const vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...WORDS];
-  const config = parseModelConfig({
-    model_type: "bert",
-    vocab_size: vocab.length,
-    hidden_size: 8,
-    num_hidden_layers: 1,
-    num_attention_heads: 2,
-    intermediate_size: 16,
-    max_position_embeddings: 32,
-    type_vocab_size: 2,
-    hidden_dropout_prob: 0,
-    attention_probs_dropout_prob: 0,
-    pad_token_id: 0,
-    num_labels: 2,
-  });
-  await Deno.mkdir(`${dir}/model`, { recursive: true });
-  await Deno.writeTextFile(`${dir}/model/vocab.txt`, vocab.join("\n") + "\n");
-  await saveCheckpoint(`${dir}/model`, { config, weights: initWeights(config, 1) });
-  const line = (i: number) =>
-    JSON.stringify({
-      text: `the movie was ${i % 2 ? "good fun" : "bad dull"} ${WORDS[i % WORDS.length]}`,
-      label: i % 2,
-    });
-  const jsonl = (n: number, off: number) =>
-    Array.from({ length: n }, (_, i) => line(i + off)).join("\n") + "\n";
-  await Deno.writeTextFile(`${dir}/train.jsonl`, jsonl(16, 0));
-  await Deno.writeTextFile(`${dir}/eval.jsonl`, jsonl(8, 3));
-  return [
-    "--model",
-    `${dir}/model`,
-    "--train",
-    `${dir}/train.jsonl`,
-    "--eval",
-    `${dir}/eval.jsonl`,
-    "--steps",
-    "3",
-    "--global-batch",
-    "8",
-    "--micro-batch",
-    "4",
-    "--max-len",
-    "16",
-    "--port",
-    "0",
-    "--token",
-    "t",
-    "--dropout",
-    "0",
-    ...extra,
-  ];
-}
-
 async function startTiny(
-  dir: string,
+  _dir: string,
   extra: string[] = [],
   opts: Parameters<typeof startCoordinator>[1] = {},
 ): Promise<Coordinator> {
-  const { config } = await parseRunFlags(await tinyRunArgs(dir, extra), {}, "");
+  const { config } = await parseRunFlags(await quickRunArgs(extra), {}, "");
   const c = await startCoordinator(config, { log: () => {}, ...opts });
   c.monitor.attach(c.scheduler);
   return c;

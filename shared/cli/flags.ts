@@ -154,18 +154,12 @@ export function parseFlags<const T extends FlagSpecs>(
 }
 
 /**
- * {@link parseFlags} for a command's entry point: prints the help and exits 0
- * for `--help`; prints the error and a hint to stderr and exits 2 for a
- * usage error.
+ * Runs a flag-parsing step for a command's entry point: prints the help and
+ * exits 0 for `--help`; prints the error and a hint to stderr and exits 2
+ * for a usage error; returns the parsed value otherwise.
  */
-export function parseFlagsOrExit<const T extends FlagSpecs>(
-  args: readonly string[],
-  spec: T,
-  usage: string,
-): Flags<T> {
-  try {
-    return parseFlags(args, spec, usage);
-  } catch (e) {
+export function exitOnFlagError<T>(parse: () => T): T {
+  const handle = (e: unknown): never => {
     if (e instanceof HelpRequested) {
       console.log(e.text.trimEnd());
       Deno.exit(0);
@@ -175,5 +169,20 @@ export function parseFlagsOrExit<const T extends FlagSpecs>(
       Deno.exit(2);
     }
     throw e;
+  };
+  try {
+    const out = parse();
+    return (out instanceof Promise ? out.catch(handle) : out) as T;
+  } catch (e) {
+    return handle(e);
   }
+}
+
+/** {@link parseFlags} for a command's entry point (see {@link exitOnFlagError}). */
+export function parseFlagsOrExit<const T extends FlagSpecs>(
+  args: readonly string[],
+  spec: T,
+  usage: string,
+): Flags<T> {
+  return exitOnFlagError(() => parseFlags(args, spec, usage));
 }

@@ -111,3 +111,23 @@ export function tinyRunArgs(
     .flatMap(([k, v]) => v === null ? [`--${k}`] : [`--${k}`, v]);
   return [...args, ...extra];
 }
+
+/** A fresh fixture model and a 16/8-example task with a short run's flags (3 steps of 8); `extra` overrides. */
+export async function quickRunArgs(extra: string[] = []): Promise<string[]> {
+  const model = await tinyModelDir(1);
+  const task = await tinyTaskDir(16, 8);
+  const defaults: Record<string, string> = {
+    steps: "3",
+    "global-batch": "8",
+    "micro-batch": "4",
+    token: "t",
+    dropout: "0",
+  };
+  const given = new Set(
+    extra.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]),
+  );
+  const base = Object.entries(defaults).filter(([k]) => !given.has(k)).flatMap((
+    [k, v],
+  ) => [`--${k}`, v]);
+  return tinyRunArgs(model, task, [...base, ...extra]);
+}

@@ -1,0 +1,321 @@
+/**
+ * Time to accuracy on IMDB (method.md, "What speedup means"): the standard
+ * small-batch recipe (AdamW, B = 32, no adversary) against LAMB at large
+ * batches, alone and with the ScaLA adversary, on the same workers. Each run
+ * evaluates a fixed held-out subset as it trains; time is training time
+ * only (Σ step times, evaluation excluded). The target is the baseline's
+ * best accuracy minus a tolerance. Writes JSON, an SVG plot and a table.
+ *
+ *   deno run -A bench/time_to_accuracy.ts [--recipes baseline,lamb,scala,scala-k2]
+ *     [--seeds 1] [--train-limit 8192] [--eval-limit 500] [--max-len 64] [--workers 2]
+ *     [--model DIR] [--lr recipe=x,recipe=y] [--tolerance 0.005]
+ *
+ * @module
+ */
+import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
+import { parseFlagsOrExit } from "../shared/cli/flags.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { startCoordinator } from "../coordinator/coordinator.ts";
+
+/** A recipe: the flags that define it, and how often (in examples) it is evaluated. */
+interface Recipe {
+  readonly name: string;
+  readonly label: string;
+  readonly args: string[];
+  readonly lr: number;
+  readonly epochs: number;
+  readonly globalBatch: number;
+}
+
+const flags = parseFlagsOrExit(
+  Deno.args,
+  {
+    recipes: { type: "string", default: "baseline,lamb,scala,scala-k2", help: "recipes to run" },
+    seeds: { type: "string", default: "1", help: "comma-separated seeds" },
+    "train-limit": { type: "int", default: 8192, help: "IMDB training examples used" },
+    "eval-limit": { type: "int", default: 500, help: "held-out examples scored" },
+    "max-len": { type: "int", default: 64, help: "tokens per example" },
+    workers: { type: "int", default: 2, help: "local worker processes" },
+    model: { type: "string", help: "checkpoint (default: the built-in model)" },
+    lr: { type: "string", default: "", help: "overrides, e.g. baseline=3e-4,lamb=5e-3" },
+    "big-batch": { type: "int", default: 1024, help: "global batch of the large-batch recipes" },
+    "eval-examples": { type: "int", default: 1024, help: "evaluate every ~N training examples" },
+    tolerance: { type: "number", default: 0.005, help: "target = baseline best − tolerance" },
+    out: { type: "string", help: "output prefix (default bench/results/time_to_accuracy-DATE)" },
+  } as const,
+  "deno run -A bench/time_to_accuracy.ts [flags]",
+);
+
+const big = flags["big-batch"];
+/** A LAMB recipe at the large batch, with the adversary's flags. */
+function lamb(name: string, label: string, adv: string[]): Recipe {
+  const args = [
+    "--optimizer",
+    "lamb",
+    "--global-batch",
+    String(big),
+    "--micro-batch",
+    "64",
+    ...adv,
+  ];
+  return { name, label, args, lr: 4e-3, epochs: 3, globalBatch: big };
+}
+
+const RECIPES: Record<string, Recipe> = {
+  baseline: {
+    name: "baseline",
+    label: "AdamW, B=32, no adversary",
+    args: ["--optimizer", "adamw", "--global-batch", "32", "--micro-batch", "16", "--adv", "off"],
+    lr: 2e-4,
+    epochs: 2,
+    globalBatch: 32,
+  },
+  lamb: lamb("lamb", `LAMB, B=${big}, no adversary`, ["--adv", "off"]),
+  scala: lamb("scala", `ScaLA: LAMB, B=${big}, PGD K=1 from 30%`, [
+    "--adv",
+    "pgd",
+    "--adv-steps",
+    "1",
+    "--adv-start",
+    "0.3",
+  ]),
+  "scala-k2": lamb("scala-k2", `ScaLA: LAMB, B=${big}, PGD K=2 from the start`, [
+    "--adv",
+    "pgd",
+    "--adv-steps",
+    "2",
+    "--adv-start",
+    "0",
+  ]),
+};
+const lrOverride = new Map(
+  flags.lr.split(",").filter((s) => s).map((kv) => {
+    const [k, v] = kv.split("=");
+    return [k, Number(v)] as const;
+  }),
+);
+
+interface Point {
+  step: number;
+  examples: number;
+  trainSeconds: number;
+  accuracy: number;
+}
+interface RunResult {
+  recipe: string;
+  seed: number;
+  lr: number;
+  steps: number;
+  trainSeconds: number;
+  secondsPerStep: number;
+  curve: Point[];
+  finalAccuracy: number;
+  bestAccuracy: number;
+}
+
+async function runOnce(r: Recipe, seed: number): Promise<RunResult> {
+  const lr = lrOverride.get(r.name) ?? r.lr;
+  const evalEvery = Math.max(1, Math.round(flags["eval-examples"] / r.globalBatch));
+  const { config } = await parseRunFlags(
+    [
+      ...r.args,
+      "--lr",
+      String(lr),
+      "--epochs",
+      String(r.epochs),
+      "--seed",
+      String(seed),
+      "--train-limit",
+      String(flags["train-limit"]),
+      "--eval-limit",
+      String(flags["eval-limit"]),
+      "--max-len",
+      String(flags["max-len"]),
+      "--eval-every",
+      String(evalEvery),
+      "--warmup",
+      "0.1",
+      "--port",
+      "0",
+      "--quiet",
+      ...(flags.model ? ["--model", flags.model] : []),
+    ],
+    {},
+    "",
+  );
+  let trainMs = 0, examples = 0;
+  const curve: Point[] = [];
+  const c = await startCoordinator(config, {
+    log: () => {},
+    observer: {
+      step: (s) => {
+        trainMs += s.timings.stepMs;
+        examples += s.examples;
+      },
+      evaluated: (step, _split, result) => {
+        curve.push({ step, examples, trainSeconds: trainMs / 1000, accuracy: result.accuracy });
+        console.error(
+          `  ${r.name} seed ${seed} step ${step}: accuracy ${result.accuracy.toFixed(4)} after ${
+            (trainMs / 1000).toFixed(0)
+          } s`,
+        );
+      },
+    },
+  });
+  const procs = spawnLocalWorkers(flags.workers, c.wsUrl, c.token, {
+    backend: "wasm",
+    output: "null",
+  });
+  const summary = await c.done;
+  await stopLocalWorkers(procs);
+  await c.close();
+  return {
+    recipe: r.name,
+    seed,
+    lr,
+    steps: summary.steps,
+    trainSeconds: trainMs / 1000,
+    secondsPerStep: trainMs / 1000 / summary.steps,
+    curve,
+    finalAccuracy: curve.at(-1)?.accuracy ?? NaN,
+    bestAccuracy: Math.max(...curve.map((p) => p.accuracy)),
+  };
+}
+
+const recipes = flags.recipes.split(",").map((n) => {
+  const r = RECIPES[n];
+  if (!r) throw new Error(`unknown recipe ${n}; known: ${Object.keys(RECIPES).join(", ")}`);
+  return r;
+});
+const seeds = flags.seeds.split(",").map(Number);
+const runs: RunResult[] = [];
+for (const r of recipes) {
+  for (const seed of seeds) {
+    console.error(`running ${r.label}, seed ${seed}`);
+    runs.push(await runOnce(r, seed));
+  }
+}
+
+const baselineBest = Math.max(
+  ...runs.filter((x) => x.recipe === "baseline").map((x) => x.bestAccuracy),
+);
+const target = isFinite(baselineBest) ? baselineBest - flags.tolerance : NaN;
+const reach = (run: RunResult) => run.curve.find((p) => p.accuracy >= target) ?? null;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const spread = (xs: number[]) => xs.length > 1 ? (Math.max(...xs) - Math.min(...xs)) / 2 : 0;
+const rows = recipes.map((r) => {
+  const rs = runs.filter((x) => x.recipe === r.name);
+  const hits = rs.map(reach);
+  const times = hits.filter((h) => h !== null).map((h) => h!.trainSeconds);
+  return {
+    recipe: r.name,
+    label: r.label,
+    lr: rs[0].lr,
+    seeds: rs.length,
+    finalAccuracy: mean(rs.map((x) => x.finalAccuracy)),
+    finalSpread: spread(rs.map((x) => x.finalAccuracy)),
+    secondsPerStep: mean(rs.map((x) => x.secondsPerStep)),
+    reached: `${times.length}/${rs.length}`,
+    secondsToTarget: times.length ? mean(times) : null,
+    stepsToTarget: times.length ? mean(hits.filter((h) => h).map((h) => h!.step)) : null,
+  };
+});
+const baseTime = rows.find((r) => r.recipe === "baseline")?.secondsToTarget ?? null;
+console.log(
+  `target accuracy ${target.toFixed(4)} (baseline best ${
+    baselineBest.toFixed(4)
+  } − ${flags.tolerance})`,
+);
+console.log(
+  "| recipe | lr | final accuracy | s/step | reached | steps to target | s to target | speedup |",
+);
+console.log("|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  const speed = baseTime && r.secondsToTarget
+    ? (baseTime / r.secondsToTarget).toFixed(2) + "x"
+    : "—";
+  console.log(
+    `| ${r.label} | ${r.lr} | ${r.finalAccuracy.toFixed(4)} ± ${r.finalSpread.toFixed(4)} | ${
+      r.secondsPerStep.toFixed(1)
+    } | ${r.reached} | ${r.stepsToTarget ?? "—"} | ${
+      r.secondsToTarget?.toFixed(0) ?? "—"
+    } | ${speed} |`,
+  );
+}
+
+/** Accuracy against training seconds, one line per run, as SVG. */
+function plot(): string {
+  const W = 720, H = 420, m = { l: 60, r: 200, t: 20, b: 45 };
+  const xmax = Math.max(...runs.flatMap((r) => r.curve.map((p) => p.trainSeconds)), 1);
+  const accs = runs.flatMap((r) => r.curve.map((p) => p.accuracy));
+  const ymin = Math.min(0.5, ...accs), ymax = Math.max(...accs, target || 0) + 0.01;
+  const x = (v: number) => m.l + (v / xmax) * (W - m.l - m.r);
+  const y = (v: number) => H - m.b - ((v - ymin) / (ymax - ymin)) * (H - m.t - m.b);
+  const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/>`,
+    `<line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="black"/>`,
+    `<text x="${(m.l + W - m.r) / 2}" y="${
+      H - 10
+    }" text-anchor="middle">training seconds (evaluation excluded)</text>`,
+    `<text x="15" y="${(m.t + H - m.b) / 2}" transform="rotate(-90 15 ${
+      (m.t + H - m.b) / 2
+    })" text-anchor="middle">IMDB accuracy</text>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const v = ymin + ((ymax - ymin) * i) / 5, t = (xmax * i) / 5;
+    parts.push(`<text x="${m.l - 5}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`);
+    parts.push(`<text x="${x(t)}" y="${H - m.b + 15}" text-anchor="middle">${t.toFixed(0)}</text>`);
+  }
+  if (isFinite(target)) {
+    parts.push(
+      `<line x1="${m.l}" y1="${y(target)}" x2="${W - m.r}" y2="${
+        y(target)
+      }" stroke="#888" stroke-dasharray="4 3"/>`,
+    );
+    parts.push(
+      `<text x="${W - m.r + 5}" y="${y(target) + 4}" fill="#666">target ${
+        target.toFixed(3)
+      }</text>`,
+    );
+  }
+  recipes.forEach((r, i) => {
+    const color = colors[i % colors.length];
+    for (const run of runs.filter((q) => q.recipe === r.name)) {
+      const pts = run.curve.map((p) =>
+        `${x(p.trainSeconds).toFixed(1)},${y(p.accuracy).toFixed(1)}`
+      ).join(" ");
+      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts}"/>`);
+    }
+    parts.push(
+      `<rect x="${W - m.r + 5}" y="${m.t + 20 + i * 18}" width="12" height="3" fill="${color}"/>`,
+    );
+    parts.push(`<text x="${W - m.r + 22}" y="${m.t + 25 + i * 18}">${r.label}</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}
+
+const prefix = flags.out ??
+  `bench/results/time_to_accuracy-${new Date().toISOString().slice(0, 10)}`;
+await Deno.mkdir("bench/results", { recursive: true });
+await Deno.writeTextFile(`${prefix}.svg`, plot());
+await Deno.writeTextFile(
+  `${prefix}.json`,
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      machine: { cores: navigator.hardwareConcurrency, backend: "wasm" },
+      flags,
+      target,
+      baselineBest,
+      rows,
+      runs,
+    },
+    null,
+    2,
+  ),
+);
+console.log(`wrote ${prefix}.json and ${prefix}.svg`);

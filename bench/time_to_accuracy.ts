@@ -39,6 +39,8 @@ const flags = parseFlagsOrExit(
     model: { type: "string", help: "checkpoint (default: the built-in model)" },
     lr: { type: "string", default: "", help: "overrides, e.g. baseline=3e-4,lamb=5e-3" },
     "big-batch": { type: "int", default: 1024, help: "global batch of the large-batch recipes" },
+  "big-epochs": { type: "number", default: 6, help: "epochs of the large-batch recipes" },
+  "base-epochs": { type: "number", default: 2, help: "epochs of the baseline" },
     "eval-examples": { type: "int", default: 1024, help: "evaluate every ~N training examples" },
     tolerance: { type: "number", default: 0.005, help: "target = baseline best − tolerance" },
     out: { type: "string", help: "output prefix (default bench/results/time_to_accuracy-DATE)" },
@@ -58,7 +60,7 @@ function lamb(name: string, label: string, adv: string[]): Recipe {
     "64",
     ...adv,
   ];
-  return { name, label, args, lr: 4e-3, epochs: 3, globalBatch: big };
+  return { name, label, args, lr: 3e-2, epochs: flags["big-epochs"], globalBatch: big };
 }
 
 const RECIPES: Record<string, Recipe> = {
@@ -66,8 +68,8 @@ const RECIPES: Record<string, Recipe> = {
     name: "baseline",
     label: "AdamW, B=32, no adversary",
     args: ["--optimizer", "adamw", "--global-batch", "32", "--micro-batch", "16", "--adv", "off"],
-    lr: 2e-4,
-    epochs: 2,
+    lr: 5e-4,
+    epochs: flags["base-epochs"],
     globalBatch: 32,
   },
   lamb: lamb("lamb", `LAMB, B=${big}, no adversary`, ["--adv", "off"]),

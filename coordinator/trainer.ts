@@ -11,16 +11,25 @@ import { adversaryAt } from "../shared/adversary.ts";
 import { initBackend } from "../shared/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
 import { defaultModelConfigJson, loadModel } from "../shared/default_model.ts";
-import { initWeights, loadCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
+import {
+  initWeights,
+  loadCheckpoint,
+  saveCheckpoint,
+  TOKENIZER_FILES,
+} from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import type { EvalResult } from "../shared/evaluate.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { encodeMessage, type Frame, type WelcomeMessage } from "../shared/protocol.ts";
+import {
+  encodeMessage,
+  type Frame,
+  type ResultMessage,
+  type WelcomeMessage,
+} from "../shared/protocol.ts";
 import { f32ToF16Bits } from "../shared/safetensors.ts";
 import { loadTokenizer } from "../shared/tokenizer.ts";
-import { saveCheckpoint } from "../shared/checkpoint.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from "./grad_combine.ts";
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
@@ -107,6 +116,46 @@ async function loadPretrainingModel(dir: string | null, seed: number) {
     weights: initWeights(config, seed, "mlm"),
     notes: [`pre-training a fresh small BERT (seed ${seed})`],
     dir: null,
+  };
+}
+
+/** min/mean/max of the LAMB trust ratios of the tensors that use them. */
+function trustSummary(layout: ParamLayout, ratios: Float64Array): StepReport["trustRatio"] {
+  const used = layout.specs.flatMap((spec, i) => (spec.decay ? [ratios[i]] : []));
+  if (used.length === 0) return { min: 1, mean: 1, max: 1 };
+  return {
+    min: Math.min(...used),
+    max: Math.max(...used),
+    mean: used.reduce((a, b) => a + b, 0) / used.length,
+  };
+}
+
+/**
+ * Where a step's time went. `transferMs` is the wait not explained by
+ * compute: the wait minus the larger of the slowest micro-batch and the
+ * compute spread evenly over the workers.
+ */
+function stepTimings(
+  results: readonly ResultMessage[],
+  marks: { t0: number; t1: number; t2: number; t3: number; encodeMs: number },
+  workers: number,
+): StepTimings {
+  let computeMs = 0, adversaryMs = 0, busiest = 0;
+  for (const r of results) {
+    computeMs += r.timings.computeMs;
+    adversaryMs += r.timings.adversaryMs;
+    busiest = Math.max(busiest, r.timings.computeMs);
+  }
+  const waitMs = marks.t1 - marks.t0;
+  return {
+    waitMs,
+    computeMs,
+    adversaryMs,
+    transferMs: Math.max(0, waitMs - Math.max(busiest, computeMs / Math.max(1, workers))),
+    averageMs: marks.t2 - marks.t1,
+    optimizerMs: marks.t3 - marks.t2,
+    encodeMs: marks.encodeMs,
+    stepMs: performance.now() - marks.t0,
   };
 }
 
@@ -329,15 +378,6 @@ export class Trainer {
       this.weightsVersion++;
       const encodeMs = this.#encodeWeights();
       scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
-      let computeMs = 0, adversaryMs = 0;
-      for (const r of results) {
-        computeMs += r.timings.computeMs;
-        adversaryMs += r.timings.adversaryMs;
-      }
-      const busiest = Math.max(0, ...results.map((r) => r.timings.computeMs));
-      const decayed = this.layout.specs.map((s, i) => s.decay ? stats.trustRatios[i] : NaN).filter((
-        x,
-      ) => !isNaN(x));
       observer.step?.({
         step: this.step,
         totalSteps: this.totalSteps,
@@ -345,29 +385,13 @@ export class Trainer {
         lr,
         gradNorm: norm,
         clipped,
-        trustRatio: {
-          min: Math.min(...decayed),
-          max: Math.max(...decayed),
-          mean: decayed.reduce((a, b) => a + b, 0) / Math.max(1, decayed.length),
-        },
+        trustRatio: trustSummary(this.layout, stats.trustRatios),
         examples: results.reduce((a, r) => a + r.count, 0),
         tokens,
         adversary: mode,
         microBatches: results.length,
         weightsBytes: this.#weightsFrame.byteLength,
-        timings: {
-          waitMs: t1 - t0,
-          computeMs,
-          adversaryMs,
-          transferMs: Math.max(
-            0,
-            t1 - t0 - Math.max(busiest, computeMs / Math.max(1, scheduler.workers.size)),
-          ),
-          averageMs: t2 - t1,
-          optimizerMs: t3 - t2,
-          encodeMs,
-          stepMs: performance.now() - t0,
-        },
+        timings: stepTimings(results, { t0, t1, t2, t3, encodeMs }, scheduler.workers.size),
         elapsedMs: performance.now() - this.startedAt,
       });
       const last = this.step === this.totalSteps;

@@ -247,7 +247,7 @@ for (const r of rows) {
 
 /** Accuracy against training seconds, one line per run, as SVG. */
 function plot(): string {
-  const W = 720, H = 420, m = { l: 60, r: 200, t: 20, b: 45 };
+  const W = 960, H = 420, m = { l: 60, r: 330, t: 20, b: 45 };
   const xmax = Math.max(...runs.flatMap((r) => r.curve.map((p) => p.trainSeconds)), 1);
   const accs = runs.flatMap((r) => r.curve.map((p) => p.accuracy));
   const ymin = Math.min(0.5, ...accs), ymax = Math.max(...accs, target || 0) + 0.01;

@@ -56,20 +56,23 @@ export interface WorkerView {
 }
 
 /** One step, trimmed to the plotted fields (times in seconds). */
-export interface HistoryPoint {
-  readonly step: number;
+export interface HistoryPoint extends
+  Pick<
+    StepReport,
+    | "step"
+    | "loss"
+    | "lr"
+    | "gradNorm"
+    | "clipped"
+    | "trustRatio"
+    | "examples"
+    | "tokens"
+    | "adversary"
+  > {
   /** Seconds since the run started. */
   readonly t: number;
-  readonly loss: number;
-  readonly lr: number;
-  readonly gradNorm: number;
-  readonly clipped: boolean;
-  readonly trustRatio: { readonly min: number; readonly mean: number; readonly max: number };
-  readonly examples: number;
-  readonly tokens: number;
   /** examples / step time. */
   readonly examplesPerSecond: number;
-  readonly adversary: string;
   readonly seconds: {
     readonly step: number;
     readonly wait: number;

@@ -65,7 +65,8 @@ export async function loadModel(
     weights: initWeights(config, opts.seed),
     extra: new Map(),
     notes: [
-      `no pre-trained checkpoint at ${DEFAULT_MODEL_DIR}: using a freshly initialised small BERT (seed ${opts.seed})`,
+      `no pre-trained checkpoint at ${DEFAULT_MODEL_DIR}: adapting a freshly initialised small BERT ` +
+      `(seed ${opts.seed}; see README, "The built-in model and pre-training")`,
     ],
     dir: null,
   };

@@ -29,22 +29,22 @@ function scatterAdd(
   }
 }
 
-function shapes(x: tf.TensorInfo, ids: tf.TensorInfo, numSegments: number) {
-  const idRank = ids.shape.length;
-  const rows = ids.shape.reduce((a, b) => a * b, 1);
-  const inner = x.shape.slice(idRank);
+/** The kernel's inputs and the sizes of its scatter. */
+function unpack({ inputs, attrs }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap }) {
+  const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  const numSegments = (attrs as { numSegments: number }).numSegments;
+  const rows = segmentIds.shape.reduce((a, b) => a * b, 1);
+  const inner = x.shape.slice(segmentIds.shape.length);
   const width = inner.reduce((a, b) => a * b, 1);
-  return { rows, width, outShape: [numSegments, ...inner] };
+  return { x, segmentIds, numSegments, rows, width, outShape: [numSegments, ...inner] };
 }
 
 const wasmKernel: tf.KernelConfig = {
   kernelName: tf.UnsortedSegmentSum,
   backendName: "wasm",
-  kernelFunc: ({ inputs, backend, attrs }) => {
-    const b = backend as BackendWasm;
-    const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-    const numSegments = (attrs as { numSegments: number }).numSegments;
-    const { rows, width, outShape } = shapes(x, segmentIds, numSegments);
+  kernelFunc: (args) => {
+    const b = args.backend as BackendWasm;
+    const { x, segmentIds, numSegments, rows, width, outShape } = unpack(args);
     const out = b.makeOutput(outShape, x.dtype);
     // Views are taken after allocating the output: allocation may grow the heap.
     scatterAdd(
@@ -62,11 +62,9 @@ const wasmKernel: tf.KernelConfig = {
 const cpuKernel: tf.KernelConfig = {
   kernelName: tf.UnsortedSegmentSum,
   backendName: "cpu",
-  kernelFunc: ({ inputs, backend, attrs }) => {
-    const b = backend as MathBackendCPU;
-    const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-    const numSegments = (attrs as { numSegments: number }).numSegments;
-    const { rows, width, outShape } = shapes(x, segmentIds, numSegments);
+  kernelFunc: (args) => {
+    const b = args.backend as MathBackendCPU;
+    const { x, segmentIds, numSegments, rows, width, outShape } = unpack(args);
     const xv = b.data.get(x.dataId).values as TypedArray;
     const iv = b.data.get(segmentIds.dataId).values as TypedArray;
     const size = numSegments * width;

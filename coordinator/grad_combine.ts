@@ -7,24 +7,30 @@
  *
  * @module
  */
+import { addPacked, checkPacked, type SparseLayout } from "../shared/sparse_grad.ts";
 
-/** One micro-batch gradient g_j of the micro-batch mean loss over n_j = `count` examples. */
+/**
+ * One micro-batch gradient g_j of the micro-batch mean loss over n_j =
+ * `count` items (examples; masked tokens for MLM).
+ */
 export interface GradPart {
   /** Micro-batch index j within the step (fixes the summation order). */
   index: number;
-  /** g_j in the layout's flat order. */
+  /** g_j in the layout's flat order, or packed as {@link rows} says. */
   grad: Float32Array;
-  /** n_j, the number of examples in the micro-batch. */
+  /** n_j, the number of items the micro-batch loss is the mean over. */
   count: number;
+  /** The word-embedding rows `grad` carries (row-sparse packing); absent: dense. */
+  rows?: Int32Array;
 }
 
-/** One micro-batch mean loss over n_j = `count` examples. */
+/** One micro-batch mean loss over n_j = `count` items. */
 export interface LossPart {
   /** Micro-batch index j within the step (fixes the summation order). */
   index: number;
   /** The micro-batch mean loss. */
   loss: number;
-  /** n_j, the number of examples in the micro-batch. */
+  /** n_j, the number of items the loss is the mean over. */
   count: number;
 }
 
@@ -51,30 +57,38 @@ function ordered<T extends { index: number; count: number }>(parts: readonly T[]
 }
 
 /**
- * G = Σ_j n_j·g_j / Σ_j n_j over `parts`, each gradient of length `total`.
- * Parts are summed in ascending `index` order into a Float64Array and
- * divided and rounded to float32 once at the end, so any permutation of
- * `parts` gives the same bits. Throws on an empty list, a duplicate index, a
- * non-positive count or a gradient of the wrong length.
+ * G = Σ_j n_j·g_j / Σ_j n_j over `parts`, each of the flat length of
+ * `layout` (a plain length for dense parts). Parts are summed in ascending
+ * `index` order into a Float64Array and divided and rounded to float32 once
+ * at the end, so any permutation of `parts` gives the same bits; row-sparse
+ * parts are accumulated without expanding them and give the bits their dense
+ * expansion would. Throws on an empty list, a duplicate index, a
+ * non-positive count, a gradient of the wrong length or a sparse part
+ * where the layout is dense.
  */
-export function combineGradients(parts: readonly GradPart[], total: number): Float32Array {
+export function combineGradients(
+  parts: readonly GradPart[],
+  layout: number | SparseLayout,
+): Float32Array {
+  const s: SparseLayout = typeof layout === "number"
+    ? { total: layout, rowCount: 0, rowWidth: 0 }
+    : layout;
   const sorted = ordered(parts);
   for (const p of sorted) {
-    if (p.grad.length !== total) {
-      throw new RangeError(
-        `micro-batch ${p.index}: gradient has ${p.grad.length} elements, expected ${total}`,
-      );
+    try {
+      checkPacked(p.grad, p.rows, s);
+    } catch (e) {
+      throw new RangeError(`micro-batch ${p.index}: ${(e as Error).message}`);
     }
   }
-  const acc = new Float64Array(total);
+  const acc = new Float64Array(s.total);
   let n = 0;
   for (const p of sorted) {
-    const g = p.grad, c = p.count;
-    for (let i = 0; i < total; i++) acc[i] += c * g[i];
+    addPacked(acc, p.grad, p.rows, s, p.count);
     n += p.count;
   }
-  const out = new Float32Array(total);
-  for (let i = 0; i < total; i++) out[i] = acc[i] / n;
+  const out = new Float32Array(s.total);
+  for (let i = 0; i < s.total; i++) out[i] = acc[i] / n;
   return out;
 }
 

@@ -21,7 +21,7 @@ import {
   type ResultMessage,
   validateResultShape,
 } from "../shared/protocol.ts";
-import { expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
+import { checkPacked, expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /** A connected worker, as the scheduler sees it. */
 export interface WorkerLink {
@@ -266,14 +266,8 @@ export class Scheduler {
           `task ${m.taskId} is micro-batch ${p.task.index}, result says ${m.index}`,
         );
       }
+      checkPacked(m.grad, m.rows, this.options.gradLayout);
       validateResultShape(m, expectedGradLength(m.rows, this.options.gradLayout), p.task.count);
-      const lastRow = m.rows?.[m.rows.length - 1];
-      if (lastRow !== undefined && lastRow >= this.options.gradLayout.rowCount) {
-        throw new ProtocolError(
-          "bad_shape",
-          `result.rows names row ${lastRow}, the vocabulary has ${this.options.gradLayout.rowCount}`,
-        );
-      }
     } catch (e) {
       w.rejected++;
       p.excluded.add(id);

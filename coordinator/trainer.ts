@@ -20,7 +20,7 @@ import {
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import type { EvalResult } from "../shared/evaluate.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "../shared/model_config.ts";
-import { type DeviceModel, weightTensors } from "../shared/model.ts";
+import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import {
   encodeMessage,
@@ -35,7 +35,7 @@ import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from ".
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
-import { expandGrad, type SparseLayout, sparseLayout } from "../shared/sparse_grad.ts";
+import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 import { type RunConfig, trainingFields } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
 import type { Scheduler, StepTask } from "./scheduler.ts";
@@ -183,7 +183,7 @@ export class Trainer {
     readonly tokenizerDir: string | null,
     readonly notes: string[],
   ) {
-    this.gradLayout = sparseLayout(layout);
+    this.gradLayout = gradLayout(layout, config.objective);
   }
 
   /** Loads data, model (or the run being resumed) and sets up the plan. */
@@ -297,12 +297,14 @@ export class Trainer {
   }
 
   /** The micro-batch tasks of step t, encoded. */
-  #tasks(t: number): { tasks: StepTask[]; tokens: number; mode: string } {
+  #tasks(t: number): { tasks: StepTask[]; items: number[]; tokens: number; mode: string } {
     const adversary = adversaryAt(this.config.adversary, t, this.totalSteps, this.config.advStart);
     let tokens = 0;
+    const items: number[] = [];
     const tasks = this.plan.step(t).microBatches.map((indices, index) => {
       const batch = this.data.train.batch(indices, t);
       for (const m of batch.attentionMask) tokens += m;
+      items[index] = lossItems(batch.labels, batch);
       const taskId = t * 1_000_000 + index;
       return {
         taskId,
@@ -323,6 +325,7 @@ export class Trainer {
     });
     return {
       tasks,
+      items,
       tokens,
       mode: adversary.mode === "off" ? "off" : `${adversary.mode} K=${adversary.steps}`,
     };
@@ -338,7 +341,7 @@ export class Trainer {
     while (this.step < this.totalSteps) {
       const t = this.step;
       const t0 = performance.now();
-      const { tasks, tokens, mode } = this.#tasks(t);
+      const { tasks, items, tokens, mode } = this.#tasks(t);
       let results;
       try {
         results = await scheduler.runStep(t, tasks);
@@ -350,16 +353,13 @@ export class Trainer {
         throw e;
       }
       const t1 = performance.now();
+      // n_j comes from the batch the coordinator made, not from the worker.
       const grad = combineGradients(
-        results.map((r) => ({
-          index: r.index,
-          grad: expandGrad(r.grad, r.rows, this.gradLayout),
-          count: r.count,
-        })),
-        this.layout.total,
+        results.map((r) => ({ index: r.index, grad: r.grad, rows: r.rows, count: items[r.index] })),
+        this.gradLayout,
       );
       const loss = combineLosses(
-        results.map((r) => ({ index: r.index, loss: r.loss, count: r.count })),
+        results.map((r) => ({ index: r.index, loss: r.loss, count: items[r.index] })),
       );
       const { norm, clipped } = this.config.clip > 0
         ? clipByGlobalNorm(grad, this.config.clip)

@@ -238,12 +238,29 @@ export type Targets =
 /** Label value of a token that is not predicted (Hugging Face's convention). */
 export const IGNORE_INDEX = -100;
 
+/** Whether `labels` has one value per token (MLM) rather than one per example. */
+export function isTokenLabelled(labels: Float32Array, batch: HostBatch): boolean {
+  return labels.length === batch.size * batch.seqLen && labels.length !== batch.size;
+}
+
+/**
+ * n_j of a micro-batch: how many items its mean loss averages over — its
+ * examples, or for MLM its predicted tokens — so that Σ n_j·loss_j / Σ n_j
+ * is the mean over the whole global batch.
+ */
+export function lossItems(labels: Float32Array, batch: HostBatch): number {
+  if (!isTokenLabelled(labels, batch)) return batch.size;
+  let n = 0;
+  for (const l of labels) if (l !== IGNORE_INDEX) n++;
+  return n;
+}
+
 /**
  * Uploads targets: `labels` has one value per example (classification), or
  * one per token (MLM: the original id at masked positions, IGNORE_INDEX elsewhere).
  */
 export function targetTensors(labels: Float32Array, batch: HostBatch): Targets {
-  if (labels.length !== batch.size * batch.seqLen || labels.length === batch.size) {
+  if (!isTokenLabelled(labels, batch)) {
     return { kind: "classify", labels: tf.tensor1d(labels, "float32") };
   }
   const positions: number[] = [], ids: number[] = [];

@@ -8,16 +8,27 @@
  * @module
  */
 import { ProtocolError } from "./protocol.ts";
-import type { ParamLayout } from "./param_layout.ts";
+import type { Objective, ParamLayout } from "./param_layout.ts";
 
 /** Where the row-sparse block sits in the flat layout. */
 export interface SparseLayout {
   /** Flat length of the whole layout. */
   readonly total: number;
-  /** Rows of the word-embedding matrix (vocab size). */
+  /** Rows of the word-embedding matrix (vocab size); 0 when gradients are dense. */
   readonly rowCount: number;
   /** Elements per row (hidden size). */
   readonly rowWidth: number;
+}
+
+/**
+ * The gradient layout of a run: row-sparse word embeddings for a classifier;
+ * dense for MLM, whose decoder is tied to the word embeddings and gives every
+ * row a gradient (rowCount and rowWidth 0: no sparse block).
+ */
+export function gradLayout(layout: ParamLayout, objective: Objective): SparseLayout {
+  return objective === "mlm"
+    ? { total: layout.total, rowCount: 0, rowWidth: 0 }
+    : sparseLayout(layout);
 }
 
 /** The sparse layout of a model's parameter layout. */
@@ -50,12 +61,21 @@ export function expectedGradLength(rows: Int32Array | undefined, s: SparseLayout
   return rows ? rows.length * s.rowWidth + s.total - s.rowCount * s.rowWidth : s.total;
 }
 
-/** Unpacks a result's gradient into the dense layout (zeros on absent rows). */
-export function expandGrad(
+/**
+ * Checks a result's packed gradient against the layout: its length, and that
+ * every listed row is in the vocabulary. Throws a `bad_shape` ProtocolError.
+ */
+export function checkPacked(
   grad: Float32Array,
   rows: Int32Array | undefined,
   s: SparseLayout,
-): Float32Array {
+): void {
+  if (rows && s.rowWidth === 0) {
+    throw new ProtocolError(
+      "bad_shape",
+      "result.rows given, but this run takes dense gradients (MLM: every embedding row has one)",
+    );
+  }
   const expected = expectedGradLength(rows, s);
   if (grad.length !== expected) {
     throw new ProtocolError(
@@ -63,19 +83,53 @@ export function expandGrad(
       `result.grad has ${grad.length} elements, expected ${expected}`,
     );
   }
-  if (!rows) return grad;
-  const last = rows[rows.length - 1];
+  const last = rows?.[rows.length - 1];
   if (last !== undefined && last >= s.rowCount) {
     throw new ProtocolError(
       "bad_shape",
       `result.rows names row ${last}, the vocabulary has ${s.rowCount}`,
     );
   }
-  const block = s.rowCount * s.rowWidth;
+}
+
+/** Unpacks a result's gradient into the dense layout (zeros on absent rows). */
+export function expandGrad(
+  grad: Float32Array,
+  rows: Int32Array | undefined,
+  s: SparseLayout,
+): Float32Array {
+  checkPacked(grad, rows, s);
+  if (!rows) return grad;
   const out = new Float32Array(s.total);
   rows.forEach((r, i) =>
     out.set(grad.subarray(i * s.rowWidth, (i + 1) * s.rowWidth), r * s.rowWidth)
   );
-  out.set(grad.subarray(rows.length * s.rowWidth), block);
+  out.set(grad.subarray(rows.length * s.rowWidth), s.rowCount * s.rowWidth);
   return out;
+}
+
+/**
+ * acc += c · grad, with `grad` packed (listed rows, then the dense rest) or
+ * dense when `rows` is undefined. Rows that are not listed are skipped: their
+ * gradient is zero, so the sum is the one the expanded gradient would give,
+ * bit for bit. Call {@link checkPacked} first.
+ */
+export function addPacked(
+  acc: Float64Array,
+  grad: Float32Array,
+  rows: Int32Array | undefined,
+  s: SparseLayout,
+  c: number,
+): void {
+  if (!rows) {
+    for (let i = 0; i < s.total; i++) acc[i] += c * grad[i];
+    return;
+  }
+  const w = s.rowWidth;
+  for (let k = 0; k < rows.length; k++) {
+    const dst = rows[k] * w, src = k * w;
+    for (let i = 0; i < w; i++) acc[dst + i] += c * grad[src + i];
+  }
+  const block = s.rowCount * w, rest = rows.length * w;
+  for (let i = 0; i < s.total - block; i++) acc[block + i] += c * grad[rest + i];
 }

@@ -6,6 +6,7 @@ import {
   globalNorm,
 } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
+import { compactGrad, expandGrad, type SparseLayout } from "../shared/sparse_grad.ts";
 
 const bits = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
 
@@ -105,4 +106,58 @@ Deno.test("globalNorm and clipByGlobalNorm", () => {
 
   assert.throws(() => clipByGlobalNorm(new Float32Array([NaN]), 1), /NaN/);
   assert.throws(() => clipByGlobalNorm(new Float32Array([1]), 0), /maxNorm/);
+});
+
+Deno.test("combineGradients of row-sparse parts equals the sum of their dense expansions, bit for bit", () => {
+  // 7 rows of width 3, then 5 dense elements.
+  const s: SparseLayout = { total: 7 * 3 + 5, rowCount: 7, rowWidth: 3 };
+  const rng = new Rng(mixSeed(11));
+  const rowSets = [[0, 2, 6], [2, 3], [], [1, 2, 3, 4, 5, 6]];
+  const parts = rowSets.map((rowList, index) => {
+    const dense = new Float32Array(s.total);
+    const rows = Int32Array.from(rowList);
+    for (const r of rows) {
+      for (let i = 0; i < 3; i++) {
+        dense[r * 3 + i] = (rng.next() - 0.5) * 10 ** (rng.next() * 6 - 3);
+      }
+    }
+    for (let i = 21; i < s.total; i++) dense[i] = rng.next() - 0.5;
+    return { index, rows, grad: compactGrad(dense, rows, s), count: 1 + 2 * index };
+  });
+  const dense = parts.map((p) => ({
+    index: p.index,
+    grad: expandGrad(p.grad, p.rows, s),
+    count: p.count,
+  }));
+  const expected = combineGradients(dense, s.total);
+  assert.deepEqual(bits(combineGradients(parts, s)), bits(expected));
+  // Mixed dense and sparse parts, in any order.
+  const mixed = [dense[3], parts[0], dense[2], parts[1]];
+  assert.deepEqual(bits(combineGradients(mixed, s)), bits(expected));
+  // Hand check of one element: row 2, column 0 appears in parts 0, 1 and 3.
+  const e = (j: number) => dense[j].grad[6];
+  assert.equal(expected[6], Math.fround((1 * e(0) + 3 * e(1) + 7 * e(3)) / (1 + 3 + 5 + 7)));
+});
+
+Deno.test("combineGradients refuses malformed row-sparse parts", () => {
+  const s: SparseLayout = { total: 7, rowCount: 2, rowWidth: 2 };
+  const rows = Int32Array.from([1]);
+  assert.throws(
+    () => combineGradients([{ index: 0, grad: new Float32Array(5), rows, count: 1 }], 7),
+    /dense gradients/,
+  );
+  assert.throws(
+    () => combineGradients([{ index: 0, grad: new Float32Array(6), rows, count: 1 }], s),
+    /expected 5/,
+  );
+  assert.throws(
+    () =>
+      combineGradients([{
+        index: 0,
+        grad: new Float32Array(5),
+        rows: Int32Array.from([2]),
+        count: 1,
+      }], s),
+    /row 2/,
+  );
 });

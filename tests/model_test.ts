@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
-import { positionIds, predictLogits, weightTensors } from "../shared/model.ts";
+import {
+  IGNORE_INDEX,
+  lossItems,
+  positionIds,
+  predictLogits,
+  weightTensors,
+} from "../shared/model.ts";
 import { tiny } from "./support/tiny.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { testBackends } from "./support/backends.ts";
@@ -70,4 +76,27 @@ Deno.test("RoBERTa position ids start after the padding id and skip padding", ()
   assert.deepEqual([...positionIds(t.config, batch)], [2, 3, 4, 1, 1]);
   const bert = tiny({}, 1, 5);
   assert.deepEqual([...positionIds(bert.config, batch)], [0, 1, 2, 3, 4]);
+});
+
+Deno.test("lossItems: examples for one label per example, predicted tokens for token labels", () => {
+  const batch = {
+    inputIds: new Int32Array(6),
+    tokenTypeIds: new Int32Array(6),
+    attentionMask: new Uint8Array(6),
+    size: 2,
+    seqLen: 3,
+  };
+  assert.equal(lossItems(Float32Array.from([0, 1]), batch), 2);
+  const I = IGNORE_INDEX;
+  assert.equal(lossItems(Float32Array.from([I, 7, I, 9, 4, I]), batch), 3);
+  assert.equal(lossItems(Float32Array.from([I, I, I, I, I, 5]), batch), 1);
+  // One token per example is ambiguous; it is read as one label per example.
+  const single = {
+    ...batch,
+    seqLen: 1,
+    inputIds: new Int32Array(2),
+    tokenTypeIds: new Int32Array(2),
+    attentionMask: new Uint8Array(2),
+  };
+  assert.equal(lossItems(Float32Array.from([I, 3]), single), 2);
 });

@@ -12,7 +12,7 @@ import { type Objective, type ParamLayout, paramLayout } from "../shared/param_l
 import { weightTensors } from "../shared/model.ts";
 import { microBatchGradient } from "../shared/gradient.ts";
 import { f16BitsToF32 } from "../shared/safetensors.ts";
-import { compactGrad, type SparseLayout, sparseLayout, usedRows } from "../shared/sparse_grad.ts";
+import { compactGrad, gradLayout, type SparseLayout, usedRows } from "../shared/sparse_grad.ts";
 import {
   ProtocolError,
   type ResultMessage,
@@ -61,7 +61,7 @@ export class WorkerCompute {
         ? { hidden: config.hiddenDropout, attention: config.attentionDropout }
         : { hidden: m.dropout, attention: m.dropout },
     };
-    this.#sparse = sparseLayout(this.#run.layout);
+    this.#sparse = gradLayout(this.#run.layout, this.#run.objective);
     return config;
   }
 
@@ -113,15 +113,17 @@ export class WorkerCompute {
         dropout: run.dropout,
       },
     );
-    // Only the embedding rows this batch looked up can be non-zero: send those.
-    const rows = usedRows(m.batch.inputIds);
+    // A classifier's word-embedding gradient is non-zero only on the rows the
+    // batch looked up: send those. The MLM decoder is tied to the same matrix
+    // and its softmax reaches every row, so MLM gradients go dense.
+    const rows = this.#sparse!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
     return {
       type: "result",
       taskId: m.taskId,
       step: m.step,
       index: m.index,
       weightsVersion: m.weightsVersion,
-      grad: compactGrad(r.grad, rows, this.#sparse!),
+      grad: rows ? compactGrad(r.grad, rows, this.#sparse!) : r.grad,
       rows,
       loss: r.loss,
       count: r.count,

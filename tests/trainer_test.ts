@@ -1,0 +1,66 @@
+/**
+ * The trainer's step: how micro-batch results are weighted into the global
+ * step, checked through what the step reports.
+ */
+import assert from "node:assert/strict";
+import { initBackend } from "../shared/backend.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { Trainer } from "../coordinator/trainer.ts";
+import { Scheduler } from "../coordinator/scheduler.ts";
+import { InProcessWorker } from "./support/in_process.ts";
+import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
+
+await initBackend("wasm");
+const model = await tinyModelDir();
+const task = await tinyTaskDir();
+
+/** Loss and gradient norm of step 1 of a pre-training run split into micro-batches of `micro`. */
+async function firstStep(micro: number): Promise<{ loss: number; gradNorm: number }> {
+  const args = tinyRunArgs(model, task, [
+    "--objective",
+    "mlm",
+    "--corpus-docs",
+    "3",
+    "--max-len",
+    "32",
+    "--steps",
+    "1",
+    "--global-batch",
+    "8",
+    "--micro-batch",
+    String(micro),
+    "--adv",
+    "off",
+    "--dropout",
+    "0",
+    "--eval-limit",
+    "8",
+  ]);
+  const { config } = await parseRunFlags(args, {}, "");
+  const trainer = await Trainer.create(config);
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+  const w = new InProcessWorker("w", scheduler, trainer);
+  let out: { loss: number; gradNorm: number } | null = null;
+  await trainer.run(scheduler, { step: (s) => out ??= { loss: s.loss, gradNorm: s.gradNorm } });
+  await w.settle();
+  assert.ok(out, "the step was reported");
+  return out;
+}
+
+Deno.test("MLM micro-batches are weighted by predicted tokens: the step does not depend on the split", async () => {
+  // The global loss is the mean over every masked token of the global batch.
+  // Micro-batches hold different numbers of masked tokens, so weighting them
+  // by examples would make the reported loss and gradient depend on the split.
+  const whole = await firstStep(8);
+  for (const micro of [2, 4]) {
+    const split = await firstStep(micro);
+    assert.ok(
+      Math.abs(split.loss - whole.loss) <= 1e-5 * whole.loss,
+      `micro-batch ${micro}: loss ${split.loss} vs ${whole.loss}`,
+    );
+    assert.ok(
+      Math.abs(split.gradNorm - whole.gradNorm) <= 1e-4 * whole.gradNorm,
+      `micro-batch ${micro}: gradient norm ${split.gradNorm} vs ${whole.gradNorm}`,
+    );
+  }
+});

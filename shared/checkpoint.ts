@@ -425,7 +425,10 @@ export async function saveCheckpoint(
   }
 
   const bytes = writeSafetensors(list, dtype, { format: "pt" });
-  const hf = { ...toHfConfig(ck.config), torch_dtype: dtype === "F16" ? "float16" : "float32" };
+  const hf = {
+    ...toHfConfig(ck.config, ck.objective),
+    torch_dtype: dtype === "F16" ? "float16" : "float32",
+  };
   await Deno.mkdir(dir, { recursive: true });
   await atomicWriteFile(join(dir, "model.safetensors"), bytes);
   await atomicWriteFile(join(dir, "config.json"), JSON.stringify(hf, null, 2) + "\n");

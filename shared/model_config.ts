@@ -99,13 +99,18 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   return config;
 }
 
-/** Writes a config back in the Hugging Face layout (loadable by `transformers`). */
-export function toHfConfig(c: ModelConfig): Record<string, unknown> {
+/**
+ * Writes a config back in the Hugging Face layout (loadable by `transformers`);
+ * `architectures` names the head the checkpoint carries.
+ */
+export function toHfConfig(
+  c: ModelConfig,
+  head: "classify" | "mlm" = "classify",
+): Record<string, unknown> {
   const id2label = c.id2label ?? Array.from({ length: c.numLabels }, (_, i) => `LABEL_${i}`);
+  const family = c.modelType === "bert" ? "Bert" : "Roberta";
   return {
-    architectures: [
-      c.modelType === "bert" ? "BertForSequenceClassification" : "RobertaForSequenceClassification",
-    ],
+    architectures: [`${family}${head === "mlm" ? "ForMaskedLM" : "ForSequenceClassification"}`],
     model_type: c.modelType,
     vocab_size: c.vocabSize,
     hidden_size: c.hiddenSize,

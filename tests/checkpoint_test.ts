@@ -516,3 +516,24 @@ Deno.test("initHead re-initialises only classifier tensors, as initWeights would
   }
   assert.throws(() => initHead(config, new Float32Array(3), 1), /3 values/);
 });
+
+Deno.test("an MLM checkpoint round-trips under cls.predictions.* and names the masked-LM head", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const layout = paramLayout(config, "mlm");
+    const weights = initWeights(config, 5, "mlm");
+    for (let i = 0; i < weights.length; i++) weights[i] += Math.cos(i * 0.7) * 0.1;
+    await saveCheckpoint(dir, { config, weights, objective: "mlm" });
+    const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    assert.deepEqual(hf.architectures, ["BertForMaskedLM"]);
+    const file = readSafetensors(await Deno.readFile(join(dir, "model.safetensors")));
+    assert.ok(file.tensors.has("cls.predictions.bias"));
+    assert.ok(file.tensors.has("cls.predictions.transform.dense.weight"));
+    assert.ok(!file.tensors.has("classifier.weight"));
+    // The decoder is tied to the word embeddings: no separate decoder matrix is stored.
+    assert.ok(!file.tensors.has("cls.predictions.decoder.weight"));
+    const back = await loadCheckpoint(dir, { objective: "mlm" });
+    assert.equal(back.layout.total, layout.total);
+    assert.deepEqual(back.weights, weights);
+  });
+});

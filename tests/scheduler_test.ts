@@ -191,3 +191,32 @@ Deno.test("a NaN gradient never reaches the coordinator: the protocol refuses to
     /non-finite|NaN/i,
   );
 });
+
+Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused by name", async () => {
+  const total = 10;
+  const s = new Scheduler({ gradLayout: { total, rowCount: 0, rowWidth: 0 }, taskTimeoutMs: 0 });
+  s.setWeights(1, new Uint8Array([1]));
+  s.addWorker({ id: "w", backend: "wasm", device: "test", send: () => {} });
+  s.addWorker({ id: "v", backend: "wasm", device: "test", send: () => {} });
+  const done = s.runStep(0, [{ taskId: 7, index: 0, count: 2, frame: new Uint8Array([2]) }]);
+  s.request("w", 1);
+  const base: ResultMessage = {
+    type: "result",
+    taskId: 7,
+    step: 0,
+    index: 0,
+    weightsVersion: 1,
+    grad: new Float32Array(total).fill(0.5),
+    loss: 1,
+    count: 2,
+    timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
+  };
+  const err = s.result("w", { ...base, rows: Int32Array.from([3]), grad: new Float32Array(total) });
+  assert.equal(err?.code, "bad_shape");
+  assert.match(err?.message ?? "", /dense gradients/);
+  // The micro-batch goes to another worker; its dense answer completes the step.
+  s.request("v", 1);
+  assert.equal(s.result("v", base), null);
+  const results = await done;
+  assert.deepEqual([...results[0].grad], [...base.grad]);
+});

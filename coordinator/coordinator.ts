@@ -86,6 +86,7 @@ export async function startCoordinator(
     rejected: (code, detail) => monitor.rejected(code, detail),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,
+    silenceMs: config.workerSilenceMs,
     joined: (link) => {
       firstBackend ??= link.backend;
       monitor.joined(link);
@@ -96,7 +97,7 @@ export async function startCoordinator(
     },
   };
   const app = new Hono();
-  mountMesh(app, mesh);
+  const meshHandle = mountMesh(app, mesh);
   mountObservability(app, monitor, { token: config.metricsToken });
   const server = Deno.serve(
     { hostname: config.host, port: config.port, onListen: () => {} },
@@ -133,6 +134,7 @@ export async function startCoordinator(
     close: async () => {
       if (closed) return;
       closed = true;
+      meshHandle.close();
       await server.shutdown();
     },
   };

@@ -92,6 +92,12 @@ export const TRAINING_FLAGS = {
     default: 0,
     help: "seconds before an unanswered micro-batch is re-sent (0: from measured speed)",
   },
+  "worker-silence": {
+    type: "number",
+    default: 300,
+    help:
+      "seconds a worker may send nothing (heartbeats every 10 s) before it is dropped (0: never)",
+  },
   linger: { type: "boolean", help: "keep the dashboard up after the run" },
   config: { type: "string", help: "JSON file with the same keys as these flags (flags win)" },
   quiet: { type: "boolean", help: "no progress output" },
@@ -136,6 +142,8 @@ export interface RunConfig {
   readonly token: string;
   readonly metricsToken: string | null;
   readonly taskTimeoutMs: number;
+  /** Silence after which a worker connection is dropped; 0: never. */
+  readonly workerSilenceMs: number;
   readonly linger: boolean;
   readonly quiet: boolean;
 }
@@ -264,6 +272,7 @@ export async function parseRunFlags<
     token: f.token ?? newToken(),
     metricsToken: f["metrics-token"] ?? null,
     taskTimeoutMs: positive("task-timeout", f["task-timeout"], true) * 1000,
+    workerSilenceMs: positive("worker-silence", f["worker-silence"], true) * 1000,
     linger: f.linger,
     quiet: f.quiet,
   };

@@ -39,6 +39,16 @@ export interface MeshContext {
   log(line: string): void;
   joined?(link: WorkerLink, hello: HelloMessage): void;
   left?(id: string, reason: string): void;
+  /**
+   * A connection that sends nothing (workers send a heartbeat every 10 s) for
+   * this many ms is closed and its worker's tasks go to others; 0: never.
+   */
+  readonly silenceMs?: number;
+}
+
+/** Stops what {@link mountMesh} started (the silence sweep). */
+export interface MeshHandle {
+  close(): void;
 }
 
 function sendMessage(ws: WSContext, ctx: MeshContext, m: Message): void {
@@ -54,17 +64,59 @@ async function frameBytes(data: unknown): Promise<Uint8Array> {
   throw new ProtocolError("malformed", "expected a binary frame, got text");
 }
 
-/** Adds `/ws` to `app`. */
-export function mountMesh(app: Hono, ctx: MeshContext): void {
+/** One open connection, for the silence sweep. */
+interface Peer {
+  id: string | null;
+  lastSeen: number;
+  ws: WSContext;
+}
+
+/**
+ * Adds `/ws` to `app`. Connections silent for longer than `ctx.silenceMs`
+ * are closed and their workers forgotten (a hung machine whose socket stays
+ * open would otherwise hold tasks until their deadlines, step after step).
+ */
+export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
+  const peers = new Set<Peer>();
+  const forget = (peer: Peer, reason: string) => {
+    peers.delete(peer);
+    if (peer.id === null) return;
+    const id = peer.id;
+    peer.id = null;
+    ctx.scheduler.removeWorker(id);
+    ctx.left?.(id, reason);
+  };
+  const silenceMs = ctx.silenceMs ?? 0;
+  const sweep = silenceMs > 0
+    ? setInterval(() => {
+      const now = performance.now();
+      for (const peer of peers) {
+        if (now - peer.lastSeen <= silenceMs) continue;
+        const what = peer.id === null ? "a connection" : `worker ${peer.id}`;
+        ctx.log(`${what} sent nothing for ${silenceMs / 1000} s: dropped`);
+        forget(peer, "silent");
+        try {
+          peer.ws.close(4000, "silent");
+        } catch {
+          // Already closing: nothing left to do.
+        }
+      }
+    }, Math.min(5000, Math.max(50, silenceMs / 4)))
+    : undefined;
   app.get(
     "/ws",
     upgradeWebSocket(() => {
-      let id: string | null = null;
+      let peer: Peer | null = null;
       return {
         onOpen(_evt, ws) {
           (ws.raw as WebSocket).binaryType = "arraybuffer";
+          peer = { id: null, lastSeen: performance.now(), ws };
+          peers.add(peer);
         },
         async onMessage(evt, ws) {
+          if (!peer || !peers.has(peer)) return; // dropped as silent: ignore stragglers
+          peer.lastSeen = performance.now();
+          const id = peer.id;
           let m: Message;
           try {
             const bytes = await frameBytes(evt.data);
@@ -82,7 +134,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): void {
               if (m.type !== "hello") {
                 throw new ProtocolError("malformed", `first message must be hello, got ${m.type}`);
               }
-              id = handshake(m, ws, ctx);
+              peer.id = handshake(m, ws, ctx);
               return;
             }
             switch (m.type) {
@@ -116,15 +168,12 @@ export function mountMesh(app: Hono, ctx: MeshContext): void {
           }
         },
         onClose() {
-          if (id !== null) {
-            ctx.scheduler.removeWorker(id);
-            ctx.left?.(id, "disconnected");
-          }
-          id = null;
+          if (peer) forget(peer, "disconnected");
         },
       };
     }),
   );
+  return { close: () => clearInterval(sweep) };
 }
 
 function handshake(m: HelloMessage, ws: WSContext, ctx: MeshContext): string {

@@ -182,3 +182,35 @@ Deno.test("bad peers are refused with clear errors; the run is unaffected", asyn
   assert.deepEqual(c.trainer.weights, reference);
   assert.ok((c.monitor.rejectedByReason.get("bad_token") ?? 0) >= 1);
 });
+
+Deno.test("a worker that joins, takes a task and goes silent is dropped; the run finishes bit-identical", async () => {
+  const logs: string[] = [];
+  const { config } = await parseRunFlags(
+    tinyRunArgs(model, task, ["--worker-silence", "1.5"]),
+    {},
+    "",
+  );
+  const c = await startCoordinator(config, { log: (l) => logs.push(l) });
+  const silent = await rawPeer(c.wsUrl);
+  let closeCode = 0;
+  silent.ws.addEventListener("close", (e) => (closeCode = e.code));
+  silent.ws.send(encodeMessage(hello()));
+  await until(() => silent.replies.some((m) => m.type === "welcome"));
+  const welcome = silent.replies.find((m) => m.type === "welcome");
+  const id = welcome?.type === "welcome" ? welcome.workerId : "";
+  silent.ws.send(encodeMessage({ type: "request", capacity: 1 }));
+  await until(() => (c.scheduler.workers.get(id)?.inflight.size ?? 0) > 0);
+  // It holds micro-batch 0 of step 0 and never answers, nor sends anything else.
+  const w = worker(c);
+  await silent.closed;
+  assert.equal(closeCode, 4000);
+  assert.ok(!c.scheduler.workers.has(id));
+  assert.ok(
+    logs.some((l) => l.includes(`worker ${id} sent nothing for 1.5 s: dropped`)),
+    logs.join("\n"),
+  );
+  await c.done;
+  await c.close();
+  assert.equal((await finish(w.p, [w.out, w.err])).code, 0);
+  assert.deepEqual(c.trainer.weights, reference);
+});

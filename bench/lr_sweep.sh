@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Learning-rate sweep for the time-to-accuracy recipes (smaller budget: 4096 train, 300 eval).
+# Learning-rate sweep for the time-to-accuracy recipes, seed 1, at the comparison's budget.
+# Usage: bench/lr_sweep.sh [extra time_to_accuracy flags, e.g. --model DIR]
+# Writes bench/results/lr_sweep-<recipe>-<lr>.json; pass them to --reuse so seed 1 is not rerun.
 cd "$(dirname "$0")/.."
-for lr in 5e-4 2e-3; do
-  NO_COLOR=1 deno run -A bench/time_to_accuracy.ts --recipes baseline --lr baseline=$lr --train-limit 4096 --eval-limit 300 --max-len 64 --out bench/results/lr_sweep-baseline-$lr 2>&1 | grep -v "^\s*$"
-done
-for lr in 1e-2 3e-2; do
-  NO_COLOR=1 deno run -A bench/time_to_accuracy.ts --recipes lamb --lr lamb=$lr --train-limit 4096 --eval-limit 300 --max-len 64 --out bench/results/lr_sweep-lamb-$lr 2>&1 | grep -v "^\s*$"
-done
+BUDGET="--train-limit 4096 --eval-limit 300 --max-len 64 --big-epochs 6 --base-epochs 3"
+sweep() { # recipe lr...
+  local recipe=$1
+  shift
+  for lr in "$@"; do
+    NO_COLOR=1 deno run -A bench/time_to_accuracy.ts --recipes "$recipe" --lr "$recipe=$lr" \
+      $BUDGET "${EXTRA[@]}" --out "bench/results/lr_sweep-$recipe-$lr" 2>&1 | grep -v "^\s*$"
+  done
+}
+EXTRA=("$@")
+sweep baseline 2e-4 5e-4
+sweep lamb 3e-2 6e-2

@@ -202,7 +202,19 @@ for (const file of flags.reuse.split(",").filter((f) => f)) {
     flags: typeof flags;
     runs: RunResult[];
   };
-  for (const key of ["train-limit", "eval-limit", "max-len", "workers", "model"] as const) {
+  for (
+    const key of [
+      "train-limit",
+      "eval-limit",
+      "max-len",
+      "workers",
+      "model",
+      "big-batch",
+      "big-epochs",
+      "base-epochs",
+      "eval-examples",
+    ] as const
+  ) {
     if (saved.flags[key] !== flags[key]) {
       throw new Error(
         `--reuse ${file}: it ran with --${key} ${saved.flags[key]}, this run uses ${flags[key]}`,

@@ -44,6 +44,10 @@ const flags = parseFlagsOrExit(
     "eval-examples": { type: "int", default: 1024, help: "evaluate every ~N training examples" },
     tolerance: { type: "number", default: 0.005, help: "target = baseline best − tolerance" },
     out: { type: "string", help: "output prefix (default bench/results/time_to_accuracy-DATE)" },
+    "only-reused": {
+      type: "boolean",
+      help: "run nothing: tabulate and plot only the runs found in --reuse",
+    },
     reuse: {
       type: "string",
       default: "",
@@ -236,6 +240,7 @@ for (const r of recipes) {
       runs.push(found);
       continue;
     }
+    if (flags["only-reused"]) continue;
     console.error(`running ${r.label}, seed ${seed}`);
     runs.push(await runOnce(r, seed));
     // Written after every run, so an interrupted comparison keeps what it measured.
@@ -252,7 +257,8 @@ const target = isFinite(baselineBest) ? baselineBest - flags.tolerance : NaN;
 const reach = (run: RunResult) => run.curve.find((p) => p.accuracy >= target) ?? null;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const spread = (xs: number[]) => xs.length > 1 ? (Math.max(...xs) - Math.min(...xs)) / 2 : 0;
-const rows = recipes.map((r) => {
+const shown = recipes.filter((r) => runs.some((x) => x.recipe === r.name));
+const rows = shown.map((r) => {
   const rs = runs.filter((x) => x.recipe === r.name);
   const hits = rs.map(reach);
   const times = hits.filter((h) => h !== null).map((h) => h!.trainSeconds);
@@ -334,7 +340,7 @@ function plot(): string {
       }</text>`,
     );
   }
-  recipes.forEach((r, i) => {
+  shown.forEach((r, i) => {
     const color = colors[i % colors.length];
     for (const run of runs.filter((q) => q.recipe === r.name)) {
       const pts = run.curve.map((p) =>

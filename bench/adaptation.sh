@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 5's measurements, in the order that makes a cut-short run still useful. Every run writes
+# JSON under bench/results/; the last command tabulates all of them (no rerun) and plots them.
+#   1. learning-rate sweep, seed 1 (bench/lr_sweep.sh)
+#   2. pre-training vs random initialisation: the baseline recipe from a fresh initialisation
+#   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds 2 and 3 of every recipe
+# Usage: bench/adaptation.sh [random-init-checkpoint (default runs/random-init)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RANDOM_INIT=${1:-runs/random-init}
+DATE=$(date -u +%F)
+BUDGET=(--train-limit 4096 --eval-limit 300 --max-len 64 --big-epochs 6 --base-epochs 3)
+TTA() { NO_COLOR=1 deno run -A bench/time_to_accuracy.ts "${BUDGET[@]}" "$@" 2>&1 | grep -v "^\s*$"; }
+
+bench/lr_sweep.sh
+best() { # the swept lr of $1 with the best accuracy
+  deno eval --quiet '
+    const recipe = Deno.args[0];
+    let best = { lr: NaN, acc: -1 };
+    for (const e of Deno.readDirSync("bench/results")) {
+      if (!e.name.startsWith(`lr_sweep-${recipe}-`) || !e.name.endsWith(".json")) continue;
+      const r = JSON.parse(Deno.readTextFileSync(`bench/results/${e.name}`)).runs[0];
+      if (r.bestAccuracy > best.acc) best = { lr: r.lr, acc: r.bestAccuracy };
+    }
+    console.log(best.lr);' "$1"
+}
+B=$(best baseline)
+L=$(best lamb)
+echo "chosen: baseline lr $B, LAMB lr $L (ScaLA uses LAMB's)"
+LR="baseline=$B,lamb=$L,scala=$L,scala-k2=$L"
+SWEEP=$(ls bench/results/lr_sweep-*.json | tr '\n' ',' | sed 's/,$//')
+MAIN=bench/results/time_to_accuracy-$DATE
+RAND=bench/results/time_to_accuracy-$DATE-random-init
+
+TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
+TTA --recipes scala,scala-k2 --seeds 1 --lr "$LR" --out "$MAIN-s1"
+for seed in 2 3; do
+  TTA --recipes baseline,lamb,scala --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
+  TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
+done
+TTA --only-reused --recipes baseline,lamb,scala,scala-k2 --seeds 1,2,3 --lr "$LR" \
+  --reuse "$SWEEP,$MAIN-s1.json,$MAIN-s2.json,$MAIN-s3.json" --out "$MAIN"
+TTA --only-reused --model "$RANDOM_INIT" --recipes baseline --seeds 1,2,3 --lr "$LR" \
+  --reuse "$RAND-s1.json,$RAND-s2.json,$RAND-s3.json" --out "$RAND"
+convert -density 110 "$MAIN.svg" "$MAIN.png"

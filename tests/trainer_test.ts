@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../shared/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { Trainer } from "../coordinator/trainer.ts";
+import { type RunSummary, Trainer, type TrainerObserver } from "../coordinator/trainer.ts";
 import { Scheduler } from "../coordinator/scheduler.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { TINY_VOCAB, tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
@@ -37,15 +37,21 @@ async function firstStep(micro: number): Promise<{ loss: number; gradNorm: numbe
     "--eval-limit",
     "8",
   ]);
+  let out: { loss: number; gradNorm: number } | null = null;
+  await pretrain(args, { step: (s) => out ??= { loss: s.loss, gradNorm: s.gradNorm } });
+  assert.ok(out, "the step was reported");
+  return out;
+}
+
+/** A whole pre-training run on one in-process worker. */
+async function pretrain(args: string[], observer: TrainerObserver = {}): Promise<RunSummary> {
   const { config } = await parseRunFlags(args, {}, "");
   const trainer = await Trainer.create(config);
   const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
   const w = new InProcessWorker("w", scheduler, trainer);
-  let out: { loss: number; gradNorm: number } | null = null;
-  await trainer.run(scheduler, { step: (s) => out ??= { loss: s.loss, gradNorm: s.gradNorm } });
+  const summary = await trainer.run(scheduler, observer);
   await w.settle();
-  assert.ok(out, "the step was reported");
-  return out;
+  return summary;
 }
 
 Deno.test("MLM micro-batches are weighted by predicted tokens: the step does not depend on the split", async () => {
@@ -102,12 +108,7 @@ Deno.test("MLM pre-training learns from context: a rule no unigram model can pre
     "--dropout",
     "0",
   ]);
-  const { config } = await parseRunFlags(args, {}, "");
-  const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
-  const w = new InProcessWorker("w", scheduler, trainer);
-  const summary = await trainer.run(scheduler);
-  await w.settle();
+  const summary = await pretrain(args);
   await Deno.remove(corpus);
   const acc = summary.evaluation?.mlm_accuracy ?? 0;
   console.log(`held-out MLM accuracy ${acc} (unigram ≈ ${(1 / words.length).toFixed(3)})`);

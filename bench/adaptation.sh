@@ -4,7 +4,8 @@
 #   1. learning-rate sweep, seed 1 (bench/lr_sweep.sh)
 #   2. pre-training vs random initialisation: the baseline recipe from a fresh initialisation
 #   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds 2 and 3 of every recipe
-# Usage: bench/adaptation.sh [random-init-checkpoint (default runs/random-init)]
+# Usage: bench/adaptation.sh [random-init-checkpoint (default runs/random-init, made by
+# bench/fresh_model.ts --seed 1 when missing)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RANDOM_INIT=${1:-runs/random-init}
@@ -12,6 +13,7 @@ DATE=$(date -u +%F)
 BUDGET=(--train-limit 4096 --eval-limit 300 --max-len 64 --big-epochs 6 --base-epochs 3)
 TTA() { NO_COLOR=1 deno run -A bench/time_to_accuracy.ts "${BUDGET[@]}" "$@" 2>&1 | grep -v "^\s*$"; }
 
+[ -f "$RANDOM_INIT/config.json" ] || deno run -A bench/fresh_model.ts --out "$RANDOM_INIT" --seed 1
 bench/lr_sweep.sh
 best() { # the swept lr of $1 with the best accuracy
   deno eval --quiet '

@@ -13,5 +13,5 @@ sweep() { # recipe lr...
   done
 }
 EXTRA=("$@")
-sweep baseline 2e-4 5e-4
-sweep lamb 3e-2 6e-2
+sweep baseline 2e-4 5e-4 1e-3
+sweep lamb 3e-2 6e-2 1.2e-1

@@ -70,8 +70,8 @@ const flags = parseFlagsOrExit(
     },
     "expand-ms": {
       type: "number",
-      default: 24,
-      help: "coordinator: unpack + accumulate one result",
+      default: 10,
+      help: "coordinator: accumulate one row-sparse result (measured 37 ms for 4)",
     },
     "optimizer-ms": {
       type: "number",

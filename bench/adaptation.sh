@@ -36,7 +36,7 @@ RAND=bench/results/time_to_accuracy-$DATE-random-init
 
 TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
 TTA --recipes scala,scala-k2 --seeds 1 --lr "$LR" --out "$MAIN-s1"
-for seed in 2 3; do
+for seed in 2 3; do # this session stopped after seed 2 (time)
   TTA --recipes baseline,lamb,scala --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
   TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
 done

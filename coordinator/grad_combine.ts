@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { addPacked, checkPacked, type SparseLayout } from "../shared/sparse_grad.ts";
+import { addPacked, checkPacked, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /**
  * One micro-batch gradient g_j of the micro-batch mean loss over n_j =
@@ -70,9 +70,7 @@ export function combineGradients(
   parts: readonly GradPart[],
   layout: number | SparseLayout,
 ): Float32Array {
-  const s: SparseLayout = typeof layout === "number"
-    ? { total: layout, rowCount: 0, rowWidth: 0 }
-    : layout;
+  const s = typeof layout === "number" ? denseLayout(layout) : layout;
   const sorted = ordered(parts);
   for (const p of sorted) {
     try {

@@ -26,9 +26,12 @@ export interface SparseLayout {
  * row a gradient (rowCount and rowWidth 0: no sparse block).
  */
 export function gradLayout(layout: ParamLayout, objective: Objective): SparseLayout {
-  return objective === "mlm"
-    ? { total: layout.total, rowCount: 0, rowWidth: 0 }
-    : sparseLayout(layout);
+  return objective === "mlm" ? denseLayout(layout.total) : sparseLayout(layout);
+}
+
+/** A layout with no row-sparse block: every result carries all `total` elements. */
+export function denseLayout(total: number): SparseLayout {
+  return { total, rowCount: 0, rowWidth: 0 };
 }
 
 /** The sparse layout of a model's parameter layout. */

@@ -4,6 +4,7 @@ import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
 import { encodeMessage, type Frame, type ResultMessage } from "../shared/protocol.ts";
+import { denseLayout } from "../shared/sparse_grad.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
@@ -194,7 +195,7 @@ Deno.test("a NaN gradient never reaches the coordinator: the protocol refuses to
 
 Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused by name", async () => {
   const total = 10;
-  const s = new Scheduler({ gradLayout: { total, rowCount: 0, rowWidth: 0 }, taskTimeoutMs: 0 });
+  const s = new Scheduler({ gradLayout: denseLayout(total), taskTimeoutMs: 0 });
   s.setWeights(1, new Uint8Array([1]));
   s.addWorker({ id: "w", backend: "wasm", device: "test", send: () => {} });
   s.addWorker({ id: "v", backend: "wasm", device: "test", send: () => {} });

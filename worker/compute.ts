@@ -36,7 +36,7 @@ export class WorkerCompute {
   #run: Run | null = null;
   #weights: Record<string, tf.Tensor> | null = null;
   #version = -1;
-  #sparse: SparseLayout | null = null;
+  #gradLayout: SparseLayout | null = null;
 
   /** Weights version held (-1: none). */
   get version(): number {
@@ -61,7 +61,7 @@ export class WorkerCompute {
         ? { hidden: config.hiddenDropout, attention: config.attentionDropout }
         : { hidden: m.dropout, attention: m.dropout },
     };
-    this.#sparse = gradLayout(this.#run.layout, this.#run.objective);
+    this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective);
     return config;
   }
 
@@ -116,14 +116,14 @@ export class WorkerCompute {
     // A classifier's word-embedding gradient is non-zero only on the rows the
     // batch looked up: send those. The MLM decoder is tied to the same matrix
     // and its softmax reaches every row, so MLM gradients go dense.
-    const rows = this.#sparse!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
+    const rows = this.#gradLayout!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
     return {
       type: "result",
       taskId: m.taskId,
       step: m.step,
       index: m.index,
       weightsVersion: m.weightsVersion,
-      grad: rows ? compactGrad(r.grad, rows, this.#sparse!) : r.grad,
+      grad: rows ? compactGrad(r.grad, rows, this.#gradLayout!) : r.grad,
       rows,
       loss: r.loss,
       count: r.count,

@@ -68,6 +68,26 @@ export class MlmSet {
     return this.sequences.length;
   }
 
+  /**
+   * log p(token) over the tokens that can be predicted (special tokens
+   * excluded), add-½ smoothed over the `vocabSize` ids: the bias of an MLM
+   * decoder that knows only word frequencies. A fresh head starts from it, so
+   * no updates are spent learning the unigram distribution.
+   */
+  unigramLogPrior(vocabSize: number): Float32Array {
+    const counts = new Float64Array(vocabSize);
+    let total = 0;
+    for (const seq of this.sequences) {
+      for (const id of seq) {
+        if (this.#special.has(id) || id < 0 || id >= vocabSize) continue;
+        counts[id]++;
+        total++;
+      }
+    }
+    const denominator = Math.log(total + 0.5 * vocabSize);
+    return Float32Array.from(counts, (c) => Math.log(c + 0.5) - denominator);
+  }
+
   /** The masked batch of sequences `indices` at `step`; labels per token (IGNORE_INDEX where not predicted). */
   batch(indices: readonly number[], step: number): LabelledBatch {
     const seqs = indices.map((i) => this.sequences[i]);

@@ -35,6 +35,7 @@ import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from ".
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
+import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 import { type RunConfig, trainingFields } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
@@ -115,6 +116,7 @@ async function loadPretrainingModel(dir: string | null, seed: number) {
     config,
     weights: initWeights(config, seed, "mlm"),
     notes: [`pre-training a fresh small BERT (seed ${seed})`],
+    freshHead: true,
     dir: null,
   };
 }
@@ -210,6 +212,7 @@ export class Trainer {
         config: resumed.modelConfig,
         weights: resumed.weights,
         notes: [`resumed from ${resumed.folder}`],
+        freshHead: false,
         dir: resumed.folder,
       }
       : task
@@ -235,6 +238,11 @@ export class Trainer {
         maxDocumentsPerSource: config.corpusDocs,
         file: config.corpusFile,
       });
+    if (data.train instanceof MlmSet && model.freshHead) {
+      const bias = layout.byName.get("cls.predictions.bias")!;
+      model.weights.set(data.train.unigramLogPrior(bias.size), bias.offset);
+      model.notes.push("MLM decoder bias initialised to the corpus's log unigram frequencies");
+    }
     const plan = new DataPlan(
       data.train.size,
       config.globalBatch,

@@ -27,6 +27,8 @@ export interface LoadedCheckpoint {
   extra: Map<string, HostTensor>;
   /** Things the user must be told, e.g. that a new classifier head was initialised. */
   notes: string[];
+  /** Whether the head (classifier, or MLM head) was initialised here rather than loaded. */
+  freshHead: boolean;
 }
 
 /** Options of {@link loadCheckpoint}. */
@@ -378,7 +380,7 @@ export async function loadCheckpoint(
 
   const extra = new Map<string, HostTensor>();
   for (const [name, t] of tensors) if (!layout.byName.has(name)) extra.set(name, t);
-  return { config, layout, weights, extra, notes };
+  return { config, layout, weights, extra, notes, freshHead };
 }
 
 /**

@@ -68,6 +68,7 @@ export async function loadModel(
       `no pre-trained checkpoint at ${DEFAULT_MODEL_DIR}: adapting a freshly initialised small BERT ` +
       `(seed ${opts.seed}; see README, "The built-in model and pre-training")`,
     ],
+    freshHead: true,
     dir: null,
   };
 }

@@ -48,3 +48,16 @@ Deno.test("masking: ~15% of real tokens, 80/10/10, labels only there, determinis
   assert.deepEqual(set.batch(idx, 3), b);
   assert.notDeepEqual(set.batch(idx, 4).inputIds, b.inputIds);
 });
+
+Deno.test("unigram prior: log of add-½ smoothed counts of the predictable tokens, specials left out", () => {
+  // "the" ×3, "movie" ×1 in the bodies; [CLS]/[SEP] are never predicted and do not count.
+  const seqs = packSequences(["the movie the", "the"], tok, 16);
+  const prior = new MlmSet(seqs, tok, 1).unigramLogPrior(TINY_VOCAB.length);
+  const V = TINY_VOCAB.length, total = 4 + 0.5 * V;
+  assert.ok(Math.abs(prior[id("the")] - Math.log(3.5 / total)) < 1e-6);
+  assert.ok(Math.abs(prior[id("movie")] - Math.log(1.5 / total)) < 1e-6);
+  assert.ok(Math.abs(prior[id("plot")] - Math.log(0.5 / total)) < 1e-6);
+  assert.ok(Math.abs(prior[tok.clsId] - Math.log(0.5 / total)) < 1e-6);
+  const mass = prior.reduce((s, l) => s + Math.exp(l), 0);
+  assert.ok(Math.abs(mass - 1) < 1e-5, `probabilities sum to ${mass}`);
+});

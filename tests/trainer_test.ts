@@ -114,3 +114,21 @@ Deno.test("MLM pre-training learns from context: a rule no unigram model can pre
   console.log(`held-out MLM accuracy ${acc} (unigram ≈ ${(1 / words.length).toFixed(3)})`);
   assert.ok(acc > 0.4, `held-out MLM accuracy ${acc}`);
 });
+
+Deno.test("a fresh MLM head starts from the corpus's unigram log-frequencies", async () => {
+  const corpus = await Deno.makeTempFile({ suffix: ".txt" });
+  await Deno.writeTextFile(corpus, "good good good movie the good plot\n");
+  const args = tinyRunArgs(model, task, ["--objective", "mlm", "--corpus", corpus, "--steps", "1"]);
+  const { config } = await parseRunFlags(args, {}, "");
+  const trainer = await Trainer.create(config);
+  await Deno.remove(corpus);
+  const spec = trainer.layout.byName.get("cls.predictions.bias")!;
+  const bias = trainer.weights.subarray(spec.offset, spec.offset + spec.size);
+  const at = (w: string) => bias[TINY_VOCAB.indexOf(w)];
+  // One document (line 1 is a training line): 7 predictable tokens (good ×4, movie, the, plot),
+  // add-½ smoothing over the vocabulary.
+  const total = 7 + 0.5 * TINY_VOCAB.length;
+  assert.ok(Math.abs(at("good") - Math.log(4.5 / total)) < 1e-5, `good: ${at("good")}`);
+  assert.ok(Math.abs(at("movie") - Math.log(1.5 / total)) < 1e-5, `movie: ${at("movie")}`);
+  assert.ok(trainer.notes.some((n) => n.includes("unigram")), trainer.notes.join("; "));
+});

@@ -3,8 +3,9 @@
 # JSON under bench/results/; the last command tabulates all of them (no rerun) and plots them.
 #   1. learning-rate sweep, seed 1 (bench/lr_sweep.sh)
 #   2. pre-training vs random initialisation: the baseline recipe from a fresh initialisation
-#   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds 2 and 3 of every recipe
-# Usage: bench/adaptation.sh [random-init-checkpoint (default runs/random-init, made by
+#   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds $SEEDS (default "2 3") of
+#      every recipe
+# Usage: [SEEDS="2"] bench/adaptation.sh [random-init-checkpoint (default runs/random-init, made by
 # bench/fresh_model.ts --seed 1 when missing)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,12 +37,22 @@ RAND=bench/results/time_to_accuracy-$DATE-random-init
 
 TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
 TTA --recipes scala,scala-k2 --seeds 1 --lr "$LR" --out "$MAIN-s1"
-for seed in 2 3; do # this session stopped after seed 2 (time)
-  TTA --recipes baseline,lamb,scala --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
+SEEDS=${SEEDS:-2 3} # more seeds: SEEDS="2 3 4"
+for seed in $SEEDS; do
+  TTA --recipes baseline,lamb,scala,scala-k2 --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
   TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
 done
-TTA --only-reused --recipes baseline,lamb,scala,scala-k2 --seeds 1,2,3 --lr "$LR" \
-  --reuse "$SWEEP,$MAIN-s1.json,$MAIN-s2.json,$MAIN-s3.json" --out "$MAIN"
-TTA --only-reused --model "$RANDOM_INIT" --recipes baseline --seeds 1,2,3 --lr "$LR" \
-  --reuse "$RAND-s1.json,$RAND-s2.json,$RAND-s3.json" --out "$RAND"
-convert -density 110 "$MAIN.svg" "$MAIN.png"
+ALL_SEEDS=$(echo 1 $SEEDS | tr ' ' ',')
+files() { for s in 1 $SEEDS; do printf ',%s-s%s.json' "$1" "$s"; done; }
+TTA --only-reused --recipes baseline,lamb,scala,scala-k2 --seeds "$ALL_SEEDS" --lr "$LR" \
+  --reuse "$SWEEP$(files "$MAIN")" --out "$MAIN"
+TTA --only-reused --model "$RANDOM_INIT" --recipes baseline --seeds "$ALL_SEEDS" --lr "$LR" \
+  --reuse "$(files "$RAND" | cut -c2-)" --out "$RAND"
+# The plot as PNG (for viewers without SVG): headless Chromium renders the SVG.
+CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+if [ -n "$CHROME" ]; then
+  "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=960,420 \
+    --screenshot="$PWD/$MAIN.png" "file://$PWD/$MAIN.svg" 2>/dev/null
+else
+  echo "no Chromium found: $MAIN.svg not rendered to PNG"
+fi

@@ -446,20 +446,23 @@ export class RunMonitor {
     const last = this.history.at(-1);
     const counters = this.counters();
     const m = t.modelConfig;
+    const mlm = t.config.objective === "mlm";
+    // A pre-training run has no classification task or labels: leave their fields out.
+    const { task: _task, ...untasked } = trainingFields(t.config);
     return {
       runId: t.runId,
       finished: this.summary !== null,
       summary: this.summary,
       now: Date.now(),
       startedAt: this.startedAtUnix,
-      config: trainingFields(t.config),
+      config: mlm ? untasked : trainingFields(t.config),
       model: {
         modelType: m.modelType,
         hiddenSize: m.hiddenSize,
         layers: m.numLayers,
         heads: m.numHeads,
         vocabSize: m.vocabSize,
-        numLabels: m.numLabels,
+        ...(mlm ? {} : { numLabels: m.numLabels }),
         parameters: t.layout.total,
       },
       task: t.data.summary(),

@@ -35,6 +35,7 @@ import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from ".
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
+import { replaceDirectory } from "../shared/atomic_write.ts";
 import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 import { type RunConfig, trainingFields } from "./run_config.ts";
@@ -481,18 +482,20 @@ export class Trainer {
     observer.checkpointed?.(this.step, folder);
   }
 
-  /** Saves the final model as a Hugging Face folder at `dir/model`. */
+  /** Saves the final model as a Hugging Face folder at `dir/model`, replaced as a whole. */
   async saveModel(dir: string): Promise<string> {
     const out = `${dir}/model`;
-    await Deno.mkdir(out, { recursive: true });
-    await saveCheckpoint(out, {
-      config: this.modelConfig,
-      weights: this.weights,
-      objective: this.config.objective,
-    }, {
-      dtype: this.config.saveDtype,
-      copyTokenizerFrom: await this.#tokenizerSource(),
-    });
+    await Deno.mkdir(dir, { recursive: true });
+    const tokenizerFrom = await this.#tokenizerSource();
+    await replaceDirectory(out, (tmp) =>
+      saveCheckpoint(tmp, {
+        config: this.modelConfig,
+        weights: this.weights,
+        objective: this.config.objective,
+      }, {
+        dtype: this.config.saveDtype,
+        copyTokenizerFrom: tokenizerFrom,
+      }));
     return out;
   }
 

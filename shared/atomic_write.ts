@@ -1,5 +1,5 @@
 /**
- * Crash-safe file replacement: write a temporary file in the same directory,
+ * Crash-safe replacement of files (and of whole folders): write a temporary copy
  * flush it to disk, then rename it over the target. Readers see either the old
  * file or the complete new one, never a torn write.
  *
@@ -51,4 +51,37 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     handle?.close();
   }
+}
+
+/**
+ * Replaces the folder `path` as a whole: `fill` writes the new contents into a
+ * fresh sibling folder, which is then renamed into place (any old folder is
+ * first renamed aside, then removed). A reader sees the complete old folder or
+ * the complete new one, never a mix; if `fill` throws, the old folder is left
+ * as it was and the new one is removed.
+ */
+export async function replaceDirectory(
+  path: string,
+  fill: (tmp: string) => Promise<void>,
+): Promise<void> {
+  const dir = dirname(path), base = basename(path);
+  const suffix = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const tmp = join(dir, `.${base}.tmp-${suffix}`), old = join(dir, `.${base}.old-${suffix}`);
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    await fill(tmp);
+  } catch (err) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw err;
+  }
+  let hadOld = true;
+  try {
+    await Deno.rename(path, old);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    hadOld = false;
+  }
+  await Deno.rename(tmp, path);
+  await syncDirectory(dir);
+  if (hadOld) await Deno.remove(old, { recursive: true });
 }

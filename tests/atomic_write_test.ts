@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { atomicWriteFile } from "../shared/atomic_write.ts";
+import { atomicWriteFile, replaceDirectory } from "../shared/atomic_write.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "atomic_test_" });
@@ -66,4 +66,30 @@ Deno.test("concurrent atomic writes leave one complete version", async () => {
     assert.ok(got[0] >= 1 && got[0] <= 8);
     assert.deepEqual(names(dir), ["ckpt"]);
   });
+});
+
+Deno.test("replaceDirectory swaps a whole folder; a failed fill leaves the old one untouched", async () => {
+  const root = await Deno.makeTempDir();
+  const target = `${root}/model`;
+  await replaceDirectory(target, (tmp) => Deno.writeTextFile(`${tmp}/a.txt`, "one"));
+  assert.equal(await Deno.readTextFile(`${target}/a.txt`), "one");
+
+  // The new folder replaces the old one entirely: files it lacks are gone.
+  await replaceDirectory(target, (tmp) => Deno.writeTextFile(`${tmp}/b.txt`, "two"));
+  assert.equal(await Deno.readTextFile(`${target}/b.txt`), "two");
+  await assert.rejects(() => Deno.stat(`${target}/a.txt`), Deno.errors.NotFound);
+
+  await assert.rejects(
+    () =>
+      replaceDirectory(target, async (tmp) => {
+        await Deno.writeTextFile(`${tmp}/b.txt`, "half-written");
+        throw new Error("disk full");
+      }),
+    /disk full/,
+  );
+  assert.equal(await Deno.readTextFile(`${target}/b.txt`), "two");
+  const names = [];
+  for await (const e of Deno.readDir(root)) names.push(e.name);
+  assert.deepEqual(names, ["model"], "no temporary folders are left behind");
+  await Deno.remove(root, { recursive: true });
 });

@@ -3,9 +3,9 @@
 # JSON under bench/results/; the last command tabulates all of them (no rerun) and plots them.
 #   1. learning-rate sweep, seed 1 (bench/lr_sweep.sh)
 #   2. pre-training vs random initialisation: the baseline recipe from a fresh initialisation
-#   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds $SEEDS (default "2 3") of
-#      every recipe
-# Usage: [SEEDS="2"] bench/adaptation.sh [random-init-checkpoint (default runs/random-init, made by
+#   3. ScaLA K=1 delayed and K=2 from the start, seed 1; then seeds $SEEDS (default "2 3") of the
+#      recipes $MORE (default all four)
+# Usage: [SEEDS="2"] [MORE=baseline,lamb] [SKIP_SWEEP=1] bench/adaptation.sh [random-init-checkpoint (default runs/random-init, made by
 # bench/fresh_model.ts --seed 1 when missing)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ BUDGET=(--train-limit 4096 --eval-limit 300 --max-len 64 --big-epochs 6 --base-e
 TTA() { NO_COLOR=1 deno run -A bench/time_to_accuracy.ts "${BUDGET[@]}" "$@" 2>&1 | grep -v "^\s*$"; }
 
 [ -f "$RANDOM_INIT/config.json" ] || deno run -A bench/fresh_model.ts --out "$RANDOM_INIT" --seed 1
-bench/lr_sweep.sh
+[ -n "${SKIP_SWEEP:-}" ] || bench/lr_sweep.sh # SKIP_SWEEP=1: reuse the lr_sweep-*.json already there
 best() { # the swept lr of $1 with the best accuracy
   deno eval --quiet '
     const recipe = Deno.args[0];
@@ -38,8 +38,9 @@ RAND=bench/results/time_to_accuracy-$DATE-random-init
 TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
 TTA --recipes scala,scala-k2 --seeds 1 --lr "$LR" --out "$MAIN-s1"
 SEEDS=${SEEDS:-2 3} # more seeds: SEEDS="2 3 4"
+MORE=${MORE:-baseline,lamb,scala,scala-k2} # the recipes run for those seeds
 for seed in $SEEDS; do
-  TTA --recipes baseline,lamb,scala,scala-k2 --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
+  TTA --recipes "$MORE" --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
   TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
 done
 ALL_SEEDS=$(echo 1 $SEEDS | tr ' ' ',')

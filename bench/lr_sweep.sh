@@ -14,4 +14,4 @@ sweep() { # recipe lr...
 }
 EXTRA=("$@")
 sweep baseline 2e-4 5e-4 1e-3
-sweep lamb 3e-2 6e-2 1.2e-1
+sweep lamb 1.5e-2 3e-2 6e-2 1.2e-1

@@ -8,7 +8,7 @@
  *
  *   deno run -A bench/time_to_accuracy.ts [--recipes baseline,lamb,scala,scala-k2]
  *     [--seeds 1] [--train-limit 8192] [--eval-limit 500] [--max-len 64] [--workers 2]
- *     [--model DIR] [--lr recipe=x,recipe=y] [--tolerance 0.005]
+ *     [--model DIR] [--lr recipe=x,recipe=y] [--tolerance 0.005] [--adv-lr α] [--adv-eps ε]
  *
  * @module
  */
@@ -42,6 +42,8 @@ const flags = parseFlagsOrExit(
     "big-epochs": { type: "number", default: 6, help: "epochs of the large-batch recipes" },
     "base-epochs": { type: "number", default: 2, help: "epochs of the baseline" },
     "eval-examples": { type: "int", default: 1024, help: "evaluate every ~N training examples" },
+    "adv-lr": { type: "number", default: 0.1, help: "ScaLA recipes: α, the ascent step" },
+    "adv-eps": { type: "number", default: 1, help: "ScaLA recipes: ε, the perturbation radius" },
     tolerance: { type: "number", default: 0.005, help: "target = baseline best − tolerance" },
     out: { type: "string", help: "output prefix (default bench/results/time_to_accuracy-DATE)" },
     "only-reused": {
@@ -73,6 +75,15 @@ function lamb(name: string, label: string, adv: string[]): Recipe {
   return { name, label, args, lr: 3e-2, epochs: flags["big-epochs"], globalBatch: big };
 }
 
+/** The ScaLA recipes' adversary: PGD with the α and ε of the flags. */
+const adversary = [
+  "--adv",
+  "pgd",
+  "--adv-lr",
+  String(flags["adv-lr"]),
+  "--adv-eps",
+  String(flags["adv-eps"]),
+];
 const RECIPES: Record<string, Recipe> = {
   baseline: {
     name: "baseline",
@@ -84,16 +95,14 @@ const RECIPES: Record<string, Recipe> = {
   },
   lamb: lamb("lamb", `LAMB, B=${big}, no adversary`, ["--adv", "off"]),
   scala: lamb("scala", `ScaLA: LAMB, B=${big}, PGD K=1 from 30%`, [
-    "--adv",
-    "pgd",
+    ...adversary,
     "--adv-steps",
     "1",
     "--adv-start",
     "0.3",
   ]),
   "scala-k2": lamb("scala-k2", `ScaLA: LAMB, B=${big}, PGD K=2 from the start`, [
-    "--adv",
-    "pgd",
+    ...adversary,
     "--adv-steps",
     "2",
     "--adv-start",
@@ -217,11 +226,15 @@ for (const file of flags.reuse.split(",").filter((f) => f)) {
       "big-epochs",
       "base-epochs",
       "eval-examples",
+      "adv-lr",
+      "adv-eps",
     ] as const
   ) {
-    if (saved.flags[key] !== flags[key]) {
+    // Files from before the α/ε flags ran with their defaults.
+    const was = saved.flags[key] ?? (key === "adv-lr" ? 0.1 : key === "adv-eps" ? 1 : undefined);
+    if (was !== flags[key]) {
       throw new Error(
-        `--reuse ${file}: it ran with --${key} ${saved.flags[key]}, this run uses ${flags[key]}`,
+        `--reuse ${file}: it ran with --${key} ${was}, this run uses ${flags[key]}`,
       );
     }
   }

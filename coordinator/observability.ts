@@ -448,14 +448,15 @@ export class RunMonitor {
     const m = t.modelConfig;
     const mlm = t.config.objective === "mlm";
     // A pre-training run has no classification task or labels: leave their fields out.
-    const { task: _task, ...untasked } = trainingFields(t.config);
+    const fields = trainingFields(t.config);
+    const { task: _task, ...untasked } = fields;
     return {
       runId: t.runId,
       finished: this.summary !== null,
       summary: this.summary,
       now: Date.now(),
       startedAt: this.startedAtUnix,
-      config: mlm ? untasked : trainingFields(t.config),
+      config: mlm ? untasked : fields,
       model: {
         modelType: m.modelType,
         hiddenSize: m.hiddenSize,

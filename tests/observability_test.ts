@@ -358,3 +358,19 @@ Deno.test("the dashboard and its assets are served (no token: open)", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("/status of a pre-training run leaves out the classification task and labels", async () => {
+  const corpus = await Deno.makeTempFile({ suffix: ".txt" });
+  await Deno.writeTextFile(corpus, "the movie was good\nthe plot was dull\n");
+  const c = await startTiny("", ["--objective", "mlm", "--corpus", corpus]);
+  try {
+    const s = c.monitor.status();
+    assert.equal((s.config as Record<string, unknown>).objective, "mlm");
+    assert.ok(!("task" in s.config), `config.task is absent: ${JSON.stringify(s.config)}`);
+    assert.ok(!("numLabels" in s.model), `model.numLabels is absent: ${JSON.stringify(s.model)}`);
+    assert.equal(s.task.name, `mlm-file:${corpus}`);
+  } finally {
+    await c.close();
+    await Deno.remove(corpus);
+  }
+});

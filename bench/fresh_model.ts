@@ -7,10 +7,9 @@
  *
  * @module
  */
-import { initWeights, saveCheckpoint } from "../shared/checkpoint.ts";
+import { saveCheckpoint } from "../shared/checkpoint.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { defaultModelConfigJson } from "../shared/default_model.ts";
-import { parseModelConfig } from "../shared/model_config.ts";
+import { freshDefaultModel } from "../shared/default_model.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 
 const flags = parseFlagsOrExit(
@@ -21,7 +20,6 @@ const flags = parseFlagsOrExit(
   } as const,
   "deno run -A bench/fresh_model.ts --out DIR [--seed N]",
 );
-const config = parseModelConfig(defaultModelConfigJson(2));
-await saveCheckpoint(flags.out, { config, weights: initWeights(config, flags.seed) });
+await saveCheckpoint(flags.out, freshDefaultModel({ numLabels: 2, seed: flags.seed }));
 await Deno.writeTextFile(`${flags.out}/vocab.txt`, vocabToTxt(bertBaseUncasedVocab()));
 console.log(`wrote ${flags.out} (seed ${flags.seed})`);

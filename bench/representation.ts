@@ -9,14 +9,15 @@
  *
  *   deno run -A bench/representation.ts --models DIR,fresh [--examples 64] [--max-len 64]
  *
- * `fresh` is the freshly initialised default model (seed 42).
+ * `fresh` is the default architecture freshly initialised (seed 42), even
+ * where a pre-trained default model is shipped.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { loadModel } from "../shared/default_model.ts";
+import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import {
   batchTensors,
   encode,
@@ -34,7 +35,8 @@ const flags = parseFlagsOrExit(
     models: {
       type: "string",
       default: "fresh",
-      help: "comma-separated checkpoint folders; fresh: the freshly initialised default model",
+      help:
+        "comma-separated checkpoint folders; fresh: the default architecture, freshly initialised",
     },
     examples: { type: "int", default: 64, help: "held-out reviews" },
     "max-len": { type: "int", default: 64, help: "tokens per review" },
@@ -79,7 +81,10 @@ const task = loadImdb();
 const rows: Record<string, unknown>[] = [];
 for (const which of flags.models.split(",")) {
   const dir = which === "fresh" ? null : which;
-  const ck = await loadModel(dir, { numLabels: 2, seed: 42 });
+  const ck = dir ? await loadModel(dir, { numLabels: 2, seed: 42 }) : freshDefaultModel({
+    numLabels: 2,
+    seed: 42,
+  });
   const tokenizer = await loadTokenizer(dir ?? undefined);
   const set = new EncodedSet(task.eval, tokenizer, flags["max-len"]);
   const batch = set.batch(Array.from({ length: flags.examples }, (_, i) => i));

@@ -53,6 +53,20 @@ export async function loadModel(
   const path = dir ?? (await exists(`${DEFAULT_MODEL_DIR}/config.json`) ? DEFAULT_MODEL_DIR : null);
   const labelNames = opts.labelNames?.length === opts.numLabels ? opts.labelNames : undefined;
   if (path) return { ...(await loadCheckpoint(path, { ...opts, labelNames })), dir: path };
+  return {
+    ...freshDefaultModel({ ...opts, labelNames }),
+    notes: [
+      `no pre-trained checkpoint at ${DEFAULT_MODEL_DIR}: adapting a freshly initialised small BERT ` +
+      `(seed ${opts.seed}; see README, "The built-in model and pre-training")`,
+    ],
+  };
+}
+
+/** The default architecture freshly initialised (seeded), whatever is shipped. */
+export function freshDefaultModel(
+  opts: { numLabels: number; labelNames?: string[]; seed: number },
+): LoadedCheckpoint & { dir: null } {
+  const { labelNames } = opts;
   const config = parseModelConfig({
     ...defaultModelConfigJson(opts.numLabels),
     ...(labelNames
@@ -64,10 +78,7 @@ export async function loadModel(
     layout: paramLayout(config),
     weights: initWeights(config, opts.seed),
     extra: new Map(),
-    notes: [
-      `no pre-trained checkpoint at ${DEFAULT_MODEL_DIR}: adapting a freshly initialised small BERT ` +
-      `(seed ${opts.seed}; see README, "The built-in model and pre-training")`,
-    ],
+    notes: [`a freshly initialised small BERT (seed ${opts.seed})`],
     freshHead: true,
     dir: null,
   };

@@ -10,16 +10,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { adversaryAt } from "../shared/adversary.ts";
 import { initBackend } from "../shared/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
-import { defaultModelConfigJson, loadModel } from "../shared/default_model.ts";
-import {
-  initWeights,
-  loadCheckpoint,
-  saveCheckpoint,
-  TOKENIZER_FILES,
-} from "../shared/checkpoint.ts";
+import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
+import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import type { EvalResult } from "../shared/evaluate.ts";
-import { type ModelConfig, parseModelConfig, toHfConfig } from "../shared/model_config.ts";
+import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import {
@@ -112,13 +107,9 @@ async function copyTokenizerFiles(from: string): Promise<string> {
 /** Fresh weights for pre-training (or the MLM head added to a given encoder). */
 async function loadPretrainingModel(dir: string | null, seed: number) {
   if (dir) return { ...(await loadCheckpoint(dir, { objective: "mlm", seed })), dir };
-  const config = parseModelConfig(defaultModelConfigJson(2));
   return {
-    config,
-    weights: initWeights(config, seed, "mlm"),
+    ...freshDefaultModel({ numLabels: 2, seed, objective: "mlm" }),
     notes: [`pre-training a fresh small BERT (seed ${seed})`],
-    freshHead: true,
-    dir: null,
   };
 }
 

@@ -8,7 +8,7 @@
 import { fileURLToPath } from "node:url";
 import { initWeights, loadCheckpoint, type LoadedCheckpoint } from "./checkpoint.ts";
 import { parseModelConfig } from "./model_config.ts";
-import { paramLayout } from "./param_layout.ts";
+import { type Objective, paramLayout } from "./param_layout.ts";
 import { bertBaseUncasedVocab } from "./vocab.ts";
 
 /** Where the embedded default checkpoint lives. */
@@ -62,11 +62,14 @@ export async function loadModel(
   };
 }
 
-/** The default architecture freshly initialised (seeded), whatever is shipped. */
+/**
+ * The default architecture freshly initialised (seeded), whatever is shipped:
+ * with a classifier head, or with the MLM head for pre-training.
+ */
 export function freshDefaultModel(
-  opts: { numLabels: number; labelNames?: string[]; seed: number },
+  opts: { numLabels: number; labelNames?: string[]; seed: number; objective?: Objective },
 ): LoadedCheckpoint & { dir: null } {
-  const { labelNames } = opts;
+  const { labelNames, objective = "classify" } = opts;
   const config = parseModelConfig({
     ...defaultModelConfigJson(opts.numLabels),
     ...(labelNames
@@ -75,8 +78,8 @@ export function freshDefaultModel(
   });
   return {
     config,
-    layout: paramLayout(config),
-    weights: initWeights(config, opts.seed),
+    layout: paramLayout(config, objective),
+    weights: initWeights(config, opts.seed, objective),
     extra: new Map(),
     notes: [`a freshly initialised small BERT (seed ${opts.seed})`],
     freshHead: true,

@@ -1,0 +1,164 @@
+/**
+ * Linear probe: how much sentiment a checkpoint's frozen features carry,
+ * before any adaptation. For the first `--train` IMDB training reviews and
+ * the first `--eval` held-out ones, three features per review:
+ *
+ * - `cls`: the encoder's final hidden state at [CLS] (what the classifier head reads);
+ * - `mean`: the final hidden states averaged over the real tokens;
+ * - `bow`: the input word embeddings averaged over the real tokens (a bag of words).
+ *
+ * Each is standardised (train mean and spread) and fitted by a ridge
+ * classifier (closed form, targets ±1, bias unpenalised); its penalty is
+ * chosen by 4-fold cross-validation on the training reviews only, then the
+ * held-out accuracy is reported.
+ *
+ *   deno run -A bench/probe.ts --models DIR,fresh [--train 1024] [--eval 500] [--max-len 64]
+ *
+ * `fresh` is the default architecture freshly initialised (seed 42).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../shared/backend.ts";
+import { parseFlagsOrExit } from "../shared/cli/flags.ts";
+import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
+import {
+  batchTensors,
+  encode,
+  NO_DROPOUT,
+  weightTensors,
+  wordEmbeddings,
+} from "../shared/model.ts";
+import { loadImdb } from "../shared/data/imdb.ts";
+import type { Example } from "../shared/data/example.ts";
+import { EncodedSet } from "../shared/batching.ts";
+import { loadTokenizer } from "../shared/tokenizer.ts";
+import { fitRidge, ridgeAccuracy } from "./ridge.ts";
+
+const flags = parseFlagsOrExit(
+  Deno.args,
+  {
+    models: {
+      type: "string",
+      default: "fresh",
+      help:
+        "comma-separated checkpoint folders; fresh: the default architecture, freshly initialised",
+    },
+    train: { type: "int", default: 1024, help: "IMDB training reviews the probe is fitted on" },
+    eval: { type: "int", default: 500, help: "held-out reviews it is scored on" },
+    "max-len": { type: "int", default: 64, help: "tokens per review" },
+  } as const,
+  "deno run -A bench/probe.ts [--models DIR,fresh] [flags]",
+);
+
+const FEATURES = ["cls", "mean", "bow"] as const;
+type Feature = typeof FEATURES[number];
+
+/** Features of `examples`, 64 reviews at a time: one [n, H] array per feature. */
+async function features(
+  ck: Awaited<ReturnType<typeof loadModel>>,
+  set: EncodedSet,
+  n: number,
+): Promise<Record<Feature, Float32Array>> {
+  const H = ck.config.hiddenSize;
+  const out = Object.fromEntries(FEATURES.map((f) => [f, new Float32Array(n * H)])) as Record<
+    Feature,
+    Float32Array
+  >;
+  const weights = weightTensors(ck.layout, ck.weights);
+  for (let start = 0; start < n; start += 64) {
+    const idx = Array.from({ length: Math.min(64, n - start) }, (_, i) => start + i);
+    const bt = batchTensors(ck.config, set.batch(idx));
+    const parts = tf.tidy(() => {
+      const words = wordEmbeddings(ck.config, weights, bt);
+      const seq = encode(ck.config, weights, bt, words, NO_DROPOUT);
+      const mask = tf.expandDims(tf.cast(bt.mask, "float32"), -1);
+      const count = tf.sum(mask, 1);
+      const m = idx.length;
+      return [
+        tf.reshape(tf.slice(seq, [0, 0, 0], [m, 1, H]), [m, H]),
+        tf.div(tf.sum(tf.mul(seq, mask), 1), count),
+        tf.div(tf.sum(tf.mul(words, mask), 1), count),
+      ];
+    });
+    for (const [f, t] of FEATURES.map((f, i) => [f, parts[i]] as const)) {
+      out[f].set(await t.data() as Float32Array, start * H);
+    }
+    tf.dispose([...parts, ...Object.values(bt)]);
+  }
+  tf.dispose(Object.values(weights));
+  return out;
+}
+
+/** Standardises columns of train and eval features by the train statistics, in place. */
+function standardise(train: Float32Array, evalX: Float32Array, H: number) {
+  const n = train.length / H;
+  for (let k = 0; k < H; k++) {
+    let m = 0, sq = 0;
+    for (let i = 0; i < n; i++) m += train[i * H + k];
+    m /= n;
+    for (let i = 0; i < n; i++) sq += (train[i * H + k] - m) ** 2;
+    const sd = Math.sqrt(sq / n) || 1;
+    for (const x of [train, evalX]) {
+      for (let i = 0; i < x.length / H; i++) x[i * H + k] = (x[i * H + k] - m) / sd;
+    }
+  }
+}
+
+const LAMBDAS = [0.01, 0.1, 1, 10, 100, 1000];
+
+await initBackend("wasm");
+const task = loadImdb();
+const signs = (xs: readonly Example[], n: number) =>
+  Float32Array.from(xs.slice(0, n), (e) => (e.label === 1 ? 1 : -1));
+const yTrain = signs(task.train, flags.train), yEval = signs(task.eval, flags.eval);
+const rows: Record<string, unknown>[] = [];
+for (const which of flags.models.split(",")) {
+  const dir = which === "fresh" ? null : which;
+  const ck = dir
+    ? await loadModel(dir, { numLabels: 2, seed: 42 })
+    : freshDefaultModel({ numLabels: 2, seed: 42 });
+  const tokenizer = await loadTokenizer(dir ?? undefined);
+  const H = ck.config.hiddenSize;
+  const fTrain = await features(
+    ck,
+    new EncodedSet(task.train, tokenizer, flags["max-len"]),
+    flags.train,
+  );
+  const fEval = await features(
+    ck,
+    new EncodedSet(task.eval, tokenizer, flags["max-len"]),
+    flags.eval,
+  );
+  const row: Record<string, unknown> = { model: which };
+  for (const f of FEATURES) {
+    standardise(fTrain[f], fEval[f], H);
+    const all = Array.from({ length: flags.train }, (_, i) => i);
+    const cv = LAMBDAS.map((lambda) => {
+      let acc = 0;
+      for (let fold = 0; fold < 4; fold++) {
+        const held = all.filter((i) => i % 4 === fold), fit = all.filter((i) => i % 4 !== fold);
+        acc +=
+          ridgeAccuracy(fTrain[f], yTrain, held, H, fitRidge(fTrain[f], yTrain, fit, H, lambda)) /
+          4;
+      }
+      return acc;
+    });
+    const lambda = LAMBDAS[cv.indexOf(Math.max(...cv))];
+    const w = fitRidge(fTrain[f], yTrain, all, H, lambda);
+    const evalRows = Array.from({ length: flags.eval }, (_, i) => i);
+    row[f] = {
+      lambda,
+      cvAccuracy: Math.max(...cv),
+      evalAccuracy: ridgeAccuracy(fEval[f], yEval, evalRows, H, w),
+    };
+  }
+  rows.push(row);
+  console.log(JSON.stringify(row));
+}
+const out = `bench/results/probe-${new Date().toISOString().slice(0, 10)}.json`;
+await Deno.writeTextFile(
+  out,
+  JSON.stringify({ date: new Date().toISOString(), flags, lambdas: LAMBDAS, rows }, null, 2) + "\n",
+);
+console.log(`wrote ${out}`);

@@ -342,15 +342,14 @@ function plot(): string {
     parts.push(`<text x="${x(t)}" y="${H - m.b + 15}" text-anchor="middle">${t.toFixed(0)}</text>`);
   }
   if (isFinite(target)) {
+    // Labelled inside the plot, above the line's left end: the legend owns the right margin.
     parts.push(
       `<line x1="${m.l}" y1="${y(target)}" x2="${W - m.r}" y2="${
         y(target)
       }" stroke="#888" stroke-dasharray="4 3"/>`,
     );
     parts.push(
-      `<text x="${W - m.r + 5}" y="${y(target) + 4}" fill="#666">target ${
-        target.toFixed(3)
-      }</text>`,
+      `<text x="${m.l + 5}" y="${y(target) - 4}" fill="#666">target ${target.toFixed(3)}</text>`,
     );
   }
   shown.forEach((r, i) => {

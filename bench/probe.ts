@@ -18,77 +18,24 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
-import {
-  batchTensors,
-  encode,
-  NO_DROPOUT,
-  weightTensors,
-  wordEmbeddings,
-} from "../shared/model.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import type { Example } from "../shared/data/example.ts";
 import { EncodedSet } from "../shared/batching.ts";
-import { loadTokenizer } from "../shared/tokenizer.ts";
+import { FEATURES, frozenFeatures, loadNamedModel, MODELS_FLAG } from "./frozen_features.ts";
 import { fitRidge, ridgeAccuracy } from "./ridge.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,
   {
-    models: {
-      type: "string",
-      default: "fresh",
-      help:
-        "comma-separated checkpoint folders; fresh: the default architecture, freshly initialised",
-    },
+    models: MODELS_FLAG,
     train: { type: "int", default: 1024, help: "IMDB training reviews the probe is fitted on" },
     eval: { type: "int", default: 500, help: "held-out reviews it is scored on" },
     "max-len": { type: "int", default: 64, help: "tokens per review" },
   } as const,
   "deno run -A bench/probe.ts [--models DIR,fresh] [flags]",
 );
-
-const FEATURES = ["cls", "mean", "bow"] as const;
-type Feature = typeof FEATURES[number];
-
-/** Features of `examples`, 64 reviews at a time: one [n, H] array per feature. */
-async function features(
-  ck: Awaited<ReturnType<typeof loadModel>>,
-  set: EncodedSet,
-  n: number,
-): Promise<Record<Feature, Float32Array>> {
-  const H = ck.config.hiddenSize;
-  const out = Object.fromEntries(FEATURES.map((f) => [f, new Float32Array(n * H)])) as Record<
-    Feature,
-    Float32Array
-  >;
-  const weights = weightTensors(ck.layout, ck.weights);
-  for (let start = 0; start < n; start += 64) {
-    const idx = Array.from({ length: Math.min(64, n - start) }, (_, i) => start + i);
-    const bt = batchTensors(ck.config, set.batch(idx));
-    const parts = tf.tidy(() => {
-      const words = wordEmbeddings(ck.config, weights, bt);
-      const seq = encode(ck.config, weights, bt, words, NO_DROPOUT);
-      const mask = tf.expandDims(tf.cast(bt.mask, "float32"), -1);
-      const count = tf.sum(mask, 1);
-      const m = idx.length;
-      return [
-        tf.reshape(tf.slice(seq, [0, 0, 0], [m, 1, H]), [m, H]),
-        tf.div(tf.sum(tf.mul(seq, mask), 1), count),
-        tf.div(tf.sum(tf.mul(words, mask), 1), count),
-      ];
-    });
-    for (const [f, t] of FEATURES.map((f, i) => [f, parts[i]] as const)) {
-      out[f].set(await t.data() as Float32Array, start * H);
-    }
-    tf.dispose([...parts, ...Object.values(bt)]);
-  }
-  tf.dispose(Object.values(weights));
-  return out;
-}
 
 /** Standardises columns of train and eval features by the train statistics, in place. */
 function standardise(train: Float32Array, evalX: Float32Array, H: number) {
@@ -114,22 +61,12 @@ const signs = (xs: readonly Example[], n: number) =>
 const yTrain = signs(task.train, flags.train), yEval = signs(task.eval, flags.eval);
 const rows: Record<string, unknown>[] = [];
 for (const which of flags.models.split(",")) {
-  const dir = which === "fresh" ? null : which;
-  const ck = dir
-    ? await loadModel(dir, { numLabels: 2, seed: 42 })
-    : freshDefaultModel({ numLabels: 2, seed: 42 });
-  const tokenizer = await loadTokenizer(dir ?? undefined);
+  const { ck, tokenizer } = await loadNamedModel(which);
   const H = ck.config.hiddenSize;
-  const fTrain = await features(
-    ck,
-    new EncodedSet(task.train, tokenizer, flags["max-len"]),
-    flags.train,
-  );
-  const fEval = await features(
-    ck,
-    new EncodedSet(task.eval, tokenizer, flags["max-len"]),
-    flags.eval,
-  );
+  const features = (examples: readonly Example[], n: number) =>
+    frozenFeatures(ck, new EncodedSet(examples, tokenizer, flags["max-len"]), n);
+  const fTrain = await features(task.train, flags.train);
+  const fEval = await features(task.eval, flags.eval);
   const row: Record<string, unknown> = { model: which };
   for (const f of FEATURES) {
     standardise(fTrain[f], fEval[f], H);

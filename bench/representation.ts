@@ -14,30 +14,16 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
-import {
-  batchTensors,
-  encode,
-  NO_DROPOUT,
-  weightTensors,
-  wordEmbeddings,
-} from "../shared/model.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import { EncodedSet } from "../shared/batching.ts";
-import { loadTokenizer } from "../shared/tokenizer.ts";
+import { frozenFeatures, loadNamedModel, MODELS_FLAG } from "./frozen_features.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,
   {
-    models: {
-      type: "string",
-      default: "fresh",
-      help:
-        "comma-separated checkpoint folders; fresh: the default architecture, freshly initialised",
-    },
+    models: MODELS_FLAG,
     examples: { type: "int", default: 64, help: "held-out reviews" },
     "max-len": { type: "int", default: 64, help: "tokens per review" },
   } as const,
@@ -80,25 +66,10 @@ await initBackend("wasm");
 const task = loadImdb();
 const rows: Record<string, unknown>[] = [];
 for (const which of flags.models.split(",")) {
-  const dir = which === "fresh" ? null : which;
-  const ck = dir ? await loadModel(dir, { numLabels: 2, seed: 42 }) : freshDefaultModel({
-    numLabels: 2,
-    seed: 42,
-  });
-  const tokenizer = await loadTokenizer(dir ?? undefined);
+  const { ck, tokenizer } = await loadNamedModel(which);
   const set = new EncodedSet(task.eval, tokenizer, flags["max-len"]);
-  const batch = set.batch(Array.from({ length: flags.examples }, (_, i) => i));
-  const weights = weightTensors(ck.layout, ck.weights);
-  const bt = batchTensors(ck.config, batch);
-  const H = ck.config.hiddenSize, n = batch.size;
-  const [cls, mean] = tf.tidy(() => {
-    const seq = encode(ck.config, weights, bt, wordEmbeddings(ck.config, weights, bt), NO_DROPOUT);
-    const mask = tf.expandDims(tf.cast(bt.mask, "float32"), -1);
-    const pooled = tf.div(tf.sum(tf.mul(seq, mask), 1), tf.sum(mask, 1));
-    return [tf.reshape(tf.slice(seq, [0, 0, 0], [n, 1, H]), [n, H]), pooled];
-  });
-  const [c, m] = [await cls.data() as Float32Array, await mean.data() as Float32Array];
-  tf.dispose([cls, mean, ...Object.values(weights), ...Object.values(bt)]);
+  const H = ck.config.hiddenSize, n = flags.examples;
+  const { cls: c, mean: m } = await frozenFeatures(ck, set, n);
   const rmsOf = (match: (name: string) => boolean) => {
     let sq = 0, count = 0;
     for (const spec of ck.layout.specs) {

@@ -45,7 +45,7 @@ export const TRAINING_FLAGS = {
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
   "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },
   optimizer: { type: "string", default: "lamb", help: "lamb | adamw" },
-  lr: { type: "number", default: 2e-3, help: "peak learning rate" },
+  lr: { type: "number", help: "peak learning rate (default: 3e-2 LAMB, 5e-4 AdamW)" },
   warmup: { type: "number", default: 0.1, help: "warmup steps, or a fraction of the run when < 1" },
   schedule: { type: "string", default: "linear", help: "linear (decay to 0) | constant" },
   "weight-decay": { type: "number", default: 0.01, help: "decoupled weight decay λ" },
@@ -204,6 +204,13 @@ async function configArgs(args: readonly string[]): Promise<string[]> {
   return out;
 }
 
+/**
+ * Peak learning rate per optimizer when `--lr` is not given: the best of
+ * the recorded sweeps on IMDB with the built-in model (README, "Time to
+ * accuracy" and the no-flag run) — LAMB at B = 256–1024, AdamW at B = 32.
+ */
+export const DEFAULT_LR: Readonly<Record<OptimizerKind, number>> = { lamb: 3e-2, adamw: 5e-4 };
+
 /** Parses training flags (plus `extra` command-specific ones) into a RunConfig. */
 export async function parseRunFlags<
   const E extends Record<string, import("../shared/cli/flags.ts").FlagSpec>,
@@ -228,6 +235,7 @@ export async function parseRunFlags<
   if (dropout !== undefined && !(dropout >= 0 && dropout < 1)) {
     throw new FlagError(`--dropout must be in [0, 1), got ${dropout}`);
   }
+  const optimizer = oneOf<OptimizerKind>("optimizer", f.optimizer, ["lamb", "adamw"]);
   const config: RunConfig = {
     objective: oneOf<Objective>("objective", f.objective, ["classify", "mlm"]),
     corpusDocs: positive("corpus-docs", f["corpus-docs"], true),
@@ -244,8 +252,8 @@ export async function parseRunFlags<
     epochs: f.epochs !== undefined ? positive("epochs", f.epochs) : null,
     globalBatch,
     microBatch: Math.min(microBatch, globalBatch),
-    optimizer: oneOf<OptimizerKind>("optimizer", f.optimizer, ["lamb", "adamw"]),
-    lr: positive("lr", f.lr),
+    optimizer,
+    lr: f.lr !== undefined ? positive("lr", f.lr) : DEFAULT_LR[optimizer],
     warmup: positive("warmup", f.warmup, true),
     schedule: oneOf<ScheduleKind>("schedule", f.schedule, ["linear", "constant"]),
     weightDecay: positive("weight-decay", f["weight-decay"], true),

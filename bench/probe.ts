@@ -7,7 +7,7 @@
  * - `mean`: the final hidden states averaged over the real tokens;
  * - `bow`: the input word embeddings averaged over the real tokens (a bag of words).
  *
- * Each is standardised (train mean and spread) and fitted by a ridge
+ * Each is standardised (mean and spread of the rows it is fitted on) and fitted by a ridge
  * classifier (closed form, targets ±1, bias unpenalised); its penalty is
  * chosen by 4-fold cross-validation on the training reviews only, then the
  * held-out accuracy is reported.
@@ -37,19 +37,22 @@ const flags = parseFlagsOrExit(
   "deno run -A bench/probe.ts [--models DIR,fresh] [flags]",
 );
 
-/** Standardises columns of train and eval features by the train statistics, in place. */
-function standardise(train: Float32Array, evalX: Float32Array, H: number) {
-  const n = train.length / H;
+/**
+ * Copies of `xs` ([*, H] each) with every column standardised by the mean
+ * and spread of the rows `fit` of the first: only the data a probe is
+ * fitted on sets the scale.
+ */
+function standardised(H: number, fit: readonly number[], ...xs: Float32Array[]): Float32Array[] {
+  const base = xs[0], mean = new Float64Array(H), sd = new Float64Array(H);
   for (let k = 0; k < H; k++) {
     let m = 0, sq = 0;
-    for (let i = 0; i < n; i++) m += train[i * H + k];
-    m /= n;
-    for (let i = 0; i < n; i++) sq += (train[i * H + k] - m) ** 2;
-    const sd = Math.sqrt(sq / n) || 1;
-    for (const x of [train, evalX]) {
-      for (let i = 0; i < x.length / H; i++) x[i * H + k] = (x[i * H + k] - m) / sd;
-    }
+    for (const i of fit) m += base[i * H + k];
+    m /= fit.length;
+    for (const i of fit) sq += (base[i * H + k] - m) ** 2;
+    mean[k] = m;
+    sd[k] = Math.sqrt(sq / fit.length) || 1;
   }
+  return xs.map((x) => x.map((v, j) => (v - mean[j % H]) / sd[j % H]));
 }
 
 const LAMBDAS = [0.01, 0.1, 1, 10, 100, 1000];
@@ -69,25 +72,24 @@ for (const which of flags.models.split(",")) {
   const fEval = await features(task.eval, flags.eval);
   const row: Record<string, unknown> = { model: which };
   for (const f of FEATURES) {
-    standardise(fTrain[f], fEval[f], H);
     const all = Array.from({ length: flags.train }, (_, i) => i);
     const cv = LAMBDAS.map((lambda) => {
       let acc = 0;
       for (let fold = 0; fold < 4; fold++) {
         const held = all.filter((i) => i % 4 === fold), fit = all.filter((i) => i % 4 !== fold);
-        acc +=
-          ridgeAccuracy(fTrain[f], yTrain, held, H, fitRidge(fTrain[f], yTrain, fit, H, lambda)) /
-          4;
+        const [x] = standardised(H, fit, fTrain[f]);
+        acc += ridgeAccuracy(x, yTrain, held, H, fitRidge(x, yTrain, fit, H, lambda)) / 4;
       }
       return acc;
     });
     const lambda = LAMBDAS[cv.indexOf(Math.max(...cv))];
-    const w = fitRidge(fTrain[f], yTrain, all, H, lambda);
+    const [xTrain, xEval] = standardised(H, all, fTrain[f], fEval[f]);
+    const w = fitRidge(xTrain, yTrain, all, H, lambda);
     const evalRows = Array.from({ length: flags.eval }, (_, i) => i);
     row[f] = {
       lambda,
       cvAccuracy: Math.max(...cv),
-      evalAccuracy: ridgeAccuracy(fEval[f], yEval, evalRows, H, w),
+      evalAccuracy: ridgeAccuracy(xEval, yEval, evalRows, H, w),
     };
   }
   rows.push(row);

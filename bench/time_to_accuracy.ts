@@ -14,7 +14,7 @@
  */
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { parseRunFlags } from "../coordinator/run_config.ts";
+import { DEFAULT_LR, parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 
 /** A recipe: the flags that define it, and how often (in examples) it is evaluated. */
@@ -72,7 +72,7 @@ function lamb(name: string, label: string, adv: string[]): Recipe {
     "64",
     ...adv,
   ];
-  return { name, label, args, lr: 3e-2, epochs: flags["big-epochs"], globalBatch: big };
+  return { name, label, args, lr: DEFAULT_LR.lamb, epochs: flags["big-epochs"], globalBatch: big };
 }
 
 /** The ScaLA recipes' adversary: PGD with the α and ε of the flags. */
@@ -89,7 +89,7 @@ const RECIPES: Record<string, Recipe> = {
     name: "baseline",
     label: "AdamW, B=32, no adversary",
     args: ["--optimizer", "adamw", "--global-batch", "32", "--micro-batch", "16", "--adv", "off"],
-    lr: 5e-4,
+    lr: DEFAULT_LR.adamw,
     epochs: flags["base-epochs"],
     globalBatch: 32,
   },

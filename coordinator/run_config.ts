@@ -12,6 +12,13 @@ import type { ScheduleKind } from "./lr_schedule.ts";
 import type { Objective } from "../shared/param_layout.ts";
 
 /** The training flags, shared by cluster and coordinator. */
+/**
+ * Peak learning rate per optimizer when `--lr` is not given: the best of
+ * the recorded sweeps on IMDB with the built-in model (README, "Time to
+ * accuracy" and the no-flag run) — LAMB at B = 256–1024, AdamW at B = 32.
+ */
+export const DEFAULT_LR: Readonly<Record<OptimizerKind, number>> = { lamb: 3e-2, adamw: 5e-4 };
+
 export const TRAINING_FLAGS = {
   objective: {
     type: "string",
@@ -45,7 +52,10 @@ export const TRAINING_FLAGS = {
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
   "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },
   optimizer: { type: "string", default: "lamb", help: "lamb | adamw" },
-  lr: { type: "number", help: "peak learning rate (default: 3e-2 LAMB, 5e-4 AdamW)" },
+  lr: {
+    type: "number",
+    help: `peak learning rate (default: ${DEFAULT_LR.lamb} LAMB, ${DEFAULT_LR.adamw} AdamW)`,
+  },
   warmup: { type: "number", default: 0.1, help: "warmup steps, or a fraction of the run when < 1" },
   schedule: { type: "string", default: "linear", help: "linear (decay to 0) | constant" },
   "weight-decay": { type: "number", default: 0.01, help: "decoupled weight decay λ" },
@@ -203,13 +213,6 @@ async function configArgs(args: readonly string[]): Promise<string[]> {
   }
   return out;
 }
-
-/**
- * Peak learning rate per optimizer when `--lr` is not given: the best of
- * the recorded sweeps on IMDB with the built-in model (README, "Time to
- * accuracy" and the no-flag run) — LAMB at B = 256–1024, AdamW at B = 32.
- */
-export const DEFAULT_LR: Readonly<Record<OptimizerKind, number>> = { lamb: 3e-2, adamw: 5e-4 };
 
 /** Parses training flags (plus `extra` command-specific ones) into a RunConfig. */
 export async function parseRunFlags<

@@ -1,0 +1,52 @@
+/**
+ * Turns a reference pre-training result (`reference_pretrain.py`'s
+ * NAME.safetensors) into a checkpoint folder adaptmesh adapts like any other —
+ * config.json and vocab.txt of the default model beside the weights — and
+ * scores it with adaptmesh's own MLM evaluation (`evaluateMlm`: the first 256
+ * held-out sequences, masked with seed 1 at step 0), which must agree with the
+ * last point of the PyTorch run's curve: two implementations, one number.
+ *
+ *   deno run -A bench/reference_pretrain/import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR
+ *
+ * DATA_DIR is what export_tokens.ts wrote (its heldout.u16 are the packed
+ * held-out sequences, so the corpus is not loaded again).
+ *
+ * @module
+ */
+import { loadCheckpoint } from "../../shared/checkpoint.ts";
+import { weightTensors } from "../../shared/model.ts";
+import { loadTokenizer } from "../../shared/tokenizer.ts";
+import { initBackend } from "../../shared/backend.ts";
+import { MlmSet } from "../../coordinator/mlm_data.ts";
+import { evaluateMlm } from "../../coordinator/training_data.ts";
+
+const [weights, out, data] = Deno.args;
+if (!weights || !out || !data) {
+  throw new Error("usage: import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR");
+}
+const DEFAULT = "models/adaptmesh-bert-small";
+await Deno.mkdir(out, { recursive: true });
+const config = JSON.parse(await Deno.readTextFile(`${DEFAULT}/config.json`));
+await Deno.writeTextFile(
+  `${out}/config.json`,
+  JSON.stringify({ ...config, torch_dtype: "float16" }, null, 2) + "\n",
+);
+await Deno.copyFile(`${DEFAULT}/vocab.txt`, `${out}/vocab.txt`);
+await Deno.copyFile(weights, `${out}/model.safetensors`);
+
+await initBackend("wasm");
+const meta = JSON.parse(await Deno.readTextFile(`${data}/meta.json`));
+const flat = new Uint16Array((await Deno.readFile(`${data}/heldout.u16`)).buffer);
+const L = meta.maxLen as number;
+const seqs: Int32Array[] = [];
+for (let i = 0; i < flat.length; i += L) {
+  const row = flat.subarray(i, i + L);
+  let n = L;
+  while (n > 0 && row[n - 1] === 0) n--; // a short last sequence was padded with [PAD] = 0
+  seqs.push(Int32Array.from(row.subarray(0, n)));
+}
+const tokenizer = await loadTokenizer(out);
+const ck = await loadCheckpoint(out, { objective: "mlm" });
+const model = { config: ck.config, layout: ck.layout, weights: weightTensors(ck.layout, ck.weights) };
+const result = await evaluateMlm(model, new MlmSet(seqs, tokenizer, meta.seed), meta.heldoutEval);
+console.log(JSON.stringify({ checkpoint: out, ...result }));

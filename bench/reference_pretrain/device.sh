@@ -20,7 +20,7 @@ if [ -f "$DATA/train.u16.xz" ]; then xz -dc "$DATA/train.u16.xz" >/tmp/refdata/t
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" || exit 3
 PY="python3 -u bench/reference_pretrain/reference_pretrain.py --data /tmp/refdata --out /tmp/refout --budget $BUDGET"
 # name, then flags
-run() { local name=$1; shift; $PY --name "$name" "$@" 2>&1 | sed "s/^/[$name] /" & }
+run() { local name=$1; shift; $PY --name "$name" "$@" 2>&1 & }
 run adamw-b32-lr1e-3 --optimizer adamw --batch 32 --lr 1e-3 --warmup 0.025 --eval-every 2000
 run adamw-b32-lr3e-3 --optimizer adamw --batch 32 --lr 3e-3 --warmup 0.025 --eval-every 2000
 run adamw-b256-lr1e-3 --optimizer adamw --batch 256 --lr 1e-3 --warmup 0.025 --eval-every 1000

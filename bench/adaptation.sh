@@ -35,13 +35,15 @@ SWEEP=$(ls bench/results/lr_sweep-*.json | tr '\n' ',' | sed 's/,$//')
 MAIN=bench/results/time_to_accuracy-$DATE
 RAND=bench/results/time_to_accuracy-$DATE-random-init
 
-TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
+# The fresh start does not depend on the default model: results already there are reused.
+[ -f "$RAND-s1.json" ] || TTA --model "$RANDOM_INIT" --recipes baseline --seeds 1 --lr "$LR" --out "$RAND-s1"
 TTA --recipes scala,scala-k2 --seeds 1 --lr "$LR" --out "$MAIN-s1"
 SEEDS=${SEEDS:-2 3} # more seeds: SEEDS="2 3 4"
 MORE=${MORE:-baseline,lamb,scala,scala-k2} # the recipes run for those seeds
 for seed in $SEEDS; do
   TTA --recipes "$MORE" --seeds "$seed" --lr "$LR" --out "$MAIN-s$seed"
-  TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
+  [ -f "$RAND-s$seed.json" ] ||
+    TTA --model "$RANDOM_INIT" --recipes baseline --seeds "$seed" --lr "$LR" --out "$RAND-s$seed"
 done
 ALL_SEEDS=$(echo 1 $SEEDS | tr ' ' ',')
 files() { for s in 1 $SEEDS; do printf ',%s-s%s.json' "$1" "$s"; done; }

@@ -33,6 +33,11 @@ const flags = parseFlagsOrExit(
     train: { type: "int", default: 1024, help: "IMDB training reviews the probe is fitted on" },
     eval: { type: "int", default: 500, help: "held-out reviews it is scored on" },
     "max-len": { type: "int", default: 64, help: "tokens per review" },
+    out: {
+      type: "string",
+      default: "",
+      help: "JSON result path (default bench/results/probe-DATE.json)",
+    },
   } as const,
   "deno run -A bench/probe.ts [--models DIR,fresh] [flags]",
 );
@@ -95,7 +100,7 @@ for (const which of flags.models.split(",")) {
   rows.push(row);
   console.log(JSON.stringify(row));
 }
-const out = `bench/results/probe-${new Date().toISOString().slice(0, 10)}.json`;
+const out = flags.out || `bench/results/probe-${new Date().toISOString().slice(0, 10)}.json`;
 await Deno.writeTextFile(
   out,
   JSON.stringify({ date: new Date().toISOString(), flags, lambdas: LAMBDAS, rows }, null, 2) + "\n",

@@ -6,8 +6,10 @@
 #   OUT=dir BUDGET=330 bash bench/reference_pretrain/device.sh
 #
 # $DATA (default .devcarry/refdata) holds export_tokens.ts's files, train.u16 possibly as
-# train.u16.xz. Four recipes run at once on the one GPU, each for $BUDGET seconds of training;
-# results: $OUT/NAME.safetensors (F16) and $OUT/reference_pretrain.json (every run's record).
+# train.u16.xz. PHASE=1 (default): four recipes from BERT's initialisation, 64-token sequences.
+# PHASE=2: BERT's second phase, longer sequences (export with --max-len 128) from $INIT (phase 1's
+# LAMB result), two learning rates. The recipes run at once on the one GPU, each for $BUDGET
+# seconds of training; results: $OUT/NAME.safetensors (F16), $OUT/reference_pretrain.json.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 DATA=${DATA:-.devcarry/refdata}
@@ -21,10 +23,17 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 PY="python3 -u bench/reference_pretrain/reference_pretrain.py --data /tmp/refdata --out /tmp/refout --budget $BUDGET"
 # name, then flags
 run() { local name=$1; shift; $PY --name "$name" "$@" 2>&1 & }
-run adamw-b32-lr1e-3 --optimizer adamw --batch 32 --lr 1e-3 --warmup 0.025 --eval-every 2000
-run adamw-b32-lr3e-3 --optimizer adamw --batch 32 --lr 3e-3 --warmup 0.025 --eval-every 2000
-run adamw-b256-lr1e-3 --optimizer adamw --batch 256 --lr 1e-3 --warmup 0.025 --eval-every 1000
-run lamb-b1024-lr1e-2 --optimizer lamb --batch 1024 --lr 1e-2 --warmup 0.05 --eval-every 500
+if [ "${PHASE:-1}" = 2 ]; then
+  INIT=${INIT:-.devcarry/refinit/lamb-b1024-lr1e-2.safetensors}
+  [ -f "$INIT" ] || { echo "no $INIT" >&2; exit 2; }
+  run lamb-seq128-b512-lr5e-3 --init-from "$INIT" --optimizer lamb --batch 512 --lr 5e-3 --warmup 0.05 --eval-every 500
+  run lamb-seq128-b512-lr1e-2 --init-from "$INIT" --optimizer lamb --batch 512 --lr 1e-2 --warmup 0.05 --eval-every 500
+else
+  run adamw-b32-lr1e-3 --optimizer adamw --batch 32 --lr 1e-3 --warmup 0.025 --eval-every 2000
+  run adamw-b32-lr3e-3 --optimizer adamw --batch 32 --lr 3e-3 --warmup 0.025 --eval-every 2000
+  run adamw-b256-lr1e-3 --optimizer adamw --batch 256 --lr 1e-3 --warmup 0.025 --eval-every 1000
+  run lamb-b1024-lr1e-2 --optimizer lamb --batch 1024 --lr 1e-2 --warmup 0.05 --eval-every 500
+fi
 wait
 python3 - "$OUT" <<'PY'
 import glob, json, shutil, sys

@@ -29,7 +29,9 @@ const { values, positionals } = parseArgs({
   },
 });
 const out = positionals[0];
-if (!out) throw new Error("usage: export_tokens.ts OUT_DIR [--max-len 64] [--seed 1] [--held-eval 256]");
+if (!out) {
+  throw new Error("usage: export_tokens.ts OUT_DIR [--max-len 64] [--seed 1] [--held-eval 256]");
+}
 const maxLen = Number(values["max-len"]);
 const seed = Number(values.seed);
 const heldEval = Number(values["held-eval"]);
@@ -54,7 +56,9 @@ await Deno.writeFile(`${out}/heldout.u16`, bytes(flat(held)));
 const set = new MlmSet(held, tokenizer, seed);
 const n = Math.min(heldEval, set.size);
 const batch = set.batch(Array.from({ length: n }, (_, i) => i), 0);
-if (batch.seqLen !== maxLen) throw new Error(`held-out batch is ${batch.seqLen} wide, not ${maxLen}`);
+if (batch.seqLen !== maxLen) {
+  throw new Error(`held-out batch is ${batch.seqLen} wide, not ${maxLen}`);
+}
 await Deno.writeFile(`${out}/heldout_masked.u16`, bytes(Uint16Array.from(batch.inputIds)));
 await Deno.writeFile(
   `${out}/heldout_labels.i32`,

@@ -47,6 +47,10 @@ for (let i = 0; i < flat.length; i += L) {
 }
 const tokenizer = await loadTokenizer(out);
 const ck = await loadCheckpoint(out, { objective: "mlm" });
-const model = { config: ck.config, layout: ck.layout, weights: weightTensors(ck.layout, ck.weights) };
+const model = {
+  config: ck.config,
+  layout: ck.layout,
+  weights: weightTensors(ck.layout, ck.weights),
+};
 const result = await evaluateMlm(model, new MlmSet(seqs, tokenizer, meta.seed), meta.heldoutEval);
 console.log(JSON.stringify({ checkpoint: out, ...result }));

@@ -18,7 +18,8 @@ except biases and LayerNorm), linear warmup then linear decay to 0.
 
     python3 reference_pretrain.py --data DIR --out DIR --name NAME \
         [--optimizer adamw|lamb] [--lr 1e-3] [--batch 32] [--warmup 0.025] \
-        [--steps N | --budget SECONDS] [--eval-every 500] [--seed 1] [--device cuda]
+        [--steps N | --budget SECONDS] [--eval-every 500] [--seed 1] [--device cuda] \
+        [--init-from SAFETENSORS]
 
 DIR holds what bench/reference_pretrain/export_tokens.ts writes. With
 --budget, a timing probe on a throwaway copy of the model sets the step count
@@ -358,6 +359,8 @@ def main():
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--init-from", metavar="SAFETENSORS",
+                    help="start from these weights (a second phase at a longer --data sequence length)")
     ap.add_argument("--eval-only", metavar="SAFETENSORS",
                     help="print the held-out MLM loss/accuracy of these weights and stop")
     a = ap.parse_args()
@@ -388,8 +391,8 @@ def main():
     with torch.no_grad():
         prior = unigram_log_prior(train, c["vocab_size"], special_list)
         model.cls.predictions.bias.copy_(torch.from_numpy(prior).float())
-        if a.eval_only:
-            load_safetensors(model, a.eval_only)
+        if a.eval_only or a.init_from:
+            load_safetensors(model, a.eval_only or a.init_from)
     if a.eval_only:
         print(json.dumps(evaluate(model, held_in, held_lab, ids["pad"])))
         return
@@ -458,6 +461,7 @@ def main():
     record = {
         "name": a.name,
         "recipe": {
+            "init_from": a.init_from,
             "optimizer": a.optimizer, "lr": a.lr, "batch": a.batch, "seq": L, "warmup": a.warmup,
             "warmup_steps": warm, "steps": total, "seed": a.seed, "dropout": 0,
             "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-6, "mask_rate": 0.15,

@@ -6,7 +6,12 @@
  * held-out sequences, masked with seed 1 at step 0), which must agree with the
  * last point of the PyTorch run's curve: two implementations, one number.
  *
- *   deno run -A bench/reference_pretrain/import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR
+ *   deno run -A bench/reference_pretrain/import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR [NAME.json]
+ *
+ * With NAME.json (the PyTorch run's record, or device.sh's reference_pretrain.json
+ * holding it among others) it exits 1 unless the two
+ * evaluations agree: loss within 2e-3 (the F16 rounding of the weights moves it
+ * by ~1e-4) and accuracy within 0.5 points.
  *
  * DATA_DIR is what export_tokens.ts wrote (its heldout.u16 are the packed
  * held-out sequences, so the corpus is not loaded again).
@@ -20,7 +25,7 @@ import { initBackend } from "../../shared/backend.ts";
 import { MlmSet } from "../../coordinator/mlm_data.ts";
 import { evaluateMlm } from "../../coordinator/training_data.ts";
 
-const [weights, out, data] = Deno.args;
+const [weights, out, data, record] = Deno.args;
 if (!weights || !out || !data) {
   throw new Error("usage: import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR");
 }
@@ -54,3 +59,19 @@ const model = {
 };
 const result = await evaluateMlm(model, new MlmSet(seqs, tokenizer, meta.seed), meta.heldoutEval);
 console.log(JSON.stringify({ checkpoint: out, ...result }));
+if (record) {
+  type Run = { name: string; curve: { mlm_loss: number; mlm_accuracy: number }[] };
+  const json = JSON.parse(await Deno.readTextFile(record)) as Run | { runs: Run[] };
+  const run = "runs" in json
+    ? json.runs.find((r) => weights.endsWith(`${r.name}.safetensors`))
+    : json;
+  if (!run) throw new Error(`${record}: no run named after ${weights}`);
+  const last = run.curve[run.curve.length - 1];
+  const dLoss = Math.abs(last.mlm_loss - result.mlm_loss);
+  const dAcc = Math.abs(last.mlm_accuracy - result.mlm_accuracy);
+  console.log(JSON.stringify({ pytorch: last, lossDifference: dLoss, accuracyDifference: dAcc }));
+  if (!(dLoss < 2e-3 && dAcc < 5e-3)) {
+    console.error(`${record}: adaptmesh and PyTorch disagree on the held-out MLM evaluation`);
+    Deno.exit(1);
+  }
+}

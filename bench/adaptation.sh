@@ -16,14 +16,16 @@ TTA() { NO_COLOR=1 deno run -A bench/time_to_accuracy.ts "${BUDGET[@]}" "$@" 2>&
 
 [ -f "$RANDOM_INIT/config.json" ] || deno run -A bench/fresh_model.ts --out "$RANDOM_INIT" --seed 1
 [ -n "${SKIP_SWEEP:-}" ] || bench/lr_sweep.sh # SKIP_SWEEP=1: reuse the lr_sweep-*.json already there
-best() { # the swept lr of $1 with the best accuracy
+best() { # the swept lr of $1 with the best accuracy (ties: the better final accuracy)
   deno eval --quiet '
     const recipe = Deno.args[0];
-    let best = { lr: NaN, acc: -1 };
+    let best = { lr: NaN, acc: -1, final: -1 };
     for (const e of Deno.readDirSync("bench/results")) {
       if (!e.name.startsWith(`lr_sweep-${recipe}-`) || !e.name.endsWith(".json")) continue;
       const r = JSON.parse(Deno.readTextFileSync(`bench/results/${e.name}`)).runs[0];
-      if (r.bestAccuracy > best.acc) best = { lr: r.lr, acc: r.bestAccuracy };
+      const better = r.bestAccuracy > best.acc ||
+        (r.bestAccuracy === best.acc && r.finalAccuracy > best.final);
+      if (better) best = { lr: r.lr, acc: r.bestAccuracy, final: r.finalAccuracy };
     }
     console.log(best.lr);' "$1"
 }

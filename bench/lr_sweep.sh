@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Learning-rate sweep for the time-to-accuracy recipes, seed 1, at the comparison's budget.
-# Usage: [BASE_LRS="2e-4 5e-4 1e-3"] [LAMB_LRS="1.5e-2 3e-2 6e-2 1.2e-1"] bench/lr_sweep.sh
+# Usage: [BASE_LRS="2e-4 5e-4 1e-3"] [LAMB_LRS="1.5e-2 3e-2 6e-2 1.2e-1"] bench/lr_sweep.sh (an empty list skips that recipe)
 #        [extra time_to_accuracy flags, e.g. --model DIR]
 # Writes bench/results/lr_sweep-<recipe>-<lr>.json; pass them to --reuse so seed 1 is not rerun.
 cd "$(dirname "$0")/.."
@@ -15,6 +15,6 @@ sweep() { # recipe lr...
 }
 EXTRA=("$@")
 # shellcheck disable=SC2086 # the lists split into words
-sweep baseline ${BASE_LRS:-2e-4 5e-4 1e-3}
+sweep baseline ${BASE_LRS-2e-4 5e-4 1e-3}
 # shellcheck disable=SC2086
-sweep lamb ${LAMB_LRS:-1.5e-2 3e-2 6e-2 1.2e-1}
+sweep lamb ${LAMB_LRS-1.5e-2 3e-2 6e-2 1.2e-1}

@@ -4,7 +4,7 @@ import { FlagError } from "../shared/cli/flags.ts";
 
 Deno.test("parseRunFlags: the learning rate defaults per optimizer; --lr wins", async () => {
   const lr = async (...args: string[]) => (await parseRunFlags(args, {}, "")).config.lr;
-  assert.equal(await lr(), 3e-2);
+  assert.equal(await lr(), 1e-2);
   assert.equal(await lr("--optimizer", "lamb"), DEFAULT_LR.lamb);
   assert.equal(await lr("--optimizer", "adamw"), 5e-4);
   assert.equal(await lr("--optimizer", "adamw", "--lr", "1e-3"), 1e-3);

@@ -248,10 +248,12 @@ def make_optimizer(model, kind, lr, weight_decay=0.01):
 
 
 def lr_at(step, total, warmup_steps, peak):
-    """adaptmesh's schedule: linear warmup over warmup_steps, then linear decay to 0 at total."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    return peak * max(0.0, (total - step) / max(1, total - warmup_steps))
+    """coordinator/lr_schedule.ts at 1-based step s = step + 1: peak·s/W while s ≤ W, then
+    peak·(T − s)/(T − W). (The runs of 2026-11-28 used (T − s + 1) after warmup: one step later.)"""
+    s = step + 1
+    if s <= warmup_steps:
+        return peak * s / warmup_steps
+    return peak * max(0, total - s) / max(1, total - warmup_steps)
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +432,8 @@ def main():
         print(f"[{a.name}] probe: {per_step*1e3:.2f} ms/step -> {total} steps in {a.budget:.0f} s", flush=True)
     else:
         total = a.steps
-    warm = max(1, round(a.warmup * total))
+    # resolveWarmup: a fraction of the run, rounded up (the 2026-11-28 runs rounded to nearest).
+    warm = max(1, math.ceil(a.warmup * total - 1e-9))
     opt = make_optimizer(model, a.optimizer, a.lr)
     deadline = time.time() + (a.budget * 1.15 if a.budget > 0 else float("inf"))
 

@@ -37,6 +37,7 @@ const seed = Number(values.seed);
 const heldEval = Number(values["held-eval"]);
 
 const tokenizer = await loadTokenizer("models/adaptmesh-bert-small");
+if (tokenizer.vocabSize > 65536) throw new Error(`${tokenizer.vocabSize} ids do not fit in uint16`);
 const corpus = await loadCorpus();
 const train = packSequences(corpus.train.map((d) => d.text), tokenizer, maxLen);
 const held = packSequences(corpus.heldOut.map((d) => d.text), tokenizer, maxLen);

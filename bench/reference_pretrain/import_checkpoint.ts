@@ -27,7 +27,7 @@ import { evaluateMlm } from "../../coordinator/training_data.ts";
 
 const [weights, out, data, record] = Deno.args;
 if (!weights || !out || !data) {
-  throw new Error("usage: import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR");
+  throw new Error("usage: import_checkpoint.ts NAME.safetensors OUT_DIR DATA_DIR [NAME.json]");
 }
 const DEFAULT = "models/adaptmesh-bert-small";
 await Deno.mkdir(out, { recursive: true });
@@ -36,8 +36,13 @@ await Deno.writeTextFile(
   `${out}/config.json`,
   JSON.stringify({ ...config, torch_dtype: "float16" }, null, 2) + "\n",
 );
-await Deno.copyFile(`${DEFAULT}/vocab.txt`, `${out}/vocab.txt`);
-await Deno.copyFile(weights, `${out}/model.safetensors`);
+// OUT_DIR may be the default's own folder (RECIPE.md's command): never copy a file onto itself.
+const copy = async (from: string, to: string) => {
+  const target = await Deno.realPath(to).catch(() => null); // null: `to` does not exist yet
+  if (target !== (await Deno.realPath(from))) await Deno.copyFile(from, to);
+};
+await copy(`${DEFAULT}/vocab.txt`, `${out}/vocab.txt`);
+await copy(weights, `${out}/model.safetensors`);
 
 await initBackend("wasm");
 const meta = JSON.parse(await Deno.readTextFile(`${data}/meta.json`));

@@ -197,7 +197,7 @@ def init_weights(model, std):
 
 def decays(name):
     """adaptmesh's rule: weight decay (and LAMB's trust ratio) for weights, not biases or LayerNorm."""
-    return not (name.endswith(".bias") or "LayerNorm" in name or name == "cls.predictions.bias")
+    return not (name.endswith(".bias") or "LayerNorm" in name)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import type { AdversaryConfig, AdversaryMode } from "../shared/adversary.ts";
 import type { OptimizerKind } from "./optimizer.ts";
 import type { ScheduleKind } from "./lr_schedule.ts";
 import type { Objective } from "../shared/param_layout.ts";
+import { parseByteSize } from "../shared/checkpoint.ts";
 
 /** The training flags, shared by cluster and coordinator. */
 /**
@@ -92,7 +93,12 @@ export const TRAINING_FLAGS = {
     help: "checkpoint every N steps into --save (0: only at exit)",
   },
   save: { type: "string", help: "folder for checkpoints and the final model" },
-  "save-dtype": { type: "string", default: "f32", help: "f32 | f16 for the saved model" },
+  "save-dtype": { type: "string", default: "f32", help: "f32 | f16 | bf16 for the saved model" },
+  "save-shard-size": {
+    type: "string",
+    default: "5GB",
+    help: "largest weights file of the saved model (e.g. 5GB, 500MB); larger models are sharded",
+  },
   resume: { type: "string", help: "continue the run checkpointed in this folder" },
   deterministic: {
     type: "boolean",
@@ -151,7 +157,9 @@ export interface RunConfig {
   readonly trainLimit: number;
   readonly checkpointEvery: number;
   readonly save: string | null;
-  readonly saveDtype: "F32" | "F16";
+  readonly saveDtype: "F32" | "F16" | "BF16";
+  /** Largest weights file of a saved model in bytes; past it the weights are sharded. */
+  readonly saveShardBytes: number;
   readonly resume: string | null;
   readonly deterministic: boolean;
   readonly weightsEncoding: "f32" | "f16";
@@ -178,6 +186,14 @@ function positive(flag: string, v: number, allowZero = false): number {
     throw new FlagError(`--${flag} must be ${allowZero ? ">= 0" : "> 0"}, got ${v}`);
   }
   return v;
+}
+
+function byteSize(flag: string, v: string): number {
+  try {
+    return parseByteSize(v);
+  } catch (e) {
+    throw new FlagError(`--${flag}: ${(e as Error).message}`);
+  }
 }
 
 /** A fresh random run token (URL-safe). */
@@ -279,9 +295,9 @@ export async function parseRunFlags<
     trainLimit: positive("train-limit", f["train-limit"], true),
     checkpointEvery: positive("checkpoint-every", f["checkpoint-every"], true),
     save: f.save ?? null,
-    saveDtype: oneOf("save-dtype", f["save-dtype"], ["f32", "f16"] as const) === "f16"
-      ? "F16"
-      : "F32",
+    saveDtype: oneOf("save-dtype", f["save-dtype"], ["f32", "f16", "bf16"] as const)
+      .toUpperCase() as "F32" | "F16" | "BF16",
+    saveShardBytes: byteSize("save-shard-size", f["save-shard-size"]),
     resume: f.resume ?? null,
     deterministic: f.deterministic,
     weightsEncoding: f.deterministic

@@ -485,6 +485,7 @@ export class Trainer {
         objective: this.config.objective,
       }, {
         dtype: this.config.saveDtype,
+        maxShardBytes: this.config.saveShardBytes,
         copyTokenizerFrom: tokenizerFrom,
       }));
     return out;

@@ -7,6 +7,11 @@
  */
 import { basename, dirname, join } from "node:path";
 
+/** Where {@link atomicWriteStream} sends bytes: each call resolves once all of `bytes` is written. */
+export interface ByteSink {
+  write(bytes: Uint8Array): Promise<void>;
+}
+
 /**
  * Atomically replaces `path` with `bytes` (a string is written as UTF-8): the
  * data goes to a temporary file beside the target, is fsynced, and is renamed
@@ -15,6 +20,23 @@ import { basename, dirname, join } from "node:path";
  */
 export async function atomicWriteFile(path: string, bytes: Uint8Array | string): Promise<void> {
   const data = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
+  await atomicWriteStream(path, (sink) => sink.write(data));
+}
+
+/**
+ * Atomically replaces `path` with whatever `fill` writes to its sink, piece by
+ * piece, so a file far larger than any one buffer can be written: the pieces go
+ * to a temporary file beside the target, which is fsynced and renamed over the
+ * target once `fill` resolves; the directory is then fsynced where the platform
+ * allows. If `fill` (or a write) throws, the temporary file is removed, the
+ * target is left untouched, and the error propagates. The sink does not keep
+ * the pieces: a caller may reuse a buffer once its `write` has resolved.
+ * Returns the number of bytes written.
+ */
+export async function atomicWriteStream(
+  path: string,
+  fill: (sink: ByteSink) => Promise<void>,
+): Promise<number> {
   const dir = dirname(path), base = basename(path);
   if (base === "" || path.endsWith("/")) {
     throw new Error(`atomicWriteFile: "${path}" names a directory, not a file`);
@@ -22,12 +44,19 @@ export async function atomicWriteFile(path: string, bytes: Uint8Array | string):
   const suffix = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   const tmp = join(dir, `.${base}.tmp-${suffix}`);
   let file: Deno.FsFile | undefined;
+  let total = 0;
   try {
-    file = await Deno.open(tmp, { write: true, createNew: true });
-    let written = 0;
-    while (written < data.length) written += await file.write(data.subarray(written));
-    await file.sync();
-    file.close();
+    const f = await Deno.open(tmp, { write: true, createNew: true });
+    file = f;
+    await fill({
+      async write(data: Uint8Array): Promise<void> {
+        let written = 0;
+        while (written < data.length) written += await f.write(data.subarray(written));
+        total += data.length;
+      },
+    });
+    await f.sync();
+    f.close();
     file = undefined;
     await Deno.rename(tmp, path);
   } catch (err) {
@@ -38,6 +67,7 @@ export async function atomicWriteFile(path: string, bytes: Uint8Array | string):
     throw err;
   }
   await syncDirectory(dir);
+  return total;
 }
 
 /** Flushes a directory entry change (the rename) to disk; best effort. */

@@ -5,16 +5,32 @@
  * `LayerNorm.gamma/beta` names, bare encoders saved without the `bert.` /
  * `roberta.` prefix) and initialising a missing or mismatched classifier head
  * (and a missing BERT pooler) as `transformers` does — with a note for the user.
- * Saving writes files `transformers` can load, each replaced atomically.
+ * Saving writes files `transformers` can load, each replaced atomically:
+ * `model.safetensors`, or — when the weights would pass a size limit (5 GB by
+ * default, as in `transformers`) — shards `model-00001-of-0000N.safetensors`
+ * with a `model.safetensors.index.json`, exactly as `save_pretrained` lays
+ * them out.
+ *
+ * Neither direction needs a second copy of the model in memory: loading reads
+ * each tensor from its file straight into the flat parameter buffer, and saving
+ * writes tensor by tensor (16-bit conversions in bounded chunks).
  *
  * @module
  */
 import { join, resolve } from "node:path";
-import { atomicWriteFile } from "./atomic_write.ts";
+import { atomicWriteFile, atomicWriteStream } from "./atomic_write.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "./model_config.ts";
 import { isHeadParam, type Objective, type ParamLayout, paramLayout } from "./param_layout.ts";
 import { mixSeed, Rng } from "./rng.ts";
-import { type HostTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
+import {
+  type DType,
+  dtypeBytes,
+  type HostTensor,
+  isFloatDType,
+  planSafetensors,
+  SafetensorsFile,
+  streamSafetensors,
+} from "./safetensors.ts";
 
 /** A checkpoint folder loaded into the flat parameter layout. */
 export interface LoadedCheckpoint {
@@ -45,11 +61,26 @@ export interface LoadOptions {
 
 /** Options of {@link saveCheckpoint}. */
 export interface SaveOptions {
-  /** Stored dtype of model.safetensors (default F32). */
-  dtype?: "F32" | "F16";
+  /** Stored dtype of the weights (default F32). */
+  dtype?: DType;
+  /**
+   * Largest weights file in bytes of tensor data (default
+   * {@link DEFAULT_MAX_SHARD_BYTES}); past it the weights are sharded.
+   */
+  maxShardBytes?: number;
   /** A folder whose tokenizer files are copied next to the weights. */
   copyTokenizerFrom?: string;
 }
+
+/** `transformers`' default `max_shard_size` of `save_pretrained`: "5GB" = 5 × 10⁹ bytes. */
+export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+
+/** The single-file weights name. */
+export const WEIGHTS_NAME = "model.safetensors";
+/** The index of a sharded checkpoint. */
+export const WEIGHTS_INDEX_NAME = "model.safetensors.index.json";
+/** Shard file names as `save_pretrained` writes them. */
+const SHARD_NAME = /^model-\d{5}-of-\d{5}\.safetensors$/;
 
 /** Standard deviation of HF's normal initialiser (`initializer_range`). */
 const INIT_STD = 0.02;
@@ -157,41 +188,166 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Reads one safetensors file, prefixing errors with its path; skips position_ids buffers. */
-async function readTensorFile(path: string): Promise<Map<string, HostTensor>> {
-  const bytes = await Deno.readFile(path);
+/** A tensor of a checkpoint folder: the open file that holds it and its header entry. */
+interface TensorSource {
+  file: SafetensorsFile;
+  name: string;
+  shape: readonly number[];
+}
+
+/** The open weights files of a checkpoint folder and where each tensor lives. */
+interface CheckpointSources {
+  tensors: Map<string, TensorSource>;
+  files: SafetensorsFile[];
+}
+
+/** Integer buffers such as `position_ids` are not parameters: validated, then left out. */
+const isBuffer = (name: string): boolean => name.endsWith("position_ids");
+
+/** Opens one safetensors file, prefixing errors with its path. */
+async function openTensorFile(path: string): Promise<SafetensorsFile> {
   try {
-    return readSafetensors(bytes, { skip: (name) => name.endsWith("position_ids") }).tensors;
+    return await SafetensorsFile.open(path);
   } catch (e) {
+    if (isNotFound(e)) throw e;
     throw new Error(`${path}: ${(e as Error).message}`, { cause: e });
   }
 }
 
-/** Reads `model.safetensors`, or the shards listed by `model.safetensors.index.json`. */
-async function readCheckpointTensors(dir: string): Promise<Map<string, HostTensor>> {
-  const single = join(dir, "model.safetensors");
+/** Adds the parameters of `file` to `out`; a parameter of a dtype we cannot decode is an error. */
+function addTensors(file: SafetensorsFile, out: Map<string, TensorSource>, dir: string): void {
+  for (const info of file.tensors.values()) {
+    if (isBuffer(info.name)) continue;
+    if (!isFloatDType(info.dtype)) {
+      throw new Error(
+        `${file.path}: safetensors: tensor "${info.name}" has unsupported dtype ${
+          JSON.stringify(info.dtype)
+        } (supported: F32, F16, BF16)`,
+      );
+    }
+    if (out.has(info.name)) throw new Error(`${dir}: tensor ${info.name} appears in two shards`);
+    out.set(info.name, { file, name: info.name, shape: info.shape });
+  }
+}
+
+/** Parses and validates `model.safetensors.index.json`: its `weight_map` of tensor → shard file. */
+function parseIndex(indexPath: string, text: string): Map<string, string> {
+  let index: unknown;
   try {
-    return await readTensorFile(single);
+    index = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof index !== "object" || index === null || Array.isArray(index)) {
+    throw new Error(`${indexPath}: expected a JSON object`);
+  }
+  const map = (index as Record<string, unknown>).weight_map;
+  if (typeof map !== "object" || map === null || Array.isArray(map)) {
+    throw new Error(`${indexPath}: missing "weight_map" (an object of tensor name → shard file)`);
+  }
+  const out = new Map<string, string>();
+  for (const [name, file] of Object.entries(map)) {
+    if (typeof file !== "string" || !file.endsWith(".safetensors")) {
+      throw new Error(
+        `${indexPath}: weight_map["${name}"] must name a .safetensors file, got ${
+          JSON.stringify(file)
+        }`,
+      );
+    }
+    if (file.includes("/") || file.includes("\\") || file.startsWith(".")) {
+      throw new Error(
+        `${indexPath}: weight_map["${name}"] is ${JSON.stringify(file)}: a shard must be ` +
+          `a plain file name in the checkpoint folder`,
+      );
+    }
+    out.set(name, file);
+  }
+  if (out.size === 0) throw new Error(`${indexPath}: weight_map lists no tensors`);
+  return out;
+}
+
+/**
+ * Opens the shards listed by `model.safetensors.index.json` and checks that the
+ * index and the shards agree: every shard exists, every listed tensor is in the
+ * shard the index names, and no shard holds a tensor the index does not assign to it.
+ */
+async function openShards(dir: string, indexPath: string): Promise<CheckpointSources> {
+  const weightMap = parseIndex(indexPath, await Deno.readTextFile(indexPath));
+  const byShard = new Map<string, string[]>();
+  for (const [name, file] of weightMap) {
+    const list = byShard.get(file) ?? [];
+    list.push(name);
+    byShard.set(file, list);
+  }
+  const shards = [...byShard.keys()].sort();
+  const missing: string[] = [];
+  for (const shard of shards) {
+    if (!(await exists(join(dir, shard)))) {
+      const names = byShard.get(shard)!;
+      missing.push(`${shard} (${names.length} tensors, e.g. ${names[0]})`);
+    }
+  }
+  if (missing.length > 0) {
+    throw new Error(
+      `${dir}: ${WEIGHTS_INDEX_NAME} lists ${shards.length} shards but ${missing.length} ` +
+        `${missing.length === 1 ? "is" : "are"} missing: ${missing.join(", ")}`,
+    );
+  }
+  const sources: CheckpointSources = { tensors: new Map(), files: [] };
+  try {
+    for (const shard of shards) sources.files.push(await openTensorFile(join(dir, shard)));
+    for (const [i, file] of sources.files.entries()) {
+      const shard = shards[i];
+      for (const name of file.tensors.keys()) {
+        const listed = weightMap.get(name);
+        if (listed !== shard) {
+          throw new Error(
+            `${file.path}: holds tensor ${name}, which ${WEIGHTS_INDEX_NAME} ${
+              listed === undefined ? "does not list" : `assigns to ${listed}`
+            }`,
+          );
+        }
+      }
+    }
+    for (const [i, file] of sources.files.entries()) {
+      const shard = shards[i];
+      for (const name of byShard.get(shard)!) {
+        if (!file.tensors.has(name)) {
+          throw new Error(
+            `${dir}: ${WEIGHTS_INDEX_NAME} puts tensor ${name} in ${shard}, which does not hold it`,
+          );
+        }
+      }
+      addTensors(file, sources.tensors, dir);
+    }
+  } catch (e) {
+    closeSources(sources);
+    throw e;
+  }
+  return sources;
+}
+
+function closeSources(sources: CheckpointSources): void {
+  for (const f of sources.files) f.close();
+}
+
+/** Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`. */
+async function openCheckpointTensors(dir: string): Promise<CheckpointSources> {
+  try {
+    const file = await openTensorFile(join(dir, WEIGHTS_NAME));
+    const sources: CheckpointSources = { tensors: new Map(), files: [file] };
+    try {
+      addTensors(file, sources.tensors, dir);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+    return sources;
   } catch (e) {
     if (!isNotFound(e)) throw e;
   }
-  const indexPath = join(dir, "model.safetensors.index.json");
-  if (await exists(indexPath)) {
-    const index = JSON.parse(await Deno.readTextFile(indexPath)) as { weight_map?: unknown };
-    const map = index.weight_map;
-    if (typeof map !== "object" || map === null) {
-      throw new Error(`${indexPath}: missing "weight_map"`);
-    }
-    const shards = [...new Set(Object.values(map as Record<string, unknown>).map(String))];
-    const all = new Map<string, HostTensor>();
-    for (const shard of shards.sort()) {
-      for (const [name, t] of await readTensorFile(join(dir, shard))) {
-        if (all.has(name)) throw new Error(`${dir}: tensor ${name} appears in two shards`);
-        all.set(name, t);
-      }
-    }
-    return all;
-  }
+  const indexPath = join(dir, WEIGHTS_INDEX_NAME);
+  if (await exists(indexPath)) return await openShards(dir, indexPath);
   if (await exists(join(dir, "pytorch_model.bin"))) {
     throw new Error(
       `${dir} holds pytorch_model.bin but no model.safetensors: the PyTorch pickle format is ` +
@@ -232,8 +388,6 @@ export async function loadCheckpoint(
   dir: string,
   opts: LoadOptions = {},
 ): Promise<LoadedCheckpoint> {
-  const seed = opts.seed ?? 0;
-  const objective = opts.objective ?? "classify";
   const configPath = join(dir, "config.json");
   let configText: string;
   try {
@@ -249,11 +403,27 @@ export async function loadCheckpoint(
     throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`);
   }
   const base = parseModelConfig(rawConfig);
-  const p = base.modelType;
+  const sources = await openCheckpointTensors(dir);
+  try {
+    return await loadFromSources(dir, base, sources, opts);
+  } finally {
+    closeSources(sources);
+  }
+}
 
-  const tensors = new Map<string, HostTensor>();
+/** {@link loadCheckpoint} once config.json is parsed and the weights files are open. */
+async function loadFromSources(
+  dir: string,
+  base: ModelConfig,
+  sources: CheckpointSources,
+  opts: LoadOptions,
+): Promise<LoadedCheckpoint> {
+  const seed = opts.seed ?? 0;
+  const objective = opts.objective ?? "classify";
+  const p = base.modelType;
+  const tensors = new Map<string, TensorSource>();
   const original = new Map<string, string>();
-  for (const [name, t] of await readCheckpointTensors(dir)) {
+  for (const [name, t] of sources.tensors) {
     const n = normaliseName(name, p);
     if (tensors.has(n)) {
       throw new Error(`${dir}: tensors "${original.get(n)}" and "${name}" both map to ${n}`);
@@ -355,6 +525,7 @@ export async function loadCheckpoint(
   }
 
   const problems: string[] = [];
+  const reads: [TensorSource, Float32Array][] = [];
   for (const s of layout.specs) {
     const out = weights.subarray(s.offset, s.offset + s.size);
     if ((freshHead && isHeadParam(s.name)) || (freshPooler && poolerNames.includes(s.name))) {
@@ -369,7 +540,7 @@ export async function loadCheckpoint(
         `tensor ${original.get(s.name)} has shape ${fmt(t.shape)}, expected ${fmt(s.shape)}`,
       );
     } else {
-      out.set(t.data);
+      reads.push([t, out]);
     }
   }
   if (problems.length > 0) {
@@ -377,16 +548,136 @@ export async function loadCheckpoint(
     const more = problems.length > 8 ? `; and ${problems.length - 8} more` : "";
     throw new Error(`${dir}: checkpoint does not match its config.json: ${shown}${more}`);
   }
+  // Each tensor goes from its file straight into the flat buffer: no second copy of the model.
+  for (const [t, out] of reads) await readTensor(t, out);
 
   const extra = new Map<string, HostTensor>();
-  for (const [name, t] of tensors) if (!layout.byName.has(name)) extra.set(name, t);
+  for (const [name, t] of tensors) {
+    if (!layout.byName.has(name)) {
+      extra.set(name, { shape: [...t.shape], data: await readTensor(t) });
+    }
+  }
   return { config, layout, weights, extra, notes, freshHead };
 }
 
+/** Reads one tensor (into `out` when given), prefixing errors with its file's path. */
+async function readTensor(t: TensorSource, out?: Float32Array): Promise<Float32Array> {
+  try {
+    return await t.file.read(t.name, out);
+  } catch (e) {
+    throw new Error(`${t.file.path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+const BYTE_UNITS: Readonly<Record<string, number>> = {
+  B: 1,
+  KB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  KIB: 2 ** 10,
+  MIB: 2 ** 20,
+  GIB: 2 ** 30,
+  TIB: 2 ** 40,
+};
+
 /**
- * Writes a checkpoint folder `transformers` can load: model.safetensors (F32
- * or F16, exact HF tensor names, metadata format "pt") and config.json, each
- * replaced atomically; optionally copies the tokenizer files of another folder.
+ * Parses a size as `transformers`' `max_shard_size` is written: a byte count
+ * ("500000000") or a number with a unit, decimal KB/MB/GB/TB (10³ steps) or
+ * binary KiB/MiB/GiB/TiB (2¹⁰ steps), case-insensitive ("5GB", "500MB",
+ * "1.5GiB"). Throws a RangeError naming the text for anything else or below 1 byte.
+ */
+export function parseByteSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? BYTE_UNITS[(m[2] || "B").toUpperCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 1) {
+    throw new RangeError(
+      `size must be a byte count or a number with a unit (KB MB GB TB, KiB MiB GiB TiB), ` +
+        `at least 1 byte, e.g. "5GB" or "500MB"; got ${JSON.stringify(text)}`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * Groups tensors into shards as `transformers` (`huggingface_hub`'s
+ * `split_state_dict_into_shards`) does, in the given order: a tensor never spans
+ * two files; a tensor larger than `maxShardBytes` gets a shard of its own
+ * (appended when it is met, while the current shard stays open); otherwise a
+ * tensor that would take the current shard past the limit closes it and starts
+ * the next. Returns the tensor names of each shard, in shard order.
+ */
+export function planShards(
+  tensors: readonly { name: string; bytes: number }[],
+  maxShardBytes: number,
+): string[][] {
+  if (!Number.isSafeInteger(maxShardBytes) || maxShardBytes < 1) {
+    throw new RangeError(`maxShardBytes must be a positive integer, got ${maxShardBytes}`);
+  }
+  const shards: string[][] = [];
+  let current: string[] = [], size = 0;
+  for (const { name, bytes } of tensors) {
+    if (bytes > maxShardBytes) {
+      shards.push([name]);
+      continue;
+    }
+    if (size + bytes > maxShardBytes && current.length > 0) {
+      shards.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(name);
+    size += bytes;
+  }
+  if (current.length > 0 || shards.length === 0) shards.push(current);
+  return shards;
+}
+
+/** `model-00001-of-00003.safetensors`: the name of shard `i` (0-based) of `n`. */
+export function shardFileName(i: number, n: number): string {
+  const pad = (k: number) => String(k).padStart(5, "0");
+  return `model-${pad(i + 1)}-of-${pad(n)}.safetensors`;
+}
+
+/** Orders strings by Unicode code point, as Python's `sort_keys` does. */
+function byCodePoint(a: string, b: string): number {
+  const x = Array.from(a, (c) => c.codePointAt(0)!), y = Array.from(b, (c) => c.codePointAt(0)!);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/**
+ * The text of `model.safetensors.index.json` as `transformers` writes it
+ * (`json.dumps(index, indent=2, sort_keys=True) + "\n"`): `metadata.total_size`
+ * (bytes of tensor data over all shards) and `weight_map` (tensor → shard file).
+ */
+export function shardIndexJson(totalSize: number, weightMap: ReadonlyMap<string, string>): string {
+  // By hand, so that keys keep code-point order even where a JS object would reorder them.
+  const names = [...weightMap.keys()].sort(byCodePoint);
+  const rows = names.map((n) => `    ${JSON.stringify(n)}: ${JSON.stringify(weightMap.get(n))}`);
+  return `{\n  "metadata": {\n    "total_size": ${totalSize}\n  },\n  "weight_map": {\n` +
+    `${rows.join(",\n")}\n  }\n}\n`;
+}
+
+/** The HF `torch_dtype` of a stored dtype. */
+const TORCH_DTYPE: Readonly<Record<DType, string>> = {
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+};
+
+/**
+ * Writes a checkpoint folder `transformers` can load: the weights (F32, F16 or
+ * BF16, exact HF tensor names, metadata format "pt") as `model.safetensors`,
+ * or, when their data would pass `opts.maxShardBytes` (default 5 GB), as
+ * shards `model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`
+ * (see {@link planShards}); then config.json; optionally the tokenizer files of
+ * another folder. Every file is streamed tensor by tensor and replaced
+ * atomically; weights files of an earlier save that the new one does not use
+ * (a single file replaced by shards, or shards no longer listed) are removed
+ * afterwards. A reader that must never see a mix of two saves should have the
+ * folder replaced as a whole (`replaceDirectory`).
  */
 export async function saveCheckpoint(
   dir: string,
@@ -399,8 +690,13 @@ export async function saveCheckpoint(
   opts: SaveOptions = {},
 ): Promise<void> {
   const dtype = opts.dtype ?? "F32";
+  if (!isFloatDType(dtype)) {
+    throw new Error(`cannot save dtype ${JSON.stringify(dtype)} (F32, F16 or BF16)`);
+  }
+  const maxShardBytes = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   const layout = paramLayout(ck.config, ck.objective);
   checkLength(layout, ck.weights);
+  // Views into the flat buffer: nothing is copied.
   const list: [string, HostTensor][] = layout.specs.map((s) => [
     s.name,
     { shape: [...s.shape], data: ck.weights.subarray(s.offset, s.offset + s.size) },
@@ -409,6 +705,16 @@ export async function saveCheckpoint(
     if (layout.byName.has(name)) throw new Error(`extra tensor ${name} is also a model parameter`);
     list.push([name, t]);
   }
+  const width = dtypeBytes(dtype);
+  const groups = planShards(
+    list.map(([name, t]) => ({ name, bytes: t.data.length * width })),
+    maxShardBytes,
+  );
+  const byName = new Map(list);
+  // Validates every tensor (names, shapes) before anything is written.
+  const plans = groups.map((names) =>
+    planSafetensors(names.map((n) => [n, byName.get(n)!]), dtype, { format: "pt" })
+  );
 
   // Read the tokenizer files first, so that a wrong folder fails before anything is written.
   const tokenizer: [string, Uint8Array][] = [];
@@ -426,13 +732,30 @@ export async function saveCheckpoint(
     }
   }
 
-  const bytes = writeSafetensors(list, dtype, { format: "pt" });
-  const hf = {
-    ...toHfConfig(ck.config, ck.objective),
-    torch_dtype: dtype === "F16" ? "float16" : "float32",
-  };
+  const hf = { ...toHfConfig(ck.config, ck.objective), torch_dtype: TORCH_DTYPE[dtype] };
   await Deno.mkdir(dir, { recursive: true });
-  await atomicWriteFile(join(dir, "model.safetensors"), bytes);
+  const files = plans.length === 1
+    ? [WEIGHTS_NAME]
+    : plans.map((_, i) => shardFileName(i, plans.length));
+  for (const [i, plan] of plans.entries()) {
+    await atomicWriteStream(join(dir, files[i]), (sink) => streamSafetensors(plan, sink).then());
+  }
+  if (plans.length > 1) {
+    const weightMap = new Map<string, string>();
+    groups.forEach((names, i) => names.forEach((n) => weightMap.set(n, files[i])));
+    const total = list.reduce((sum, [, t]) => sum + t.data.length * width, 0);
+    await atomicWriteFile(join(dir, WEIGHTS_INDEX_NAME), shardIndexJson(total, weightMap));
+  }
   await atomicWriteFile(join(dir, "config.json"), JSON.stringify(hf, null, 2) + "\n");
   for (const [f, data] of tokenizer) await atomicWriteFile(join(dir, f), data);
+  await removeStaleWeights(dir, new Set(plans.length > 1 ? [...files, WEIGHTS_INDEX_NAME] : files));
+}
+
+/** Removes weights files of an earlier save (single file, index, shards) not in `keep`. */
+async function removeStaleWeights(dir: string, keep: ReadonlySet<string>): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    const name = entry.name;
+    const weights = name === WEIGHTS_NAME || name === WEIGHTS_INDEX_NAME || SHARD_NAME.test(name);
+    if (entry.isFile && weights && !keep.has(name)) await Deno.remove(join(dir, name));
+  }
 }

@@ -8,8 +8,14 @@
  * `__metadata__` object of string → string. The reader validates the file as
  * strictly as the reference implementation (contiguous offsets, sizes that
  * match shape × dtype, no trailing bytes) and decodes F32, F16 and BF16 into
- * Float32Array; the writer emits F32 or F16 the way the reference writer does
- * (tensors sorted by name, header padded with spaces to a multiple of 8 bytes).
+ * Float32Array; the writer emits F32, F16 or BF16 the way the reference writer
+ * does (tensors sorted by name, header padded with spaces to a multiple of 8
+ * bytes).
+ *
+ * Large files never need one buffer of their own size: {@link SafetensorsFile}
+ * reads the header first and then one tensor at a time, straight into a buffer
+ * the caller provides, and {@link streamSafetensors} writes tensor by tensor
+ * (in bounded chunks when converting to 16 bits).
  *
  * @module
  */
@@ -131,6 +137,33 @@ export function bf16BitsToF32(b: Uint16Array): Float32Array {
   return out;
 }
 
+/**
+ * Converts one float32 bit pattern to bfloat16 bits (its top half), rounding to
+ * nearest, ties to even. A carry out of the mantissa correctly moves to the next
+ * binade, and from the largest finite values to ±Inf. NaN stays NaN: its sign
+ * and top 7 payload bits are kept and it is made quiet, so rounding can never
+ * carry a NaN into Inf or the sign bit. (PyTorch instead writes every NaN as
+ * 0x7FC0; both are NaN.)
+ */
+function bf16FromF32Bits(b: number): number {
+  if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0) {
+    return ((b >>> 16) | 0x0040) & 0xffff;
+  }
+  // b < 0xFF800000 here, so b + 0x8000 stays below 2^32.
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/**
+ * Converts float32 values to bfloat16 bit patterns: round to nearest, ties to
+ * even; overflow → ±Inf; NaN stays NaN (quiet, sign and top payload kept).
+ */
+export function f32ToBf16Bits(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  for (let i = 0; i < x.length; i++) out[i] = bf16FromF32Bits(bits[i]);
+  return out;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -162,7 +195,8 @@ function readF32(bytes: Uint8Array, offset: number, count: number): Float32Array
   return out;
 }
 
-interface Entry {
+/** One tensor of a safetensors header: dtype, shape and its byte range in the data buffer. */
+export interface TensorInfo {
   name: string;
   dtype: string;
   shape: number[];
@@ -170,7 +204,7 @@ interface Entry {
   end: number;
 }
 
-function parseEntry(name: string, raw: unknown, dataLength: number): Entry {
+function parseEntry(name: string, raw: unknown, dataLength: number): TensorInfo {
   const where = `safetensors: tensor "${name}"`;
   if (!isRecord(raw)) throw new Error(`${where}: header entry is not an object`);
   for (const key of ["dtype", "shape", "data_offsets"]) {
@@ -229,35 +263,42 @@ function parseMetadata(raw: unknown): Record<string, string> {
   return Object.fromEntries(pairs);
 }
 
+/** A parsed and validated header: its tensors, metadata, and where the data starts. */
+export interface SafetensorsHeader {
+  /** Tensors in header order (the reference writer's order is by name). */
+  tensors: TensorInfo[];
+  metadata: Record<string, string>;
+  /** Byte offset of the data buffer in the file (8 + header length). */
+  dataStart: number;
+}
+
 /**
- * Parses a safetensors file. F32, F16 and BF16 tensors are decoded into
- * Float32Array; any other dtype is an error unless `opts.skip` excludes the
- * tensor. Throws an Error naming the problem for every malformed file.
+ * Validates the header length `n64` (the file's first 8 bytes) against the
+ * reference limit and the file size, and returns it as a number.
  */
-export function readSafetensors(
-  bytes: Uint8Array,
-  opts: ReadOptions = {},
-): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
-  if (bytes.length < 8) {
-    throw new Error(
-      `safetensors: file is ${bytes.length} bytes, shorter than the 8-byte header length`,
-    );
-  }
-  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+function headerLength(n64: bigint, fileLength: number): number {
   if (n64 > BigInt(MAX_HEADER_BYTES)) {
     throw new Error(
       `safetensors: header length ${n64} is absurd (limit ${MAX_HEADER_BYTES} bytes)`,
     );
   }
   const n = Number(n64);
-  if (8 + n > bytes.length) {
+  if (8 + n > fileLength) {
     throw new Error(
-      `safetensors: header length ${n} reaches beyond the end of the ${bytes.length}-byte file`,
+      `safetensors: header length ${n} reaches beyond the end of the ${fileLength}-byte file`,
     );
   }
+  return n;
+}
+
+/**
+ * Parses the JSON header of a file of `fileLength` bytes and checks, as the
+ * reference reader does, that the tensors tile the data buffer exactly.
+ */
+function parseHeader(json: Uint8Array, fileLength: number): SafetensorsHeader {
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(json);
   } catch {
     throw new Error("safetensors: header is not valid UTF-8");
   }
@@ -269,17 +310,16 @@ export function readSafetensors(
   }
   if (!isRecord(header)) throw new Error("safetensors: header is not a JSON object");
 
-  const dataStart = 8 + n;
-  const dataLength = bytes.length - dataStart;
+  const dataStart = 8 + json.length;
+  const dataLength = fileLength - dataStart;
   let metadata: Record<string, string> = {};
-  const entries: Entry[] = [];
+  const tensors: TensorInfo[] = [];
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") metadata = parseMetadata(raw);
-    else entries.push(parseEntry(name, raw, dataLength));
+    else tensors.push(parseEntry(name, raw, dataLength));
   }
 
-  // The reference reader requires the tensors to tile the data buffer exactly.
-  const byOffset = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const byOffset = [...tensors].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const e of byOffset) {
     if (e.begin < cursor) {
@@ -299,7 +339,42 @@ export function readSafetensors(
       `safetensors: data buffer is ${dataLength} bytes but the tensors cover only ${cursor} (trailing bytes)`,
     );
   }
+  return { tensors, metadata, dataStart };
+}
 
+function unsupported(e: TensorInfo): Error {
+  return new Error(
+    `safetensors: tensor "${e.name}" has unsupported dtype ${
+      JSON.stringify(e.dtype)
+    } (supported: F32, F16, BF16)`,
+  );
+}
+
+/** Whether this module decodes `dtype`. */
+export function isFloatDType(dtype: string): dtype is DType {
+  return dtype === "F32" || dtype === "F16" || dtype === "BF16";
+}
+
+/**
+ * Parses a safetensors file. F32, F16 and BF16 tensors are decoded into
+ * Float32Array; any other dtype is an error unless `opts.skip` excludes the
+ * tensor. Throws an Error naming the problem for every malformed file.
+ */
+export function readSafetensors(
+  bytes: Uint8Array,
+  opts: ReadOptions = {},
+): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
+  if (bytes.length < 8) {
+    throw new Error(
+      `safetensors: file is ${bytes.length} bytes, shorter than the 8-byte header length`,
+    );
+  }
+  const n64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  const n = headerLength(n64, bytes.length);
+  const { tensors: entries, metadata, dataStart } = parseHeader(
+    bytes.subarray(8, 8 + n),
+    bytes.length,
+  );
   const tensors = new Map<string, HostTensor>();
   for (const e of entries) {
     if (opts.skip?.(e.name, e.dtype)) continue;
@@ -317,15 +392,124 @@ export function readSafetensors(
         data = bf16BitsToF32(readU16(bytes, at, count));
         break;
       default:
-        throw new Error(
-          `safetensors: tensor "${e.name}" has unsupported dtype ${
-            JSON.stringify(e.dtype)
-          } (supported: F32, F16, BF16)`,
-        );
+        throw unsupported(e);
     }
     tensors.set(e.name, { shape: [...e.shape], data });
   }
   return { tensors, metadata };
+}
+
+/** Elements converted per chunk when reading or writing 16-bit tensors (2 MiB of f16). */
+const CHUNK_ELEMENTS = 1 << 20;
+
+/** Reads exactly `buf.length` bytes of `file` at `position`; a short file is an error. */
+async function readExactly(file: Deno.FsFile, position: number, buf: Uint8Array): Promise<void> {
+  await file.seek(position, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < buf.length) {
+    const n = await file.read(buf.subarray(got));
+    if (n === null) {
+      throw new Error(`safetensors: file ended ${buf.length - got} bytes early at ${position}`);
+    }
+    got += n;
+  }
+}
+
+/**
+ * A safetensors file opened for reading one tensor at a time. Opening reads and
+ * validates only the header (as strictly as {@link readSafetensors}); each
+ * {@link read} then reads that tensor's bytes, straight into the caller's
+ * buffer for F32 and through a bounded scratch buffer for F16/BF16, so reading
+ * a whole checkpoint needs no more memory than the decoded tensors themselves.
+ * Close it when done.
+ */
+export class SafetensorsFile {
+  /** The file's path, as given to {@link open}. */
+  readonly path: string;
+  /** Its tensors by name (every dtype, including ones this module does not decode). */
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Size of the file in bytes. */
+  readonly size: number;
+  readonly #file: Deno.FsFile;
+  readonly #dataStart: number;
+
+  private constructor(path: string, file: Deno.FsFile, header: SafetensorsHeader, size: number) {
+    this.path = path;
+    this.#file = file;
+    this.#dataStart = header.dataStart;
+    this.tensors = new Map(header.tensors.map((t) => [t.name, t]));
+    this.metadata = header.metadata;
+    this.size = size;
+  }
+
+  /** Opens `path` and validates its header; throws naming the problem (not the path). */
+  static async open(path: string): Promise<SafetensorsFile> {
+    const file = await Deno.open(path, { read: true });
+    try {
+      const size = (await file.stat()).size;
+      if (size < 8) {
+        throw new Error(
+          `safetensors: file is ${size} bytes, shorter than the 8-byte header length`,
+        );
+      }
+      const prefix = new Uint8Array(8);
+      await readExactly(file, 0, prefix);
+      const n = headerLength(new DataView(prefix.buffer).getBigUint64(0, true), size);
+      const json = new Uint8Array(n);
+      await readExactly(file, 8, json);
+      return new SafetensorsFile(path, file, parseHeader(json, size), size);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Decodes tensor `name` (F32, F16 or BF16) into `out` (allocated when not
+   * given; it must hold exactly the tensor's element count) and returns it.
+   */
+  async read(name: string, out?: Float32Array): Promise<Float32Array> {
+    const e = this.tensors.get(name);
+    if (e === undefined) throw new Error(`safetensors: no tensor "${name}" in ${this.path}`);
+    if (!isFloatDType(e.dtype)) throw unsupported(e);
+    const count = product(e.shape);
+    const dst = out ?? new Float32Array(count);
+    if (dst.length !== count) {
+      throw new Error(
+        `safetensors: tensor "${name}" has ${count} values but the buffer holds ${dst.length}`,
+      );
+    }
+    const at = this.#dataStart + e.begin;
+    if (e.dtype === "F32") {
+      await readExactly(this.#file, at, new Uint8Array(dst.buffer, dst.byteOffset, 4 * count));
+      if (!LITTLE_ENDIAN) {
+        const dv = new DataView(dst.buffer, dst.byteOffset, 4 * count);
+        for (let i = 0; i < count; i++) dst[i] = dv.getFloat32(4 * i, true);
+      }
+      return dst;
+    }
+    const words = new Uint16Array(Math.min(count, CHUNK_ELEMENTS));
+    const bytes = new Uint8Array(words.buffer);
+    const bits = new Uint32Array(dst.buffer, dst.byteOffset, count);
+    for (let i = 0; i < count; i += words.length) {
+      const n = Math.min(words.length, count - i);
+      await readExactly(this.#file, at + 2 * i, bytes.subarray(0, 2 * n));
+      if (!LITTLE_ENDIAN) {
+        const dv = new DataView(words.buffer);
+        for (let k = 0; k < n; k++) words[k] = dv.getUint16(2 * k, true);
+      }
+      if (e.dtype === "F16") {
+        for (let k = 0; k < n; k++) bits[i + k] = f32BitsFromHalf(words[k]);
+      } else for (let k = 0; k < n; k++) bits[i + k] = (words[k] << 16) >>> 0;
+    }
+    return dst;
+  }
+
+  /** Closes the file. */
+  close(): void {
+    this.#file.close();
+  }
 }
 
 /** Orders strings by Unicode code point, as Rust's `String` ordering does. */
@@ -339,17 +523,36 @@ function byCodePoint(a: string, b: string): number {
   }
 }
 
+/** Bytes per element of a dtype this module writes. */
+export function dtypeBytes(dtype: DType): number {
+  return dtype === "F32" ? 4 : 2;
+}
+
+/** A safetensors file laid out but not yet written: its header and its tensors in file order. */
+export interface SafetensorsPlan {
+  /** The 8-byte length and the space-padded JSON header. */
+  header: Uint8Array;
+  /** Tensors in file order (sorted by name). */
+  tensors: [string, HostTensor][];
+  dtype: DType;
+  /** Total file size in bytes. */
+  size: number;
+}
+
 /**
- * Serialises tensors as a safetensors file in `dtype` (F32 or F16), tensors in
- * sorted-name order with contiguous offsets, and `metadata` as `__metadata__`.
+ * Validates the tensors and lays out a safetensors file in `dtype` (F32, F16 or
+ * BF16): tensors in sorted-name order with contiguous offsets, `metadata` as
+ * `__metadata__`, header padded with spaces to a multiple of 8 bytes.
  */
-export function writeSafetensors(
+export function planSafetensors(
   tensors: Map<string, HostTensor> | [string, HostTensor][],
-  dtype: "F32" | "F16",
+  dtype: DType,
   metadata?: Record<string, string>,
-): Uint8Array {
-  if (dtype !== "F32" && dtype !== "F16") {
-    throw new Error(`safetensors: cannot write dtype ${JSON.stringify(dtype)} (F32 or F16 only)`);
+): SafetensorsPlan {
+  if (!isFloatDType(dtype)) {
+    throw new Error(
+      `safetensors: cannot write dtype ${JSON.stringify(dtype)} (F32, F16 or BF16 only)`,
+    );
   }
   const list = tensors instanceof Map ? [...tensors.entries()] : [...tensors];
   const seen = new Set<string>();
@@ -375,7 +578,7 @@ export function writeSafetensors(
   if (metadata !== undefined) parseMetadata(metadata);
   list.sort((a, b) => byCodePoint(a[0], b[0]));
 
-  const width = dtype === "F32" ? 4 : 2;
+  const width = dtypeBytes(dtype);
   // Built by hand: a JS object would move integer-like names to the front.
   const parts: string[] = [];
   if (metadata !== undefined) parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
@@ -388,24 +591,87 @@ export function writeSafetensors(
   }
   const json = new TextEncoder().encode(`{${parts.join(",")}}`);
   const headerLength = Math.ceil(json.length / 8) * 8;
-  const dataStart = 8 + headerLength;
-  const out = new Uint8Array(dataStart + offset);
-  const dv = new DataView(out.buffer);
-  dv.setBigUint64(0, BigInt(headerLength), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.length, dataStart); // pad with spaces
+  const header = new Uint8Array(8 + headerLength);
+  new DataView(header.buffer).setBigUint64(0, BigInt(headerLength), true);
+  header.set(json, 8);
+  header.fill(0x20, 8 + json.length); // pad with spaces
+  return { header, tensors: list, dtype, size: header.length + offset };
+}
 
-  let at = dataStart; // a multiple of 8, so typed views below are aligned
-  for (const [, t] of list) {
-    if (dtype === "F32") {
-      if (LITTLE_ENDIAN) new Float32Array(out.buffer, at, t.data.length).set(t.data);
-      else for (let i = 0; i < t.data.length; i++) dv.setFloat32(at + 4 * i, t.data[i], true);
-    } else {
-      const h = f32ToF16Bits(t.data);
-      if (LITTLE_ENDIAN) new Uint16Array(out.buffer, at, h.length).set(h);
-      else for (let i = 0; i < h.length; i++) dv.setUint16(at + 2 * i, h[i], true);
+/**
+ * The bytes of one tensor in `dtype`, little-endian, as a sequence of pieces: an
+ * F32 tensor is one view of its own data (no copy on little-endian machines); a
+ * 16-bit tensor is converted into one reused buffer of at most 1 Mi elements,
+ * so a piece is valid only until the next one is requested.
+ */
+export function* tensorBytes(data: Float32Array, dtype: DType): Generator<Uint8Array> {
+  if (dtype === "F32") {
+    if (LITTLE_ENDIAN) {
+      yield new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      return;
     }
-    at += t.data.length * width;
+    const out = new Uint8Array(4 * Math.min(data.length, CHUNK_ELEMENTS));
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < data.length; i += out.length / 4) {
+      const n = Math.min(out.length / 4, data.length - i);
+      for (let k = 0; k < n; k++) dv.setFloat32(4 * k, data[i + k], true);
+      yield out.subarray(0, 4 * n);
+    }
+    return;
+  }
+  const convert = dtype === "F16" ? halfFromF32Bits : bf16FromF32Bits;
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const words = new Uint16Array(Math.min(data.length, CHUNK_ELEMENTS));
+  const bytes = new Uint8Array(words.buffer);
+  const dv = new DataView(words.buffer);
+  for (let i = 0; i < data.length; i += words.length) {
+    const n = Math.min(words.length, data.length - i);
+    if (LITTLE_ENDIAN) { for (let k = 0; k < n; k++) words[k] = convert(bits[i + k]); }
+    else for (let k = 0; k < n; k++) dv.setUint16(2 * k, convert(bits[i + k]), true);
+    yield bytes.subarray(0, 2 * n);
+  }
+}
+
+/**
+ * Writes a planned file to `sink` piece by piece (header, then each tensor via
+ * {@link tensorBytes}), awaiting each write before the next piece is made: the
+ * whole file never exists in memory. Returns the bytes written.
+ */
+export async function streamSafetensors(
+  plan: SafetensorsPlan,
+  sink: { write(bytes: Uint8Array): Promise<void> },
+): Promise<number> {
+  await sink.write(plan.header);
+  let total = plan.header.length;
+  for (const [, t] of plan.tensors) {
+    for (const piece of tensorBytes(t.data, plan.dtype)) {
+      await sink.write(piece);
+      total += piece.length;
+    }
+  }
+  return total;
+}
+
+/**
+ * Serialises tensors as one in-memory safetensors file in `dtype` (F32, F16 or
+ * BF16), tensors in sorted-name order with contiguous offsets, and `metadata`
+ * as `__metadata__`. For large files use {@link planSafetensors} +
+ * {@link streamSafetensors} instead.
+ */
+export function writeSafetensors(
+  tensors: Map<string, HostTensor> | [string, HostTensor][],
+  dtype: DType,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const plan = planSafetensors(tensors, dtype, metadata);
+  const out = new Uint8Array(plan.size);
+  out.set(plan.header);
+  let at = plan.header.length;
+  for (const [, t] of plan.tensors) {
+    for (const piece of tensorBytes(t.data, dtype)) {
+      out.set(piece, at);
+      at += piece.length;
+    }
   }
   return out;
 }

@@ -31,6 +31,7 @@
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { bertBaseUncasedVocab, parseVocabTxt } from "./vocab.ts";
+import { parseMerges, robertaTokenizerJson } from "./roberta_vocab.ts";
 
 /** The model input for one example (no padding). */
 export interface Encoding {
@@ -321,11 +322,31 @@ async function lowercaseSetting(modelDir: string): Promise<boolean | undefined> 
   return isRecord(json) && typeof json.do_lower_case === "boolean" ? json.do_lower_case : undefined;
 }
 
+/** Parses a byte-level BPE `vocab.json` (token → id). */
+function parseVocabJson(path: string, text: string): Map<string, number> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  if (!isRecord(json)) throw new Error(`${path}: expected a JSON object of token → id`);
+  const vocab = new Map<string, number>();
+  for (const [token, id] of Object.entries(json)) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
+      throw new Error(`${path}: id of ${JSON.stringify(token)} must be a non-negative integer`);
+    }
+    vocab.set(token, id);
+  }
+  return vocab;
+}
+
 /**
  * Loads the tokenizer of a model folder: its `tokenizer.json` if present, else
  * its `vocab.txt` (uncased unless `tokenizer_config.json` says
- * `"do_lower_case": false`). Without a folder: the built-in bert-base-uncased
- * vocabulary.
+ * `"do_lower_case": false`), else its `vocab.json` + `merges.txt` (byte-level
+ * BPE in RoBERTa's layout, as `RobertaTokenizerFast` builds it from them).
+ * Without a folder: the built-in bert-base-uncased vocabulary.
  */
 export async function loadTokenizer(modelDir?: string): Promise<TextTokenizer> {
   if (modelDir === undefined) return wordPieceTokenizer(bertBaseUncasedVocab());
@@ -344,5 +365,11 @@ export async function loadTokenizer(modelDir?: string): Promise<TextTokenizer> {
     const lowercase = await lowercaseSetting(modelDir);
     return wordPieceTokenizer(parseVocabTxt(vocabText), { lowercase });
   }
-  throw new Error(`${modelDir}: no tokenizer.json or vocab.txt`);
+  const vocabJson = await readIfExists(`${modelDir}/vocab.json`);
+  const mergesTxt = await readIfExists(`${modelDir}/merges.txt`);
+  if (vocabJson !== undefined && mergesTxt !== undefined) {
+    const vocab = parseVocabJson(`${modelDir}/vocab.json`, vocabJson);
+    return tokenizerFromJson(robertaTokenizerJson(vocab, parseMerges(mergesTxt)));
+  }
+  throw new Error(`${modelDir}: no tokenizer.json, vocab.txt, or vocab.json + merges.txt`);
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { atomicWriteFile, replaceDirectory } from "../shared/atomic_write.ts";
+import { atomicWriteFile, atomicWriteStream, replaceDirectory } from "../shared/atomic_write.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "atomic_test_" });
@@ -92,4 +92,30 @@ Deno.test("replaceDirectory swaps a whole folder; a failed fill leaves the old o
   for await (const e of Deno.readDir(root)) names.push(e.name);
   assert.deepEqual(names, ["model"], "no temporary folders are left behind");
   await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("atomicWriteStream writes piece by piece from a reused buffer; a failed fill changes nothing", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "big.bin");
+    const scratch = new Uint8Array(1000);
+    const total = await atomicWriteStream(path, async (sink) => {
+      for (let k = 0; k < 5; k++) {
+        scratch.fill(k + 1); // reused once its write has resolved
+        await sink.write(scratch.subarray(0, 1000 - k));
+      }
+    });
+    const got = await Deno.readFile(path);
+    assert.equal(total, 1000 + 999 + 998 + 997 + 996);
+    assert.equal(got.length, total);
+    assert.deepEqual([got[0], got[999], got[1000], got[total - 1]], [1, 1, 2, 5]);
+    await assert.rejects(
+      atomicWriteStream(path, async (sink) => {
+        await sink.write(new Uint8Array(10));
+        throw new Error("disk full (simulated)");
+      }),
+      /disk full/,
+    );
+    assert.deepEqual(await Deno.readFile(path), got, "the old file is untouched");
+    assert.deepEqual(names(dir), ["big.bin"], "no temporary file left");
+  });
 });

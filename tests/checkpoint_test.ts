@@ -1,10 +1,22 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { initHead, initWeights, loadCheckpoint, saveCheckpoint } from "../shared/checkpoint.ts";
+import {
+  DEFAULT_MAX_SHARD_BYTES,
+  initHead,
+  initWeights,
+  loadCheckpoint,
+  parseByteSize,
+  planShards,
+  saveCheckpoint,
+  shardFileName,
+  shardIndexJson,
+} from "../shared/checkpoint.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { isHeadParam, paramLayout, view } from "../shared/param_layout.ts";
 import {
+  bf16BitsToF32,
   f16BitsToF32,
+  f32ToBf16Bits,
   f32ToF16Bits,
   type HostTensor,
   readSafetensors,
@@ -535,5 +547,272 @@ Deno.test("an MLM checkpoint round-trips under cls.predictions.* and names the m
     const back = await loadCheckpoint(dir, { objective: "mlm" });
     assert.equal(back.layout.total, layout.total);
     assert.deepEqual(back.weights, weights);
+  });
+});
+
+Deno.test("planShards: a tensor never spans files, an oversized one gets its own shard", () => {
+  const t = (name: string, bytes: number) => ({ name, bytes });
+  // Filling a shard exactly to the limit is allowed; one byte more starts the next.
+  assert.deepEqual(planShards([t("a", 4), t("b", 4), t("c", 4)], 8), [["a", "b"], ["c"]]);
+  assert.deepEqual(planShards([t("a", 4), t("b", 5), t("c", 3)], 8), [["a"], ["b", "c"]]);
+  // A tensor of exactly the limit fits a fresh shard; a larger one is alone, appended at once
+  // while the open shard goes on collecting (huggingface_hub's order).
+  assert.deepEqual(planShards([t("a", 8), t("b", 1)], 8), [["a"], ["b"]]);
+  assert.deepEqual(planShards([t("a", 3), t("B", 9), t("c", 3), t("d", 3)], 8), [
+    ["B"],
+    ["a", "c"],
+    ["d"],
+  ]);
+  assert.deepEqual(planShards([t("B", 100), t("C", 100)], 8), [["B"], ["C"]]);
+  assert.deepEqual(planShards([t("e", 0), t("a", 8), t("f", 0)], 8), [["e", "a", "f"]]);
+  assert.deepEqual(planShards([t("a", 1), t("b", 2)], 1e9), [["a", "b"]]);
+  assert.throws(() => planShards([t("a", 1)], 0), /positive integer/);
+});
+
+Deno.test("parseByteSize reads transformers' max_shard_size spellings", () => {
+  assert.equal(parseByteSize("5GB"), 5_000_000_000);
+  assert.equal(parseByteSize("500MB"), 500_000_000);
+  assert.equal(parseByteSize("10kb"), 10_000);
+  assert.equal(parseByteSize("2GiB"), 2 * 2 ** 30);
+  assert.equal(parseByteSize("1.5 MiB"), 1.5 * 2 ** 20);
+  assert.equal(parseByteSize("123456"), 123_456);
+  assert.equal(parseByteSize("7B"), 7);
+  assert.equal(DEFAULT_MAX_SHARD_BYTES, parseByteSize("5GB"));
+  for (const bad of ["", "GB", "5XB", "0", "0.1B", "-1GB", "5 G B", "1e9"]) {
+    assert.throws(() => parseByteSize(bad), RangeError, bad);
+  }
+});
+
+Deno.test("shardFileName and shardIndexJson write transformers' names and index text", () => {
+  assert.equal(shardFileName(0, 3), "model-00001-of-00003.safetensors");
+  assert.equal(shardFileName(11, 12), "model-00012-of-00012.safetensors");
+  const text = shardIndexJson(
+    1234,
+    new Map([
+      ["b.weight", "model-00002-of-00002.safetensors"],
+      ["a.bias", "model-00001-of-00002.safetensors"],
+      ["B.x", "model-00001-of-00002.safetensors"],
+    ]),
+  );
+  // json.dumps(index, indent=2, sort_keys=True) + "\n", as save_pretrained writes it.
+  assert.equal(
+    text,
+    `{
+  "metadata": {
+    "total_size": 1234
+  },
+  "weight_map": {
+    "B.x": "model-00001-of-00002.safetensors",
+    "a.bias": "model-00001-of-00002.safetensors",
+    "b.weight": "model-00002-of-00002.safetensors"
+  }
+}
+`,
+  );
+});
+
+/** The tensor names and data sizes in bytes of each file of a saved folder, by file. */
+async function shardContents(
+  dir: string,
+  files: string[],
+): Promise<Map<string, Map<string, number>>> {
+  const out = new Map<string, Map<string, number>>();
+  for (const f of files) {
+    const bytes = await Deno.readFile(join(dir, f));
+    const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+    const sizes = new Map<string, number>();
+    for (const [name, e] of Object.entries(header)) {
+      if (name === "__metadata__") continue;
+      const [b, end] = (e as { data_offsets: number[] }).data_offsets;
+      sizes.set(name, end - b);
+    }
+    out.set(f, sizes);
+  }
+  return out;
+}
+
+const filesOf = (dir: string): string[] => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+
+Deno.test("sharded save: transformers' file names and index, no tensor split, bits back for F32/F16/BF16", async () => {
+  const config = bert();
+  const layout = paramLayout(config);
+  const weights = randomWeights(config, 21);
+  weights[7] = NaN;
+  weights[8] = -0;
+  // The largest tensor (word embeddings, 50 x 8 x 4 = 1600 bytes in F32) is over the limit.
+  const limit = 1000;
+  const rounded = {
+    F32: weights,
+    F16: f16BitsToF32(f32ToF16Bits(weights)),
+    BF16: bf16BitsToF32(f32ToBf16Bits(weights)),
+  };
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    await withDir(async (dir) => {
+      await saveCheckpoint(dir, { config, weights }, { dtype, maxShardBytes: limit });
+      const width = dtype === "F32" ? 4 : 2;
+      const expectedShards = planShards(
+        layout.specs.map((s) => ({ name: s.name, bytes: s.size * width })),
+        limit,
+      );
+      const n = expectedShards.length;
+      assert.ok(n >= 3, `${dtype}: ${n} shards`);
+      const shardNames = expectedShards.map((_, i) => shardFileName(i, n));
+      assert.deepEqual(
+        filesOf(dir),
+        ["config.json", ...shardNames, "model.safetensors.index.json"].sort(),
+        "no single model.safetensors, no temp files",
+      );
+      const indexText = await Deno.readTextFile(join(dir, "model.safetensors.index.json"));
+      const index = JSON.parse(indexText);
+      assert.deepEqual(Object.keys(index), ["metadata", "weight_map"]);
+      assert.deepEqual(index.metadata, { total_size: layout.total * width });
+      const weightMap = new Map<string, string>(Object.entries(index.weight_map));
+      assert.equal(indexText, shardIndexJson(layout.total * width, weightMap));
+      assert.deepEqual([...weightMap.keys()].sort(), layout.specs.map((s) => s.name).sort());
+      const contents = await shardContents(dir, shardNames);
+      for (const [i, names] of expectedShards.entries()) {
+        const sizes = contents.get(shardNames[i])!;
+        assert.deepEqual([...sizes.keys()].sort(), [...names].sort(), `shard ${i}`);
+        for (const name of names) {
+          assert.equal(weightMap.get(name), shardNames[i]);
+          assert.equal(sizes.get(name), layout.byName.get(name)!.size * width, "whole tensor");
+        }
+        const data = [...sizes.values()].reduce((a, b) => a + b, 0);
+        assert.ok(data <= limit || sizes.size === 1, `shard ${i}: ${data} bytes`);
+      }
+      const big = `${config.modelType}.embeddings.word_embeddings.weight`;
+      const bigShard = contents.get(weightMap.get(big)!)!;
+      assert.deepEqual([...bigShard.keys()], [big], "an oversized tensor has a shard of its own");
+      const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+      assert.equal(hf.torch_dtype, { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype]);
+
+      const ck = await loadCheckpoint(dir);
+      assert.deepEqual(bits(ck.weights), bits(rounded[dtype]), dtype);
+      assert.ok(Number.isNaN(ck.weights[7]) && Object.is(ck.weights[8], -0));
+    });
+  }
+});
+
+Deno.test("saving over an earlier save removes the weights files it no longer uses", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const a = randomWeights(config, 1), b = randomWeights(config, 2), c = randomWeights(config, 3);
+    await Deno.writeTextFile(join(dir, "model-00007-of-00009.safetensors"), "stale");
+    await Deno.writeTextFile(join(dir, "notes.txt"), "keep me");
+    await saveCheckpoint(dir, { config, weights: a });
+    assert.deepEqual(filesOf(dir), ["config.json", "model.safetensors", "notes.txt"]);
+    await saveCheckpoint(dir, { config, weights: b }, { maxShardBytes: 1500 });
+    const sharded = filesOf(dir);
+    assert.ok(!sharded.includes("model.safetensors"), "the single file gave way to shards");
+    assert.ok(sharded.includes("model.safetensors.index.json") && sharded.includes("notes.txt"));
+    assert.deepEqual(bits((await loadCheckpoint(dir)).weights), bits(b));
+    await saveCheckpoint(dir, { config, weights: c }, { dtype: "BF16" });
+    assert.deepEqual(filesOf(dir), ["config.json", "model.safetensors", "notes.txt"]);
+    assert.deepEqual(
+      bits((await loadCheckpoint(dir)).weights),
+      bits(bf16BitsToF32(f32ToBf16Bits(c))),
+    );
+  });
+});
+
+Deno.test("a sharded folder with a missing shard or a wrong index is a clear error", async () => {
+  const config = bert();
+  const weights = randomWeights(config, 4);
+  const save = async (dir: string) => {
+    await saveCheckpoint(dir, { config, weights }, { maxShardBytes: 1000 });
+    const indexPath = join(dir, "model.safetensors.index.json");
+    const index = JSON.parse(await Deno.readTextFile(indexPath));
+    const shards = [...new Set(Object.values(index.weight_map) as string[])].sort();
+    return { indexPath, index, shards };
+  };
+  await withDir(async (dir) => {
+    const { shards } = await save(dir);
+    await Deno.remove(join(dir, shards[1]));
+    await Deno.remove(join(dir, shards[2]));
+    await assert.rejects(
+      loadCheckpoint(dir),
+      new RegExp(
+        `lists ${shards.length} shards but 2 are missing: ${shards[1].replaceAll(".", "\\.")} ` +
+          `\\(\\d+ tensors, e\\.g\\. [^)]+\\), ${shards[2].replaceAll(".", "\\.")}`,
+      ),
+    );
+  });
+  const cases: [string, (index: { weight_map: Record<string, string> }) => void, RegExp][] = [
+    ["tensor moved to another shard", (ix) => {
+      const name = Object.keys(ix.weight_map).find((n) => n.includes("layer.0.output.dense.bias"))!;
+      const other = Object.values(ix.weight_map).find((f) => f !== ix.weight_map[name])!;
+      ix.weight_map[name] = other;
+    }, /holds tensor bert\.encoder\.layer\.0\.output\.dense\.bias, which .* assigns to model-/],
+    [
+      "tensor not listed",
+      (ix) => {
+        delete ix.weight_map["bert.pooler.dense.bias"];
+      },
+      /holds tensor bert\.pooler\.dense\.bias, which model\.safetensors\.index\.json does not list/,
+    ],
+    ["listed but absent", (ix) => {
+      ix.weight_map["bert.extra.weight"] = Object.values(ix.weight_map)[0];
+    }, /puts tensor bert\.extra\.weight in model-\d+-of-\d+\.safetensors, which does not hold it/],
+    ["path outside the folder", (ix) => {
+      ix.weight_map["bert.pooler.dense.bias"] = "../model.safetensors";
+    }, /a shard must be a plain file name/],
+    ["not a safetensors file", (ix) => {
+      ix.weight_map["bert.pooler.dense.bias"] = "pytorch_model-00001-of-00002.bin";
+    }, /must name a \.safetensors file/],
+    ["no weight_map", (ix) => {
+      delete (ix as { weight_map?: unknown }).weight_map;
+    }, /missing "weight_map"/],
+  ];
+  for (const [label, edit, pattern] of cases) {
+    await withDir(async (dir) => {
+      const { indexPath, index } = await save(dir);
+      edit(index);
+      await Deno.writeTextFile(indexPath, JSON.stringify(index));
+      await assert.rejects(loadCheckpoint(dir), pattern, label);
+    });
+  }
+  await withDir(async (dir) => {
+    const { indexPath } = await save(dir);
+    await Deno.writeTextFile(indexPath, "{oops");
+    await assert.rejects(loadCheckpoint(dir), /index\.json: not valid JSON/);
+  });
+});
+
+Deno.test("loading reads each tensor straight into the flat buffer, also from 16-bit files", async () => {
+  // A mixed-dtype sharded folder written by hand: F16 and BF16 shards, an I64 buffer skipped.
+  await withDir(async (dir) => {
+    const config = bert();
+    const weights = randomWeights(config, 8);
+    const all = [...tensorsOf(config, weights)];
+    const half = Math.floor(all.length / 2);
+    const files: [string, [string, HostTensor][], "F16" | "BF16"][] = [
+      ["model-00001-of-00002.safetensors", all.slice(0, half), "F16"],
+      ["model-00002-of-00002.safetensors", all.slice(half), "BF16"],
+    ];
+    const weightMap: Record<string, string> = {};
+    for (const [file, list, dtype] of files) {
+      let bytes = writeSafetensors(list, dtype);
+      if (dtype === "F16") bytes = withI64(bytes, "bert.embeddings.position_ids", 32);
+      await Deno.writeFile(join(dir, file), bytes);
+      for (const [n] of list) weightMap[n] = file;
+      if (dtype === "F16") weightMap["bert.embeddings.position_ids"] = file;
+    }
+    await Deno.writeTextFile(
+      join(dir, "model.safetensors.index.json"),
+      JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }),
+    );
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(TINY));
+    const ck = await loadCheckpoint(dir);
+    const layout = paramLayout(config);
+    for (const [i, [, list, dtype]] of files.entries()) {
+      for (const [name, t] of list) {
+        const want = dtype === "F16"
+          ? f16BitsToF32(f32ToF16Bits(t.data))
+          : bf16BitsToF32(f32ToBf16Bits(t.data));
+        assert.deepEqual(bits(view(layout, ck.weights, name)), bits(want), `${name} (file ${i})`);
+      }
+    }
+    assert.equal(ck.extra.size, 0, "position_ids is not a parameter");
   });
 });

@@ -6,6 +6,7 @@ import { EncodedSet } from "../shared/batching.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { tinyModelDir, tinyTaskDir } from "./support/fixtures.ts";
 import { ROOT } from "./support/processes.ts";
+import { tinyRobertaDir } from "./support/roberta_fixture.ts";
 
 async function run(args: string[]) {
   const out = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env: { NO_COLOR: "1" } })
@@ -67,4 +68,43 @@ Deno.test("evaluate ends with one JSON line of metrics and the example count", a
   const bad = await run(["run", "-A", "shared/cli/evaluate.ts", "--model", model]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--task NAME.*--eval FILE/);
+});
+
+Deno.test("predict on a sharded BF16 RoBERTa with the real tokenizer.json matches float64", async () => {
+  const model = await tinyRobertaDir({ dtype: "BF16" });
+  const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+  try {
+    const files = [...Deno.readDirSync(model)].map((e) => e.name).sort();
+    assert.ok(files.includes("model.safetensors.index.json") && files.includes("tokenizer.json"));
+    assert.ok(!files.includes("model.safetensors"), `${files}`);
+    const rows = [
+      { text: "Hello world!" },
+      { text: "The movie was great fun, naïve café 🤗", text_pair: "but far too long." },
+    ];
+    await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+    const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.equal(lines.length, 2);
+    const ck = await loadCheckpoint(model);
+    const tok = await loadTokenizer(model);
+    assert.deepEqual(tok.encode(rows[0].text, undefined, 512).inputIds, [0, 31414, 232, 328, 2]);
+    const set = new EncodedSet(
+      rows.map((x) => ({ text: x.text, textPair: x.text_pair, label: 0 })),
+      tok,
+      512,
+    );
+    for (let i = 0; i < 2; i++) {
+      const expected = referenceLogits(ck.config, ck.layout, ck.weights, set.batch([i]));
+      for (let c = 0; c < 2; c++) {
+        assert.ok(
+          Math.abs(lines[i].logits[c] - expected[c]) < 1e-4,
+          `${lines[i].logits} vs ${expected}`,
+        );
+      }
+    }
+  } finally {
+    await Deno.remove(model, { recursive: true });
+    await Deno.remove(input);
+  }
 });

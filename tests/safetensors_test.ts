@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   bf16BitsToF32,
   f16BitsToF32,
+  f32ToBf16Bits,
   f32ToF16Bits,
   type HostTensor,
+  planSafetensors,
   readSafetensors,
+  SafetensorsFile,
+  streamSafetensors,
   writeSafetensors,
 } from "../shared/safetensors.ts";
 
@@ -351,5 +356,204 @@ Deno.test("writeSafetensors rejects inconsistent input", () => {
     () => writeSafetensors([["x", u]], "F32", { a: 1 } as unknown as Record<string, string>),
     /__metadata__ must map strings/,
   );
-  assert.throws(() => writeSafetensors([["x", u]], "BF16" as "F32"), /F32 or F16 only/);
+  assert.throws(() => writeSafetensors([["x", u]], "F64" as "F32"), /F32, F16 or BF16 only/);
+});
+
+/** bfloat16 bits of one float32 bit pattern. */
+const bf16 = (bits: number): number =>
+  f32ToBf16Bits(new Float32Array(new Uint32Array([bits]).buffer))[0];
+
+Deno.test("f32ToBf16Bits matches hand-computed bit patterns: ties to even, carries, Inf, NaN", () => {
+  const cases: [number, number, string][] = [
+    [0x3f800000, 0x3f80, "1.0 exact"],
+    [0x3f808000, 0x3f80, "tie between 0x3F80 and 0x3F81 → even 0x3F80"],
+    [0x3f818000, 0x3f82, "tie between 0x3F81 and 0x3F82 → even 0x3F82"],
+    [0xbf818000, 0xbf82, "negative tie → even"],
+    [0x3f808001, 0x3f81, "just above the tie rounds up"],
+    [0x3f807fff, 0x3f80, "just below the tie rounds down"],
+    [0x3fff8000, 0x4000, "tie on odd 0x3FFF carries into the exponent: 2.0"],
+    [0x40490fdb, 0x4049, "pi → 3.140625"],
+    [0x3eaaaaab, 0x3eab, "1/3 rounds up"],
+    [0x7f7f7fff, 0x7f7f, "largest values below the tie stay finite"],
+    [0x7f7f8000, 0x7f80, "tie at the top of the range (odd 0x7F7F) → +Inf"],
+    [0x7f7fffff, 0x7f80, "FLT_MAX overflows to +Inf"],
+    [0xff7fffff, 0xff80, "-FLT_MAX overflows to -Inf"],
+    [0x7f800000, 0x7f80, "+Inf"],
+    [0xff800000, 0xff80, "-Inf"],
+    [0x7fc00000, 0x7fc0, "quiet NaN"],
+    [0x7f800001, 0x7fc0, "NaN with only a low payload bit stays NaN (truncation would give Inf)"],
+    [0x7fffffff, 0x7fff, "NaN with every payload bit (rounding would carry into -0)"],
+    [0xffffffff, 0xffff, "negative NaN keeps its sign"],
+    [0xff800001, 0xffc0, "negative signalling NaN → negative quiet NaN"],
+    [0x7fa00000, 0x7fe0, "signalling NaN is made quiet, payload kept"],
+    [0x00000000, 0x0000, "+0"],
+    [0x80000000, 0x8000, "-0"],
+    [0x00000001, 0x0000, "smallest subnormal rounds to 0"],
+    [0x00008000, 0x0000, "subnormal tie → even 0"],
+    [0x00018000, 0x0002, "subnormal tie → even 2"],
+    [0x007fffff, 0x0080, "largest subnormal carries into the smallest normal"],
+  ];
+  for (const [input, expected, label] of cases) {
+    const got = bf16(input);
+    assert.equal(got, expected, `${label}: 0x${input.toString(16)} → 0x${got.toString(16)}`);
+  }
+});
+
+Deno.test("f32ToBf16Bits picks the nearer bfloat16 (ties to even), checked in float64", () => {
+  // Independent reference: the two bfloat16 neighbours of x, compared exactly in float64.
+  const value = (b: number): number => bf16BitsToF32(new Uint16Array([b]))[0];
+  let state = 12345;
+  const next = (): number => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0);
+  for (let n = 0; n < 20000; n++) {
+    let bits = next();
+    if (n % 5 === 0) bits = (bits & 0xffff0000) | 0x8000; // force exact ties
+    if (n % 7 === 0) bits = ((bits & 0x80ffffff) | 0x7f000000) >>> 0; // the top binade
+    if ((bits & 0x7f800000) === 0x7f800000) continue; // Inf/NaN: the hand cases above
+    const x = new Float32Array(new Uint32Array([bits]).buffer)[0];
+    const lo = bits >>> 16, hi = lo + 1; // same sign; hi is one step larger in magnitude
+    // Past the largest bfloat16 the next step is 2^128 (which then stands for Inf).
+    const vHi = (hi & 0x7fff) === 0x7f80 ? Math.sign(x) * 2 ** 128 : value(hi);
+    const dLo = Math.abs(x - value(lo)), dHi = Math.abs(vHi - x);
+    const want = dLo < dHi ? lo : dHi < dLo ? hi : (lo & 1) === 0 ? lo : hi;
+    assert.equal(bf16(bits), want, `0x${bits.toString(16)}`);
+  }
+});
+
+Deno.test("BF16 round trip equals bf16 rounding; NaN and Inf survive", () => {
+  const x = new Float32Array(3000).map((_, i) => Math.sin(i * 0.71) * (i % 37) * 1e3);
+  x[0] = NaN;
+  x[1] = -Infinity;
+  x[2] = 3.4e38; // rounds to +Inf
+  x[3] = -0;
+  const bytes = writeSafetensors([["x", { shape: [3000], data: x }]], "BF16", { format: "pt" });
+  assert.match(new TextDecoder().decode(bytes.subarray(8, 100)), /"dtype":"BF16"/);
+  const got = readSafetensors(bytes).tensors.get("x")!.data;
+  assert.ok(Number.isNaN(got[0]));
+  assert.equal(got[1], -Infinity);
+  assert.equal(got[2], Infinity);
+  assert.ok(Object.is(got[3], -0));
+  assert.deepEqual(got, bf16BitsToF32(f32ToBf16Bits(x)));
+  for (let i = 4; i < x.length; i++) {
+    assert.ok(Math.abs(got[i] - x[i]) <= Math.abs(x[i]) * 2 ** -8, `index ${i}`);
+    assert.equal(f32Bits(got[i]) & 0xffff, 0, "a bf16 value has 16 zero low bits");
+  }
+});
+
+/** A sink that keeps a copy of every piece written to it. */
+function collector(): { pieces: Uint8Array[]; write(b: Uint8Array): Promise<void> } {
+  const pieces: Uint8Array[] = [];
+  return { pieces, write: (b) => Promise.resolve(void pieces.push(b.slice())) };
+}
+
+const concat = (pieces: Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of pieces) (out.set(p, at), at += p.length);
+  return out;
+};
+
+Deno.test("streamSafetensors writes the same bytes as writeSafetensors, in bounded pieces", async () => {
+  const big = new Float32Array(2_500_000).map((_, i) => Math.cos(i * 0.001) * 7);
+  const tensors: [string, HostTensor][] = [
+    ["z.big", { shape: [2500, 1000], data: big }],
+    ["a.small", { shape: [3], data: new Float32Array([1, -2, 3.5]) }],
+    ["m.empty", { shape: [0], data: new Float32Array(0) }],
+  ];
+  for (const dtype of ["F32", "F16", "BF16"] as const) {
+    const sink = collector();
+    const plan = planSafetensors(tensors, dtype, { format: "pt" });
+    const written = await streamSafetensors(plan, sink);
+    const whole = writeSafetensors(tensors, dtype, { format: "pt" });
+    assert.equal(written, whole.length);
+    assert.equal(plan.size, whole.length);
+    assert.deepEqual(concat(sink.pieces), whole, dtype);
+    const largest = Math.max(...sink.pieces.map((p) => p.length));
+    if (dtype === "F32") {
+      assert.equal(largest, big.length * 4, "an F32 tensor is one view of its own data");
+    } else {
+      // 2.5 M elements in pieces of at most 1 Mi elements: never one buffer for the file.
+      assert.ok(largest <= 2 * 2 ** 20, `${dtype}: largest piece ${largest} bytes`);
+      assert.ok(sink.pieces.length >= 1 + 3 + 1, `${dtype}: ${sink.pieces.length} pieces`);
+    }
+  }
+});
+
+Deno.test("SafetensorsFile reads tensors one at a time into the caller's buffer", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st_file_test_" });
+  try {
+    const big = new Float32Array((1 << 20) + 5).map((_, i) => Math.sin(i * 0.01) * 100);
+    const tensors: [string, HostTensor][] = [
+      ["big", { shape: [big.length], data: big }],
+      ["w", { shape: [2, 2], data: new Float32Array([1, -0, 1e-40, -7.25]) }],
+    ];
+    for (const dtype of ["F32", "F16", "BF16"] as const) {
+      const path = join(dir, `${dtype}.safetensors`);
+      const bytes = writeSafetensors(tensors, dtype, { format: "pt" });
+      await Deno.writeFile(path, bytes);
+      const expected = readSafetensors(bytes);
+      const file = await SafetensorsFile.open(path);
+      try {
+        assert.deepEqual(file.metadata, { format: "pt" });
+        assert.equal(file.size, bytes.length);
+        assert.deepEqual([...file.tensors.keys()], ["big", "w"]);
+        assert.deepEqual(file.tensors.get("w")!.shape, [2, 2]);
+        assert.equal(file.tensors.get("w")!.dtype, dtype);
+        // Into a subarray of a larger buffer: exactly that range is written.
+        const flat = new Float32Array(big.length + 6).fill(9);
+        const out = await file.read("big", flat.subarray(1, 1 + big.length));
+        assert.equal(out.buffer, flat.buffer);
+        assert.equal(flat[0], 9);
+        assert.equal(flat[big.length + 1], 9);
+        const want = expected.tensors.get("big")!.data;
+        assert.deepEqual(new Uint32Array(out.buffer, out.byteOffset, out.length), bitsOf(want));
+        const w = await file.read("w");
+        assert.deepEqual(bitsOf(w), bitsOf(expected.tensors.get("w")!.data), dtype);
+        await assert.rejects(
+          file.read("w", new Float32Array(3)),
+          /4 values but the buffer holds 3/,
+        );
+        await assert.rejects(file.read("nope"), /no tensor "nope"/);
+      } finally {
+        file.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const bitsOf = (x: Float32Array): Uint32Array => new Uint32Array(x.buffer, x.byteOffset, x.length);
+
+Deno.test("SafetensorsFile validates the header as strictly as readSafetensors", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st_file_test_" });
+  try {
+    const ok = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
+    const eight = new Array(8).fill(0);
+    const cases: [string, Uint8Array, RegExp][] = [
+      ["short", new Uint8Array(3), /3 bytes, shorter than the 8-byte/],
+      ["beyond", build(JSON.stringify({ x: ok }), eight, 10_000n), /beyond the end/],
+      ["truncated data", build(JSON.stringify({ x: ok }), [0, 0, 0, 0]), /outside the data/],
+      ["trailing", build(JSON.stringify({ x: ok }), [...eight, 1]), /trailing/],
+      ["not JSON", build("{nope", eight), /not valid JSON/],
+    ];
+    for (const [label, bytes, pattern] of cases) {
+      const path = join(dir, `${label}.safetensors`);
+      await Deno.writeFile(path, bytes);
+      await assert.rejects(SafetensorsFile.open(path), pattern, label);
+    }
+    const i64 = build(
+      JSON.stringify({ ids: { dtype: "I64", shape: [1], data_offsets: [0, 8] } }),
+      eight,
+    );
+    await Deno.writeFile(join(dir, "i64.safetensors"), i64);
+    const file = await SafetensorsFile.open(join(dir, "i64.safetensors"));
+    try {
+      assert.equal(file.tensors.get("ids")!.dtype, "I64");
+      await assert.rejects(file.read("ids"), /unsupported dtype "I64"/);
+    } finally {
+      file.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -8,6 +8,7 @@ import {
   wordPieceTokenizerJson,
 } from "../shared/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
 
 const VOCAB = bertBaseUncasedVocab();
 const BERT: TextTokenizer = await loadTokenizer();
@@ -301,7 +302,10 @@ Deno.test("loadTokenizer: vocab.txt, tokenizer_config.json, tokenizer.json, erro
     await Deno.writeTextFile(`${dir}/tokenizer.json`, "{not json");
     await assert.rejects(loadTokenizer(dir), /tokenizer\.json/);
     const empty = await Deno.makeTempDir({ dir });
-    await assert.rejects(loadTokenizer(empty), /no tokenizer\.json or vocab\.txt/);
+    await assert.rejects(
+      loadTokenizer(empty),
+      /no tokenizer\.json, vocab\.txt, or vocab\.json \+ merges\.txt/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -417,4 +421,50 @@ Deno.test("roberta: byte-level BPE from tokenizer.json", async () => {
   assert.throws(() => tok.encode("a", "b", 3), RangeError);
   assert.deepEqual(tok.tokenize("hello<mask>"), [16, 22]);
   assert.equal(tok.idToToken(21), "Ġworld");
+});
+
+/** A folder with RoBERTa's real tokenizer files (tokenizer.json, vocab.json, merges.txt). */
+async function robertaFolder(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "roberta_tok_" });
+  await writeRobertaTokenizer(dir);
+  return dir;
+}
+
+Deno.test("roberta-base/large tokenizer: known token ids of real strings", async () => {
+  const dir = await robertaFolder();
+  let tok: TextTokenizer, fromVocabJson: TextTokenizer;
+  try {
+    tok = await loadTokenizer(dir);
+    await Deno.remove(`${dir}/tokenizer.json`);
+    fromVocabJson = await loadTokenizer(dir); // vocab.json + merges.txt, as RobertaTokenizer reads
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.equal(tok.kind, "bpe");
+  assert.deepEqual(
+    [tok.clsId, tok.padId, tok.sepId, tok.unkId, tok.maskId, tok.vocabSize],
+    [0, 1, 2, 3, 50264, 50265],
+  );
+  // The ids roberta-base / roberta-large give (transformers' RobertaTokenizer docs).
+  const single = (t: string) => tok.encode(t, undefined, 512).inputIds;
+  assert.deepEqual(single("Hello world"), [0, 31414, 232, 2]);
+  assert.deepEqual(single(" Hello world"), [0, 20920, 232, 2]);
+  assert.deepEqual(single("Hello world!"), [0, 31414, 232, 328, 2]);
+  assert.deepEqual(tok.encode("Hello world", undefined, 512).tokenTypeIds, [0, 0, 0, 0]);
+  // <mask> is a special token that swallows the space before it (lstrip).
+  assert.deepEqual(single("Hello <mask>!"), [0, 31414, 50264, 328, 2]);
+  // <s> A </s></s> B </s>.
+  const pair = tok.encode("Hello", "Hello world", 512).inputIds;
+  assert.deepEqual(pair, [0, 31414, 2, 2, 31414, 232, 2]);
+  assert.deepEqual(
+    [4, 5, 6, 50260, 50261, 50263].map((id) => tok.idToToken(id)),
+    [".", "Ġthe", ",", "<|endoftext|>", "madeupword0000", "madeupword0002"],
+  );
+  // Byte-level: any text maps to known ids, never <unk>.
+  const ids = tok.tokenize("naïve café 日本語 🤗\ttabs");
+  assert.ok(ids.length > 0 && ids.every((id) => id > 3 && id < 50265), `${ids}`);
+  for (const t of ["Hello world!", " Hello world", "naïve café 日本語 🤗", "It's 2024.\n"]) {
+    assert.deepEqual(fromVocabJson.encode(t, undefined, 512), tok.encode(t, undefined, 512), t);
+  }
+  assert.equal(fromVocabJson.maskId, 50264);
 });

@@ -39,21 +39,26 @@ export const DEFAULT_ADVERSARY: AdversaryConfig = {
 export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };
 
 /**
- * δ_0, [B, L, H]: zero, or U(-1, 1)·m·init/sqrt(len·H) per example, drawn on
- * the host from a stream keyed by (seed, step, index) so every backend agrees.
+ * δ_0 on the host, [B, L, H] flat: zero, or U(-1, 1)·m·init/sqrt(len·H) per
+ * example, drawn from a stream keyed by (seed, step, index) so every backend
+ * (and the native engine) agrees. Writes into `out` when given.
  */
-export function initialDelta(
+export function initialDeltaHost(
   mask: Uint8Array,
   size: number,
   seqLen: number,
   hidden: number,
   init: number,
   key: { seed: number; step: number; index: number },
-): tf.Tensor3D {
-  const shape: [number, number, number] = [size, seqLen, hidden];
-  if (init === 0) return tf.zeros(shape);
+  out: Float32Array = new Float32Array(size * seqLen * hidden),
+): Float32Array {
+  if (out.length !== size * seqLen * hidden) {
+    throw new Error(
+      `initialDeltaHost: out holds ${out.length}, expected ${size * seqLen * hidden}`,
+    );
+  }
+  if (init === 0) return out.fill(0);
   const rng = new Rng(mixSeed(key.seed, key.step, key.index, 0xde17a));
-  const out = new Float32Array(size * seqLen * hidden);
   for (let b = 0; b < size; b++) {
     let len = 0;
     for (let i = 0; i < seqLen; i++) len += mask[b * seqLen + i];
@@ -66,7 +71,76 @@ export function initialDelta(
       }
     }
   }
-  return tf.tensor3d(out, shape);
+  return out;
+}
+
+/** δ_0 as a tensor [B, L, H]: {@link initialDeltaHost} uploaded (zeros made on the device). */
+export function initialDelta(
+  mask: Uint8Array,
+  size: number,
+  seqLen: number,
+  hidden: number,
+  init: number,
+  key: { seed: number; step: number; index: number },
+): tf.Tensor3D {
+  const shape: [number, number, number] = [size, seqLen, hidden];
+  if (init === 0) return tf.zeros(shape);
+  return tf.tensor3d(initialDeltaHost(mask, size, seqLen, hidden, init, key), shape);
+}
+
+/**
+ * {@link ascend} on the host, in place on `delta` ([B, L, H] flat): the same
+ * step and projection, with G = `grad` zeroed at padding (`mask` [B, L], 1
+ * real). Sums in float64; `grad` is left unchanged.
+ */
+export function ascendHost(
+  delta: Float32Array,
+  grad: Float32Array,
+  mask: Uint8Array,
+  size: number,
+  seqLen: number,
+  hidden: number,
+  cfg: AdversaryConfig,
+): void {
+  const n = size * seqLen * hidden;
+  if (delta.length !== n || grad.length !== n || mask.length !== size * seqLen) {
+    throw new Error("ascendHost: delta, grad and mask do not match [B, L, H]");
+  }
+  const row = seqLen * hidden;
+  for (let b = 0; b < size; b++) {
+    const lo = b * row;
+    if (cfg.norm === "linf") {
+      for (let t = 0; t < seqLen; t++) {
+        const m = mask[b * seqLen + t] !== 0, o = lo + t * hidden;
+        for (let h = o; h < o + hidden; h++) {
+          const g = m ? grad[h] : 0;
+          const d = delta[h] + cfg.lr * Math.sign(g);
+          delta[h] = d > cfg.eps ? cfg.eps : d < -cfg.eps ? -cfg.eps : d;
+        }
+      }
+      continue;
+    }
+    let gg = 0;
+    for (let t = 0; t < seqLen; t++) {
+      if (!mask[b * seqLen + t]) continue;
+      for (let h = lo + t * hidden, e = h + hidden; h < e; h++) gg += grad[h] * grad[h];
+    }
+    const step = cfg.lr / (Math.sqrt(gg) + 1e-12);
+    let dd = 0;
+    for (let t = 0; t < seqLen; t++) {
+      const m = mask[b * seqLen + t] !== 0;
+      for (let h = lo + t * hidden, e = h + hidden; h < e; h++) {
+        const d = Math.fround(delta[h] + (m ? grad[h] * step : 0));
+        delta[h] = d;
+        dd += d * d;
+      }
+    }
+    const norm = Math.sqrt(dd);
+    if (norm > cfg.eps) {
+      const scale = cfg.eps / norm;
+      for (let h = lo; h < lo + row; h++) delta[h] *= scale;
+    }
+  }
 }
 
 /** Per-example l2 norm over [L, H], shaped [B, 1, 1] for broadcasting. */

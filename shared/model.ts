@@ -15,7 +15,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import type { ModelConfig } from "./model_config.ts";
 import type { ParamLayout } from "./param_layout.ts";
 import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
-import { mixSeed } from "./rng.ts";
+import { HEAD_SITE } from "./dropout_mask.ts";
 
 /** Weight tensors by Hugging Face name. */
 export type Weights = Readonly<Record<string, tf.Tensor>>;
@@ -105,7 +105,8 @@ function heads(x: tf.Tensor, B: number, L: number, nh: number, hd: number): tf.T
 
 /**
  * The encoder from given word embeddings (E + δ) to the last hidden states [B, L, H].
- * Dropout seeds derive from `drop.seed` and the call site, so a pass is reproducible.
+ * Dropout masks derive from `drop.seed` and the call site (shared/dropout_mask.ts), so a
+ * pass is reproducible and the same on every backend.
  */
 export function encode(
   config: ModelConfig,
@@ -118,7 +119,7 @@ export function encode(
   const [B, L, H] = words.shape;
   const nh = config.numHeads, hd = H / nh, eps = config.layerNormEps;
   let site = 0;
-  const hidden = (x: tf.Tensor) => dropout(x, drop.hidden, mixSeed(drop.seed, site++));
+  const hidden = (x: tf.Tensor) => dropout(x, drop.hidden, drop.seed, site++);
   const pre = `${p}.embeddings`;
   let h: tf.Tensor = tf.addN([
     words,
@@ -138,7 +139,7 @@ export function encode(
     const k = heads(linear(h, W("attention.self.key"), b("attention.self.key")), B, L, nh, hd);
     const v = heads(linear(h, W("attention.self.value"), b("attention.self.value")), B, L, nh, hd);
     const scores = tf.add(tf.mul(matMul(q, k, true), 1 / Math.sqrt(hd)), keyMask);
-    const probs = dropout(tf.softmax(scores), drop.attention, mixSeed(drop.seed, site++));
+    const probs = dropout(tf.softmax(scores), drop.attention, drop.seed, site++);
     const ctx = tf.reshape(
       tf.transpose(tf.reshape(matMul(probs, v), [B, nh, L, hd]), [0, 2, 1, 3]),
       [B, L, H],
@@ -166,18 +167,18 @@ export function classify(
 ): tf.Tensor2D {
   const [B, , H] = sequence.shape;
   const first = tf.reshape(tf.slice(sequence, [0, 0, 0], [B, 1, H]), [B, H]);
-  // Head dropout sites are numbered after the encoder's (which uses < 1 + 3·layers + 1).
-  const headSeed = (i: number) => mixSeed(drop.seed, 1_000_000 + i);
+  // Head dropout sites are numbered after the encoder's (shared/dropout_mask.ts).
+  const headDrop = (x: tf.Tensor, i: number) => dropout(x, drop.hidden, drop.seed, HEAD_SITE + i);
   if (config.modelType === "bert") {
     const pooled = tf.tanh(
       linear(first, w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]),
     );
-    const x = dropout(pooled, drop.hidden, headSeed(0));
+    const x = headDrop(pooled, 0);
     return linear(x, w["classifier.weight"], w["classifier.bias"]) as tf.Tensor2D;
   }
-  let x = dropout(first, drop.hidden, headSeed(0));
+  let x = headDrop(first, 0);
   x = tf.tanh(linear(x, w["classifier.dense.weight"], w["classifier.dense.bias"]));
-  x = dropout(x, drop.hidden, headSeed(1));
+  x = headDrop(x, 1);
   return linear(x, w["classifier.out_proj.weight"], w["classifier.out_proj.bias"]) as tf.Tensor2D;
 }
 

@@ -9,6 +9,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { dropoutMask } from "./dropout_mask.ts";
 
 let explicitTranspose = true;
 
@@ -84,7 +85,12 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: 
   return tf.add(tf.mul(normed, gamma), beta);
 }
 
-/** Inverted dropout with a fixed seed; identity when `rate` is 0. */
-export function dropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
-  return rate > 0 ? tf.dropout(x, rate, undefined, seed) : x;
+/**
+ * Inverted dropout at site `site` of the pass seeded `seed`: x times the
+ * host-made mask of shared/dropout_mask.ts, so every backend (and the native
+ * engine) drops the same elements. Identity when `rate` is 0.
+ */
+export function dropout(x: tf.Tensor, rate: number, seed: number, site: number): tf.Tensor {
+  if (!(rate > 0)) return x;
+  return tf.mul(x, tf.tensor(dropoutMask(seed, site, rate, x.size), x.shape, "float32"));
 }

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
-import { adversaryAt, ascend, DEFAULT_ADVERSARY, initialDelta } from "../shared/adversary.ts";
+import {
+  adversaryAt,
+  ascend,
+  ascendHost,
+  DEFAULT_ADVERSARY,
+  initialDelta,
+  initialDeltaHost,
+} from "../shared/adversary.ts";
+import { Rng } from "../shared/rng.ts";
 
 await initBackend("cpu");
 
@@ -69,4 +77,38 @@ Deno.test("delayed start: mode off before adv-start (a fraction or a step), on f
   assert.equal(adversaryAt(DEFAULT_ADVERSARY, 4, 10, 5).mode, "off");
   assert.equal(adversaryAt(DEFAULT_ADVERSARY, 5, 10, 5).mode, "pgd");
   assert.equal(adversaryAt(DEFAULT_ADVERSARY, 0, 10, 0).mode, "pgd");
+});
+
+Deno.test("initialDeltaHost is the tensor initialDelta uploads, and fills a given buffer", async () => {
+  const mask = Uint8Array.from([1, 1, 0, 1, 1, 1]);
+  const key = { seed: 1, step: 2, index: 3 };
+  const host = initialDeltaHost(mask, 2, 3, 4, 0.7, key);
+  assert.deepEqual(host, await initialDelta(mask, 2, 3, 4, 0.7, key).data());
+  const out = new Float32Array(24).fill(5);
+  assert.equal(initialDeltaHost(mask, 2, 3, 4, 0.7, key, out), out);
+  assert.deepEqual(out, host);
+  assert.deepEqual(initialDeltaHost(mask, 2, 3, 4, 0, key, out), new Float32Array(24));
+  assert.throws(() => initialDeltaHost(mask, 2, 3, 4, 1, key, new Float32Array(5)), /holds 5/);
+});
+
+Deno.test("ascendHost equals ascend (l2 and linf, projection active or not, padding)", async () => {
+  const rng = new Rng(4);
+  const B = 3, L = 4, H = 5, n = B * L * H;
+  const mask = Uint8Array.from([1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0]);
+  for (const norm of ["l2", "linf"] as const) {
+    for (const [lr, eps] of [[0.1, 1], [2, 0.3]]) {
+      const cfg = { ...DEFAULT_ADVERSARY, norm, lr, eps };
+      const d0 = Float32Array.from({ length: n }, () => 0.2 * rng.normal());
+      const g = Float32Array.from({ length: n }, () => rng.normal());
+      const want = await ascend(
+        tf.tensor3d(d0, [B, L, H]),
+        tf.tensor3d(g, [B, L, H]),
+        tf.tensor2d(Float32Array.from(mask), [B, L]),
+        cfg,
+      ).data();
+      const got = d0.slice();
+      ascendHost(got, g, mask, B, L, H, cfg);
+      close(got, [...want], 1e-6);
+    }
+  }
 });

@@ -1,42 +1,338 @@
 /**
- * The native training engine: the model's forward and backward passes written
- * out explicitly over flat Float32Arrays, every matrix product through a
- * {@link Gemm} (the machine's BLAS, or {@link jsGemm}). It computes what
- * `microBatchGradient` (shared/gradient.ts) computes with tfjs.
+ * The native training engine: the model's forward and backward passes
+ * written out explicitly (shared/native/encoder.ts, heads.ts) over a
+ * {@link Device}, here the host device whose matrix products go through a
+ * {@link Gemm} (the machine's BLAS via shared/native/blas.ts, or
+ * {@link jsGemm}). `NativeModel.gradient` computes what
+ * `microBatchGradient` (shared/gradient.ts) computes with tfjs, mode by mode
+ * (method.md, "One micro-batch gradient"):
+ *
+ * - off: one full pass (forward, backward to δ and every parameter).
+ * - pgd K: K δ-only passes (no parameter gradients), each followed by the
+ *   ascent step on δ, then one full pass at δ_K.
+ * - freelb K: K full passes at δ_0 … δ_{K−1}, each followed by the ascent
+ *   step; gradient and loss are the mean over the K passes.
+ *
+ * Dropout masks come from shared/dropout_mask.ts with the same seed and site
+ * numbers as shared/model.ts, and the random start of δ from
+ * shared/adversary.ts's `initialDeltaHost`, so the result equals tfjs's
+ * within float32 rounding. Buffers are made once per batch shape and reused.
  *
  * @module
  */
+import { initialDeltaHost } from "../adversary.ts";
+import { HEAD_SITE } from "../dropout_mask.ts";
 import type { GradientResult, GradientTask } from "../gradient.ts";
-import type { HostBatch } from "../model.ts";
+import { type HostBatch, IGNORE_INDEX, isTokenLabelled, positionIds } from "../model.ts";
 import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
+import { mixSeed } from "../rng.ts";
+import { cpuDevice } from "./cpu_device.ts";
+import type { BatchIndex, Device } from "./device.ts";
+import {
+  encoderBackward,
+  EncoderBuffers,
+  encoderForward,
+  type EncoderGrads,
+  encoderGrads,
+  type EncoderMasks,
+  type EncoderWeights,
+  encoderWeights,
+} from "./encoder.ts";
 import type { Gemm } from "./gemm.ts";
+import {
+  classifierBackward,
+  ClassifierBuffers,
+  classifierForward,
+  classifierLoss,
+  type ClassifierMasks,
+  type ClassifierParams,
+  classifierParams,
+  type ClassifierTargets,
+  mlmBackward,
+  MlmBuffers,
+  mlmForwardLoss,
+  type MlmParams,
+  mlmParams,
+  type MlmTargets,
+} from "./heads.ts";
+
+type F32 = Float32Array;
+
+/** Buffers of one batch shape: activations, dropout masks, δ, loss. */
+interface Workspace {
+  readonly enc: EncoderBuffers<F32>;
+  readonly cls: ClassifierBuffers<F32>;
+  readonly delta: F32;
+  readonly loss: F32;
+  /** Mask buffers by site (allocated on first use at a rate > 0). */
+  readonly masks: Map<number, F32>;
+}
+
+/** How many batch shapes keep their buffers (least recently used dropped first). */
+const SHAPES_KEPT = 4;
+
+/** The targets of a labelled batch, for either objective. */
+type Targets =
+  | { readonly kind: "classify"; readonly t: ClassifierTargets }
+  | { readonly kind: "mlm"; readonly t: MlmTargets };
 
 /** A model on the host: weights in layout order, buffers reused across calls. */
 export class NativeModel {
-  #weights: Float32Array | null = null;
+  readonly #dev: Device<F32>;
+  readonly #mlm: boolean;
+  readonly #packed: { w: F32; b: F32 }[];
+  readonly #shapes = new Map<string, Workspace>();
+  #mlmBuffers: MlmBuffers<F32> | null = null;
+  #weights: F32 | null = null;
+  #enc: EncoderWeights<F32> | null = null;
+  #cls: ClassifierParams<F32> | null = null;
+  #mlmW: MlmParams<F32> | null = null;
+
   constructor(
     readonly config: ModelConfig,
     readonly layout: ParamLayout,
     readonly gemm: Gemm,
-  ) {}
+  ) {
+    this.#dev = cpuDevice(gemm);
+    this.#mlm = layout.byName.has("cls.predictions.bias");
+    const H = config.hiddenSize;
+    this.#packed = Array.from({ length: config.numLayers }, () => ({
+      w: this.#dev.alloc(3 * H * H),
+      b: this.#dev.alloc(3 * H),
+    }));
+  }
 
   /** Sets the weights (flat, in layout order); kept by reference, so do not change them mid-call. */
-  setWeights(flat: Float32Array): void {
+  setWeights(flat: F32): void {
     if (flat.length !== this.layout.total) {
       throw new Error(`setWeights: expected ${this.layout.total} values, got ${flat.length}`);
     }
+    const dev = this.#dev, c = this.config, l = this.layout;
+    this.#enc = encoderWeights(dev, c, l, flat, flat, this.#packed);
+    if (this.#mlm) this.#mlmW = mlmParams(dev, l, flat);
+    else this.#cls = classifierParams(dev, c, l, flat);
     this.#weights = flat;
   }
 
   /** g_j, the mean loss, n_j and timings: the same contract as `microBatchGradient`. */
-  gradient(_task: GradientTask): GradientResult {
-    if (!this.#weights) throw new Error("NativeModel.gradient: setWeights first");
-    throw new Error("NativeModel.gradient: not implemented yet");
+  gradient(task: GradientTask): GradientResult {
+    const t0 = performance.now();
+    const enc = this.#needWeights();
+    const { batch, adversary: adv } = task;
+    const index = this.#index(batch);
+    const targets = this.#targets(batch.labels, batch);
+    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout.attention > 0);
+    const masks = this.#masks(ws, mixSeed(task.seed, task.step, task.index), task.dropout);
+    const dev = this.#dev, H = this.config.hiddenSize;
+    const grad = new Float32Array(this.layout.total);
+    const gEnc = encoderGrads(dev, this.config, this.layout, grad);
+    const gHead = this.#mlm
+      ? mlmParams(dev, this.layout, grad)
+      : classifierParams(dev, this.config, this.layout, grad);
+    const grads = { enc: gEnc, head: gHead };
+    let delta: F32 | null = null;
+    if (adv.mode !== "off") {
+      const { attentionMask: m, size, seqLen } = batch;
+      delta = initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
+    }
+    let adversaryMs = 0;
+    ws.loss[0] = 0;
+    if (adv.mode === "pgd" && delta) {
+      for (let k = 0; k < adv.steps; k++) {
+        const g = this.#pass(ws, masks, index, targets, enc, delta, null, 1);
+        dev.ascend(delta, g, index, H, adv);
+      }
+      adversaryMs = performance.now() - t0;
+      ws.loss[0] = 0;
+      this.#pass(ws, masks, index, targets, enc, delta, grads, 1);
+    } else if (adv.mode === "freelb" && delta) {
+      if (!(adv.steps >= 1)) throw new Error(`freelb needs at least one step, got ${adv.steps}`);
+      for (let k = 0; k < adv.steps; k++) {
+        const g = this.#pass(ws, masks, index, targets, enc, delta, grads, 1 / adv.steps);
+        if (k < adv.steps - 1) dev.ascend(delta, g, index, H, adv);
+      }
+      adversaryMs = performance.now() - t0; // in FreeLB every pass is both
+    } else {
+      this.#pass(ws, masks, index, targets, enc, null, grads, 1);
+    }
+    const loss = dev.read(ws.loss)[0];
+    return {
+      grad,
+      loss,
+      count: batch.size,
+      timings: { computeMs: performance.now() - t0, adversaryMs },
+    };
   }
 
   /** Logits [size·numLabels] without dropout or δ: the same as `predictLogits`. */
-  logits(_batch: HostBatch): Float32Array {
-    throw new Error("NativeModel.logits: not implemented yet");
+  logits(batch: HostBatch): Float32Array {
+    const enc = this.#needWeights();
+    if (this.#mlm) throw new Error("NativeModel.logits: an MLM layout has no classifier head");
+    const index = this.#index(batch);
+    const ws = this.#workspace(batch.size, batch.seqLen, false);
+    const masks = this.#masks(ws, 0, { hidden: 0, attention: 0 });
+    encoderForward(this.#dev, this.config, enc, ws.enc, masks.enc, index, null, false);
+    classifierForward(this.#dev, this.config, this.#cls!, ws.cls, masks.cls, ws.enc.last);
+    return this.#dev.read(ws.cls.logits).slice();
+  }
+
+  /**
+   * One pass: forward, loss (weight·mean added to ws.loss) and backward.
+   * Parameter gradients accumulate into `grads` (scaled by `weight`) unless
+   * it is null; returns ∂(weight·loss)/∂δ.
+   */
+  #pass(
+    ws: Workspace,
+    masks: { enc: EncoderMasks<F32>; cls: ClassifierMasks<F32> },
+    index: BatchIndex,
+    targets: Targets,
+    enc: EncoderWeights<F32>,
+    delta: F32 | null,
+    grads: { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> } | null,
+    weight: number,
+  ): F32 {
+    const dev = this.#dev, c = this.config;
+    encoderForward(dev, c, enc, ws.enc, masks.enc, index, delta, true);
+    const dLast = ws.enc.dA;
+    if (targets.kind === "mlm") {
+      const mlm = this.#mlmHead(targets.t.positions.length);
+      const w = this.#mlmW!;
+      mlmForwardLoss(dev, c, w, enc.word, mlm, targets.t, ws.enc.last, ws.loss, weight, true);
+      const g = grads ? grads.head as MlmParams<F32> : null;
+      mlmBackward(dev, c, w, enc.word, mlm, targets.t, dLast, g, grads ? grads.enc.word : null);
+    } else {
+      classifierForward(dev, c, this.#cls!, ws.cls, masks.cls, ws.enc.last);
+      classifierLoss(dev, c, ws.cls, targets.t, ws.loss, weight, true);
+      const g = grads ? grads.head as ClassifierParams<F32> : null;
+      classifierBackward(dev, c, this.#cls!, ws.cls, masks.cls, dLast, g);
+    }
+    return encoderBackward(dev, c, enc, ws.enc, masks.enc, index, dLast, grads?.enc ?? null);
+  }
+
+  #needWeights(): EncoderWeights<F32> {
+    if (!this.#weights || !this.#enc) throw new Error("NativeModel: call setWeights first");
+    return this.#enc;
+  }
+
+  /** The batch's integer side, checked against the model's tables. */
+  #index(batch: HostBatch): BatchIndex {
+    const { size, seqLen, inputIds, tokenTypeIds, attentionMask } = batch;
+    const N = size * seqLen, c = this.config;
+    if (!(size >= 1 && seqLen >= 1)) throw new Error(`batch: empty shape [${size}, ${seqLen}]`);
+    if (inputIds.length !== N || tokenTypeIds.length !== N || attentionMask.length !== N) {
+      throw new Error(`batch: ids, token types and mask must each hold ${size}×${seqLen} values`);
+    }
+    const positions = positionIds(c, batch);
+    for (let n = 0; n < N; n++) {
+      if (!(inputIds[n] >= 0 && inputIds[n] < c.vocabSize)) {
+        throw new Error(
+          `batch: token id ${inputIds[n]} is outside the vocabulary (${c.vocabSize})`,
+        );
+      }
+      if (!(tokenTypeIds[n] >= 0 && tokenTypeIds[n] < c.typeVocabSize)) {
+        throw new Error(`batch: token type ${tokenTypeIds[n]} is not below ${c.typeVocabSize}`);
+      }
+      if (positions[n] >= c.maxPositions) {
+        throw new Error(`batch: position ${positions[n]} is not below ${c.maxPositions}`);
+      }
+    }
+    return { size, seqLen, inputIds, tokenTypeIds, positionIds: positions, attentionMask };
+  }
+
+  #targets(labels: Float32Array, batch: HostBatch): Targets {
+    const tokenLabels = isTokenLabelled(labels, batch);
+    if (tokenLabels !== this.#mlm) {
+      throw new Error(
+        this.#mlm
+          ? `an MLM task needs one label per token (${
+            batch.size * batch.seqLen
+          }), got ${labels.length}`
+          : `a classification task needs one label per example (${batch.size}), got ${labels.length}`,
+      );
+    }
+    if (this.#mlm) {
+      const positions: number[] = [], ids: number[] = [];
+      labels.forEach((l, i) => {
+        if (l !== IGNORE_INDEX) {
+          positions.push(i);
+          ids.push(l);
+        }
+      });
+      if (positions.length === 0) throw new Error("an MLM task needs at least one labelled token");
+      return {
+        kind: "mlm",
+        t: { positions: Int32Array.from(positions), ids: Int32Array.from(ids) },
+      };
+    }
+    return {
+      kind: "classify",
+      t: { classes: Int32Array.from(labels), scores: labels },
+    };
+  }
+
+  #workspace(size: number, seqLen: number, attentionDropout: boolean): Workspace {
+    const key = `${size}x${seqLen}x${attentionDropout}`;
+    let ws = this.#shapes.get(key);
+    if (ws) {
+      this.#shapes.delete(key); // re-insert: most recently used last
+    } else {
+      if (this.#shapes.size >= SHAPES_KEPT) {
+        this.#shapes.delete(this.#shapes.keys().next().value!);
+      }
+      const dev = this.#dev, c = this.config;
+      ws = {
+        enc: new EncoderBuffers(dev, c, size, seqLen, attentionDropout),
+        cls: new ClassifierBuffers(dev, c, size, seqLen),
+        delta: dev.alloc(size * seqLen * c.hiddenSize),
+        loss: dev.alloc(1),
+        masks: new Map(),
+      };
+    }
+    this.#shapes.set(key, ws);
+    return ws;
+  }
+
+  /** The task's dropout multipliers (site numbers of shared/dropout_mask.ts). */
+  #masks(
+    ws: Workspace,
+    seed: number,
+    rates: { readonly hidden: number; readonly attention: number },
+  ): { enc: EncoderMasks<F32>; cls: ClassifierMasks<F32> } {
+    const c = this.config, dev = this.#dev;
+    const N = ws.enc.rows, H = c.hiddenSize;
+    const A = ws.enc.size * c.numHeads * ws.enc.seqLen ** 2;
+    const mask = (site: number, n: number, rate: number): F32 | null => {
+      if (!(rate > 0)) return null;
+      let m = ws.masks.get(site);
+      if (!m) ws.masks.set(site, m = dev.alloc(n));
+      dev.dropoutMask(m, seed, site, rate);
+      return m;
+    };
+    const layers = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      layers.push({
+        attention: mask(1 + 3 * l, A, rates.attention),
+        attentionOut: mask(2 + 3 * l, N * H, rates.hidden),
+        ffnOut: mask(3 + 3 * l, N * H, rates.hidden),
+      });
+    }
+    const B = ws.enc.size, r = rates.hidden;
+    const bert = c.modelType === "bert";
+    return {
+      enc: { embedding: mask(0, N * H, rates.hidden), layers },
+      cls: this.#mlm ? { pre: null, post: null } : {
+        pre: bert ? null : mask(HEAD_SITE, B * H, r),
+        post: mask(bert ? HEAD_SITE : HEAD_SITE + 1, B * H, r),
+      },
+    };
+  }
+
+  #mlmHead(M: number): MlmBuffers<F32> {
+    if (!this.#mlmBuffers || this.#mlmBuffers.capacity < M) {
+      this.#mlmBuffers = null; // let the old buffers go before allocating the new ones
+      this.#mlmBuffers = new MlmBuffers(this.#dev, this.config, Math.ceil(M / 64) * 64);
+    }
+    return this.#mlmBuffers;
   }
 }

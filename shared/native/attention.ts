@@ -1,0 +1,125 @@
+/**
+ * Multi-head self-attention on the host, forward and backward, per
+ * (example, head) through a {@link Gemm}: Q, K and V are read in place from
+ * the packed [N, 3H] projection through row strides (no transposes, no
+ * copies), and each head's context is written in place into [N, H].
+ *
+ *   S = Q·Kᵀ/√d (padding keys masked)   P = softmax(S)   P' = P·mask   ctx = P'·V
+ *
+ * Backward: dP' = dctx·Vᵀ, dV = P'ᵀ·dctx, dP = dP'·mask,
+ * dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K/√d, dK = dSᵀ·Q/√d.
+ *
+ * A padding key gets probability exactly 0 (tfjs adds −1e9 before the
+ * softmax, whose exp underflows to 0); an example without any real token
+ * attends uniformly, which is what −1e9 on every key gives in float32.
+ *
+ * @module
+ */
+import type { AttentionShape } from "./device.ts";
+import type { Gemm } from "./gemm.ts";
+
+type F32 = Float32Array;
+
+/** Row-wise masked softmax of the [L, L] scores of example b, in place. */
+function maskedSoftmax(p: F32, mask: Uint8Array, b: number, L: number): void {
+  const m0 = b * L;
+  let real = 0;
+  for (let j = 0; j < L; j++) real += mask[m0 + j];
+  if (real === 0) {
+    p.fill(1 / L, 0, L * L);
+    return;
+  }
+  for (let i = 0; i < L; i++) {
+    const o = i * L;
+    let max = -Infinity;
+    for (let j = 0; j < L; j++) if (mask[m0 + j] && p[o + j] > max) max = p[o + j];
+    let z = 0;
+    for (let j = 0; j < L; j++) {
+      if (mask[m0 + j]) {
+        const e = Math.exp(p[o + j] - max);
+        p[o + j] = e;
+        z += e;
+      } else p[o + j] = 0;
+    }
+    const inv = 1 / z;
+    for (let j = 0; j < L; j++) p[o + j] *= inv;
+  }
+}
+
+/** The forward pass; see shared/native/device.ts `attention`. */
+export function attentionForward(
+  gemm: Gemm,
+  qkv: F32,
+  probs: F32,
+  dropMask: F32 | null,
+  dropped: F32,
+  ctx: F32,
+  shape: AttentionShape,
+): void {
+  const { batch, heads: nh, headDim: hd } = shape;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, LL = L * L;
+  const scale = 1 / Math.sqrt(hd);
+  for (let b = 0; b < B; b++) {
+    const base = b * L * ld;
+    for (let a = 0; a < nh; a++) {
+      const po = (b * nh + a) * LL;
+      const p = probs.subarray(po, po + LL);
+      const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
+      gemm(false, true, L, L, hd, scale, q, ld, k, ld, 0, p, L);
+      maskedSoftmax(p, batch.attentionMask, b, L);
+      let pd = p;
+      if (dropMask) {
+        pd = dropped.subarray(po, po + LL);
+        for (let i = 0; i < LL; i++) pd[i] = p[i] * dropMask[po + i];
+      }
+      const v = qkv.subarray(base + 2 * H + a * hd);
+      gemm(false, false, L, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * L * H + a * hd), H);
+    }
+  }
+}
+
+/** The backward pass into dqkv (overwritten); `scratch` holds at least L·L floats. */
+export function attentionBackward(
+  gemm: Gemm,
+  dctx: F32,
+  qkv: F32,
+  probs: F32,
+  dropMask: F32 | null,
+  dropped: F32,
+  dqkv: F32,
+  shape: AttentionShape,
+  scratch: F32,
+): void {
+  const { batch, heads: nh, headDim: hd } = shape;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, LL = L * L;
+  const scale = 1 / Math.sqrt(hd);
+  const dp = scratch.subarray(0, LL);
+  for (let b = 0; b < B; b++) {
+    const base = b * L * ld;
+    for (let a = 0; a < nh; a++) {
+      const po = (b * nh + a) * LL;
+      const p = probs.subarray(po, po + LL);
+      const pd = dropMask ? dropped.subarray(po, po + LL) : p;
+      const dc = dctx.subarray(b * L * H + a * hd);
+      const qo = base + a * hd, ko = qo + H, vo = ko + H;
+      gemm(false, true, L, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
+      gemm(true, false, L, hd, L, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
+      for (let i = 0; i < L; i++) {
+        const o = i * L;
+        let dot = 0;
+        if (dropMask) {
+          for (let j = 0; j < L; j++) {
+            const g = dp[o + j] * dropMask[po + o + j];
+            dp[o + j] = g;
+            dot += g * p[o + j];
+          }
+        } else {
+          for (let j = 0; j < L; j++) dot += dp[o + j] * p[o + j];
+        }
+        for (let j = 0; j < L; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot);
+      }
+      gemm(false, false, L, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
+      gemm(true, false, L, hd, L, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
+    }
+  }
+}

@@ -1,0 +1,414 @@
+/**
+ * The encoder's forward and backward passes over a {@link Device}: the
+ * embeddings (E + δ + position + token type, LayerNorm, dropout) and the
+ * transformer layers, written out op by op (model-and-data.md, "The forward
+ * pass"; shared/model.ts is the tfjs form of the same function):
+ *
+ *   x0 = word[x] + δ + pos[p] + type[t];   h0 = Drop0(LN(x0))
+ *   per layer: qkv = h·Wqkvᵀ + b;  ctx = Attn(qkv);  r1 = h + DropA(ctx·Woᵀ + bo);  h1 = LN(r1)
+ *              g = GELU(h1·W1ᵀ + b1);  r2 = h1 + DropF(g·W2ᵀ + b2);  h' = LN(r2)
+ *
+ * The backward walks the same list in reverse; with `grads` null it forms
+ * only the activation gradients (the adversary's δ-only pass).
+ *
+ * @module
+ */
+import type { ModelConfig } from "../model_config.ts";
+import type { ParamLayout } from "../param_layout.ts";
+import type { AttentionShape, BatchIndex, Device } from "./device.ts";
+
+/** One layer's weights as the passes read them: Q, K, V packed into one [3H, H] matrix. */
+export interface LayerWeights<T> {
+  readonly qkvW: T;
+  readonly qkvB: T;
+  readonly oW: T;
+  readonly oB: T;
+  readonly ln1G: T;
+  readonly ln1B: T;
+  readonly iW: T;
+  readonly iB: T;
+  readonly fW: T;
+  readonly fB: T;
+  readonly ln2G: T;
+  readonly ln2B: T;
+}
+
+/** One layer's gradients: views into the flat gradient, in layout order. */
+export interface LayerGrads<T> {
+  readonly qW: T;
+  readonly qB: T;
+  readonly kW: T;
+  readonly kB: T;
+  readonly vW: T;
+  readonly vB: T;
+  readonly oW: T;
+  readonly oB: T;
+  readonly ln1G: T;
+  readonly ln1B: T;
+  readonly iW: T;
+  readonly iB: T;
+  readonly fW: T;
+  readonly fB: T;
+  readonly ln2G: T;
+  readonly ln2B: T;
+}
+
+/** Embedding tables and LayerNorm (weights or their gradients). */
+export interface EmbeddingParams<T> {
+  readonly word: T;
+  readonly pos: T;
+  readonly type: T;
+  readonly lnG: T;
+  readonly lnB: T;
+}
+
+/** The encoder's weights. */
+export interface EncoderWeights<T> extends EmbeddingParams<T> {
+  readonly layers: readonly LayerWeights<T>[];
+}
+
+/** The encoder's gradients. */
+export interface EncoderGrads<T> extends EmbeddingParams<T> {
+  readonly layers: readonly LayerGrads<T>[];
+}
+
+/** Dropout multipliers of one task (null where the rate is 0), reused by every pass. */
+export interface EncoderMasks<T> {
+  readonly embedding: T | null;
+  readonly layers: readonly {
+    readonly attention: T | null;
+    readonly attentionOut: T | null;
+    readonly ffnOut: T | null;
+  }[];
+}
+
+/** The tensor `name` of the layout as a view of `flat`. */
+export function paramView<T>(dev: Device<T>, layout: ParamLayout, flat: T, name: string): T {
+  const s = layout.byName.get(name);
+  if (!s) throw new Error(`native engine: the layout has no parameter ${name}`);
+  return dev.view(flat, s.offset, s.size);
+}
+
+function layerName(config: ModelConfig, l: number, s: string): string {
+  return `${config.modelType}.encoder.layer.${l}.${s}`;
+}
+
+function embeddingParams<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  layout: ParamLayout,
+  flat: T,
+): EmbeddingParams<T> {
+  const P = (s: string) => paramView(dev, layout, flat, `${config.modelType}.embeddings.${s}`);
+  return {
+    word: P("word_embeddings.weight"),
+    pos: P("position_embeddings.weight"),
+    type: P("token_type_embeddings.weight"),
+    lnG: P("LayerNorm.weight"),
+    lnB: P("LayerNorm.bias"),
+  };
+}
+
+/** Views of the encoder's gradients in the flat gradient `flat`. */
+export function encoderGrads<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  layout: ParamLayout,
+  flat: T,
+): EncoderGrads<T> {
+  const layers: LayerGrads<T>[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const P = (s: string) => paramView(dev, layout, flat, layerName(config, l, s));
+    layers.push({
+      qW: P("attention.self.query.weight"),
+      qB: P("attention.self.query.bias"),
+      kW: P("attention.self.key.weight"),
+      kB: P("attention.self.key.bias"),
+      vW: P("attention.self.value.weight"),
+      vB: P("attention.self.value.bias"),
+      oW: P("attention.output.dense.weight"),
+      oB: P("attention.output.dense.bias"),
+      ln1G: P("attention.output.LayerNorm.weight"),
+      ln1B: P("attention.output.LayerNorm.bias"),
+      iW: P("intermediate.dense.weight"),
+      iB: P("intermediate.dense.bias"),
+      fW: P("output.dense.weight"),
+      fB: P("output.dense.bias"),
+      ln2G: P("output.LayerNorm.weight"),
+      ln2B: P("output.LayerNorm.bias"),
+    });
+  }
+  return { ...embeddingParams(dev, config, layout, flat), layers };
+}
+
+/**
+ * The encoder's weights: views of `flat` (weights in layout order), except Q,
+ * K, V, which are copied from the host weights `host` into packed [3H, H] and
+ * [3H] buffers (`packed`, one pair per layer, allocated by the caller once).
+ */
+export function encoderWeights<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  layout: ParamLayout,
+  flat: T,
+  host: Float32Array,
+  packed: readonly { readonly w: T; readonly b: T }[],
+): EncoderWeights<T> {
+  const H = config.hiddenSize;
+  const layers: LayerWeights<T>[] = [];
+  const hostView = (name: string) => {
+    const s = layout.byName.get(name)!;
+    return host.subarray(s.offset, s.offset + s.size);
+  };
+  const w3 = new Float32Array(3 * H * H), b3 = new Float32Array(3 * H);
+  for (let l = 0; l < config.numLayers; l++) {
+    const N = (s: string) => layerName(config, l, s);
+    ["query", "key", "value"].forEach((m, j) => {
+      w3.set(hostView(N(`attention.self.${m}.weight`)), j * H * H);
+      b3.set(hostView(N(`attention.self.${m}.bias`)), j * H);
+    });
+    dev.write(packed[l].w, w3);
+    dev.write(packed[l].b, b3);
+    const P = (s: string) => paramView(dev, layout, flat, N(s));
+    layers.push({
+      qkvW: packed[l].w,
+      qkvB: packed[l].b,
+      oW: P("attention.output.dense.weight"),
+      oB: P("attention.output.dense.bias"),
+      ln1G: P("attention.output.LayerNorm.weight"),
+      ln1B: P("attention.output.LayerNorm.bias"),
+      iW: P("intermediate.dense.weight"),
+      iB: P("intermediate.dense.bias"),
+      fW: P("output.dense.weight"),
+      fB: P("output.dense.bias"),
+      ln2G: P("output.LayerNorm.weight"),
+      ln2B: P("output.LayerNorm.bias"),
+    });
+  }
+  return { ...embeddingParams(dev, config, layout, flat), layers };
+}
+
+/** What one layer keeps from its forward pass for its backward. */
+interface LayerActs<T> {
+  readonly qkv: T;
+  readonly probs: T;
+  readonly dropped: T;
+  readonly ctx: T;
+  readonly r1: T;
+  readonly mean1: T;
+  readonly rstd1: T;
+  readonly h1: T;
+  readonly g: T;
+  readonly deriv: T;
+  readonly r2: T;
+  readonly mean2: T;
+  readonly rstd2: T;
+  /** The layer's output (the next layer's input). */
+  readonly out: T;
+}
+
+/**
+ * The encoder's buffers for one batch shape (B, L): activations kept for the
+ * backward and the backward's scratch, allocated once and reused by every
+ * pass of that shape.
+ */
+export class EncoderBuffers<T> {
+  readonly rows: number;
+  readonly x0: T;
+  readonly mean0: T;
+  readonly rstd0: T;
+  /** The embedding output (layer 0's input). */
+  readonly h0: T;
+  readonly layers: readonly LayerActs<T>[];
+  /** Backward scratch: two [N, H] gradients in turn, [N, I], [N, H] ×2, [N, 3H], [3H]. */
+  readonly dA: T;
+  readonly dB: T;
+  readonly dInter: T;
+  readonly dBranch: T;
+  readonly dctx: T;
+  readonly dqkv: T;
+  readonly dqkvBias: T;
+
+  constructor(
+    dev: Device<T>,
+    config: ModelConfig,
+    readonly size: number,
+    readonly seqLen: number,
+    attentionDropout: boolean,
+  ) {
+    const H = config.hiddenSize, I = config.intermediateSize, nh = config.numHeads;
+    const N = this.rows = size * seqLen;
+    const A = size * nh * seqLen * seqLen;
+    this.x0 = dev.alloc(N * H);
+    this.mean0 = dev.alloc(N);
+    this.rstd0 = dev.alloc(N);
+    this.h0 = dev.alloc(N * H);
+    const layers: LayerActs<T>[] = [];
+    for (let l = 0; l < config.numLayers; l++) {
+      const probs = dev.alloc(A);
+      layers.push({
+        qkv: dev.alloc(N * 3 * H),
+        probs,
+        dropped: attentionDropout ? dev.alloc(A) : probs,
+        ctx: dev.alloc(N * H),
+        r1: dev.alloc(N * H),
+        mean1: dev.alloc(N),
+        rstd1: dev.alloc(N),
+        h1: dev.alloc(N * H),
+        g: dev.alloc(N * I),
+        deriv: dev.alloc(N * I),
+        r2: dev.alloc(N * H),
+        mean2: dev.alloc(N),
+        rstd2: dev.alloc(N),
+        out: dev.alloc(N * H),
+      });
+    }
+    this.layers = layers;
+    this.dA = dev.alloc(N * H);
+    this.dB = dev.alloc(N * H);
+    this.dInter = dev.alloc(N * I);
+    this.dBranch = dev.alloc(N * H);
+    this.dctx = dev.alloc(N * H);
+    this.dqkv = dev.alloc(N * 3 * H);
+    this.dqkvBias = dev.alloc(3 * H);
+  }
+
+  /** The last layer's output [N, H]. */
+  get last(): T {
+    return this.layers.length ? this.layers[this.layers.length - 1].out : this.h0;
+  }
+}
+
+/**
+ * The forward pass from (E + δ) to the last hidden states (`bufs.last`).
+ * `derivs` false skips what only the backward needs (GELU derivatives).
+ */
+export function encoderForward<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  w: EncoderWeights<T>,
+  bufs: EncoderBuffers<T>,
+  masks: EncoderMasks<T>,
+  batch: BatchIndex,
+  delta: T | null,
+  derivs: boolean,
+): void {
+  const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
+  const eps = config.layerNormEps;
+  const shape: AttentionShape = { batch, heads: config.numHeads, headDim: H / config.numHeads };
+  dev.embed(bufs.x0, w.word, w.pos, w.type, delta, batch, H);
+  dev.layerNorm(bufs.x0, w.lnG, w.lnB, bufs.h0, bufs.mean0, bufs.rstd0, N, H, eps);
+  if (masks.embedding) dev.mul(bufs.h0, masks.embedding, bufs.h0);
+  let h = bufs.h0;
+  for (let l = 0; l < config.numLayers; l++) {
+    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l];
+    dev.gemm(false, true, N, 3 * H, H, 1, h, H, lw.qkvW, H, 0, a.qkv, 3 * H);
+    dev.addBias(a.qkv, lw.qkvB, N, 3 * H);
+    dev.attention(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
+    dev.gemm(false, true, N, H, H, 1, a.ctx, H, lw.oW, H, 0, a.r1, H);
+    dev.biasDropoutResidual(a.r1, lw.oB, m.attentionOut, h, a.r1, N, H);
+    dev.layerNorm(a.r1, lw.ln1G, lw.ln1B, a.h1, a.mean1, a.rstd1, N, H, eps);
+    dev.gemm(false, true, N, I, H, 1, a.h1, H, lw.iW, H, 0, a.g, I);
+    dev.biasGelu(a.g, lw.iB, a.g, derivs ? a.deriv : null, N, I);
+    dev.gemm(false, true, N, H, I, 1, a.g, I, lw.fW, I, 0, a.r2, H);
+    dev.biasDropoutResidual(a.r2, lw.fB, m.ffnOut, a.h1, a.r2, N, H);
+    dev.layerNorm(a.r2, lw.ln2G, lw.ln2B, a.out, a.mean2, a.rstd2, N, H, eps);
+    h = a.out;
+  }
+}
+
+/**
+ * The backward pass from dLast (∂loss/∂ last hidden states, [N, H]; it is
+ * overwritten) to ∂loss/∂(E + δ), which it returns (a buffer of `bufs`).
+ * Parameter gradients accumulate into `grads`; null skips them all.
+ */
+export function encoderBackward<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  w: EncoderWeights<T>,
+  bufs: EncoderBuffers<T>,
+  masks: EncoderMasks<T>,
+  batch: BatchIndex,
+  dLast: T,
+  grads: EncoderGrads<T> | null,
+): T {
+  const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
+  const shape: AttentionShape = { batch, heads: config.numHeads, headDim: H / config.numHeads };
+  // dh: ∂loss/∂(this layer's output), then ∂/∂(its input); dr: scratch for the LN inputs' gradients.
+  const dh = dLast, dr = dLast === bufs.dA ? bufs.dB : bufs.dA;
+  for (let l = config.numLayers - 1; l >= 0; l--) {
+    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l];
+    const g = grads ? grads.layers[l] : null;
+    const input = l === 0 ? bufs.h0 : bufs.layers[l - 1].out;
+    // h' = LN(r2), r2 = h1 + DropF(f)
+    dev.layerNormBackward(
+      dh,
+      a.r2,
+      a.mean2,
+      a.rstd2,
+      lw.ln2G,
+      dr,
+      g?.ln2G ?? null,
+      g?.ln2B ?? null,
+      N,
+      H,
+    );
+    let df = dr;
+    if (m.ffnOut) dev.mul(dr, m.ffnOut, df = bufs.dBranch);
+    if (g) {
+      dev.colSum(df, N, H, g.fB);
+      dev.gemm(true, false, H, I, N, 1, df, H, a.g, I, 1, g.fW, I);
+    }
+    dev.gemm(false, false, N, I, H, 1, df, H, lw.fW, I, 0, bufs.dInter, I);
+    dev.geluBackward(bufs.dInter, a.deriv, g?.iB ?? null, N, I);
+    if (g) dev.gemm(true, false, I, H, N, 1, bufs.dInter, I, a.h1, H, 1, g.iW, H);
+    dev.gemm(false, false, N, H, I, 1, bufs.dInter, I, lw.iW, H, 1, dr, H); // dr is now ∂/∂h1
+    // h1 = LN(r1), r1 = h + DropA(ctx·Woᵀ + bo)
+    dev.layerNormBackward(
+      dr,
+      a.r1,
+      a.mean1,
+      a.rstd1,
+      lw.ln1G,
+      dh,
+      g?.ln1G ?? null,
+      g?.ln1B ?? null,
+      N,
+      H,
+    );
+    let da = dh;
+    if (m.attentionOut) dev.mul(dh, m.attentionOut, da = bufs.dBranch);
+    if (g) {
+      dev.colSum(da, N, H, g.oB);
+      dev.gemm(true, false, H, H, N, 1, da, H, a.ctx, H, 1, g.oW, H);
+    }
+    dev.gemm(false, false, N, H, H, 1, da, H, lw.oW, H, 0, bufs.dctx, H);
+    dev.attentionBackward(bufs.dctx, a.qkv, a.probs, m.attention, a.dropped, bufs.dqkv, shape);
+    if (g) {
+      dev.fill(bufs.dqkvBias, 0);
+      dev.colSum(bufs.dqkv, N, 3 * H, bufs.dqkvBias);
+      [[g.qW, g.qB], [g.kW, g.kB], [g.vW, g.vB]].forEach(([dW, db], j) => {
+        const dq = dev.view(bufs.dqkv, j * H, N * 3 * H - j * H);
+        dev.gemm(true, false, H, H, N, 1, dq, 3 * H, input, H, 1, dW, H);
+        dev.add(dev.view(bufs.dqkvBias, j * H, H), db);
+      });
+    }
+    dev.gemm(false, false, N, H, 3 * H, 1, bufs.dqkv, 3 * H, lw.qkvW, H, 1, dh, H); // ∂/∂input
+  }
+  // h0 = Drop0(LN(x0))
+  if (masks.embedding) dev.mul(dh, masks.embedding, dh);
+  dev.layerNormBackward(
+    dh,
+    bufs.x0,
+    bufs.mean0,
+    bufs.rstd0,
+    w.lnG,
+    dr,
+    grads?.lnG ?? null,
+    grads?.lnB ?? null,
+    N,
+    H,
+  );
+  if (grads) dev.embedBackward(dr, grads.word, grads.pos, grads.type, batch, H);
+  return dr;
+}

@@ -1,0 +1,304 @@
+/**
+ * The native engine (shared/native/engine.ts) against tfjs's path
+ * (shared/gradient.ts `microBatchGradient`, shared/model.ts `predictLogits`)
+ * on cpu and wasm, and against central finite differences of the float64
+ * reference (tests/support/reference_bert.ts).
+ *
+ * Agreement measure with tfjs: |native_i − tfjs_i| ≤ 1e-4 · max_j |tfjs_j|
+ * over every element of the gradient (and of the logits); the loss within
+ * 1e-4 · |loss|.
+ */
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs-core";
+import { initBackend } from "../shared/backend.ts";
+import { predictLogits, weightTensors } from "../shared/model.ts";
+import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
+import { type AdversaryConfig, DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/adversary.ts";
+import { paramLayout } from "../shared/param_layout.ts";
+import { Rng } from "../shared/rng.ts";
+import { NativeModel } from "../shared/native/engine.ts";
+import { jsGemm } from "../shared/native/gemm.ts";
+import { type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
+import {
+  centralDiff,
+  referenceLogits,
+  referenceLoss,
+  referenceMlmLoss,
+} from "./support/reference_bert.ts";
+
+const TOL = 1e-4;
+
+/** The model shapes every mode runs on. */
+const MODELS: { name: string; over: Record<string, unknown>; mlm: boolean }[] = [
+  { name: "bert", over: {}, mlm: false },
+  { name: "roberta", over: { model_type: "roberta", pad_token_id: 1 }, mlm: false },
+  { name: "bert regression", over: { num_labels: 1 }, mlm: false },
+  { name: "bert mlm", over: {}, mlm: true },
+  { name: "roberta mlm", over: { model_type: "roberta", pad_token_id: 1 }, mlm: true },
+];
+
+/**
+ * Adversary settings. linf ascends along sign(G): an element of G within
+ * float32 noise of 0 may take either sign on either path (G at δ ≠ 0 has
+ * such elements for this tiny model), so linf runs from δ_0 = 0, K = 1,
+ * where the first G has none (checked in its own test below).
+ */
+const MODES: AdversaryConfig[] = [
+  NO_ADVERSARY,
+  DEFAULT_ADVERSARY,
+  { ...DEFAULT_ADVERSARY, steps: 2, init: 0.5 },
+  { ...DEFAULT_ADVERSARY, norm: "linf", lr: 0.05, eps: 0.1 },
+  { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 2, init: 0.3 },
+  { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 3, lr: 2, eps: 0.5 },
+];
+
+const DROPOUTS = [{ hidden: 0, attention: 0 }, { hidden: 0.2, attention: 0.15 }];
+
+/** A tiny model, 4 examples of 7 positions with padding; MLM labels three tokens. */
+function model(over: Record<string, unknown>, mlm: boolean): Tiny {
+  const t = tiny(over, 4, 7);
+  if (!mlm) return t;
+  const layout = paramLayout(t.config, "mlm");
+  const labels = new Float32Array(t.batch.size * t.batch.seqLen).fill(-100);
+  labels[1] = 7;
+  labels[4] = 12;
+  labels[t.batch.seqLen + 2] = 30;
+  return { ...t, layout, weights: tinyWeights(layout), batch: { ...t.batch, labels } };
+}
+
+function task(t: Tiny, adversary: AdversaryConfig, dropout = DROPOUTS[0]): GradientTask {
+  return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout };
+}
+
+async function tfjsGradient(t: Tiny, k: GradientTask) {
+  const weights = weightTensors(t.layout, t.weights);
+  try {
+    return await microBatchGradient({ config: t.config, layout: t.layout, weights }, k);
+  } finally {
+    tf.dispose(Object.values(weights));
+  }
+}
+
+function native(t: Tiny): NativeModel {
+  const m = new NativeModel(t.config, t.layout, jsGemm);
+  m.setWeights(t.weights);
+  return m;
+}
+
+/** Asserts |a_i − b_i| ≤ TOL · max|b| for every i. */
+function assertClose(a: Float32Array, b: Float32Array, what: string) {
+  assert.equal(a.length, b.length, `${what}: lengths`);
+  let scale = 0;
+  for (const v of b) scale = Math.max(scale, Math.abs(v));
+  assert.ok(scale > 0, `${what}: all zero`);
+  for (let i = 0; i < b.length; i++) {
+    assert.ok(
+      Math.abs(a[i] - b[i]) <= TOL * scale,
+      `${what}[${i}]: native ${a[i]} vs tfjs ${b[i]} (max |tfjs| ${scale})`,
+    );
+  }
+}
+
+for (const backend of ["cpu", "wasm"] as const) {
+  for (const { name, over, mlm } of MODELS) {
+    Deno.test(`native = tfjs ${backend}: ${name}, every adversary mode, dropout off and on`, async () => {
+      await initBackend(backend);
+      const t = model(over, mlm);
+      const m = native(t);
+      for (const adv of MODES) {
+        for (const drop of DROPOUTS) {
+          const what = `${name} ${adv.mode} K=${adv.steps} ${adv.norm} init=${adv.init} ` +
+            `dropout=${drop.hidden}`;
+          const k = task(t, adv, drop);
+          const want = await tfjsGradient(t, k);
+          const got = m.gradient(k);
+          assert.ok(
+            Math.abs(got.loss - want.loss) <= TOL * Math.abs(want.loss),
+            `${what}: loss ${got.loss} vs ${want.loss}`,
+          );
+          assert.equal(got.count, want.count, `${what}: count`);
+          assertClose(got.grad, want.grad, `${what} grad`);
+        }
+      }
+    });
+  }
+
+  Deno.test(`native logits = predictLogits (${backend})`, async () => {
+    await initBackend(backend);
+    for (const { over } of MODELS.filter((x) => !x.mlm)) {
+      const t = model(over, false);
+      const weights = weightTensors(t.layout, t.weights);
+      const want = await predictLogits({ config: t.config, layout: t.layout, weights }, t.batch);
+      tf.dispose(Object.values(weights));
+      assertClose(native(t).logits(t.batch), want, `logits ${JSON.stringify(over)}`);
+    }
+  });
+}
+
+Deno.test("linf from δ = 0: the first G has no element near 0 (so sign(G) is well defined)", async () => {
+  // The precondition of MODES' linf entry: at every real position G_i is exactly 0 (no path to
+  // the loss: an MLM example without labels) or |G_i| ≥ 1e-5·max|G| (float32 noise in G is
+  // ~1e-7·max|G|).
+  const { deltaGradient } = await import("../shared/gradient.ts");
+  const { batchTensors } = await import("../shared/model.ts");
+  const { mixSeed } = await import("../shared/rng.ts");
+  await initBackend("wasm");
+  for (const { over, mlm } of MODELS) {
+    const t = model(over, mlm);
+    const { size: B, seqLen: L } = t.batch, H = t.config.hiddenSize;
+    for (const drop of DROPOUTS) {
+      const weights = weightTensors(t.layout, t.weights);
+      const bt = batchTensors(t.config, t.batch);
+      const labels = tf.tensor1d(t.batch.labels);
+      const positions: number[] = [], ids: number[] = [];
+      t.batch.labels.forEach((l, i) => {
+        if (l !== -100) positions.push(i), ids.push(l);
+      });
+      const targets = mlm
+        ? {
+          kind: "mlm" as const,
+          positions: tf.tensor1d(positions, "int32"),
+          ids: tf.tensor1d(ids, "int32"),
+        }
+        : { kind: "classify" as const, labels };
+      const d = tf.zeros([B, L, H]) as tf.Tensor3D;
+      const g = deltaGradient({ config: t.config, layout: t.layout, weights }, bt, targets, d, {
+        ...drop,
+        seed: mixSeed(7, 3, 1),
+      });
+      const G = await g.data();
+      tf.dispose([g, d, labels, ...Object.values(bt), ...Object.values(weights)]);
+      if (targets.kind === "mlm") tf.dispose([targets.positions, targets.ids]);
+      let max = 0;
+      for (const v of G) max = Math.max(max, Math.abs(v));
+      for (let i = 0; i < G.length; i++) {
+        if (!t.batch.attentionMask[Math.floor(i / H)]) continue;
+        const ok = G[i] === 0 || Math.abs(G[i]) >= 1e-5 * max;
+        assert.ok(ok, `G[${i}] = ${G[i]} is near 0 (max ${max})`);
+      }
+    }
+  }
+});
+
+// ------------------------------------------------------------ finite differences
+
+/** A few seeded coordinates of every tensor, plus one word-embedding row the batch never uses. */
+function sampleCoordinates(t: Tiny, perTensor = 3): number[] {
+  const rng = new Rng(13);
+  const out: number[] = [];
+  for (const s of t.layout.specs) {
+    for (let k = 0; k < perTensor; k++) out.push(s.offset + rng.int(s.size));
+  }
+  const used = new Set(t.batch.inputIds);
+  const unused = [...Array(t.config.vocabSize).keys()].find((v) => !used.has(v))!;
+  out.push(t.layout.specs[0].offset + unused * t.config.hiddenSize);
+  return out;
+}
+
+function assertFd(actual: number, expected: number, what: string) {
+  assert.ok(
+    Math.abs(actual - expected) <= 2e-3 * Math.abs(expected) + 3e-5,
+    `${what}: native ${actual}, finite differences of the float64 reference ${expected}`,
+  );
+}
+
+Deno.test("native gradient matches central differences of the float64 reference (mode off)", () => {
+  for (const { name, over, mlm } of MODELS) {
+    const t = model(over, mlm);
+    const r = native(t).gradient(task(t, NO_ADVERSARY));
+    const f = mlm
+      ? (w: Float64Array) => referenceMlmLoss(t.config, t.layout, w, t.batch)
+      : (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch);
+    assertFd(r.loss, f(Float64Array.from(t.weights)), `${name} loss`);
+    for (const i of sampleCoordinates(t)) {
+      assertFd(r.grad[i], centralDiff(f, t.weights, i), `${name} grad[${i}]`);
+    }
+  }
+});
+
+Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the reference) by finite differences", () => {
+  for (const { name, over } of MODELS.filter((x) => !x.mlm)) {
+    const t = model(over, false);
+    const H = t.config.hiddenSize, { size: B, seqLen: L } = t.batch;
+    const alpha = 0.3, eps = 1.0;
+    const lossOfDelta = (d: Float64Array) =>
+      referenceLoss(t.config, t.layout, t.weights, t.batch, d);
+    const zero = new Float64Array(B * L * H);
+    const G = zero.map((_, i) =>
+      t.batch.attentionMask[Math.floor(i / H)] ? centralDiff(lossOfDelta, zero, i) : 0
+    );
+    const delta1 = new Float64Array(B * L * H);
+    for (let b = 0; b < B; b++) {
+      let n = 0;
+      for (let i = b * L * H; i < (b + 1) * L * H; i++) n += G[i] ** 2;
+      for (let i = b * L * H; i < (b + 1) * L * H; i++) delta1[i] = alpha * G[i] / Math.sqrt(n);
+    }
+    const r = native(t).gradient(task(t, { ...DEFAULT_ADVERSARY, lr: alpha, eps }));
+    const f = (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch, delta1);
+    assertFd(r.loss, f(Float64Array.from(t.weights)), `${name} adversarial loss`);
+    for (const i of sampleCoordinates(t)) {
+      assertFd(r.grad[i], centralDiff(f, t.weights, i), `${name} grad[${i}]`);
+    }
+  }
+});
+
+Deno.test("native logits match the float64 reference", () => {
+  for (const { over } of MODELS.filter((x) => !x.mlm)) {
+    const t = model(over, false);
+    const want = referenceLogits(t.config, t.layout, t.weights, t.batch);
+    const got = native(t).logits(t.batch);
+    for (let i = 0; i < want.length; i++) {
+      assert.ok(Math.abs(got[i] - want[i]) <= 1e-5, `logit ${i}: ${got[i]} vs ${want[i]}`);
+    }
+  }
+});
+
+// ------------------------------------------------------------ engine behaviour
+
+Deno.test("same task, same bits; buffers reused across batch shapes give the same answers", () => {
+  const a = model({}, false), b = { ...a, batch: tiny({}, 3, 5).batch };
+  const m = native(a);
+  const drop = DROPOUTS[1];
+  const first = m.gradient(task(a, DEFAULT_ADVERSARY, drop));
+  const other = m.gradient(task(b, DEFAULT_ADVERSARY, drop));
+  const again = m.gradient(task(a, DEFAULT_ADVERSARY, drop));
+  assert.deepEqual(again.grad, first.grad);
+  assert.equal(again.loss, first.loss);
+  const fresh = native(b).gradient(task(b, DEFAULT_ADVERSARY, drop));
+  assert.deepEqual(other.grad, fresh.grad);
+  const seeded = m.gradient({ ...task(a, DEFAULT_ADVERSARY, drop), index: 2 });
+  assert.notDeepEqual(seeded.grad, first.grad, "dropout masks depend on the micro-batch index");
+});
+
+Deno.test("the word-embedding gradient is zero on rows no real token used (classifier)", () => {
+  const t = model({}, false);
+  const r = native(t).gradient(task(t, DEFAULT_ADVERSARY));
+  const H = t.config.hiddenSize;
+  const used = new Set(t.batch.inputIds.filter((_, i) => t.batch.attentionMask[i] === 1));
+  for (let v = 0; v < t.config.vocabSize; v++) {
+    const row = r.grad.subarray(v * H, (v + 1) * H);
+    if (used.has(v)) assert.ok(row.some((x) => x !== 0), `used row ${v} has no gradient`);
+    else assert.ok(row.every((x) => x === 0), `unused row ${v} has a gradient`);
+  }
+});
+
+Deno.test("bad input gets a clear error", () => {
+  const t = model({}, false);
+  const m = new NativeModel(t.config, t.layout, jsGemm);
+  assert.throws(() => m.gradient(task(t, NO_ADVERSARY)), /setWeights first/);
+  assert.throws(() => m.setWeights(new Float32Array(3)), /expected \d+ values, got 3/);
+  m.setWeights(t.weights);
+  const ids = t.batch.inputIds.slice();
+  ids[2] = t.config.vocabSize;
+  assert.throws(
+    () => m.gradient(task({ ...t, batch: { ...t.batch, inputIds: ids } }, NO_ADVERSARY)),
+    /token id 40 is outside the vocabulary/,
+  );
+  const tokenLabels = new Float32Array(t.batch.size * t.batch.seqLen);
+  assert.throws(
+    () => m.gradient(task({ ...t, batch: { ...t.batch, labels: tokenLabels } }, NO_ADVERSARY)),
+    /one label per example/,
+  );
+  const mlm = model({}, true);
+  assert.throws(() => native(mlm).logits(mlm.batch), /no classifier head/);
+});

@@ -112,16 +112,17 @@ export function globalNorm(g: Float32Array): number {
  * Global-norm clipping in place: if ‖g‖₂ > `maxNorm`, every element is
  * multiplied by maxNorm/‖g‖₂ (computed in float64, each result rounded to
  * float32). Returns the norm before clipping and whether it clipped. Throws
- * if the norm is not finite (clipping cannot repair NaN or Inf).
+ * if the norm is not finite (clipping cannot repair NaN or Inf). `norm`:
+ * ‖g‖₂ when the caller already has it (as {@link globalNorm} computes it).
  */
 export function clipByGlobalNorm(
   g: Float32Array,
   maxNorm: number,
+  norm: number = globalNorm(g),
 ): { norm: number; clipped: boolean } {
   if (!(maxNorm > 0 && Number.isFinite(maxNorm))) {
     throw new RangeError(`maxNorm must be a positive finite number, got ${maxNorm}`);
   }
-  const norm = globalNorm(g);
   if (!Number.isFinite(norm)) throw new Error(`gradient norm is ${norm}; cannot clip`);
   if (norm <= maxNorm) return { norm, clipped: false };
   const scale = maxNorm / norm;

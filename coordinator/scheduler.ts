@@ -7,6 +7,17 @@
  * worker; the first valid answer wins. Late, duplicate, stale and invalid
  * answers are discarded and counted, never combined.
  *
+ * Accepted results are handed to the step's `accept` callback as they arrive
+ * and not kept (only their loss, count and timings are), so the coordinator
+ * holds no more of them than its accumulator does. Dispatch is bounded by a
+ * window: micro-batch j goes out only while j < prefix + window, where the
+ * prefix is the number of leading micro-batches (0, 1, …) already accepted.
+ * So at most `window` micro-batches are ever dispatched or answered but not
+ * yet part of that prefix — the most an index-order accumulator has to keep
+ * waiting is window − 1 — whatever the batch size: a slow micro-batch stalls
+ * further dispatch instead of growing the buffer (and is re-dispatched when
+ * it times out, as any other).
+ *
  * The scheduler knows nothing of sockets: a worker is a {@link WorkerLink}
  * that takes encoded frames, so the same code runs in-process and over
  * WebSockets.
@@ -39,6 +50,25 @@ export interface StepTask {
   readonly count: number;
   /** The encoded `task` message. */
   readonly frame: Frame;
+}
+
+/** What the scheduler keeps of an accepted result: everything but the gradient. */
+export type ResultSummary = Omit<ResultMessage, "grad" | "rows">;
+
+/** How {@link Scheduler.runStep} hands results over and bounds dispatch. */
+export interface StepOptions {
+  /**
+   * Called once per micro-batch with its first valid result, in arrival
+   * order. It must take the result synchronously (add it to a sum, or keep
+   * it): the scheduler drops its reference on return. An exception aborts
+   * the step with that error.
+   */
+  readonly accept: (result: ResultMessage) => void;
+  /**
+   * At most this many micro-batches are dispatched or answered without being
+   * part of the accepted prefix 0 … k−1 (default: all of them, unbounded).
+   */
+  readonly window?: number;
 }
 
 /** Why a result was not used. */
@@ -78,7 +108,9 @@ interface Pending {
   readonly assigned: Map<string, number>;
   /** Workers whose answer for it was invalid. */
   readonly excluded: Set<string>;
-  result: ResultMessage | null;
+  result: ResultSummary | null;
+  /** Whether it has been handed to a worker at least once this step. */
+  dispatched: boolean;
   timer: ReturnType<typeof setTimeout> | null;
   queued: boolean;
 }
@@ -109,9 +141,18 @@ export class Scheduler {
   #step: {
     step: number;
     remaining: number;
-    resolve: (r: ResultMessage[]) => void;
+    resolve: (r: ResultSummary[]) => void;
     reject: (e: Error) => void;
+    accept: (r: ResultMessage) => void;
+    window: number;
+    /** The step's micro-batches by index. */
+    tasks: Pending[];
+    /** Micro-batches 0 … prefix−1 are all accepted. */
+    prefix: number;
+    /** Micro-batches at index ≥ prefix dispatched at least once (≤ window). */
+    ahead: number;
   } | null = null;
+  #peakOutstanding = 0;
   /** Tasks of finished steps, to tell duplicates from unknown tasks. */
   #finished = new Set<number>();
 
@@ -172,29 +213,67 @@ export class Scheduler {
   }
 
   /**
-   * Runs one step: dispatches `tasks` and resolves with one accepted result
-   * per task, ordered by micro-batch index.
+   * The most micro-batches of the running (or last) step that were at once
+   * dispatched or answered but not yet in the accepted prefix; never more
+   * than the step's window.
    */
-  runStep(step: number, tasks: readonly StepTask[]): Promise<ResultMessage[]> {
+  get peakOutstanding(): number {
+    return this.#peakOutstanding;
+  }
+
+  /**
+   * Runs one step: dispatches `tasks` (micro-batches 0 … n−1, in index
+   * order), hands each micro-batch's first valid result to `options.accept`
+   * and resolves with their summaries, ordered by micro-batch index.
+   */
+  runStep(
+    step: number,
+    tasks: readonly StepTask[],
+    options: StepOptions,
+  ): Promise<ResultSummary[]> {
     if (this.#step) throw new Error(`step ${this.#step.step} is still running`);
     if (!this.#weights) throw new Error("no weights set");
+    if (tasks.length === 0) throw new Error(`step ${step} has no micro-batches`);
+    tasks.forEach((t, j) => {
+      if (t.index !== j) {
+        throw new Error(
+          `step ${step}: task ${j} is micro-batch ${t.index}; expected 0 … n−1 in order`,
+        );
+      }
+    });
+    const window = options.window ?? tasks.length;
+    if (!Number.isSafeInteger(window) || window < 1) {
+      throw new RangeError(`the dispatch window must be a positive integer, got ${window}`);
+    }
     for (const p of this.#pending.values()) this.#retire(p);
     this.#pending.clear();
     this.#queue = [];
-    const promise = new Promise<ResultMessage[]>((resolve, reject) => {
-      this.#step = { step, remaining: tasks.length, resolve, reject };
-    });
-    for (const task of tasks) {
-      const p: Pending = {
-        task,
+    const pendings = tasks.map((task): Pending => ({
+      task,
+      step,
+      assigned: new Map(),
+      excluded: new Set(),
+      result: null,
+      dispatched: false,
+      timer: null,
+      queued: true,
+    }));
+    this.#peakOutstanding = 0;
+    const promise = new Promise<ResultSummary[]>((resolve, reject) => {
+      this.#step = {
         step,
-        assigned: new Map(),
-        excluded: new Set(),
-        result: null,
-        timer: null,
-        queued: true,
+        remaining: tasks.length,
+        resolve,
+        reject,
+        accept: options.accept,
+        window,
+        tasks: pendings,
+        prefix: 0,
+        ahead: 0,
       };
-      this.#pending.set(task.taskId, p);
+    });
+    for (const p of pendings) {
+      this.#pending.set(p.task.taskId, p);
       this.#queue.push(p);
     }
     this.#pump();
@@ -278,19 +357,28 @@ export class Scheduler {
       this.#pump();
       return { code: err.code ?? "malformed", message: err.message };
     }
-    p.result = m;
+    const s = this.#step!;
+    const { grad: _grad, rows: _rows, ...summary } = m;
+    p.result = summary;
     this.#retire(p);
+    try {
+      s.accept(m);
+    } catch (e) {
+      this.abort(e instanceof Error ? e : new Error(String(e)));
+      return null;
+    }
+    while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
+      s.prefix++;
+      s.ahead--;
+    }
     const ms = m.timings.computeMs / Math.max(1, m.count);
     w.msPerExample = w.msPerExample === 0 ? ms : 0.7 * w.msPerExample + 0.3 * ms;
     w.microBatches++;
     w.examples += m.count;
     w.lastResultAt = Date.now();
     this.options.events?.accepted?.(w, m);
-    const s = this.#step;
-    if (s && --s.remaining === 0) {
-      const results = [...this.#pending.values()].map((q) => q.result!).sort((a, b) =>
-        a.index - b.index
-      );
+    if (--s.remaining === 0) {
+      const results = s.tasks.map((q) => q.result!);
       for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
       if (this.#finished.size > 100_000) this.#finished.clear();
       this.#pending.clear();
@@ -340,11 +428,13 @@ export class Scheduler {
   }
 
   #pump(): void {
-    if (!this.#step || !this.#weights) return;
+    const s = this.#step;
+    if (!s || !this.#weights) return;
+    const end = s.prefix + s.window;
     for (const w of this.workers.values()) {
       while (w.wants > 0) {
         const i = this.#queue.findIndex((p) =>
-          !p.result && !p.excluded.has(w.id) && !p.assigned.has(w.id)
+          p.task.index < end && !p.result && !p.excluded.has(w.id) && !p.assigned.has(w.id)
         );
         if (i < 0) break;
         const p = this.#queue[i];
@@ -370,6 +460,12 @@ export class Scheduler {
       return;
     }
     w.wants--;
+    if (!p.dispatched) {
+      p.dispatched = true;
+      const s = this.#step!;
+      s.ahead++;
+      this.#peakOutstanding = Math.max(this.#peakOutstanding, s.ahead);
+    }
     w.inflight.add(p.task.taskId);
     p.assigned.set(w.id, Date.now());
     if (p.timer !== null) clearTimeout(p.timer);

@@ -13,20 +13,17 @@ import { loadTask } from "../shared/data/task.ts";
 import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import type { EvalResult } from "../shared/evaluate.ts";
+import { type EvalResult, withHostLogits } from "../shared/evaluate.ts";
 import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import {
-  encodeMessage,
-  type Frame,
-  type ResultMessage,
-  type WelcomeMessage,
-} from "../shared/protocol.ts";
-import { f32ToF16Bits } from "../shared/safetensors.ts";
+import { encodeMessage, type WelcomeMessage } from "../shared/protocol.ts";
+import type { Outgoing } from "../shared/transfer.ts";
+import { WeightsOut } from "./weights_out.ts";
 import { loadTokenizer } from "../shared/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
-import { clipByGlobalNorm, combineGradients, combineLosses, globalNorm } from "./grad_combine.ts";
+import { clipByGlobalNorm } from "./grad_combine.ts";
+import { dispatchWindow, GradAccumulator, maxResultBytes } from "./grad_accumulator.ts";
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
@@ -35,7 +32,7 @@ import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 import { type RunConfig, trainingFields } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
-import type { Scheduler, StepTask } from "./scheduler.ts";
+import type { ResultSummary, Scheduler, StepTask } from "./scheduler.ts";
 
 /** Where the time of one step went, in ms. */
 export interface StepTimings {
@@ -47,7 +44,12 @@ export interface StepTimings {
   readonly adversaryMs: number;
   /** Wait time not explained by the busiest worker's compute: network, queueing, decoding. */
   readonly transferMs: number;
+  /**
+   * Combining the results: adding each into the sum as it arrived (inside
+   * the wait) plus the final division, norm and clipping.
+   */
   readonly averageMs: number;
+  /** LAMB or AdamW over every parameter. */
   readonly optimizerMs: number;
   /** Encoding the new weights frame. */
   readonly encodeMs: number;
@@ -130,8 +132,8 @@ function trustSummary(layout: ParamLayout, ratios: Float64Array): StepReport["tr
  * compute spread evenly over the workers.
  */
 function stepTimings(
-  results: readonly ResultMessage[],
-  marks: { t0: number; t1: number; t2: number; t3: number; encodeMs: number },
+  results: readonly ResultSummary[],
+  marks: { t0: number; t1: number; t2: number; t3: number; encodeMs: number; sumMs: number },
   workers: number,
 ): StepTimings {
   let computeMs = 0, adversaryMs = 0, busiest = 0;
@@ -146,7 +148,7 @@ function stepTimings(
     computeMs,
     adversaryMs,
     transferMs: Math.max(0, waitMs - Math.max(busiest, computeMs / Math.max(1, workers))),
-    averageMs: marks.t2 - marks.t1,
+    averageMs: marks.sumMs + marks.t2 - marks.t1,
     optimizerMs: marks.t3 - marks.t2,
     encodeMs: marks.encodeMs,
     stepMs: performance.now() - marks.t0,
@@ -157,10 +159,18 @@ function stepTimings(
 export class Trainer {
   readonly startedAt = performance.now();
   #stopping = false;
-  #weightsFrame: Frame = new Uint8Array();
+  #weightsFrame: Outgoing = new Uint8Array();
+  readonly #weightsOut = new WeightsOut();
   lastEval: EvalResult | null = null;
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
+  /** Sums each step's results as they arrive (its float64 buffer lives for the run). */
+  readonly accumulator: GradAccumulator;
+  /**
+   * Micro-batches dispatched or answered ahead of the accumulated prefix, at
+   * most: the largest result times this stays within RESULT_BUDGET_BYTES.
+   */
+  readonly dispatchWindow: number;
 
   private constructor(
     readonly config: RunConfig,
@@ -178,6 +188,9 @@ export class Trainer {
     readonly notes: string[],
   ) {
     this.gradLayout = gradLayout(layout, config.objective);
+    this.accumulator = new GradAccumulator(this.gradLayout);
+    const tokens = config.microBatch * Math.min(config.maxLen, modelConfig.maxPositions);
+    this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
   }
 
   /** Loads data, model (or the run being resumed) and sets up the plan. */
@@ -274,21 +287,20 @@ export class Trainer {
     };
   }
 
-  /** The encoded weights of the current version (f32, or f16 with `--weights-encoding f16`). */
-  weightsFrame(): Frame {
+  /** The prepared weights of the current version (f32, or f16 with `--weights-encoding f16`). */
+  weightsFrame(): Outgoing {
     return this.#weightsFrame;
   }
 
   #encodeWeights(): number {
     const t0 = performance.now();
     const f16 = this.config.weightsEncoding === "f16";
-    this.#weightsFrame = encodeMessage({
-      type: "weights",
-      runId: this.runId,
-      version: this.weightsVersion,
-      encoding: f16 ? "f16" : "f32",
-      data: f16 ? f32ToF16Bits(this.weights) : this.weights,
-    });
+    this.#weightsFrame = this.#weightsOut.prepare(
+      this.runId,
+      this.weightsVersion,
+      this.weights,
+      f16 ? "f16" : "f32",
+    );
     return performance.now() - t0;
   }
 
@@ -345,9 +357,15 @@ export class Trainer {
       const t = this.step;
       const t0 = performance.now();
       const { tasks, items, tokens, mode } = this.#tasks(t);
+      const acc = this.accumulator;
+      // n_j comes from the batch the coordinator made, not from the worker.
+      acc.begin(items);
       let results;
       try {
-        results = await scheduler.runStep(t, tasks);
+        results = await scheduler.runStep(t, tasks, {
+          window: this.dispatchWindow,
+          accept: (r) => acc.add({ index: r.index, grad: r.grad, rows: r.rows, loss: r.loss }),
+        });
       } catch (e) {
         if (e instanceof StopRequested) {
           stopped = true;
@@ -356,17 +374,10 @@ export class Trainer {
         throw e;
       }
       const t1 = performance.now();
-      // n_j comes from the batch the coordinator made, not from the worker.
-      const grad = combineGradients(
-        results.map((r) => ({ index: r.index, grad: r.grad, rows: r.rows, count: items[r.index] })),
-        this.gradLayout,
-      );
-      const loss = combineLosses(
-        results.map((r) => ({ index: r.index, loss: r.loss, count: items[r.index] })),
-      );
+      const { grad, loss, norm: gradNorm } = acc.finish();
       const { norm, clipped } = this.config.clip > 0
-        ? clipByGlobalNorm(grad, this.config.clip)
-        : { norm: globalNorm(grad), clipped: false };
+        ? clipByGlobalNorm(grad, this.config.clip, gradNorm)
+        : { norm: gradNorm, clipped: false };
       const t2 = performance.now();
       const lr = learningRate(t + 1, this.totalSteps, this.config.lr, warmup, this.config.schedule);
       const stats = optimizerStep(this.layout, this.weights, grad, this.optimizer, lr, {
@@ -394,7 +405,11 @@ export class Trainer {
         adversary: mode,
         microBatches: results.length,
         weightsBytes: this.#weightsFrame.byteLength,
-        timings: stepTimings(results, { t0, t1, t2, t3, encodeMs }, scheduler.workers.size),
+        timings: stepTimings(
+          results,
+          { t0, t1, t2, t3, encodeMs, sumMs: acc.sumMs },
+          scheduler.workers.size,
+        ),
         elapsedMs: performance.now() - this.startedAt,
       });
       const last = this.step === this.totalSteps;
@@ -439,7 +454,11 @@ export class Trainer {
   async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
     await initBackend("wasm");
     const weights = weightTensors(this.layout, this.weights);
-    const model: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
+    const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
+    // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
+    const model = withHostLogits(tensors, this.weights, {
+      deterministic: this.config.deterministic,
+    });
     try {
       const result = await this.data.evaluate(model, this.config.evalLimit);
       if (!result) return null;

@@ -5,6 +5,9 @@ import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
 import { encodeMessage, type Frame, type ResultMessage } from "../shared/protocol.ts";
 import { denseLayout } from "../shared/sparse_grad.ts";
+import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
+import { combineGradients } from "../coordinator/grad_combine.ts";
+import { mixSeed, Rng } from "../shared/rng.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
@@ -199,7 +202,10 @@ Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused
   s.setWeights(1, new Uint8Array([1]));
   s.addWorker({ id: "w", backend: "wasm", device: "test", send: () => {} });
   s.addWorker({ id: "v", backend: "wasm", device: "test", send: () => {} });
-  const done = s.runStep(0, [{ taskId: 7, index: 0, count: 2, frame: new Uint8Array([2]) }]);
+  const accepted: ResultMessage[] = [];
+  const done = s.runStep(0, [{ taskId: 7, index: 0, count: 2, frame: new Uint8Array([2]) }], {
+    accept: (r) => accepted.push(r),
+  });
   s.request("w", 1);
   const base: ResultMessage = {
     type: "result",
@@ -219,5 +225,192 @@ Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused
   s.request("v", 1);
   assert.equal(s.result("v", base), null);
   const results = await done;
-  assert.deepEqual([...results[0].grad], [...base.grad]);
+  assert.equal(results.length, 1);
+  assert.equal(results[0].index, 0);
+  assert.equal(accepted.length, 1);
+  assert.deepEqual([...accepted[0].grad], [...base.grad]);
+});
+
+/** Links that record which tasks they hold; the test answers them in an order it picks. */
+class FakeMesh {
+  readonly scheduler: Scheduler;
+  readonly acc: GradAccumulator;
+  /** Frame → task id, for the task frames this step sends. */
+  readonly frames = new Map<Frame, number>();
+  /** Worker → tasks it was sent and has not answered. */
+  readonly holding = new Map<string, number[]>();
+  readonly grads: Float32Array[] = [];
+  readonly counts: number[] = [];
+  maxHeld = 0;
+  maxBuffered = 0;
+  discarded: string[] = [];
+
+  constructor(workers: number, readonly total: number, taskTimeoutMs = 0) {
+    this.scheduler = new Scheduler({
+      gradLayout: denseLayout(total),
+      taskTimeoutMs,
+      events: { discarded: (_w, reason) => this.discarded.push(reason) },
+    });
+    this.acc = new GradAccumulator(denseLayout(total));
+    this.scheduler.setWeights(1, new Uint8Array([0]));
+    for (let k = 0; k < workers; k++) {
+      const id = `w${k}`;
+      this.holding.set(id, []);
+      this.scheduler.addWorker({
+        id,
+        backend: "wasm",
+        device: "test",
+        send: (f) => {
+          const taskId = this.frames.get(f);
+          if (taskId !== undefined) this.holding.get(id)!.push(taskId);
+        },
+      });
+    }
+  }
+
+  /** Starts a step of n micro-batches with random gradients; every worker asks for one task. */
+  start(n: number, window: number, seed: number): Promise<unknown> {
+    const rng = new Rng(mixSeed(seed));
+    const tasks = Array.from({ length: n }, (_, index) => {
+      const g = new Float32Array(this.total);
+      for (let i = 0; i < this.total; i++) g[i] = (rng.next() - 0.5) * 10 ** (rng.next() * 8 - 4);
+      this.grads[index] = g;
+      this.counts[index] = 1 + (index % 3);
+      const frame = new Uint8Array([index & 0xff, index >> 8]);
+      this.frames.set(frame, 100 + index);
+      return { taskId: 100 + index, index, count: this.counts[index], frame };
+    });
+    this.acc.begin(this.counts);
+    const done = this.scheduler.runStep(0, tasks, {
+      window,
+      accept: (r) => {
+        this.acc.add({ index: r.index, grad: r.grad, loss: r.loss });
+        this.maxBuffered = Math.max(this.maxBuffered, this.acc.buffered);
+      },
+    });
+    for (const id of this.holding.keys()) this.scheduler.request(id, 1);
+    return done;
+  }
+
+  /** Tasks sent to some worker and not answered yet (distinct micro-batches). */
+  held(): Set<number> {
+    return new Set([...this.holding.values()].flat());
+  }
+
+  /** Worker `id` answers task `taskId` correctly and asks for more. */
+  answer(id: string, taskId: number): string | null {
+    const list = this.holding.get(id)!;
+    list.splice(list.indexOf(taskId), 1);
+    const index = taskId - 100;
+    const err = this.scheduler.result(id, {
+      type: "result",
+      taskId,
+      step: 0,
+      index,
+      weightsVersion: 1,
+      grad: this.grads[index],
+      loss: index / 7,
+      count: this.counts[index],
+      timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
+    });
+    this.scheduler.request(id, 1);
+    return err?.code ?? null;
+  }
+
+  /** Checks the bound after each event: held tasks plus waiting results within the window. */
+  check(window: number): void {
+    const outstanding = this.held().size + this.acc.buffered;
+    this.maxHeld = Math.max(this.maxHeld, outstanding);
+    assert.ok(outstanding <= window, `${outstanding} outstanding with window ${window}`);
+  }
+
+  expected(): Float32Array {
+    return combineGradients(
+      this.grads.map((grad, index) => ({ index, grad, count: this.counts[index] })),
+      this.total,
+    );
+  }
+}
+
+const u32 = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
+
+Deno.test("adversarial arrival (highest index first, the lowest last): results held stay within the window as B grows", async () => {
+  const window = 3;
+  for (const n of [8, 64, 512]) {
+    const mesh = new FakeMesh(4, 5);
+    const done = mesh.start(n, window, n);
+    mesh.check(window);
+    while (mesh.acc.next < n) {
+      // Answer the highest-index task anyone holds; the lowest waits as long as anything else can go.
+      let best: [string, number] | null = null;
+      for (const [id, list] of mesh.holding) {
+        for (const t of list) if (!best || t > best[1]) best = [id, t];
+      }
+      assert.ok(best, `nothing held with ${mesh.acc.next} of ${n} combined: dispatch stalled`);
+      assert.equal(mesh.answer(best[0], best[1]), null);
+      mesh.check(window);
+    }
+    const summaries = (await done) as { index: number }[];
+    assert.deepEqual(summaries.map((r) => r.index), Array.from({ length: n }, (_, j) => j));
+    assert.equal(mesh.maxBuffered, window - 1, `n = ${n}: the buffer fills but never overflows`);
+    assert.equal(mesh.scheduler.peakOutstanding, window);
+    assert.deepEqual(u32(mesh.acc.finish().grad), u32(mesh.expected()));
+  }
+});
+
+Deno.test("random arrival orders and worker counts: bounded, and the same bits as combineGradients", async () => {
+  for (const [workers, window, seed] of [[1, 2, 1], [2, 2, 2], [3, 5, 3], [5, 4, 4], [8, 8, 5]]) {
+    const n = 40;
+    const mesh = new FakeMesh(workers, 7);
+    const rng = new Rng(mixSeed(seed, 99));
+    const done = mesh.start(n, window, 17); // same gradients for every configuration
+    while (mesh.acc.next < n) {
+      const choices = [...mesh.holding].flatMap(([id, list]) => list.map((t) => [id, t] as const));
+      assert.ok(choices.length > 0, "dispatch stalled");
+      const [id, t] = choices[Math.floor(rng.next() * choices.length)];
+      mesh.answer(id, t);
+      mesh.check(window);
+    }
+    await done;
+    assert.ok(mesh.maxBuffered <= window - 1);
+    assert.deepEqual(u32(mesh.acc.finish().grad), u32(mesh.expected()), `${workers} workers`);
+  }
+});
+
+Deno.test("a stalled lowest micro-batch stops further dispatch, times out and is re-dispatched", async () => {
+  const window = 2, n = 6;
+  const mesh = new FakeMesh(2, 3, 40);
+  const done = mesh.start(n, window, 8);
+  // w0 holds micro-batch 0 and never answers; w1 answers whatever it gets.
+  assert.deepEqual(mesh.holding.get("w0"), [100]);
+  assert.deepEqual(mesh.holding.get("w1"), [101]);
+  assert.equal(mesh.answer("w1", 101), null);
+  mesh.check(window);
+  // Micro-batch 2 is outside the window while 0 is missing: w1 waits with nothing to do.
+  assert.deepEqual(mesh.holding.get("w1"), []);
+  await new Promise((r) => setTimeout(r, 120)); // past the 40 ms deadline: 0 goes to w1
+  assert.deepEqual(mesh.holding.get("w1"), [100]);
+  mesh.check(window);
+  assert.equal(mesh.answer("w1", 100), null);
+  assert.equal(mesh.acc.next, 2);
+  // The straggler's late answer is discarded as a duplicate, never added twice.
+  assert.equal(mesh.answer("w0", 100), null);
+  assert.ok(mesh.discarded.includes("duplicate"));
+  while (mesh.acc.next < n) {
+    const [id, list] = [...mesh.holding].find(([, l]) => l.length > 0)!;
+    mesh.answer(id, list[0]);
+    mesh.check(window);
+  }
+  await done;
+  assert.deepEqual(u32(mesh.acc.finish().grad), u32(mesh.expected()));
+});
+
+Deno.test("runStep refuses tasks out of index order and a bad window", () => {
+  const s = new Scheduler({ gradLayout: denseLayout(2), taskTimeoutMs: 0 });
+  s.setWeights(1, new Uint8Array([0]));
+  const task = (index: number) => ({ taskId: index, index, count: 1, frame: new Uint8Array([1]) });
+  const accept = () => {};
+  assert.throws(() => s.runStep(0, [task(1), task(0)], { accept }), /expected 0 … n−1 in order/);
+  assert.throws(() => s.runStep(0, [task(0)], { accept, window: 0 }), /window must be a positive/);
+  assert.throws(() => s.runStep(0, [], { accept }), /no micro-batches/);
 });

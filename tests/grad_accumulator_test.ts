@@ -1,0 +1,197 @@
+import assert from "node:assert/strict";
+import { type AccumulatorPart, GradAccumulator } from "../coordinator/grad_accumulator.ts";
+import { combineGradients, combineLosses, globalNorm } from "../coordinator/grad_combine.ts";
+import { mixSeed, Rng } from "../shared/rng.ts";
+import { compactGrad, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
+
+const bits = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
+
+/** Every ordering of 0 … n−1. */
+function permutations(n: number): number[][] {
+  if (n === 0) return [[]];
+  return permutations(n - 1).flatMap((p) =>
+    Array.from({ length: n }, (_, k) => [...p.slice(0, k), n - 1, ...p.slice(k)])
+  );
+}
+
+function shuffled<T>(xs: readonly T[], rng: Rng): T[] {
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Values over many magnitudes, so float64 summation order shows in the bits. */
+function randomDense(total: number, rng: Rng): Float32Array {
+  const g = new Float32Array(total);
+  for (let i = 0; i < total; i++) g[i] = (rng.next() - 0.5) * 10 ** (rng.next() * 10 - 5);
+  return g;
+}
+
+/** Row-sparse parts (some dense) of a 9-row × 4 layout with 7 dense elements after it. */
+function sparseParts(n: number, seed: number): { s: SparseLayout; parts: AccumulatorPart[] } {
+  const s: SparseLayout = { total: 9 * 4 + 7, rowCount: 9, rowWidth: 4 };
+  const rng = new Rng(mixSeed(seed));
+  const parts = Array.from({ length: n }, (_, index) => {
+    const dense = randomDense(s.total, rng);
+    const loss = rng.next() * 3;
+    if (index % 4 === 3) return { index, grad: dense, loss }; // a dense part among sparse ones
+    const rows = Int32Array.from([...new Set([0, 2, 5, 8].filter(() => rng.next() < 0.6))].sort());
+    return { index, rows, grad: compactGrad(dense, rows, s), loss };
+  });
+  return { s, parts };
+}
+
+function accumulate(
+  acc: GradAccumulator,
+  parts: readonly AccumulatorPart[],
+  counts: readonly number[],
+) {
+  acc.begin(counts);
+  for (const p of parts) acc.add(p);
+  return acc.finish();
+}
+
+function reference(parts: readonly AccumulatorPart[], counts: readonly number[], s: SparseLayout) {
+  const grad = combineGradients(
+    parts.map((p) => ({ index: p.index, grad: p.grad, rows: p.rows, count: counts[p.index] })),
+    s,
+  );
+  const loss = combineLosses(parts.map((p) => ({ ...p, count: counts[p.index] })));
+  return { grad, loss };
+}
+
+Deno.test("every arrival order of 6 dense parts gives combineGradients' bits", () => {
+  const total = 257, rng = new Rng(mixSeed(3));
+  const parts = Array.from({ length: 6 }, (_, index) => ({
+    index,
+    grad: randomDense(total, rng),
+    loss: rng.next(),
+  }));
+  const counts = [3, 1, 4, 1, 5, 9];
+  const want = reference(parts, counts, denseLayout(total));
+  const acc = new GradAccumulator(denseLayout(total));
+  for (const order of permutations(6)) {
+    const got = accumulate(acc, order.map((j) => parts[j]), counts);
+    assert.deepEqual(bits(got.grad), bits(want.grad), `order ${order}`);
+    assert.equal(got.loss, want.loss);
+    assert.equal(got.items, 23);
+    assert.equal(got.norm, globalNorm(want.grad));
+  }
+});
+
+Deno.test("row-sparse and dense parts in any order: the bits of their dense combination", () => {
+  const { s, parts } = sparseParts(13, 5);
+  const counts = parts.map((_, j) => 1 + (j * 7) % 5);
+  const want = reference(parts, counts, s);
+  const acc = new GradAccumulator(s);
+  const rng = new Rng(mixSeed(9));
+  for (let trial = 0; trial < 40; trial++) {
+    const got = accumulate(acc, shuffled(parts, rng), counts);
+    assert.deepEqual(bits(got.grad), bits(want.grad));
+    assert.equal(got.loss, want.loss);
+  }
+  // Part 0 sparse (its absent rows come from a zeroed block, not from the last step's sums).
+  assert.ok(parts[0].rows);
+});
+
+Deno.test("index order decides rounding, not arrival: (1 + 2^60) − 2^60 = 0 every time", () => {
+  const parts = [1, 2 ** 60, -(2 ** 60)].map((x, index) => ({
+    index,
+    grad: new Float32Array([x]),
+    loss: x === 1 ? 1 : 0,
+  }));
+  const acc = new GradAccumulator(denseLayout(1));
+  for (const order of permutations(3)) {
+    const got = accumulate(acc, order.map((j) => parts[j]), [1, 1, 1]);
+    assert.equal(got.grad[0], 0);
+    assert.equal(got.loss, 1 / 3);
+  }
+});
+
+Deno.test("−0 gradients give +0, as a sum from a zeroed buffer does", () => {
+  const acc = new GradAccumulator(denseLayout(3));
+  const only = accumulate(acc, [{ index: 0, grad: new Float32Array([-0, 1, -0]), loss: 0 }], [2]);
+  const want = combineGradients([{ index: 0, grad: new Float32Array([-0, 1, -0]), count: 2 }], 3);
+  assert.deepEqual(bits(only.grad), bits(want));
+  assert.ok(Object.is(want[0], 0) && Object.is(only.grad[0], 0));
+});
+
+Deno.test("the reorder buffer holds exactly the parts ahead of their turn", () => {
+  const acc = new GradAccumulator(denseLayout(2));
+  const part = (index: number) => ({ index, grad: new Float32Array([index, 1]), loss: 0 });
+  acc.begin([1, 1, 1, 1, 1]);
+  acc.add(part(4));
+  acc.add(part(2));
+  assert.equal(acc.buffered, 2);
+  assert.equal(acc.next, 0);
+  acc.add(part(0));
+  assert.equal(acc.next, 1);
+  assert.equal(acc.buffered, 2);
+  acc.add(part(1)); // releases 2, not 4
+  assert.equal(acc.next, 3);
+  assert.equal(acc.buffered, 1);
+  acc.add(part(3)); // releases 4
+  assert.equal(acc.next, 5);
+  assert.equal(acc.buffered, 0);
+  assert.equal(acc.peakBuffered, 2);
+  assert.deepEqual([...acc.finish().grad], [2, 1]);
+  // In order: nothing ever waits.
+  acc.begin([1, 1, 1]);
+  for (let j = 0; j < 3; j++) acc.add(part(j));
+  assert.equal(acc.peakBuffered, 0);
+  acc.finish();
+});
+
+Deno.test("the accumulator is reused: a later, smaller step owes nothing to the earlier one", () => {
+  const { s, parts } = sparseParts(8, 21);
+  const acc = new GradAccumulator(s);
+  const counts = parts.map(() => 2);
+  accumulate(acc, parts, counts);
+  const second = sparseParts(3, 22).parts;
+  const got = accumulate(acc, [second[2], second[0], second[1]], [1, 2, 3]);
+  assert.deepEqual(bits(got.grad), bits(reference(second, [1, 2, 3], s).grad));
+  // An abandoned step (begin again halfway) leaves no trace either.
+  acc.begin(counts);
+  acc.add(parts[1]);
+  acc.add(parts[0]);
+  const again = accumulate(acc, [second[1], second[0], second[2]], [1, 2, 3]);
+  assert.deepEqual(bits(again.grad), bits(got.grad));
+});
+
+Deno.test("bad parts and misuse are refused by name", () => {
+  const s: SparseLayout = { total: 7, rowCount: 2, rowWidth: 2 };
+  const acc = new GradAccumulator(s);
+  const dense = (index: number) => ({ index, grad: new Float32Array(7), loss: 1 });
+  assert.throws(() => acc.add(dense(0)), /begin\(\) first/);
+  assert.throws(() => acc.begin([]), /needs micro-batches/);
+  assert.throws(() => acc.begin([1, 0]), /micro-batch 1: count must be a positive integer/);
+  acc.begin([1, 1, 1]);
+  assert.throws(() => acc.add(dense(3)), /index 3 is not in this step's 0 … 2/);
+  assert.throws(() => acc.add(dense(-1)), /index -1/);
+  assert.throws(
+    () => acc.add({ index: 0, grad: new Float32Array(6), loss: 1 }),
+    /micro-batch 0: result.grad has 6 elements, expected 7/,
+  );
+  assert.throws(
+    () => acc.add({ index: 0, grad: new Float32Array(5), rows: Int32Array.from([2]), loss: 1 }),
+    /row 2/,
+  );
+  assert.throws(() => acc.add({ ...dense(0), loss: NaN }), /loss is NaN/);
+  acc.add(dense(2));
+  assert.throws(() => acc.add(dense(2)), /micro-batch 2 was already added/);
+  acc.add(dense(0));
+  assert.throws(() => acc.add(dense(0)), /micro-batch 0 was already added/);
+  assert.throws(() => acc.finish(), /1 of 3 micro-batches added \(1 waiting for a lower index\)/);
+  acc.add(dense(1));
+  acc.finish();
+  assert.throws(() => acc.finish(), /begin\(\) first/);
+  const mlm = new GradAccumulator(denseLayout(5));
+  mlm.begin([1]);
+  assert.throws(
+    () => mlm.add({ index: 0, grad: new Float32Array(3), rows: Int32Array.from([0]), loss: 1 }),
+    /dense gradients/,
+  );
+});

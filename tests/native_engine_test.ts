@@ -270,6 +270,17 @@ Deno.test("same task, same bits; buffers reused across batch shapes give the sam
   assert.notDeepEqual(seeded.grad, first.grad, "dropout masks depend on the micro-batch index");
 });
 
+Deno.test("gradient into a given buffer: zeroed first, same values, wrong size refused", () => {
+  const t = model({}, false);
+  const m = native(t);
+  const want = m.gradient(task(t, DEFAULT_ADVERSARY));
+  const out = new Float32Array(t.layout.total).fill(7);
+  const got = m.gradient(task(t, DEFAULT_ADVERSARY), out);
+  assert.equal(got.grad, out);
+  assert.deepEqual(got.grad, want.grad);
+  assert.throws(() => m.gradient(task(t, NO_ADVERSARY), new Float32Array(3)), /out holds 3/);
+});
+
 Deno.test("the word-embedding gradient is zero on rows no real token used (classifier)", () => {
   const t = model({}, false);
   const r = native(t).gradient(task(t, DEFAULT_ADVERSARY));

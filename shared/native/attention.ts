@@ -17,32 +17,68 @@
  */
 import type { AttentionShape } from "./device.ts";
 import type { Gemm } from "./gemm.ts";
+import { fastExp } from "./fast_math.ts";
 
 type F32 = Float32Array;
 
-/** Row-wise masked softmax of the [L, L] scores of example b, in place. */
-function maskedSoftmax(p: F32, mask: Uint8Array, b: number, L: number): void {
+/** The real-token count of example b when its mask is a prefix of ones, else −1. */
+function prefixLength(mask: Uint8Array, b: number, L: number): number {
   const m0 = b * L;
+  let len = 0;
+  while (len < L && mask[m0 + len]) len++;
+  for (let j = len; j < L; j++) if (mask[m0 + j]) return -1;
+  return len;
+}
+
+/**
+ * Row-wise masked softmax of the [L, L] scores `p` of example b, in place;
+ * with `dropMask`, also `pd` = p·dropMask[maskOffset …].
+ */
+function maskedSoftmax(
+  p: F32,
+  mask: Uint8Array,
+  b: number,
+  L: number,
+  dropMask: F32 | null,
+  maskOffset: number,
+  pd: F32,
+): void {
+  const m0 = b * L;
+  const len = prefixLength(mask, b, L);
   let real = 0;
   for (let j = 0; j < L; j++) real += mask[m0 + j];
-  if (real === 0) {
-    p.fill(1 / L, 0, L * L);
-    return;
-  }
-  for (let i = 0; i < L; i++) {
+  if (real === 0) p.fill(1 / L, 0, L * L);
+  for (let i = 0; i < L && real > 0; i++) {
     const o = i * L;
-    let max = -Infinity;
-    for (let j = 0; j < L; j++) if (mask[m0 + j] && p[o + j] > max) max = p[o + j];
-    let z = 0;
-    for (let j = 0; j < L; j++) {
-      if (mask[m0 + j]) {
-        const e = Math.exp(p[o + j] - max);
+    if (len >= 0) {
+      // Keys [0, len) are real, the rest padding: no per-element mask test.
+      let max = -Infinity;
+      for (let j = 0; j < len; j++) if (p[o + j] > max) max = p[o + j];
+      let z = 0;
+      for (let j = 0; j < len; j++) {
+        const e = fastExp(p[o + j] - max);
         p[o + j] = e;
         z += e;
-      } else p[o + j] = 0;
+      }
+      const inv = 1 / z;
+      for (let j = 0; j < len; j++) p[o + j] *= inv;
+      p.fill(0, o + len, o + L);
+    } else {
+      let max = -Infinity;
+      for (let j = 0; j < L; j++) if (mask[m0 + j] && p[o + j] > max) max = p[o + j];
+      let z = 0;
+      for (let j = 0; j < L; j++) {
+        const e = mask[m0 + j] ? fastExp(p[o + j] - max) : 0;
+        p[o + j] = e;
+        z += e;
+      }
+      const inv = 1 / z;
+      for (let j = 0; j < L; j++) p[o + j] *= inv;
     }
-    const inv = 1 / z;
-    for (let j = 0; j < L; j++) p[o + j] *= inv;
+  }
+  if (dropMask) {
+    const n = L * L;
+    for (let i = 0; i < n; i++) pd[i] = p[i] * dropMask[maskOffset + i];
   }
 }
 
@@ -66,12 +102,8 @@ export function attentionForward(
       const p = probs.subarray(po, po + LL);
       const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
       gemm(false, true, L, L, hd, scale, q, ld, k, ld, 0, p, L);
-      maskedSoftmax(p, batch.attentionMask, b, L);
-      let pd = p;
-      if (dropMask) {
-        pd = dropped.subarray(po, po + LL);
-        for (let i = 0; i < LL; i++) pd[i] = p[i] * dropMask[po + i];
-      }
+      const pd = dropMask ? dropped.subarray(po, po + LL) : p;
+      maskedSoftmax(p, batch.attentionMask, b, L, dropMask, po, pd);
       const v = qkv.subarray(base + 2 * H + a * hd);
       gemm(false, false, L, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * L * H + a * hd), H);
     }

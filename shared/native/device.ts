@@ -198,3 +198,40 @@ export interface Device<T> {
   /** One adversary ascent step and projection on delta [B, L, H] in place (shared/adversary.ts). */
   ascend(delta: T, grad: T, batch: BatchIndex, hidden: number, cfg: AdversaryConfig): void;
 }
+
+/** Time and calls per kernel, filled by {@link profiled}. */
+export interface KernelProfile {
+  readonly ms: Map<string, number>;
+  readonly calls: Map<string, number>;
+}
+
+/** An empty {@link KernelProfile}. */
+export function kernelProfile(): KernelProfile {
+  return { ms: new Map(), calls: new Map() };
+}
+
+/**
+ * `dev` with every kernel timed into `profile` by `clock` (ms; default wall
+ * time: on a device that only enqueues, the enqueue time). For profiling,
+ * not the hot path.
+ */
+export function profiled<T>(
+  dev: Device<T>,
+  profile: KernelProfile,
+  clock: () => number = () => performance.now(),
+): Device<T> {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(dev)) {
+    if (typeof fn !== "function") continue;
+    out[name] = (...args: unknown[]) => {
+      const t = clock();
+      try {
+        return fn(...args);
+      } finally {
+        profile.ms.set(name, (profile.ms.get(name) ?? 0) + clock() - t);
+        profile.calls.set(name, (profile.calls.get(name) ?? 0) + 1);
+      }
+    };
+  }
+  return out as unknown as Device<T>;
+}

@@ -28,7 +28,7 @@ import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
 import { mixSeed } from "../rng.ts";
 import { cpuDevice } from "./cpu_device.ts";
-import type { BatchIndex, Device } from "./device.ts";
+import { type BatchIndex, type Device, type KernelProfile, profiled } from "./device.ts";
 import {
   encoderBackward,
   EncoderBuffers,
@@ -89,12 +89,15 @@ export class NativeModel {
   #cls: ClassifierParams<F32> | null = null;
   #mlmW: MlmParams<F32> | null = null;
 
+  /** `options.profile`: time every kernel into it by `options.clock` (for profiling). */
   constructor(
     readonly config: ModelConfig,
     readonly layout: ParamLayout,
     readonly gemm: Gemm,
+    options: { readonly profile?: KernelProfile; readonly clock?: () => number } = {},
   ) {
-    this.#dev = cpuDevice(gemm);
+    const dev = cpuDevice(gemm);
+    this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
     this.#mlm = layout.byName.has("cls.predictions.bias");
     const H = config.hiddenSize;
     this.#packed = Array.from({ length: config.numLayers }, () => ({
@@ -115,8 +118,13 @@ export class NativeModel {
     this.#weights = flat;
   }
 
-  /** g_j, the mean loss, n_j and timings: the same contract as `microBatchGradient`. */
-  gradient(task: GradientTask): GradientResult {
+  /**
+   * g_j, the mean loss, n_j and timings: the same contract as
+   * `microBatchGradient`. The gradient goes into `out` when given (zeroed
+   * first, then returned as `grad`): a caller done with each result before
+   * the next call saves the page faults of a fresh 4-byte-per-parameter array.
+   */
+  gradient(task: GradientTask, out?: Float32Array): GradientResult {
     const t0 = performance.now();
     const enc = this.#needWeights();
     const { batch, adversary: adv } = task;
@@ -125,7 +133,10 @@ export class NativeModel {
     const ws = this.#workspace(batch.size, batch.seqLen, task.dropout.attention > 0);
     const masks = this.#masks(ws, mixSeed(task.seed, task.step, task.index), task.dropout);
     const dev = this.#dev, H = this.config.hiddenSize;
-    const grad = new Float32Array(this.layout.total);
+    if (out && out.length !== this.layout.total) {
+      throw new Error(`gradient: out holds ${out.length} values, the layout ${this.layout.total}`);
+    }
+    const grad = out ? out.fill(0) : new Float32Array(this.layout.total);
     const gEnc = encoderGrads(dev, this.config, this.layout, grad);
     const gHead = this.#mlm
       ? mlmParams(dev, this.layout, grad)

@@ -8,9 +8,9 @@
  * sum in float64.
  *
  * The formulas are shared/model.ts's (tfjs) ones: LayerNorm with the biased
- * variance and 1/√(var + ε); GELU = ½x(1 + erf(x/√2)) with tfjs's erf
- * (Abramowitz–Stegun 7.1.26, |error| ≤ 1.5e-7), whose derivative is taken
- * analytically as tfjs's gradient does.
+ * variance and 1/√(var + ε); GELU = ½x(1 + erf(x/√2)) and its derivative
+ * (tables of shared/native/fast_math.ts); softmax and cross-entropy with its
+ * `fastExp`.
  *
  * @module
  */
@@ -18,6 +18,7 @@ import type { AdversaryConfig } from "../adversary.ts";
 import { ascendHost } from "../adversary.ts";
 import { fillDropoutMask } from "../dropout_mask.ts";
 import type { BatchIndex } from "./device.ts";
+import { fastExp, geluTable } from "./fast_math.ts";
 
 type F32 = Float32Array;
 
@@ -152,15 +153,15 @@ export function layerNorm(
 ): void {
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
-    let s = 0;
-    for (let j = 0; j < cols; j++) s += x[o + j];
-    const m = s / cols;
-    let v = 0;
+    let s = 0, ss = 0;
     for (let j = 0; j < cols; j++) {
-      const d = x[o + j] - m;
-      v += d * d;
+      const v = x[o + j];
+      s += v;
+      ss += v * v;
     }
-    const rs = 1 / Math.sqrt(v / cols + eps);
+    const m = s / cols;
+    // E[x²] − m² in float64 from float32 inputs: exact enough (no float32 cancellation).
+    const rs = 1 / Math.sqrt(Math.max(ss / cols - m * m, 0) + eps);
     mean[r] = m;
     rstd[r] = rs;
     for (let j = 0; j < cols; j++) out[o + j] = (x[o + j] - m) * rs * gamma[j] + beta[j];
@@ -210,12 +211,11 @@ export function layerNormBackward(
   }
 }
 
-// tfjs's erf constants (backend_util.ERF_*): Abramowitz & Stegun 7.1.26.
-const ERF_P = 0.3275911, A1 = 0.254829592, A2 = -0.284496736, A3 = 1.421413741;
-const A4 = -1.453152027, A5 = 1.061405429;
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
-
-/** g = GELU(u + bias) = ½z(1 + erf(z/√2)); deriv = Φ(z) + z·φ(z) when given. */
+/**
+ * g = GELU(u + bias) = ½z(1 + erf(z/√2)); deriv = GELU'(z) = Φ(z) + z·φ(z)
+ * when given. Interpolated in shared/native/fast_math.ts's tables (error
+ * ≤ 2e-7; tfjs's own erf is within 1.5e-7 of the true one). g may be u.
+ */
 export function biasGelu(
   u: F32,
   bias: F32,
@@ -224,18 +224,26 @@ export function biasGelu(
   rows: number,
   cols: number,
 ): void {
+  const { lo, hi, perUnit, value, deriv: slope } = geluTable();
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     for (let j = 0; j < cols; j++) {
-      const z = Math.fround(u[o + j] + bias[j]);
-      const v = Math.abs(z) * Math.SQRT1_2;
-      const t = 1 / (1 + ERF_P * v);
-      const e = Math.exp(-v * v); // exp(-z²/2), shared by erf and the density
-      const a = 1 - (((((A5 * t + A4) * t) + A3) * t + A2) * t + A1) * t * e;
-      const erf = z < 0 ? -a : a;
-      const cdf = 0.5 * (1 + erf);
-      g[o + j] = z * cdf;
-      if (deriv) deriv[o + j] = cdf + z * e * INV_SQRT_2PI;
+      const z = u[o + j] + bias[j];
+      let gv: number, dv: number;
+      if (z > lo && z < hi) {
+        const t = (z - lo) * perUnit, i = t | 0, f = t - i;
+        const v0 = value[i], d0 = slope[i];
+        gv = v0 + f * (value[i + 1] - v0);
+        dv = d0 + f * (slope[i + 1] - d0);
+      } else if (z >= hi) {
+        gv = z;
+        dv = 1;
+      } else {
+        gv = 0;
+        dv = 0;
+      }
+      g[o + j] = gv;
+      if (deriv !== null) deriv[o + j] = dv;
     }
   }
 }
@@ -248,9 +256,21 @@ export function geluBackward(
   rows: number,
   cols: number,
 ): void {
-  const n = rows * cols;
-  for (let i = 0; i < n; i++) dg[i] *= deriv[i];
-  if (dbias) colSum(dg, rows, cols, dbias);
+  if (!dbias) {
+    const n = rows * cols;
+    for (let i = 0; i < n; i++) dg[i] *= deriv[i];
+    return;
+  }
+  const s = accumulator(cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let j = 0; j < cols; j++) {
+      const v = dg[o + j] * deriv[o + j];
+      dg[o + j] = v;
+      s[j] += v;
+    }
+  }
+  for (let j = 0; j < cols; j++) dbias[j] += s[j];
 }
 
 /** y = tanh(y + bias) in place. */
@@ -310,13 +330,13 @@ export function crossEntropy(
     let max = -Infinity;
     for (let j = 0; j < cols; j++) if (logits[o + j] > max) max = logits[o + j];
     let z = 0;
-    for (let j = 0; j < cols; j++) z += Math.exp(logits[o + j] - max);
+    for (let j = 0; j < cols; j++) z += fastExp(logits[o + j] - max);
     const logZ = Math.log(z) + max;
     total += logZ - logits[o + y];
     if (dlogits) {
       const inv = 1 / z;
       for (let j = 0; j < cols; j++) {
-        dlogits[o + j] = (Math.exp(logits[o + j] - max) * inv - (j === y ? 1 : 0)) * w;
+        dlogits[o + j] = (fastExp(logits[o + j] - max) * inv - (j === y ? 1 : 0)) * w;
       }
     }
   }

@@ -21,3 +21,18 @@ Deno.test("parseRunFlags: a bad learning rate or optimizer is an error that name
     return true;
   });
 });
+
+Deno.test("parseRunFlags: --save-dtype takes bf16; --save-shard-size is a byte size", async () => {
+  const cfg = async (...args: string[]) => (await parseRunFlags(args, {}, "")).config;
+  const plain = await cfg();
+  assert.deepEqual([plain.saveDtype, plain.saveShardBytes], ["F32", 5_000_000_000]);
+  const set = await cfg("--save-dtype", "bf16", "--save-shard-size", "500MB");
+  assert.deepEqual([set.saveDtype, set.saveShardBytes], ["BF16", 500_000_000]);
+  assert.equal((await cfg("--save-dtype", "f16")).saveDtype, "F16");
+  for (const [flag, value] of [["save-dtype", "f64"], ["save-shard-size", "5 apples"]]) {
+    await assert.rejects(() => parseRunFlags([`--${flag}`, value], {}, ""), (e) => {
+      assert.ok(e instanceof FlagError && e.message.includes(`--${flag}`), String(e));
+      return true;
+    });
+  }
+});

@@ -13,13 +13,12 @@ import { loadTask } from "../shared/data/task.ts";
 import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import { type EvalResult, withHostLogits } from "../shared/evaluate.ts";
+import type { EvalResult } from "../shared/evaluate.ts";
 import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { encodeMessage, type WelcomeMessage } from "../shared/protocol.ts";
-import type { Outgoing } from "../shared/transfer.ts";
-import { WeightsOut } from "./weights_out.ts";
+import { encodeMessage, type Frame, type WelcomeMessage } from "../shared/protocol.ts";
+import { f32ToF16Bits } from "../shared/safetensors.ts";
 import { loadTokenizer } from "../shared/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import { clipByGlobalNorm } from "./grad_combine.ts";
@@ -159,8 +158,7 @@ function stepTimings(
 export class Trainer {
   readonly startedAt = performance.now();
   #stopping = false;
-  #weightsFrame: Outgoing = new Uint8Array();
-  readonly #weightsOut = new WeightsOut();
+  #weightsFrame: Frame = new Uint8Array();
   lastEval: EvalResult | null = null;
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
@@ -287,20 +285,21 @@ export class Trainer {
     };
   }
 
-  /** The prepared weights of the current version (f32, or f16 with `--weights-encoding f16`). */
-  weightsFrame(): Outgoing {
+  /** The encoded weights of the current version (f32, or f16 with `--weights-encoding f16`). */
+  weightsFrame(): Frame {
     return this.#weightsFrame;
   }
 
   #encodeWeights(): number {
     const t0 = performance.now();
     const f16 = this.config.weightsEncoding === "f16";
-    this.#weightsFrame = this.#weightsOut.prepare(
-      this.runId,
-      this.weightsVersion,
-      this.weights,
-      f16 ? "f16" : "f32",
-    );
+    this.#weightsFrame = encodeMessage({
+      type: "weights",
+      runId: this.runId,
+      version: this.weightsVersion,
+      encoding: f16 ? "f16" : "f32",
+      data: f16 ? f32ToF16Bits(this.weights) : this.weights,
+    });
     return performance.now() - t0;
   }
 
@@ -454,11 +453,7 @@ export class Trainer {
   async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
     await initBackend("wasm");
     const weights = weightTensors(this.layout, this.weights);
-    const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
-    // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
-    const model = withHostLogits(tensors, this.weights, {
-      deterministic: this.config.deterministic,
-    });
+    const model: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
     try {
       const result = await this.data.evaluate(model, this.config.evalLimit);
       if (!result) return null;

@@ -78,32 +78,42 @@ export function dropoutScale(rate: number): number {
 
 /**
  * Fills `out` with the multipliers of site `site` (0 or {@link dropoutScale})
- * for elements 0..out.length-1, and returns it.
+ * for elements 0..out.length-1, and returns it. With `rows`, `out` holds only
+ * some rows of the site's tensor: out[i·width + j] is element
+ * rows.starts[i] + j (the engine's compact first-token rows).
  */
 export function fillDropoutMask(
   out: Float32Array,
   seed: number,
   site: number,
   rate: number,
+  rows?: { readonly starts: Int32Array; readonly width: number },
 ): Float32Array {
   if (out.length > 4294967296) throw new Error(`dropout: ${out.length} elements exceed 2³²`);
   const key = dropoutKey(seed, site);
   const threshold = dropoutThreshold(rate), scale = dropoutScale(rate);
-  for (let i = 0; i < out.length; i++) {
-    // Inlined dropoutBits: this loop runs over every activation of a pass.
-    let x = (i ^ key) >>> 0;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x7feb352d);
-    x ^= x >>> 15;
-    x = Math.imul(x, 0x846ca68b);
-    x ^= x >>> 16;
-    x = ((x >>> 0) + key) >>> 0;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x7feb352d);
-    x ^= x >>> 15;
-    x = Math.imul(x, 0x846ca68b);
-    x ^= x >>> 16;
-    out[i] = x >>> 0 >= threshold ? scale : 0;
+  const width = rows ? rows.width : out.length, count = rows ? rows.starts.length : 1;
+  if (width * count !== out.length) {
+    throw new Error(`dropout: ${count} rows of ${width} do not fill ${out.length} elements`);
+  }
+  for (let r = 0, o = 0; r < count; r++, o += width) {
+    const start = rows ? rows.starts[r] : 0;
+    for (let j = 0; j < width; j++) {
+      // Inlined dropoutBits: this loop runs over every activation of a pass.
+      let x = ((start + j) ^ key) >>> 0;
+      x ^= x >>> 16;
+      x = Math.imul(x, 0x7feb352d);
+      x ^= x >>> 15;
+      x = Math.imul(x, 0x846ca68b);
+      x ^= x >>> 16;
+      x = ((x >>> 0) + key) >>> 0;
+      x ^= x >>> 16;
+      x = Math.imul(x, 0x7feb352d);
+      x ^= x >>> 15;
+      x = Math.imul(x, 0x846ca68b);
+      x ^= x >>> 16;
+      out[o + j] = x >>> 0 >= threshold ? scale : 0;
+    }
   }
   return out;
 }

@@ -270,6 +270,30 @@ Deno.test("same task, same bits; buffers reused across batch shapes give the sam
   assert.notDeepEqual(seeded.grad, first.grad, "dropout masks depend on the micro-batch index");
 });
 
+Deno.test("first-position-only last layer (the default under a classifier) = the full last layer", () => {
+  for (const over of [{}, { num_hidden_layers: 1 }, { model_type: "roberta", pad_token_id: 1 }]) {
+    const t = model(over, false);
+    const full = new NativeModel(t.config, t.layout, jsGemm, { fullLastLayer: true });
+    full.setWeights(t.weights);
+    const first = native(t);
+    for (const adv of MODES) {
+      for (const drop of DROPOUTS) {
+        const k = task(t, adv, drop);
+        const a = first.gradient(k), b = full.gradient(k);
+        const what = `${JSON.stringify(over)} ${adv.mode} ${adv.norm} dropout ${drop.hidden}`;
+        assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(b.loss), `${what}: loss`);
+        let scale = 0;
+        for (const v of b.grad) scale = Math.max(scale, Math.abs(v));
+        for (let i = 0; i < b.grad.length; i++) {
+          assert.ok(Math.abs(a.grad[i] - b.grad[i]) <= 1e-6 * scale, `${what}: grad[${i}]`);
+        }
+      }
+    }
+    const la = first.logits(t.batch), lb = full.logits(t.batch);
+    for (let i = 0; i < lb.length; i++) assert.ok(Math.abs(la[i] - lb[i]) <= 1e-6, `logit ${i}`);
+  }
+});
+
 Deno.test("gradient into a given buffer: zeroed first, same values, wrong size refused", () => {
   const t = model({}, false);
   const m = native(t);

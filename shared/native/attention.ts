@@ -31,7 +31,7 @@ function prefixLength(mask: Uint8Array, b: number, L: number): number {
 }
 
 /**
- * Row-wise masked softmax of the [L, L] scores `p` of example b, in place;
+ * Row-wise masked softmax of the [rows, L] scores `p` of example b, in place;
  * with `dropMask`, also `pd` = p·dropMask[maskOffset …].
  */
 function maskedSoftmax(
@@ -39,6 +39,7 @@ function maskedSoftmax(
   mask: Uint8Array,
   b: number,
   L: number,
+  rows: number,
   dropMask: F32 | null,
   maskOffset: number,
   pd: F32,
@@ -47,8 +48,8 @@ function maskedSoftmax(
   const len = prefixLength(mask, b, L);
   let real = 0;
   for (let j = 0; j < L; j++) real += mask[m0 + j];
-  if (real === 0) p.fill(1 / L, 0, L * L);
-  for (let i = 0; i < L && real > 0; i++) {
+  if (real === 0) p.fill(1 / L, 0, rows * L);
+  for (let i = 0; i < rows && real > 0; i++) {
     const o = i * L;
     if (len >= 0) {
       // Keys [0, len) are real, the rest padding: no per-element mask test.
@@ -77,8 +78,33 @@ function maskedSoftmax(
     }
   }
   if (dropMask) {
-    const n = L * L;
+    const n = rows * L;
     for (let i = 0; i < n; i++) pd[i] = p[i] * dropMask[maskOffset + i];
+  }
+}
+
+/** dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place on dp ([rows, L]), dP first times the dropout mask. */
+function softmaxBackward(
+  dp: F32,
+  p: F32,
+  rows: number,
+  L: number,
+  dropMask: F32 | null,
+  maskOffset: number,
+): void {
+  for (let i = 0; i < rows; i++) {
+    const o = i * L;
+    let dot = 0;
+    if (dropMask) {
+      for (let j = 0; j < L; j++) {
+        const g = dp[o + j] * dropMask[maskOffset + o + j];
+        dp[o + j] = g;
+        dot += g * p[o + j];
+      }
+    } else {
+      for (let j = 0; j < L; j++) dot += dp[o + j] * p[o + j];
+    }
+    for (let j = 0; j < L; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot);
   }
 }
 
@@ -103,7 +129,7 @@ export function attentionForward(
       const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
       gemm(false, true, L, L, hd, scale, q, ld, k, ld, 0, p, L);
       const pd = dropMask ? dropped.subarray(po, po + LL) : p;
-      maskedSoftmax(p, batch.attentionMask, b, L, dropMask, po, pd);
+      maskedSoftmax(p, batch.attentionMask, b, L, L, dropMask, po, pd);
       const v = qkv.subarray(base + 2 * H + a * hd);
       gemm(false, false, L, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * L * H + a * hd), H);
     }
@@ -136,22 +162,79 @@ export function attentionBackward(
       const qo = base + a * hd, ko = qo + H, vo = ko + H;
       gemm(false, true, L, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
       gemm(true, false, L, hd, L, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
-      for (let i = 0; i < L; i++) {
-        const o = i * L;
-        let dot = 0;
-        if (dropMask) {
-          for (let j = 0; j < L; j++) {
-            const g = dp[o + j] * dropMask[po + o + j];
-            dp[o + j] = g;
-            dot += g * p[o + j];
-          }
-        } else {
-          for (let j = 0; j < L; j++) dot += dp[o + j] * p[o + j];
-        }
-        for (let j = 0; j < L; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot);
-      }
+      softmaxBackward(dp, p, L, L, dropMask, po);
       gemm(false, false, L, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
       gemm(true, false, L, hd, L, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
+    }
+  }
+}
+
+/**
+ * Attention for the first query of each example only (the last layer under a
+ * classifier, whose head reads nothing else): probs, dropMask and dropped are
+ * [B, heads, L] (the rows q = 0 of the full tensors), ctx is [B, H]. K and V
+ * come from every position of qkv [N, 3H].
+ */
+export function attentionFirstForward(
+  gemm: Gemm,
+  qkv: F32,
+  probs: F32,
+  dropMask: F32 | null,
+  dropped: F32,
+  ctx: F32,
+  shape: AttentionShape,
+): void {
+  const { batch, heads: nh, headDim: hd } = shape;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H;
+  const scale = 1 / Math.sqrt(hd);
+  for (let b = 0; b < B; b++) {
+    const base = b * L * ld;
+    for (let a = 0; a < nh; a++) {
+      const po = (b * nh + a) * L;
+      const p = probs.subarray(po, po + L);
+      const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
+      gemm(false, true, 1, L, hd, scale, q, ld, k, ld, 0, p, L);
+      const pd = dropMask ? dropped.subarray(po, po + L) : p;
+      maskedSoftmax(p, batch.attentionMask, b, L, 1, dropMask, po, pd);
+      const v = qkv.subarray(base + 2 * H + a * hd);
+      gemm(false, false, 1, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * H + a * hd), H);
+    }
+  }
+}
+
+/**
+ * The backward of {@link attentionFirstForward} into dqkv [N, 3H]
+ * (overwritten: Q's gradient is zero at every query but the first).
+ */
+export function attentionFirstBackward(
+  gemm: Gemm,
+  dctx: F32,
+  qkv: F32,
+  probs: F32,
+  dropMask: F32 | null,
+  dropped: F32,
+  dqkv: F32,
+  shape: AttentionShape,
+  scratch: F32,
+): void {
+  const { batch, heads: nh, headDim: hd } = shape;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H;
+  const scale = 1 / Math.sqrt(hd);
+  const dp = scratch.subarray(0, L);
+  for (let b = 0; b < B; b++) {
+    const base = b * L * ld;
+    for (let i = 1; i < L; i++) dqkv.fill(0, base + i * ld, base + i * ld + H);
+    for (let a = 0; a < nh; a++) {
+      const po = (b * nh + a) * L;
+      const p = probs.subarray(po, po + L);
+      const pd = dropMask ? dropped.subarray(po, po + L) : p;
+      const dc = dctx.subarray(b * H + a * hd);
+      const qo = base + a * hd, ko = qo + H, vo = ko + H;
+      gemm(false, true, 1, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
+      gemm(true, false, L, hd, 1, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
+      softmaxBackward(dp, p, 1, L, dropMask, po);
+      gemm(false, false, 1, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
+      gemm(true, false, L, hd, 1, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
     }
   }
 }

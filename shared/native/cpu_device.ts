@@ -9,7 +9,12 @@
 import type { Device } from "./device.ts";
 import type { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
+import {
+  attentionBackward,
+  attentionFirstBackward,
+  attentionFirstForward,
+  attentionForward,
+} from "./attention.ts";
 
 /** A host device whose matrix products run on `gemm`. */
 export function cpuDevice(gemm: Gemm): Device<Float32Array> {
@@ -58,6 +63,20 @@ export function cpuDevice(gemm: Gemm): Device<Float32Array> {
         dqkv,
         shape,
         need(shape.batch.seqLen ** 2),
+      ),
+    attentionFirst: (qkv, probs, dropMask, dropped, ctx, shape) =>
+      attentionFirstForward(gemm, qkv, probs, dropMask, dropped, ctx, shape),
+    attentionFirstBackward: (dctx, qkv, probs, dropMask, dropped, dqkv, shape) =>
+      attentionFirstBackward(
+        gemm,
+        dctx,
+        qkv,
+        probs,
+        dropMask,
+        dropped,
+        dqkv,
+        shape,
+        need(shape.batch.seqLen),
       ),
     gatherRows: layers.gatherRows,
     scatterRows: layers.scatterRows,

@@ -33,6 +33,12 @@ export interface BatchIndex {
   readonly attentionMask: Uint8Array;
 }
 
+/** Some rows of a dropout site's tensor: row i is elements [starts[i], starts[i] + width). */
+export interface MaskRows {
+  readonly starts: Int32Array;
+  readonly width: number;
+}
+
 /** Shapes of one attention call. */
 export interface AttentionShape {
   readonly batch: BatchIndex;
@@ -70,8 +76,11 @@ export interface Device<T> {
     ldc: number,
   ): void;
 
-  /** Fills `mask` ([n]) with dropout multipliers of (seed, site) (shared/dropout_mask.ts). */
-  dropoutMask(mask: T, seed: number, site: number, rate: number): void;
+  /**
+   * Fills `mask` with dropout multipliers of (seed, site) (shared/dropout_mask.ts):
+   * elements 0..n-1, or with `rows` only the rows [starts[i], starts[i] + width).
+   */
+  dropoutMask(mask: T, seed: number, site: number, rate: number, rows?: MaskRows): void;
   /** out[i] = x[i]·mask[i] (out may be x). */
   mul(x: T, mask: T, out: T): void;
   /** out[i] += x[i]. */
@@ -153,6 +162,29 @@ export interface Device<T> {
     dropMask: T | null,
     dropped: T,
     ctx: T,
+    shape: AttentionShape,
+  ): void;
+  /**
+   * {@link Device.attention} for the first query of each example only (the
+   * last layer under a classifier): probs, dropMask, dropped [B, heads, L]
+   * (rows q = 0 of the full tensors), ctx [B, H].
+   */
+  attentionFirst(
+    qkv: T,
+    probs: T,
+    dropMask: T | null,
+    dropped: T,
+    ctx: T,
+    shape: AttentionShape,
+  ): void;
+  /** The backward of {@link Device.attentionFirst} into dqkv [N, 3H] (overwrite). */
+  attentionFirstBackward(
+    dctx: T,
+    qkv: T,
+    probs: T,
+    dropMask: T | null,
+    dropped: T,
+    dqkv: T,
     shape: AttentionShape,
   ): void;
   /** dqkv [N, 3H] (overwrite) from dctx [N, H], through dropout and softmax. */

@@ -188,12 +188,21 @@ export function encoderWeights<T>(
   return { ...embeddingParams(dev, config, layout, flat), layers };
 }
 
-/** What one layer keeps from its forward pass for its backward. */
+/**
+ * What one layer keeps from its forward pass for its backward. After the
+ * attention a layer works on `rows` rows: every position (N), or under a
+ * classifier the last layer only the first position of each example (B).
+ */
 interface LayerActs<T> {
+  readonly rows: number;
+  /** Whether only the first position of each example is computed after the attention. */
+  readonly first: boolean;
   readonly qkv: T;
   readonly probs: T;
   readonly dropped: T;
   readonly ctx: T;
+  /** The first positions of the layer's input (first-only layers). */
+  readonly res: T;
   readonly r1: T;
   readonly mean1: T;
   readonly rstd1: T;
@@ -207,25 +216,80 @@ interface LayerActs<T> {
   readonly out: T;
 }
 
+/** Backward scratch for layers of one row count. */
+interface LayerScratch<T> {
+  /** ∂/∂(LayerNorm inputs), [rows, H]. */
+  readonly dr: T;
+  readonly dBranch: T;
+  readonly dInter: T;
+  readonly dctx: T;
+}
+
+function layerActs<T>(
+  dev: Device<T>,
+  config: ModelConfig,
+  B: number,
+  L: number,
+  attentionDropout: boolean,
+  first: boolean,
+): LayerActs<T> {
+  const H = config.hiddenSize, I = config.intermediateSize, N = B * L;
+  const M = first ? B : N, A = B * config.numHeads * L * (first ? 1 : L);
+  const probs = dev.alloc(A);
+  return {
+    rows: M,
+    first,
+    qkv: dev.alloc(N * 3 * H),
+    probs,
+    dropped: attentionDropout ? dev.alloc(A) : probs,
+    ctx: dev.alloc(M * H),
+    res: dev.alloc(first ? M * H : 0),
+    r1: dev.alloc(M * H),
+    mean1: dev.alloc(M),
+    rstd1: dev.alloc(M),
+    h1: dev.alloc(M * H),
+    g: dev.alloc(M * I),
+    deriv: dev.alloc(M * I),
+    r2: dev.alloc(M * H),
+    mean2: dev.alloc(M),
+    rstd2: dev.alloc(M),
+    out: dev.alloc(M * H),
+  };
+}
+
+function layerScratch<T>(dev: Device<T>, config: ModelConfig, M: number): LayerScratch<T> {
+  const H = config.hiddenSize, I = config.intermediateSize;
+  return {
+    dr: dev.alloc(M * H),
+    dBranch: dev.alloc(M * H),
+    dInter: dev.alloc(M * I),
+    dctx: dev.alloc(M * H),
+  };
+}
+
 /**
  * The encoder's buffers for one batch shape (B, L): activations kept for the
  * backward and the backward's scratch, allocated once and reused by every
- * pass of that shape.
+ * pass of that shape. With `firstOnly` (a classifier reads only the first
+ * position of the last layer), the last layer computes only those B rows
+ * after its attention: exactly the same outputs and gradients, less work.
  */
 export class EncoderBuffers<T> {
   readonly rows: number;
+  /** Row index (into B·L) of each example's first position. */
+  readonly firstRows: Int32Array;
   readonly x0: T;
   readonly mean0: T;
   readonly rstd0: T;
   /** The embedding output (layer 0's input). */
   readonly h0: T;
   readonly layers: readonly LayerActs<T>[];
-  /** Backward scratch: two [N, H] gradients in turn, [N, I], [N, H] ×2, [N, 3H], [3H]. */
-  readonly dA: T;
-  readonly dB: T;
-  readonly dInter: T;
-  readonly dBranch: T;
-  readonly dctx: T;
+  /** Where the head puts ∂loss/∂(last hidden states): [B, H] first-only, else [N, H]. */
+  readonly dLast: T;
+  /** ∂/∂(a full layer's output), then ∂/∂(its input), [N, H]. */
+  readonly dh: T;
+  readonly full: LayerScratch<T>;
+  readonly firstScratch: LayerScratch<T> | null;
   readonly dqkv: T;
   readonly dqkvBias: T;
 
@@ -235,47 +299,36 @@ export class EncoderBuffers<T> {
     readonly size: number,
     readonly seqLen: number,
     attentionDropout: boolean,
+    readonly firstOnly: boolean,
   ) {
-    const H = config.hiddenSize, I = config.intermediateSize, nh = config.numHeads;
+    const H = config.hiddenSize, last = config.numLayers - 1;
     const N = this.rows = size * seqLen;
-    const A = size * nh * seqLen * seqLen;
+    this.firstRows = Int32Array.from({ length: size }, (_, b) => b * seqLen);
     this.x0 = dev.alloc(N * H);
     this.mean0 = dev.alloc(N);
     this.rstd0 = dev.alloc(N);
     this.h0 = dev.alloc(N * H);
-    const layers: LayerActs<T>[] = [];
-    for (let l = 0; l < config.numLayers; l++) {
-      const probs = dev.alloc(A);
-      layers.push({
-        qkv: dev.alloc(N * 3 * H),
-        probs,
-        dropped: attentionDropout ? dev.alloc(A) : probs,
-        ctx: dev.alloc(N * H),
-        r1: dev.alloc(N * H),
-        mean1: dev.alloc(N),
-        rstd1: dev.alloc(N),
-        h1: dev.alloc(N * H),
-        g: dev.alloc(N * I),
-        deriv: dev.alloc(N * I),
-        r2: dev.alloc(N * H),
-        mean2: dev.alloc(N),
-        rstd2: dev.alloc(N),
-        out: dev.alloc(N * H),
-      });
-    }
-    this.layers = layers;
-    this.dA = dev.alloc(N * H);
-    this.dB = dev.alloc(N * H);
-    this.dInter = dev.alloc(N * I);
-    this.dBranch = dev.alloc(N * H);
-    this.dctx = dev.alloc(N * H);
+    this.layers = Array.from(
+      { length: config.numLayers },
+      (_, l) => layerActs(dev, config, size, seqLen, attentionDropout, firstOnly && l === last),
+    );
+    this.dh = dev.alloc(N * H);
+    this.full = layerScratch(dev, config, N);
+    const pruned = firstOnly && last >= 0;
+    this.firstScratch = pruned ? layerScratch(dev, config, size) : null;
+    this.dLast = pruned ? dev.alloc(size * H) : this.dh;
     this.dqkv = dev.alloc(N * 3 * H);
     this.dqkvBias = dev.alloc(3 * H);
   }
 
-  /** The last layer's output [N, H]. */
+  /** The last layer's output: [B, H] (first positions) when first-only, else [N, H]. */
   get last(): T {
     return this.layers.length ? this.layers[this.layers.length - 1].out : this.h0;
+  }
+
+  /** Whether {@link EncoderBuffers.last} holds only the first positions. */
+  get lastIsFirstRows(): boolean {
+    return this.layers.length > 0 && this.layers[this.layers.length - 1].first;
   }
 }
 
@@ -301,26 +354,29 @@ export function encoderForward<T>(
   if (masks.embedding) dev.mul(bufs.h0, masks.embedding, bufs.h0);
   let h = bufs.h0;
   for (let l = 0; l < config.numLayers; l++) {
-    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l];
+    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l], M = a.rows;
     dev.gemm(false, true, N, 3 * H, H, 1, h, H, lw.qkvW, H, 0, a.qkv, 3 * H);
     dev.addBias(a.qkv, lw.qkvB, N, 3 * H);
-    dev.attention(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
-    dev.gemm(false, true, N, H, H, 1, a.ctx, H, lw.oW, H, 0, a.r1, H);
-    dev.biasDropoutResidual(a.r1, lw.oB, m.attentionOut, h, a.r1, N, H);
-    dev.layerNorm(a.r1, lw.ln1G, lw.ln1B, a.h1, a.mean1, a.rstd1, N, H, eps);
-    dev.gemm(false, true, N, I, H, 1, a.h1, H, lw.iW, H, 0, a.g, I);
-    dev.biasGelu(a.g, lw.iB, a.g, derivs ? a.deriv : null, N, I);
-    dev.gemm(false, true, N, H, I, 1, a.g, I, lw.fW, I, 0, a.r2, H);
-    dev.biasDropoutResidual(a.r2, lw.fB, m.ffnOut, a.h1, a.r2, N, H);
-    dev.layerNorm(a.r2, lw.ln2G, lw.ln2B, a.out, a.mean2, a.rstd2, N, H, eps);
+    if (a.first) dev.attentionFirst(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
+    else dev.attention(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
+    let res = h;
+    if (a.first) dev.gatherRows(h, bufs.firstRows, H, res = a.res);
+    dev.gemm(false, true, M, H, H, 1, a.ctx, H, lw.oW, H, 0, a.r1, H);
+    dev.biasDropoutResidual(a.r1, lw.oB, m.attentionOut, res, a.r1, M, H);
+    dev.layerNorm(a.r1, lw.ln1G, lw.ln1B, a.h1, a.mean1, a.rstd1, M, H, eps);
+    dev.gemm(false, true, M, I, H, 1, a.h1, H, lw.iW, H, 0, a.g, I);
+    dev.biasGelu(a.g, lw.iB, a.g, derivs ? a.deriv : null, M, I);
+    dev.gemm(false, true, M, H, I, 1, a.g, I, lw.fW, I, 0, a.r2, H);
+    dev.biasDropoutResidual(a.r2, lw.fB, m.ffnOut, a.h1, a.r2, M, H);
+    dev.layerNorm(a.r2, lw.ln2G, lw.ln2B, a.out, a.mean2, a.rstd2, M, H, eps);
     h = a.out;
   }
 }
 
 /**
- * The backward pass from dLast (∂loss/∂ last hidden states, [N, H]; it is
- * overwritten) to ∂loss/∂(E + δ), which it returns (a buffer of `bufs`).
- * Parameter gradients accumulate into `grads`; null skips them all.
+ * The backward pass from `bufs.dLast` (∂loss/∂ last hidden states, filled by
+ * the head; overwritten) to ∂loss/∂(E + δ), which it returns (a buffer of
+ * `bufs`). Parameter gradients accumulate into `grads`; null skips them all.
  */
 export function encoderBackward<T>(
   dev: Device<T>,
@@ -329,43 +385,42 @@ export function encoderBackward<T>(
   bufs: EncoderBuffers<T>,
   masks: EncoderMasks<T>,
   batch: BatchIndex,
-  dLast: T,
   grads: EncoderGrads<T> | null,
 ): T {
   const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
   const shape: AttentionShape = { batch, heads: config.numHeads, headDim: H / config.numHeads };
-  // dh: ∂loss/∂(this layer's output), then ∂/∂(its input); dr: scratch for the LN inputs' gradients.
-  const dh = dLast, dr = dLast === bufs.dA ? bufs.dB : bufs.dA;
+  let dh = bufs.dLast; // ∂/∂(this layer's output); after the layer, ∂/∂(its input)
   for (let l = config.numLayers - 1; l >= 0; l--) {
-    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l];
+    const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l], M = a.rows;
+    const s = a.first ? bufs.firstScratch! : bufs.full;
     const g = grads ? grads.layers[l] : null;
     const input = l === 0 ? bufs.h0 : bufs.layers[l - 1].out;
-    // h' = LN(r2), r2 = h1 + DropF(f)
+    // out = LN(r2), r2 = h1 + DropF(g·W2ᵀ + b2)
     dev.layerNormBackward(
       dh,
       a.r2,
       a.mean2,
       a.rstd2,
       lw.ln2G,
-      dr,
+      s.dr,
       g?.ln2G ?? null,
       g?.ln2B ?? null,
-      N,
+      M,
       H,
     );
-    let df = dr;
-    if (m.ffnOut) dev.mul(dr, m.ffnOut, df = bufs.dBranch);
+    let df = s.dr;
+    if (m.ffnOut) dev.mul(s.dr, m.ffnOut, df = s.dBranch);
     if (g) {
-      dev.colSum(df, N, H, g.fB);
-      dev.gemm(true, false, H, I, N, 1, df, H, a.g, I, 1, g.fW, I);
+      dev.colSum(df, M, H, g.fB);
+      dev.gemm(true, false, H, I, M, 1, df, H, a.g, I, 1, g.fW, I);
     }
-    dev.gemm(false, false, N, I, H, 1, df, H, lw.fW, I, 0, bufs.dInter, I);
-    dev.geluBackward(bufs.dInter, a.deriv, g?.iB ?? null, N, I);
-    if (g) dev.gemm(true, false, I, H, N, 1, bufs.dInter, I, a.h1, H, 1, g.iW, H);
-    dev.gemm(false, false, N, H, I, 1, bufs.dInter, I, lw.iW, H, 1, dr, H); // dr is now ∂/∂h1
-    // h1 = LN(r1), r1 = h + DropA(ctx·Woᵀ + bo)
+    dev.gemm(false, false, M, I, H, 1, df, H, lw.fW, I, 0, s.dInter, I);
+    dev.geluBackward(s.dInter, a.deriv, g?.iB ?? null, M, I);
+    if (g) dev.gemm(true, false, I, H, M, 1, s.dInter, I, a.h1, H, 1, g.iW, H);
+    dev.gemm(false, false, M, H, I, 1, s.dInter, I, lw.iW, H, 1, s.dr, H); // s.dr is now ∂/∂h1
+    // h1 = LN(r1), r1 = res + DropA(ctx·Woᵀ + bo)
     dev.layerNormBackward(
-      dr,
+      s.dr,
       a.r1,
       a.mean1,
       a.rstd1,
@@ -373,17 +428,21 @@ export function encoderBackward<T>(
       dh,
       g?.ln1G ?? null,
       g?.ln1B ?? null,
-      N,
+      M,
       H,
     );
     let da = dh;
-    if (m.attentionOut) dev.mul(dh, m.attentionOut, da = bufs.dBranch);
+    if (m.attentionOut) dev.mul(dh, m.attentionOut, da = s.dBranch);
     if (g) {
-      dev.colSum(da, N, H, g.oB);
-      dev.gemm(true, false, H, H, N, 1, da, H, a.ctx, H, 1, g.oW, H);
+      dev.colSum(da, M, H, g.oB);
+      dev.gemm(true, false, H, H, M, 1, da, H, a.ctx, H, 1, g.oW, H);
     }
-    dev.gemm(false, false, N, H, H, 1, da, H, lw.oW, H, 0, bufs.dctx, H);
-    dev.attentionBackward(bufs.dctx, a.qkv, a.probs, m.attention, a.dropped, bufs.dqkv, shape);
+    dev.gemm(false, false, M, H, H, 1, da, H, lw.oW, H, 0, s.dctx, H);
+    if (a.first) {
+      dev.attentionFirstBackward(s.dctx, a.qkv, a.probs, m.attention, a.dropped, bufs.dqkv, shape);
+    } else {
+      dev.attentionBackward(s.dctx, a.qkv, a.probs, m.attention, a.dropped, bufs.dqkv, shape);
+    }
     if (g) {
       dev.fill(bufs.dqkvBias, 0);
       dev.colSum(bufs.dqkv, N, 3 * H, bufs.dqkvBias);
@@ -393,22 +452,29 @@ export function encoderBackward<T>(
         dev.add(dev.view(bufs.dqkvBias, j * H, H), db);
       });
     }
+    if (a.first) {
+      // The residual reaches the input at the first positions only.
+      dev.fill(bufs.dh, 0);
+      dev.scatterRows(dh, bufs.firstRows, H, bufs.dh);
+      dh = bufs.dh;
+    }
     dev.gemm(false, false, N, H, 3 * H, 1, bufs.dqkv, 3 * H, lw.qkvW, H, 1, dh, H); // ∂/∂input
   }
   // h0 = Drop0(LN(x0))
   if (masks.embedding) dev.mul(dh, masks.embedding, dh);
+  const dx0 = bufs.full.dr;
   dev.layerNormBackward(
     dh,
     bufs.x0,
     bufs.mean0,
     bufs.rstd0,
     w.lnG,
-    dr,
+    dx0,
     grads?.lnG ?? null,
     grads?.lnB ?? null,
     N,
     H,
   );
-  if (grads) dev.embedBackward(dr, grads.word, grads.pos, grads.type, batch, H);
-  return dr;
+  if (grads) dev.embedBackward(dx0, grads.word, grads.pos, grads.type, batch, H);
+  return dx0;
 }

@@ -28,7 +28,13 @@ import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
 import { mixSeed } from "../rng.ts";
 import { cpuDevice } from "./cpu_device.ts";
-import { type BatchIndex, type Device, type KernelProfile, profiled } from "./device.ts";
+import {
+  type BatchIndex,
+  type Device,
+  type KernelProfile,
+  type MaskRows,
+  profiled,
+} from "./device.ts";
 import {
   encoderBackward,
   EncoderBuffers,
@@ -77,10 +83,20 @@ type Targets =
   | { readonly kind: "classify"; readonly t: ClassifierTargets }
   | { readonly kind: "mlm"; readonly t: MlmTargets };
 
+/** Options of {@link NativeModel}. */
+export interface NativeOptions {
+  /** Time every kernel into this profile (by `clock`, default wall time). */
+  readonly profile?: KernelProfile;
+  readonly clock?: () => number;
+  /** Compute the last layer at every position even under a classifier (default false). */
+  readonly fullLastLayer?: boolean;
+}
+
 /** A model on the host: weights in layout order, buffers reused across calls. */
 export class NativeModel {
   readonly #dev: Device<F32>;
   readonly #mlm: boolean;
+  readonly #firstOnly: boolean;
   readonly #packed: { w: F32; b: F32 }[];
   readonly #shapes = new Map<string, Workspace>();
   #mlmBuffers: MlmBuffers<F32> | null = null;
@@ -89,16 +105,22 @@ export class NativeModel {
   #cls: ClassifierParams<F32> | null = null;
   #mlmW: MlmParams<F32> | null = null;
 
-  /** `options.profile`: time every kernel into it by `options.clock` (for profiling). */
+  /**
+   * Options: `profile` times every kernel into it by `clock` (for profiling);
+   * `fullLastLayer` computes the last layer at every position even under a
+   * classifier (which reads only the first; by default those rows alone are
+   * computed after the last attention: the same numbers, less work).
+   */
   constructor(
     readonly config: ModelConfig,
     readonly layout: ParamLayout,
     readonly gemm: Gemm,
-    options: { readonly profile?: KernelProfile; readonly clock?: () => number } = {},
+    options: NativeOptions = {},
   ) {
     const dev = cpuDevice(gemm);
     this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
     this.#mlm = layout.byName.has("cls.predictions.bias");
+    this.#firstOnly = !this.#mlm && !options.fullLastLayer;
     const H = config.hiddenSize;
     this.#packed = Array.from({ length: config.numLayers }, () => ({
       w: this.#dev.alloc(3 * H * H),
@@ -205,7 +227,7 @@ export class NativeModel {
   ): F32 {
     const dev = this.#dev, c = this.config;
     encoderForward(dev, c, enc, ws.enc, masks.enc, index, delta, true);
-    const dLast = ws.enc.dA;
+    const dLast = ws.enc.dLast;
     if (targets.kind === "mlm") {
       const mlm = this.#mlmHead(targets.t.positions.length);
       const w = this.#mlmW!;
@@ -218,7 +240,7 @@ export class NativeModel {
       const g = grads ? grads.head as ClassifierParams<F32> : null;
       classifierBackward(dev, c, this.#cls!, ws.cls, masks.cls, dLast, g);
     }
-    return encoderBackward(dev, c, enc, ws.enc, masks.enc, index, dLast, grads?.enc ?? null);
+    return encoderBackward(dev, c, enc, ws.enc, masks.enc, index, grads?.enc ?? null);
   }
 
   #needWeights(): EncoderWeights<F32> {
@@ -283,7 +305,7 @@ export class NativeModel {
   }
 
   #workspace(size: number, seqLen: number, attentionDropout: boolean): Workspace {
-    const key = `${size}x${seqLen}x${attentionDropout}`;
+    const key = `${size}x${seqLen}x${attentionDropout}`; // #firstOnly is fixed per model
     let ws = this.#shapes.get(key);
     if (ws) {
       this.#shapes.delete(key); // re-insert: most recently used last
@@ -292,9 +314,10 @@ export class NativeModel {
         this.#shapes.delete(this.#shapes.keys().next().value!);
       }
       const dev = this.#dev, c = this.config;
+      const enc = new EncoderBuffers(dev, c, size, seqLen, attentionDropout, this.#firstOnly);
       ws = {
-        enc: new EncoderBuffers(dev, c, size, seqLen, attentionDropout),
-        cls: new ClassifierBuffers(dev, c, size, seqLen),
+        enc,
+        cls: new ClassifierBuffers(dev, c, size, seqLen, enc.lastIsFirstRows),
         delta: dev.alloc(size * seqLen * c.hiddenSize),
         loss: dev.alloc(1),
         masks: new Map(),
@@ -313,15 +336,33 @@ export class NativeModel {
     const c = this.config, dev = this.#dev;
     const N = ws.enc.rows, H = c.hiddenSize;
     const A = ws.enc.size * c.numHeads * ws.enc.seqLen ** 2;
-    const mask = (site: number, n: number, rate: number): F32 | null => {
+    const mask = (site: number, n: number, rate: number, rows?: MaskRows): F32 | null => {
       if (!(rate > 0)) return null;
       let m = ws.masks.get(site);
       if (!m) ws.masks.set(site, m = dev.alloc(n));
-      dev.dropoutMask(m, seed, site, rate);
+      dev.dropoutMask(m, seed, site, rate, rows);
       return m;
     };
     const layers = [];
     for (let l = 0; l < c.numLayers; l++) {
+      if (ws.enc.layers[l].first) {
+        // Only the first position of each example: compact rows of the full sites.
+        const { size: B, seqLen: L } = ws.enc, nh = c.numHeads;
+        const probRows = {
+          starts: Int32Array.from({ length: B * nh }, (_, i) => i * L * L),
+          width: L,
+        };
+        const hiddenRows = {
+          starts: Int32Array.from({ length: B }, (_, b) => b * L * H),
+          width: H,
+        };
+        layers.push({
+          attention: mask(1 + 3 * l, B * nh * L, rates.attention, probRows),
+          attentionOut: mask(2 + 3 * l, B * H, rates.hidden, hiddenRows),
+          ffnOut: mask(3 + 3 * l, B * H, rates.hidden, hiddenRows),
+        });
+        continue;
+      }
       layers.push({
         attention: mask(1 + 3 * l, A, rates.attention),
         attentionOut: mask(2 + 3 * l, N * H, rates.hidden),

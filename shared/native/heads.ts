@@ -70,9 +70,16 @@ export class ClassifierBuffers<T> {
   readonly dpost: T;
   readonly dpre: T;
 
-  constructor(dev: Device<T>, config: ModelConfig, readonly size: number, seqLen: number) {
+  /** `compact`: the encoder's output holds only the first positions ([B, H]), else [B·L, H]. */
+  constructor(
+    dev: Device<T>,
+    config: ModelConfig,
+    readonly size: number,
+    seqLen: number,
+    compact: boolean,
+  ) {
     const H = config.hiddenSize, C = config.numLabels;
-    this.firstRows = Int32Array.from({ length: size }, (_, b) => b * seqLen);
+    this.firstRows = Int32Array.from({ length: size }, (_, b) => compact ? b : b * seqLen);
     this.pre = dev.alloc(size * H);
     this.t = dev.alloc(size * H);
     this.post = dev.alloc(size * H);
@@ -89,7 +96,7 @@ export interface ClassifierTargets {
   readonly scores: Float32Array;
 }
 
-/** The classifier's logits (`bufs.logits`) from the last hidden states [N, H]. */
+/** The classifier's logits (`bufs.logits`) from the last hidden states ([N, H] or [B, H]). */
 export function classifierForward<T>(
   dev: Device<T>,
   config: ModelConfig,
@@ -128,8 +135,8 @@ export function classifierLoss<T>(
 }
 
 /**
- * From `bufs.dlogits` to ∂loss/∂(last hidden states) in `dLast` ([N, H],
- * overwritten: zero except at the first tokens); head gradients accumulate
+ * From `bufs.dlogits` to ∂loss/∂(last hidden states) in `dLast` ([N, H] or
+ * [B, H], overwritten: zero except at the first tokens); head gradients accumulate
  * into `grads` unless it is null.
  */
 export function classifierBackward<T>(

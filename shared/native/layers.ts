@@ -17,7 +17,7 @@
 import type { AdversaryConfig } from "../adversary.ts";
 import { ascendHost } from "../adversary.ts";
 import { fillDropoutMask } from "../dropout_mask.ts";
-import type { BatchIndex } from "./device.ts";
+import type { BatchIndex, MaskRows } from "./device.ts";
 import { fastExp, geluTable } from "./fast_math.ts";
 
 type F32 = Float32Array;
@@ -30,9 +30,15 @@ function accumulator(n: number): Float64Array {
   return acc;
 }
 
-/** Fills `mask` with the dropout multipliers of (seed, site). */
-export function dropoutMask(mask: F32, seed: number, site: number, rate: number): void {
-  fillDropoutMask(mask, seed, site, rate);
+/** Fills `mask` with the dropout multipliers of (seed, site), or of some rows of it. */
+export function dropoutMask(
+  mask: F32,
+  seed: number,
+  site: number,
+  rate: number,
+  rows?: MaskRows,
+): void {
+  fillDropoutMask(mask, seed, site, rate, rows);
 }
 
 /** out[i] = x[i]·mask[i]. */

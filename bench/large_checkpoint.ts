@@ -223,6 +223,7 @@ if (import.meta.main) {
   const root = await Deno.makeTempDir({ prefix: "large_checkpoint_" });
   const args = { root, layers: String(flags.layers), shardBytes: String(shardBytes) };
   const started = new Date();
+  const loadBefore = Deno.loadavg();
   try {
     const phases: Record<string, PhaseResult> = {};
     for (const p of ["save-f32", "load-f32", "save-f16", "load-f16", "save-bf16", "load-bf16"]) {
@@ -242,6 +243,7 @@ if (import.meta.main) {
       machine: `${navigator.hardwareConcurrency} cores, ${
         Math.round(Deno.systemMemoryInfo().total / 2 ** 30)
       } GiB; shared with other sessions' processes while it ran (times are indicative)`,
+      loadAverage: { before: loadBefore, after: Deno.loadavg() },
       deno: Deno.version.deno,
       model: {
         shape: "roberta-large",

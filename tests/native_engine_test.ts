@@ -255,19 +255,30 @@ Deno.test("native logits match the float64 reference", () => {
 
 // ------------------------------------------------------------ engine behaviour
 
-Deno.test("same task, same bits; buffers reused across batch shapes give the same answers", () => {
-  const a = model({}, false), b = { ...a, batch: tiny({}, 3, 5).batch };
+Deno.test("same task, same bits; buffers shared across batch shapes give the same answers", () => {
+  // Shapes in turn, growing the engine's arena midway (5×8 is the largest).
+  const a = model({}, false);
+  const shapes = [
+    a.batch,
+    tiny({}, 3, 5).batch,
+    a.batch,
+    tiny({}, 5, 8).batch,
+    tiny({}, 3, 5).batch,
+  ];
   const m = native(a);
   const drop = DROPOUTS[1];
-  const first = m.gradient(task(a, DEFAULT_ADVERSARY, drop));
-  const other = m.gradient(task(b, DEFAULT_ADVERSARY, drop));
-  const again = m.gradient(task(a, DEFAULT_ADVERSARY, drop));
-  assert.deepEqual(again.grad, first.grad);
-  assert.equal(again.loss, first.loss);
-  const fresh = native(b).gradient(task(b, DEFAULT_ADVERSARY, drop));
-  assert.deepEqual(other.grad, fresh.grad);
+  const results = shapes.map((batch) => m.gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop)));
+  shapes.forEach((batch, i) => {
+    const fresh = native(a).gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop));
+    assert.deepEqual(results[i].grad, fresh.grad, `shape ${i}`);
+    assert.equal(results[i].loss, fresh.loss, `shape ${i}`);
+  });
   const seeded = m.gradient({ ...task(a, DEFAULT_ADVERSARY, drop), index: 2 });
-  assert.notDeepEqual(seeded.grad, first.grad, "dropout masks depend on the micro-batch index");
+  assert.notDeepEqual(
+    seeded.grad,
+    results[0].grad,
+    "dropout masks depend on the micro-batch index",
+  );
 });
 
 Deno.test("first-position-only last layer (the default under a classifier) = the full last layer", () => {

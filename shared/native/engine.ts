@@ -46,6 +46,7 @@ import {
   encoderWeights,
 } from "./encoder.ts";
 import type { Gemm } from "./gemm.ts";
+import { Arena } from "./arena.ts";
 import {
   classifierBackward,
   ClassifierBuffers,
@@ -65,18 +66,29 @@ import {
 
 type F32 = Float32Array;
 
-/** Buffers of one batch shape: activations, dropout masks, δ, loss. */
+/** The dropout masks of one batch shape, and which site each buffer holds. */
+interface Masks {
+  readonly enc: EncoderMasks<F32>;
+  readonly cls: ClassifierMasks<F32>;
+  readonly sites: readonly {
+    readonly site: number;
+    readonly buf: F32;
+    readonly kind: "hidden" | "attention";
+    readonly rows?: MaskRows;
+  }[];
+}
+
+/** Buffers of one batch shape: activations, dropout masks, δ, loss (views of one arena). */
 interface Workspace {
   readonly enc: EncoderBuffers<F32>;
   readonly cls: ClassifierBuffers<F32>;
   readonly delta: F32;
   readonly loss: F32;
-  /** Mask buffers by site (allocated on first use at a rate > 0). */
-  readonly masks: Map<number, F32>;
+  readonly masks: Masks;
 }
 
-/** How many batch shapes keep their buffers (least recently used dropped first). */
-const SHAPES_KEPT = 4;
+/** Dropout rates of a task. */
+type DropoutRates = GradientTask["dropout"];
 
 /** The targets of a labelled batch, for either objective. */
 type Targets =
@@ -98,7 +110,9 @@ export class NativeModel {
   readonly #mlm: boolean;
   readonly #firstOnly: boolean;
   readonly #packed: { w: F32; b: F32 }[];
+  /** Workspaces by shape, all views of #arena (valid while its generation is #generation). */
   readonly #shapes = new Map<string, Workspace>();
+  readonly #arena: Arena<F32>;
   #mlmBuffers: MlmBuffers<F32> | null = null;
   #weights: F32 | null = null;
   #enc: EncoderWeights<F32> | null = null;
@@ -121,6 +135,7 @@ export class NativeModel {
     this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
     this.#mlm = layout.byName.has("cls.predictions.bias");
     this.#firstOnly = !this.#mlm && !options.fullLastLayer;
+    this.#arena = new Arena(this.#dev);
     const H = config.hiddenSize;
     this.#packed = Array.from({ length: config.numLayers }, () => ({
       w: this.#dev.alloc(3 * H * H),
@@ -152,7 +167,7 @@ export class NativeModel {
     const { batch, adversary: adv } = task;
     const index = this.#index(batch);
     const targets = this.#targets(batch.labels, batch);
-    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout.attention > 0);
+    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout);
     const masks = this.#masks(ws, mixSeed(task.seed, task.step, task.index), task.dropout);
     const dev = this.#dev, H = this.config.hiddenSize;
     if (out && out.length !== this.layout.total) {
@@ -203,8 +218,9 @@ export class NativeModel {
     const enc = this.#needWeights();
     if (this.#mlm) throw new Error("NativeModel.logits: an MLM layout has no classifier head");
     const index = this.#index(batch);
-    const ws = this.#workspace(batch.size, batch.seqLen, false);
-    const masks = this.#masks(ws, 0, { hidden: 0, attention: 0 });
+    const none = { hidden: 0, attention: 0 };
+    const ws = this.#workspace(batch.size, batch.seqLen, none);
+    const masks = this.#masks(ws, 0, none);
     encoderForward(this.#dev, this.config, enc, ws.enc, masks.enc, index, null, false);
     classifierForward(this.#dev, this.config, this.#cls!, ws.cls, masks.cls, ws.enc.last);
     return this.#dev.read(ws.cls.logits).slice();
@@ -217,7 +233,7 @@ export class NativeModel {
    */
   #pass(
     ws: Workspace,
-    masks: { enc: EncoderMasks<F32>; cls: ClassifierMasks<F32> },
+    masks: Masks,
     index: BatchIndex,
     targets: Targets,
     enc: EncoderWeights<F32>,
@@ -304,80 +320,82 @@ export class NativeModel {
     };
   }
 
-  #workspace(size: number, seqLen: number, attentionDropout: boolean): Workspace {
-    const key = `${size}x${seqLen}x${attentionDropout}`; // #firstOnly is fixed per model
+  /** The buffers for a batch shape and which dropouts are on (made on first use, then reused). */
+  #workspace(size: number, seqLen: number, rates: DropoutRates): Workspace {
+    const hidden = rates.hidden > 0, attention = rates.attention > 0;
+    const key = `${size}x${seqLen}x${hidden}x${attention}`; // #firstOnly is fixed per model
+    const generation = this.#arena.generation;
     let ws = this.#shapes.get(key);
-    if (ws) {
-      this.#shapes.delete(key); // re-insert: most recently used last
-    } else {
-      if (this.#shapes.size >= SHAPES_KEPT) {
-        this.#shapes.delete(this.#shapes.keys().next().value!);
-      }
-      const dev = this.#dev, c = this.config;
-      const enc = new EncoderBuffers(dev, c, size, seqLen, attentionDropout, this.#firstOnly);
-      ws = {
-        enc,
-        cls: new ClassifierBuffers(dev, c, size, seqLen, enc.lastIsFirstRows),
-        delta: dev.alloc(size * seqLen * c.hiddenSize),
-        loss: dev.alloc(1),
-        masks: new Map(),
-      };
+    if (!ws) {
+      ws = this.#arena.build((dev) => this.#buildWorkspace(dev, size, seqLen, hidden, attention));
+      if (this.#arena.generation !== generation) this.#shapes.clear(); // their views are stale
+      this.#shapes.set(key, ws);
     }
-    this.#shapes.set(key, ws);
     return ws;
   }
 
-  /** The task's dropout multipliers (site numbers of shared/dropout_mask.ts). */
-  #masks(
-    ws: Workspace,
-    seed: number,
-    rates: { readonly hidden: number; readonly attention: number },
-  ): { enc: EncoderMasks<F32>; cls: ClassifierMasks<F32> } {
-    const c = this.config, dev = this.#dev;
-    const N = ws.enc.rows, H = c.hiddenSize;
-    const A = ws.enc.size * c.numHeads * ws.enc.seqLen ** 2;
-    const mask = (site: number, n: number, rate: number, rows?: MaskRows): F32 | null => {
-      if (!(rate > 0)) return null;
-      let m = ws.masks.get(site);
-      if (!m) ws.masks.set(site, m = dev.alloc(n));
-      dev.dropoutMask(m, seed, site, rate, rows);
-      return m;
+  #buildWorkspace(
+    dev: Device<F32>,
+    size: number,
+    seqLen: number,
+    hiddenOn: boolean,
+    attentionOn: boolean,
+  ): Workspace {
+    const c = this.config, H = c.hiddenSize, nh = c.numHeads, B = size, L = seqLen;
+    const enc = new EncoderBuffers(dev, c, size, seqLen, attentionOn, this.#firstOnly);
+    const sites: Masks["sites"][number][] = [];
+    const mask = (site: number, n: number, kind: "hidden" | "attention", rows?: MaskRows) => {
+      if (!(kind === "hidden" ? hiddenOn : attentionOn)) return null;
+      const buf = dev.alloc(n);
+      sites.push({ site, buf, kind, rows });
+      return buf;
     };
-    const layers = [];
-    for (let l = 0; l < c.numLayers; l++) {
-      if (ws.enc.layers[l].first) {
-        // Only the first position of each example: compact rows of the full sites.
-        const { size: B, seqLen: L } = ws.enc, nh = c.numHeads;
-        const probRows = {
-          starts: Int32Array.from({ length: B * nh }, (_, i) => i * L * L),
-          width: L,
-        };
-        const hiddenRows = {
-          starts: Int32Array.from({ length: B }, (_, b) => b * L * H),
-          width: H,
-        };
-        layers.push({
-          attention: mask(1 + 3 * l, B * nh * L, rates.attention, probRows),
-          attentionOut: mask(2 + 3 * l, B * H, rates.hidden, hiddenRows),
-          ffnOut: mask(3 + 3 * l, B * H, rates.hidden, hiddenRows),
-        });
-        continue;
-      }
-      layers.push({
-        attention: mask(1 + 3 * l, A, rates.attention),
-        attentionOut: mask(2 + 3 * l, N * H, rates.hidden),
-        ffnOut: mask(3 + 3 * l, N * H, rates.hidden),
-      });
-    }
-    const B = ws.enc.size, r = rates.hidden;
+    // Site numbers of shared/dropout_mask.ts; a first-position-only layer holds compact rows.
+    const probRows = { starts: Int32Array.from({ length: B * nh }, (_, i) => i * L * L), width: L };
+    const hiddenRows = { starts: Int32Array.from({ length: B }, (_, b) => b * L * H), width: H };
+    const layers = enc.layers.map((a, l) =>
+      a.first
+        ? {
+          attention: mask(1 + 3 * l, B * nh * L, "attention", probRows),
+          attentionOut: mask(2 + 3 * l, B * H, "hidden", hiddenRows),
+          ffnOut: mask(3 + 3 * l, B * H, "hidden", hiddenRows),
+        }
+        : {
+          attention: mask(1 + 3 * l, B * nh * L * L, "attention"),
+          attentionOut: mask(2 + 3 * l, B * L * H, "hidden"),
+          ffnOut: mask(3 + 3 * l, B * L * H, "hidden"),
+        }
+    );
     const bert = c.modelType === "bert";
-    return {
-      enc: { embedding: mask(0, N * H, rates.hidden), layers },
+    const masks: Masks = {
+      enc: { embedding: mask(0, B * L * H, "hidden"), layers },
       cls: this.#mlm ? { pre: null, post: null } : {
-        pre: bert ? null : mask(HEAD_SITE, B * H, r),
-        post: mask(bert ? HEAD_SITE : HEAD_SITE + 1, B * H, r),
+        pre: bert ? null : mask(HEAD_SITE, B * H, "hidden"),
+        post: mask(bert ? HEAD_SITE : HEAD_SITE + 1, B * H, "hidden"),
       },
+      sites,
     };
+    return {
+      enc,
+      cls: new ClassifierBuffers(dev, c, size, seqLen, enc.lastIsFirstRows),
+      delta: dev.alloc(B * L * H),
+      loss: dev.alloc(1),
+      masks,
+    };
+  }
+
+  /** Fills the workspace's dropout masks for the task seeded `seed`. */
+  #masks(ws: Workspace, seed: number, rates: DropoutRates): Masks {
+    for (const s of ws.masks.sites) {
+      this.#dev.dropoutMask(
+        s.buf,
+        seed,
+        s.site,
+        s.kind === "hidden" ? rates.hidden : rates.attention,
+        s.rows,
+      );
+    }
+    return ws.masks;
   }
 
   #mlmHead(M: number): MlmBuffers<F32> {

@@ -1,11 +1,13 @@
 /**
  * Worker compute benchmark: the time of one micro-batch gradient
- * (`microBatchGradient`, method.md "One micro-batch gradient") per backend,
- * adversary mode, micro-batch size and sequence length; and, on cpu and wasm,
- * what the project's two CPU speed-ups (the JavaScript `UnsortedSegmentSum`
- * kernel and explicit-transpose matmul) are worth.
+ * (`microBatchGradient`, method.md "One micro-batch gradient"; on native the
+ * engine's `NativeModel.gradient`) per backend, adversary mode, micro-batch
+ * size and sequence length; and, on cpu and wasm, what the project's two CPU
+ * speed-ups (the JavaScript `UnsortedSegmentSum` kernel and explicit-transpose
+ * matmul) are worth.
  *
- *   deno task bench [--backends wasm,webgpu] [--modes off,pgd1,pgd2,freelb2]
+ *   deno task bench [--backends wasm,native,webgpu] [--threads 1,2]
+ *                   [--modes off,pgd1,pgd2,freelb2]
  *                   [--micro-batches 8,32] [--seq-lens 64,128] [--quick] [--out FILE]
  *
  * Run with `--help` for every flag. Prints Markdown tables; writes a JSON file
@@ -50,7 +52,12 @@
  *
  * ## Backends
  *
- * `--backends` defaults to wasm plus webgpu when any WebGPU adapter exists
+ * `native` runs once per `--threads` count (default 1,2): BLAS threads. Its
+ * rows also say how much of the call was spent inside BLAS (every sgemm call
+ * timed) and that BLAS's own rate there, and how far its gradient is from
+ * the wasm row's of the same configuration (max abs difference).
+ *
+ * `--backends` defaults to wasm, native when a BLAS loads, plus webgpu when any WebGPU adapter exists
  * (on a GPU-less machine that is Mesa's llvmpipe, a software rasteriser). cpu
  * is left out of the default grid: it runs ~5 samples/s and the grid would
  * take many minutes. It still takes part in the speed-up comparison
@@ -74,7 +81,10 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { parseArgs } from "node:util";
-import { type BackendName, disposeBackend, initBackend } from "../shared/backend.ts";
+import { type BackendName, disposeBackend, initBackend, nativeBlas } from "../shared/backend.ts";
+import { NativeModel } from "../shared/native/engine.ts";
+import type { Gemm } from "../shared/native/gemm.ts";
+import type { GradientResult, GradientTask } from "../shared/gradient.ts";
 import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
 import { deltaGradient, type LabelledBatch, microBatchGradient } from "../shared/gradient.ts";
 import {
@@ -99,8 +109,10 @@ const HELP = `deno task bench [flags]   (= deno run -A bench/worker_compute.ts)
 
 Times one micro-batch gradient per backend x mode x micro-batch x sequence length.
 
-  --backends LIST      cpu,wasm,webgpu subset (default: wasm, plus webgpu when an
-                       adapter exists; cpu is slow and only joins when named)
+  --backends LIST      cpu,wasm,native,webgpu subset (default: wasm, native when a
+                       BLAS loads, webgpu when an adapter exists; cpu is slow
+                       and only joins when named)
+  --threads LIST       native: BLAS thread counts, one grid each (default: 1,2)
   --modes LIST         off, pgdK, freelbK (default: off,pgd1,pgd2,freelb2)
   --micro-batches LIST micro-batch sizes (default: 8,32)
   --seq-lens LIST      sequence lengths (default: 64,128)
@@ -138,6 +150,7 @@ interface ModeSpec {
 
 interface Options {
   backends: BackendName[];
+  threads: number[];
   modes: ModeSpec[];
   microBatches: number[];
   seqLens: number[];
@@ -191,6 +204,7 @@ async function parseOptions(args: string[]): Promise<Options | null> {
     allowPositionals: true,
     options: {
       backends: { type: "string" },
+      threads: { type: "string" },
       modes: { type: "string" },
       "micro-batches": { type: "string" },
       "seq-lens": { type: "string" },
@@ -212,13 +226,15 @@ async function parseOptions(args: string[]): Promise<Options | null> {
   let backends: BackendName[];
   if (values.backends) {
     backends = list(values.backends, "--backends").map((b) => {
-      if (b !== "cpu" && b !== "wasm" && b !== "webgpu") {
+      if (b !== "cpu" && b !== "wasm" && b !== "native" && b !== "webgpu") {
         throw new UsageError(`--backends: unknown backend ${b}`);
       }
       return b;
     });
   } else {
-    backends = (await anyAdapter()) ? ["wasm", "webgpu"] : ["wasm"];
+    backends = ["wasm"];
+    if (nativeBlas().blas) backends.push("native");
+    if (await anyAdapter()) backends.push("webgpu");
   }
   const quick = values.quick ?? false;
   const minReps = values["min-reps"] ? posInts(values["min-reps"], "--min-reps")[0] : quick ? 2 : 3;
@@ -247,6 +263,7 @@ async function parseOptions(args: string[]): Promise<Options | null> {
   const date = new Date().toISOString().slice(0, 10);
   return {
     backends: [...new Set(backends)],
+    threads: posInts(values.threads ?? "1,2", "--threads"),
     modes: list(values.modes ?? "off,pgd1,pgd2,freelb2", "--modes").map(parseMode),
     microBatches: posInts(values["micro-batches"] ?? "8,32", "--micro-batches"),
     seqLens: posInts(values["seq-lens"] ?? "64,128", "--seq-lens"),
@@ -345,30 +362,67 @@ function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/** What computes a micro-batch gradient: tfjs tensors, or the native engine. */
+type Computer = { kind: "tfjs"; model: DeviceModel } | {
+  kind: "native";
+  config: ModelConfig;
+  engine: NativeModel;
+};
+
+function compute(c: Computer, task: GradientTask): Promise<GradientResult> {
+  return c.kind === "tfjs"
+    ? microBatchGradient(c.model, task)
+    : Promise.resolve(c.engine.gradient(task));
+}
+
+/** A gemm that also counts its calls, FLOPs and time (the profile of native rows). */
+function timedGemm(inner: Gemm) {
+  const stats = { calls: 0, flops: 0, ms: 0 };
+  const gemm: Gemm = (ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
+    const t = performance.now();
+    inner(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    stats.ms += performance.now() - t;
+    stats.calls++;
+    stats.flops += 2 * m * n * k;
+  };
+  return {
+    gemm,
+    stats,
+    reset() {
+      stats.calls = 0;
+      stats.flops = 0;
+      stats.ms = 0;
+    },
+  };
+}
+
 async function measure(
-  model: DeviceModel,
+  computer: Computer,
   batch: LabelledBatch,
   m: ModeSpec,
   reps: { minReps: number; minSeconds: number; warmup: boolean },
+  onCall: () => void = () => {},
 ): Promise<Timing> {
+  const config = computer.kind === "tfjs" ? computer.model.config : computer.config;
   const task = {
     step: 0,
     index: 0,
     seed: TASK_SEED,
     adversary: { ...DEFAULT_ADVERSARY, mode: m.mode, steps: Math.max(1, m.steps) },
     batch,
-    dropout: { hidden: model.config.hiddenDropout, attention: model.config.attentionDropout },
+    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
   };
   const before = tf.memory().numTensors;
   let t = performance.now();
-  const first = reps.warmup ? await microBatchGradient(model, task) : null;
+  const first = reps.warmup ? await compute(computer, task) : null;
   const firstMs = first ? performance.now() - t : NaN;
   const times: number[] = [], adversaryTimes: number[] = [];
   const start = performance.now();
   let last = first;
   while (times.length < reps.minReps || performance.now() - start < reps.minSeconds * 1000) {
+    onCall();
     t = performance.now();
-    last = await microBatchGradient(model, task);
+    last = await compute(computer, task);
     times.push(performance.now() - t);
     adversaryTimes.push(last.timings.adversaryMs);
   }
@@ -535,6 +589,8 @@ function cpuModel(): string | null {
 
 interface Row {
   backend: BackendName;
+  /** native: BLAS threads. */
+  threads: number | null;
   device: string;
   mode: string;
   adversary: AdversaryMode;
@@ -555,6 +611,14 @@ interface Row {
   gflops: number;
   loss: number;
   leakedTensors: number;
+  /** native: share of the call's time spent inside sgemm (mean over timed calls). */
+  blasShare: number | null;
+  /** native: sgemm calls per micro-batch and their own GFLOP/s. */
+  blasCallsPerCall: number | null;
+  blasGflops: number | null;
+  /** native: max |g − g_wasm| against the wasm row of the same configuration, and max |g_wasm|. */
+  maxAbsDiffVsWasm: number | null;
+  wasmGradMaxAbs: number | null;
 }
 
 interface SpeedupRow {
@@ -592,6 +656,7 @@ function gridTable(rows: Row[]): string {
   return table(
     [
       "backend",
+      "threads",
       "mode",
       "mb",
       "seq",
@@ -601,9 +666,13 @@ function gridTable(rows: Row[]): string {
       "median ms",
       "samples/s",
       "GFLOP/s",
+      "time in BLAS",
+      "BLAS GFLOP/s",
+      "max abs diff vs wasm",
     ],
     rows.map((r) => [
       r.backend,
+      r.threads ?? "-",
       r.mode,
       r.microBatch,
       r.seqLen,
@@ -613,6 +682,9 @@ function gridTable(rows: Row[]): string {
       f1(r.medianMs),
       f1(r.samplesPerSec),
       f2(r.gflops),
+      r.blasShare === null ? "-" : `${(100 * r.blasShare).toFixed(0)}%`,
+      r.blasGflops === null ? "-" : f1(r.blasGflops),
+      r.maxAbsDiffVsWasm === null ? "-" : r.maxAbsDiffVsWasm.toExponential(2),
     ]),
   );
 }
@@ -684,6 +756,7 @@ async function main(): Promise<number> {
     model: { config: MODEL_JSON, parameters: layout.total, flopModel: fm },
     settings: {
       backends: opts.backends,
+      threads: opts.threads,
       modes: opts.modes.map((m) => m.label),
       microBatches: opts.microBatches,
       seqLens: opts.seqLens,
@@ -716,14 +789,30 @@ async function main(): Promise<number> {
 
   let webgpuDevice: GPUDevice | undefined;
   try {
-    // ---- the grid
-    for (const backend of opts.backends) {
-      const info = await initBackend(backend);
+    // ---- the grid (native once per thread count)
+    type Run = { backend: BackendName; threads: number | null };
+    const runs = opts.backends.flatMap((backend): Run[] =>
+      backend === "native"
+        ? opts.threads.map((threads) => ({ backend, threads }))
+        : [{ backend, threads: null }]
+    );
+    /** wasm gradients by configuration, for the native rows' check. */
+    const wasmGrads = new Map<string, Float32Array>();
+    for (const { backend, threads } of runs) {
+      const info = await initBackend(backend, threads ? { threads } : {});
       if (backend === "webgpu") {
         webgpuDevice = (tf.backend() as unknown as { device?: GPUDevice }).device;
       }
-      console.error(`[${backend}] ${info.device}`);
-      const model = makeModel(config, layout, flat);
+      console.error(`[${backend}${threads ? ` ${threads} threads` : ""}] ${info.device}`);
+      const timed = info.blas ? timedGemm(info.blas.gemm) : null;
+      let computer: Computer;
+      if (backend === "native") {
+        const engine = new NativeModel(config, layout, timed!.gemm);
+        engine.setWeights(flat);
+        computer = { kind: "native", config, engine };
+      } else {
+        computer = { kind: "tfjs", model: makeModel(config, layout, flat) };
+      }
       try {
         for (const L of opts.seqLens) {
           for (const B of opts.microBatches) {
@@ -731,10 +820,29 @@ async function main(): Promise<number> {
             const padding = 1 - batch.attentionMask.reduce((a, b) => a + b, 0) / (B * L);
             for (const m of opts.modes) {
               const fc = callFlops(config, fm, m, B, L);
-              const t = await measure(model, batch, m, { ...opts, warmup: true });
+              const shares: number[] = [];
+              const blas = { calls: 0, flops: 0, ms: 0, n: 0 };
+              let lastCallStart = 0;
+              const onCall = () => {
+                if (timed && lastCallStart) {
+                  shares.push(timed.stats.ms / (performance.now() - lastCallStart));
+                  blas.calls += timed.stats.calls;
+                  blas.flops += timed.stats.flops;
+                  blas.ms += timed.stats.ms;
+                  blas.n++;
+                }
+                timed?.reset();
+                lastCallStart = performance.now();
+              };
+              const t = await measure(computer, batch, m, { ...opts, warmup: true }, onCall);
+              onCall();
               const med = median(t.times);
+              const key = `${m.label}/${B}/${L}`;
+              if (backend === "wasm") wasmGrads.set(key, t.grad);
+              const ref = backend === "native" ? wasmGrads.get(key) : undefined;
               const row: Row = {
                 backend,
+                threads,
                 device: info.device,
                 mode: m.label,
                 adversary: m.mode,
@@ -755,20 +863,35 @@ async function main(): Promise<number> {
                 gflops: fc.flops / 1e9 / (med / 1000),
                 loss: t.loss,
                 leakedTensors: t.leakedTensors,
+                blasShare: timed ? shares.reduce((a, b) => a + b, 0) / shares.length : null,
+                blasCallsPerCall: timed ? blas.calls / blas.n : null,
+                blasGflops: timed && blas.ms > 0 ? blas.flops / 1e9 / (blas.ms / 1000) : null,
+                maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
+                wasmGradMaxAbs: ref ? maxAbs(ref) : null,
               };
               report.rows.push(row);
               save();
               console.error(
-                `  ${backend} ${m.label} mb ${B} seq ${L}: first ${Math.round(t.firstMs)} ms, ` +
+                `  ${backend}${threads ? `/${threads}t` : ""} ${m.label} mb ${B} seq ${L}: first ${
+                  Math.round(t.firstMs)
+                } ms, ` +
                   `median ${f1(med)} ms (${t.times.length} reps), ${f1(row.samplesPerSec)} ` +
                   `samples/s, ${f2(row.gflops)} GFLOP/s` +
+                  (row.blasShare !== null
+                    ? `, ${(100 * row.blasShare).toFixed(0)}% in BLAS at ${
+                      f1(row.blasGflops ?? 0)
+                    } GFLOP/s`
+                    : "") +
+                  (row.maxAbsDiffVsWasm !== null
+                    ? `, max |g - g_wasm| ${row.maxAbsDiffVsWasm.toExponential(2)}`
+                    : "") +
                   (t.leakedTensors ? `, LEAKED ${t.leakedTensors} tensors` : ""),
               );
             }
           }
         }
       } finally {
-        disposeModel(model);
+        if (computer.kind === "tfjs") disposeModel(computer.model);
       }
     }
     if (report.rows.length) console.log(`## Grid\n\n${gridTable(report.rows)}\n`);
@@ -819,7 +942,7 @@ async function main(): Promise<number> {
       };
       try {
         // Project default: both speed-ups on (initBackend set them).
-        const d = await measure(model, batch, off, reps);
+        const d = await measure({ kind: "tfjs", model }, batch, off, reps);
         const defaultMs = median(d.times);
         const full = (t: Timing) => ({
           diff: maxAbsDiff(t.grad, d.grad),
@@ -837,7 +960,7 @@ async function main(): Promise<number> {
         setExplicitTranspose(false);
         let t: Timing;
         try {
-          t = await measure(model, batch, off, reps);
+          t = await measure({ kind: "tfjs", model }, batch, off, reps);
         } finally {
           setExplicitTranspose(true);
         }
@@ -848,7 +971,11 @@ async function main(): Promise<number> {
           if (opts.builtinSegmentSum === "measure") {
             useBuiltinSegmentSum();
             try {
-              t = await measure(model, batch, off, { minReps: 1, minSeconds: 0, warmup: false });
+              t = await measure({ kind: "tfjs", model }, batch, off, {
+                minReps: 1,
+                minSeconds: 0,
+                warmup: false,
+              });
             } finally {
               registerUnsortedSegmentSum("cpu");
             }

@@ -4,34 +4,72 @@
  * to IMDB with ScaLA, shows progress, prints the dashboard URL and the final
  * evaluation.
  *
+ * Local workers: on the native backend one process with every core as BLAS
+ * threads (a deterministic run: one single-threaded process per core); on
+ * wasm, cpu or webgpu one process per core.
+ *
  * @module
  */
+import { exitOnFlagError } from "../shared/cli/flags.ts";
+import {
+  availableCores,
+  BACKEND_FLAGS,
+  type BackendName,
+  backendRequest,
+  NATIVE_HINT,
+  pickBackend,
+} from "../shared/backend.ts";
 import { parseOrExit, serveRun } from "./main.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "./local_workers.ts";
 
 const { config, flags } = await parseOrExit(Deno.args, {
   workers: {
     type: "int",
-    default: navigator.hardwareConcurrency,
-    help: "local worker processes (default: one per core)",
+    help: "local worker processes (default: native: one using every core; else one per core)",
   },
   backend: {
-    type: "string",
-    help: "backend of the local workers: webgpu | wasm | cpu (default: auto)",
+    ...BACKEND_FLAGS.backend,
+    help: `backend of the local workers: ${BACKEND_FLAGS.backend.help}`,
   },
+  threads: {
+    ...BACKEND_FLAGS.threads,
+    help: "native: BLAS threads per local worker (default: cores / workers)",
+  },
+  blas: BACKEND_FLAGS.blas,
 }, "deno task cluster [--workers N] [--backend B] [training flags]");
-if (flags.workers < 0) {
+if (flags.workers !== undefined && flags.workers < 0) {
   console.error("error: --workers must be >= 0");
   Deno.exit(2);
 }
-if (flags.backend && !["webgpu", "wasm", "cpu"].includes(flags.backend)) {
-  console.error(`error: --backend must be webgpu, wasm or cpu, got "${flags.backend}"`);
-  Deno.exit(2);
+const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
+
+/** The local workers' backend: as asked, else picked here (workers on this machine pick the same). */
+let backend: BackendName;
+let note: string | null = null;
+try {
+  if (requested !== undefined) backend = requested;
+  else ({ name: backend, note } = await pickBackend(opts));
+} catch (e) {
+  console.error(`error: ${(e as Error).message}`);
+  Deno.exit(1);
 }
+const cores = availableCores();
+const native = backend === "native";
+const workers = flags.workers ?? (native && !config.deterministic ? 1 : cores);
+const threads = native
+  ? (flags.threads ??
+    (config.deterministic ? 1 : Math.max(1, Math.floor(cores / Math.max(1, workers)))))
+  : undefined;
 Deno.exit(
   await serveRun(config, "more machines can join with", (url, token, log) => {
-    const children = spawnLocalWorkers(flags.workers, url, token, { backend: flags.backend });
-    log(`started ${children.length} local worker(s)`);
+    const children = spawnLocalWorkers(workers, url, token, {
+      backend,
+      threads,
+      blas: flags.blas,
+    });
+    const each = threads ? `, ${threads} BLAS thread${threads === 1 ? "" : "s"} each` : "";
+    const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${NATIVE_HINT}` : ""})`;
+    log(`started ${children.length} local worker(s): ${backend}${each}${why}`);
     return Promise.resolve(() => stopLocalWorkers(children));
   }),
 );

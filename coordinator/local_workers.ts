@@ -14,7 +14,14 @@ export function spawnLocalWorkers(
   n: number,
   url: string,
   token: string,
-  opts: { backend?: string; output?: "inherit" | "null" } = {},
+  opts: {
+    backend?: string;
+    /** native: BLAS threads per worker. */
+    threads?: number;
+    /** native: the BLAS library (`--blas`). */
+    blas?: string;
+    output?: "inherit" | "null";
+  } = {},
 ): Deno.ChildProcess[] {
   const output = opts.output ?? "inherit";
   return Array.from({ length: n }, () =>
@@ -28,6 +35,8 @@ export function spawnLocalWorkers(
         "--token",
         token,
         ...(opts.backend ? ["--backend", opts.backend] : []),
+        ...(opts.threads !== undefined ? ["--threads", String(opts.threads)] : []),
+        ...(opts.blas !== undefined ? ["--blas", opts.blas] : []),
       ],
       stdin: "null",
       stdout: output,

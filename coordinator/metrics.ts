@@ -13,6 +13,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { ERROR_CODES } from "../shared/protocol.ts";
+import { BACKEND_NAMES } from "../shared/backend.ts";
 import type { RunMonitor } from "./observability.ts";
 import type { StepReport } from "./trainer.ts";
 
@@ -278,7 +279,7 @@ export class RunMetrics {
       registers,
       collect() {
         this.reset();
-        for (const b of ["webgpu", "wasm", "cpu"]) this.set({ backend: b }, 0);
+        for (const b of BACKEND_NAMES) this.set({ backend: b }, 0);
         for (const w of m.workers()) this.inc({ backend: w.backend });
       },
     });

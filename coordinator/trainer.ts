@@ -13,7 +13,7 @@ import { loadTask } from "../shared/data/task.ts";
 import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import type { EvalResult } from "../shared/evaluate.ts";
+import { type EvalResult, withHostLogits } from "../shared/evaluate.ts";
 import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
@@ -453,7 +453,11 @@ export class Trainer {
   async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
     await initBackend("wasm");
     const weights = weightTensors(this.layout, this.weights);
-    const model: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
+    const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
+    // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
+    const model = withHostLogits(tensors, this.weights, {
+      deterministic: this.config.deterministic,
+    });
     try {
       const result = await this.data.evaluate(model, this.config.evalLimit);
       if (!result) return null;
@@ -461,6 +465,7 @@ export class Trainer {
       observer.evaluated?.(this.step, "eval", result);
       return result;
     } finally {
+      model.close();
       tf.dispose(Object.values(weights));
     }
   }

@@ -1,15 +1,112 @@
 /**
  * Scoring a held-out split: logits in batches, predictions (argmax, or the
- * score for regression) and the task's GLUE metrics.
+ * score for regression) and the task's GLUE metrics. Logits come from tfjs
+ * ({@link predictLogits}) or, where a BLAS loads, from the native engine.
  *
  * @module
  */
-import { type DeviceModel, predictLogits } from "./model.ts";
+import * as tf from "@tensorflow/tfjs-core";
+import { type DeviceModel, type HostBatch, predictLogits, weightTensors } from "./model.ts";
 import type { EncodedSet } from "./batching.ts";
 import { computeMetrics, type MetricName } from "./metrics.ts";
+import type { ModelConfig } from "./model_config.ts";
+import type { ParamLayout } from "./param_layout.ts";
+import type { Gemm } from "./native/gemm.ts";
+import { NativeModel } from "./native/engine.ts";
+import { type BackendOptions, disposeBackend, hostBlas, startBackend } from "./backend.ts";
+
+/** Logits [size·numLabels] of a host batch, without dropout or perturbation. */
+export type LogitsFn = (batch: HostBatch) => Float32Array | Promise<Float32Array>;
+
+/**
+ * A model to score: tfjs tensors, a host logits function, or both (then the
+ * logits function is used where logits are all that is needed).
+ */
+export type EvalModel =
+  | (DeviceModel & { readonly logits?: LogitsFn })
+  | { readonly config: ModelConfig; readonly logits: LogitsFn };
+
+/** The logits function of `model`. */
+export function logitsOf(model: EvalModel): LogitsFn {
+  if (model.logits) return model.logits;
+  const m = model as DeviceModel;
+  return (batch) => predictLogits(m, batch);
+}
+
+/**
+ * Logits on the native engine for flat weights in `layout` order; the
+ * engine is built on the first call (a model that is never scored costs
+ * nothing). `weights` is kept by reference.
+ */
+export function nativeLogits(
+  config: ModelConfig,
+  layout: ParamLayout,
+  weights: Float32Array,
+  gemm: Gemm,
+): LogitsFn {
+  let model: NativeModel | null = null;
+  return (batch) => {
+    if (!model) {
+      model = new NativeModel(config, layout, gemm);
+      model.setWeights(weights);
+    }
+    return model.logits(batch);
+  };
+}
+
+/**
+ * `model` with logits on the native engine when this process can load a
+ * BLAS (see {@link hostBlas}), else `model` as it is; `close()` unloads the
+ * BLAS handle when scoring is done. For the coordinator's own evaluation;
+ * `deterministic` pins the BLAS to one thread.
+ */
+export function withHostLogits<M extends DeviceModel>(
+  model: M,
+  weights: Float32Array,
+  opts: BackendOptions & { deterministic?: boolean } = {},
+): M & { readonly logits?: LogitsFn; close(): void } {
+  const blas = hostBlas({ ...opts, threads: opts.deterministic ? 1 : opts.threads });
+  if (!blas) return { ...model, close: () => {} };
+  return {
+    ...model,
+    logits: nativeLogits(model.config, model.layout, weights, blas.gemm),
+    close: () => blas.close(),
+  };
+}
 
 /** Metrics keyed as GLUE names them, plus the number of examples scored. */
 export type EvalResult = Record<string, number> & { examples: number };
+
+/**
+ * Sets up the backend for a command that scores (`predict`, `evaluate`) and
+ * the model on it: the native engine on native, tfjs tensors otherwise.
+ * `line` says which backend (see {@link startBackend}); `dispose` frees
+ * tensors and the backend.
+ */
+export async function scoringModel(
+  ck: {
+    readonly config: ModelConfig;
+    readonly layout: ParamLayout;
+    readonly weights: Float32Array;
+  },
+  requested: string | undefined,
+  opts: BackendOptions = {},
+): Promise<{ model: EvalModel; line: string; dispose(): void }> {
+  const { info, line } = await startBackend(requested, opts);
+  if (info.name === "native" && info.blas) {
+    const logits = nativeLogits(ck.config, ck.layout, ck.weights, info.blas.gemm);
+    return { model: { config: ck.config, logits }, line, dispose: () => disposeBackend() };
+  }
+  const weights = weightTensors(ck.layout, ck.weights);
+  return {
+    model: { config: ck.config, layout: ck.layout, weights },
+    line,
+    dispose() {
+      tf.dispose(Object.values(weights));
+      disposeBackend();
+    },
+  };
+}
 
 /** Predictions from flat logits [n·numLabels]. */
 export function predictionsFromLogits(logits: Float32Array, numLabels: number): number[] {
@@ -31,7 +128,7 @@ export function predictionsFromLogits(logits: Float32Array, numLabels: number): 
 
 /** Scores the first `limit` examples of `set` (all when 0). */
 export async function evaluateSet(
-  model: DeviceModel,
+  model: EvalModel,
   set: EncodedSet,
   metrics: readonly MetricName[],
   opts: { batchSize?: number; limit?: number } = {},
@@ -39,9 +136,10 @@ export async function evaluateSet(
   const n = opts.limit ? Math.min(opts.limit, set.examples.length) : set.examples.length;
   const bs = opts.batchSize ?? 64;
   const predictions: number[] = [];
+  const logitsFn = logitsOf(model);
   for (let i = 0; i < n; i += bs) {
     const idx = Array.from({ length: Math.min(bs, n - i) }, (_, k) => i + k);
-    const logits = await predictLogits(model, set.batch(idx));
+    const logits = await logitsFn(set.batch(idx));
     predictions.push(...predictionsFromLogits(logits, model.config.numLabels));
   }
   const labels = set.examples.slice(0, n).map((e) => e.label);

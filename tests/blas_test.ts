@@ -184,3 +184,19 @@ Deno.test("isNoBlas and the candidate list", () => {
     );
   }
 });
+
+Deno.test({
+  name: "an own handle closes without touching the shared one",
+  ignore: !blas,
+  fn() {
+    const own = loadBlas({ own: true, threads: 1 }).blas!;
+    assert.notEqual(own, blas);
+    const a = new Float32Array([1, 2, 3, 4]), c = new Float32Array(4);
+    own.gemm(false, false, 2, 2, 2, 1, a, 2, a, 2, 0, c, 2);
+    assert.deepEqual([...c], [7, 10, 15, 22]);
+    own.close();
+    assert.equal(loadBlas().blas, blas, "the shared handle is still the cached one");
+    blas!.gemm(false, false, 2, 2, 2, 1, a, 2, a, 2, 0, c.fill(0), 2);
+    assert.deepEqual([...c], [7, 10, 15, 22]);
+  },
+});

@@ -1,8 +1,10 @@
 /**
  * The worker's side of a run, without the socket: it keeps the run's model
  * config and one cached copy of the weights (by version), and turns each
- * task into a result with {@link microBatchGradient}. No training state
- * lives here (architecture.md, principle 1).
+ * task into a result with {@link microBatchGradient} (tfjs backends) or the
+ * native engine's {@link NativeModel} (native backend: every matrix product
+ * on the machine's BLAS). No training state lives here (architecture.md,
+ * principle 1).
  *
  * @module
  */
@@ -10,7 +12,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { type Objective, type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { weightTensors } from "../shared/model.ts";
-import { microBatchGradient } from "../shared/gradient.ts";
+import { type GradientResult, microBatchGradient } from "../shared/gradient.ts";
+import { activeBackend } from "../shared/backend.ts";
+import type { Blas } from "../shared/native/blas.ts";
+import type { Gemm } from "../shared/native/gemm.ts";
+import { NativeModel } from "../shared/native/engine.ts";
 import { f16BitsToF32 } from "../shared/safetensors.ts";
 import { compactGrad, gradLayout, type SparseLayout, usedRows } from "../shared/sparse_grad.ts";
 import {
@@ -31,12 +37,53 @@ interface Run {
   readonly dropout: { hidden: number; attention: number };
 }
 
-/** Holds the run's model and weights; computes tasks. */
+/** The native engine's matrix products, and the BLAS behind them (for thread control). */
+export interface NativeCompute {
+  readonly gemm: Gemm;
+  readonly blas?: Blas;
+  /** BLAS threads outside deterministic runs. */
+  readonly threads?: number;
+}
+
+/**
+ * The native compute of the process's active backend, or null when it is a
+ * tfjs backend (webgpu, wasm, cpu).
+ */
+export function activeNative(): NativeCompute | null {
+  const b = activeBackend();
+  return b?.name === "native" && b.blas
+    ? { gemm: b.blas.gemm, blas: b.blas, threads: b.threads }
+    : null;
+}
+
+/**
+ * Holds the run's model and weights; computes tasks.
+ *
+ * With native compute, a deterministic run pins the BLAS to one thread:
+ * OpenBLAS's sgemm gives different bits with 1 and 2 threads on this model's
+ * shapes (measured), and one thread is a count every machine can match.
+ */
 export class WorkerCompute {
   #run: Run | null = null;
   #weights: Record<string, tf.Tensor> | null = null;
+  #native: NativeModel | null = null;
   #version = -1;
   #gradLayout: SparseLayout | null = null;
+  readonly #compute: NativeCompute | null;
+  /** BLAS threads this run computes with (null: leave the library's setting). */
+  #threads: number | null = null;
+  /** The native engine's dense gradient of a classifier task, reused (see task()). */
+  #scratch: Float32Array | null = null;
+
+  /** `native`: compute with the native engine (default: when the active backend is native). */
+  constructor(native: NativeCompute | null = activeNative()) {
+    this.#compute = native;
+  }
+
+  /** Which engine computes the tasks. */
+  get engine(): "native" | "tfjs" {
+    return this.#compute ? "native" : "tfjs";
+  }
 
   /** Weights version held (-1: none). */
   get version(): number {
@@ -51,7 +98,11 @@ export class WorkerCompute {
   /** Adopts the run described by a welcome (drops weights of an earlier run). */
   welcome(m: WelcomeMessage): ModelConfig {
     const config = parseModelConfig(m.modelConfig);
-    if (this.#run?.runId !== m.runId) this.#dropWeights();
+    const sameRun = this.#run?.runId === m.runId;
+    if (!sameRun) {
+      this.#dropWeights();
+      this.#scratch = null;
+    }
     this.#run = {
       runId: m.runId,
       config,
@@ -62,6 +113,15 @@ export class WorkerCompute {
         : { hidden: m.dropout, attention: m.dropout },
     };
     this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective);
+    const c = this.#compute;
+    if (c) {
+      // A reconnect to the same run keeps the model and the weights it holds.
+      if (!sameRun || !this.#native) {
+        this.#native = new NativeModel(config, this.#run.layout, c.gemm);
+      }
+      this.#threads = m.deterministic ? 1 : (c.threads ?? null);
+      this.#applyThreads();
+    }
     return config;
   }
 
@@ -76,7 +136,8 @@ export class WorkerCompute {
       ? f16BitsToF32(m.data as Uint16Array)
       : m.data as Float32Array;
     this.#dropWeights();
-    this.#weights = weightTensors(run.layout, flat);
+    if (this.#native) this.#native.setWeights(flat);
+    else this.#weights = weightTensors(run.layout, flat);
     this.#version = m.version;
   }
 
@@ -86,7 +147,7 @@ export class WorkerCompute {
     if (m.runId !== run.runId) {
       throw new ProtocolError("stale", `task for run ${m.runId}, serving ${run.runId}`);
     }
-    if (!this.#weights || m.weightsVersion !== this.#version) {
+    if (this.#version < 0 || m.weightsVersion !== this.#version) {
       throw new ProtocolError(
         "stale",
         `task needs weights ${m.weightsVersion}, worker holds ${this.#version}`,
@@ -102,21 +163,28 @@ export class WorkerCompute {
           : "a classification task needs one label per example",
       );
     }
-    const r = await microBatchGradient(
-      { config: run.config, layout: run.layout, weights: this.#weights },
-      {
-        step: m.step,
-        index: m.index,
-        seed: m.seed,
-        adversary: m.adversary,
-        batch: m.batch,
-        dropout: run.dropout,
-      },
-    );
+    const task = {
+      step: m.step,
+      index: m.index,
+      seed: m.seed,
+      adversary: m.adversary,
+      batch: m.batch,
+      dropout: run.dropout,
+    };
+    // A classifier's dense gradient is compacted (copied) below, so the engine
+    // may write it into one buffer reused across tasks; an MLM gradient is sent as is.
+    const rows = this.#gradLayout!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
+    if (this.#native) this.#applyThreads();
+    if (this.#native && rows) this.#scratch ??= new Float32Array(run.layout.total);
+    const r: GradientResult = this.#native
+      ? this.#native.gradient(task, rows ? this.#scratch! : undefined)
+      : await microBatchGradient(
+        { config: run.config, layout: run.layout, weights: this.#weights! },
+        task,
+      );
     // A classifier's word-embedding gradient is non-zero only on the rows the
     // batch looked up: send those. The MLM decoder is tied to the same matrix
     // and its softmax reaches every row, so MLM gradients go dense.
-    const rows = this.#gradLayout!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
     return {
       type: "result",
       taskId: m.taskId,
@@ -134,7 +202,16 @@ export class WorkerCompute {
   /** Frees the device memory. */
   dispose(): void {
     this.#dropWeights();
+    this.#native = null;
+    this.#scratch = null;
     this.#run = null;
+  }
+
+  /** Puts the BLAS at this run's thread count (the setting is per process, shared with any other user). */
+  #applyThreads(): void {
+    const blas = this.#compute?.blas;
+    if (!blas?.threadControl || this.#threads === null) return;
+    if (blas.threads() !== this.#threads) blas.setThreads(this.#threads);
   }
 
   #need(): Run {

@@ -1,11 +1,17 @@
 /**
- * `deno task worker --url ws://HOST:PORT/ws --token T [--backend webgpu|wasm|cpu] [--stay]`:
+ * `deno task worker --url ws://HOST:PORT/ws --token T [--backend B] [--threads N] [--blas PATH] [--stay]`:
  * lends this machine's GPU (or CPU) to a running coordinator.
  *
  * @module
  */
-import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { type BackendName, disposeBackend, initBackend, pickBackend } from "../shared/backend.ts";
+import { exitOnFlagError, parseFlagsOrExit } from "../shared/cli/flags.ts";
+import {
+  BACKEND_FLAGS,
+  type BackendInfo,
+  backendRequest,
+  disposeBackend,
+  startBackend,
+} from "../shared/backend.ts";
 import { runWorker } from "./client.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {
@@ -15,10 +21,7 @@ const flags = parseFlagsOrExit(Deno.args, {
     help: "the coordinator's WebSocket, e.g. ws://10.0.0.5:8787/ws",
   },
   token: { type: "string", required: true, help: "the run token the coordinator printed" },
-  backend: {
-    type: "string",
-    help: "webgpu | wasm | cpu (default: webgpu on a hardware GPU, else wasm)",
-  },
+  ...BACKEND_FLAGS,
   stay: { type: "boolean", help: "after a run ends, wait for the next one" },
   "connect-timeout": {
     type: "number",
@@ -27,20 +30,17 @@ const flags = parseFlagsOrExit(Deno.args, {
   },
 }, "deno task worker --url ws://HOST:PORT/ws --token T [flags]");
 
-const chosen = flags.backend ?? await pickBackend();
-if (!["webgpu", "wasm", "cpu"].includes(chosen)) {
-  console.error(`error: --backend must be webgpu, wasm or cpu, got "${chosen}"`);
-  Deno.exit(2);
-}
+const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
 const log = (line: string) => console.log(`[worker ${Deno.pid}] ${line}`);
-let backend;
+let backend: BackendInfo;
 try {
-  backend = await initBackend(chosen as BackendName);
+  const started = await startBackend(requested, opts);
+  backend = started.info;
+  log(started.line);
 } catch (e) {
-  console.error(`error: backend ${chosen}: ${(e as Error).message}`);
+  console.error(`error: backend ${requested ?? "(auto)"}: ${(e as Error).message}`);
   Deno.exit(1);
 }
-log(`backend ${backend.name} on ${backend.device}${flags.backend ? "" : " (auto)"}`);
 const exit = await runWorker({
   url: flags.url,
   token: flags.token,

@@ -5,18 +5,16 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
-import { parseFlagsOrExit } from "./flags.ts";
+import { exitOnFlagError, parseFlagsOrExit } from "./flags.ts";
 import { loadTask } from "../data/task.ts";
 import { loadTokenizer } from "../tokenizer.ts";
 import { loadCheckpoint } from "../checkpoint.ts";
-import { type BackendName, disposeBackend, initBackend } from "../backend.ts";
-import { weightTensors } from "../model.ts";
+import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
-import { evaluateSet } from "../evaluate.ts";
+import { evaluateSet, scoringModel } from "../evaluate.ts";
 
 const USAGE =
-  "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B]";
+  "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
 
 if (import.meta.main) {
   const flags = parseFlagsOrExit(
@@ -26,7 +24,7 @@ if (import.meta.main) {
       task: { type: "string", help: "imdb or a GLUE name (with --data)" },
       data: { type: "string", help: "GLUE task folder" },
       eval: { type: "string", help: "JSONL evaluation file" },
-      backend: { type: "string", default: "wasm", help: "cpu | wasm | webgpu" },
+      ...BACKEND_FLAGS,
       "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
       limit: { type: "int", default: 0, help: "score only the first N examples (0: all)" },
     } as const,
@@ -38,8 +36,8 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
+  const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
   try {
-    await initBackend(flags.backend as BackendName);
     const probe = JSON.parse(await Deno.readTextFile(`${flags.model}/config.json`));
     const task = await loadTask({
       task: flags.task,
@@ -50,8 +48,9 @@ if (import.meta.main) {
     const ck = await loadCheckpoint(flags.model, { numLabels: task.numLabels });
     for (const note of ck.notes) console.error(`note: ${note}`);
     const tokenizer = await loadTokenizer(flags.model);
-    const weights = weightTensors(ck.layout, ck.weights);
-    const model = { config: ck.config, layout: ck.layout, weights };
+    const scoring = await scoringModel(ck, requested, opts);
+    console.error(scoring.line);
+    const model = scoring.model;
     const maxLen = Math.min(flags["max-len"], ck.config.maxPositions);
     const result = await evaluateSet(
       model,
@@ -69,8 +68,7 @@ if (import.meta.main) {
       );
       console.log(JSON.stringify({ split: extra.name, ...r }));
     }
-    tf.dispose(Object.values(weights));
-    disposeBackend();
+    scoring.dispose();
     console.log(JSON.stringify(result));
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);

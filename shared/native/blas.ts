@@ -32,6 +32,8 @@ export interface Blas {
   setThreads(n: number): number | null;
   /** One line for logs: name, path, threads. */
   describe(): string;
+  /** Unloads this handle (a shared one is opened again by the next {@link loadBlas}). */
+  close(): void;
 }
 
 /** What {@link loadBlas} found: a library, or null and why not. */
@@ -45,6 +47,11 @@ export interface BlasOptions {
   readonly path?: string;
   /** Threads to ask for after loading (default: leave the library's own default). */
   readonly threads?: number;
+  /**
+   * A handle of the caller's own, to {@link Blas.close} when done, instead of
+   * the process's shared one (which stays open).
+   */
+  readonly own?: boolean;
 }
 
 /**
@@ -182,7 +189,7 @@ function selfCheck(gemm: Gemm): string | null {
   return null;
 }
 
-function wrap(lib: Lib, path: string): Blas {
+function wrap(lib: Lib, path: string, onClose: (b: Blas) => void): Blas {
   const s = lib.symbols;
   const sgemm = s.cblas_sgemm;
   const gemm: Gemm = (transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
@@ -256,14 +263,18 @@ function wrap(lib: Lib, path: string): Blas {
         : `${t} thread${t === 1 ? "" : "s"}`;
       return `${name} (${path}), ${tt}`;
     },
+    close(): void {
+      onClose(blas);
+      lib.close();
+    },
   };
   return blas;
 }
 
 const cache = new Map<string, Blas>();
 
-function open(path: string): { blas: Blas } | { error: string } {
-  const hit = cache.get(path);
+function open(path: string, own: boolean): { blas: Blas } | { error: string } {
+  const hit = own ? undefined : cache.get(path);
   if (hit) return { blas: hit };
   let lib: Lib;
   try {
@@ -272,13 +283,15 @@ function open(path: string): { blas: Blas } | { error: string } {
     const msg = (e as Error).message.split("\n")[0].replace(/(Could not open library: )+/g, "");
     return { error: msg.startsWith(`${path}: `) ? msg.slice(path.length + 2) : msg };
   }
-  const blas = wrap(lib, path);
+  const blas = wrap(lib, path, (b) => {
+    if (cache.get(path) === b) cache.delete(path);
+  });
   const bad = selfCheck(blas.gemm);
   if (bad) {
     lib.close();
     return { error: bad };
   }
-  cache.set(path, blas);
+  if (!own) cache.set(path, blas);
   return { blas };
 }
 
@@ -296,7 +309,7 @@ export function ffiDenied(): string | null {
  * Opens the machine's BLAS: `opts.path` alone when given, else the first of
  * {@link blasCandidates} that loads and passes a small self-check. Never
  * throws; `reason` says why nothing loaded. The same library is opened once
- * per process.
+ * per process (unless `opts.own`).
  */
 export function loadBlas(opts: BlasOptions = {}): BlasLoad {
   const denied = ffiDenied();
@@ -304,7 +317,7 @@ export function loadBlas(opts: BlasOptions = {}): BlasLoad {
   const names = opts.path !== undefined ? [opts.path] : blasCandidates();
   const errors: string[] = [];
   for (const name of names) {
-    const r = open(name);
+    const r = open(name, opts.own ?? false);
     if ("blas" in r) {
       if (opts.threads !== undefined) r.blas.setThreads(opts.threads);
       return { blas: r.blas, reason: null, tried: names.slice(0, names.indexOf(name) + 1) };
@@ -313,6 +326,6 @@ export function loadBlas(opts: BlasOptions = {}): BlasLoad {
   }
   const reason = opts.path !== undefined
     ? `cannot load BLAS library ${opts.path}: ${errors[0]}`
-    : `no BLAS library found (tried ${names.length}: ${names.join(", ")})`;
+    : "no BLAS library found (OpenBLAS, BLIS, MKL or CBLAS by their usual names)";
   return { blas: null, reason, tried: names };
 }

@@ -1,0 +1,222 @@
+/**
+ * shared/backend.ts: the backend names, the automatic choice (webgpu on a
+ * hardware GPU, else native when a BLAS loads, else wasm), the one start
+ * line, and that nothing breaks where FFI or the library is missing — as
+ * real worker processes and a real cluster run see it.
+ */
+import assert from "node:assert/strict";
+import {
+  activeBackend,
+  BACKEND_NAMES,
+  backendRequest,
+  hardwareGpu,
+  initBackend,
+  isBackendName,
+  NATIVE_HINT,
+  nativeBlas,
+  parseBackendName,
+  pickBackend,
+  startBackend,
+} from "../shared/backend.ts";
+import { FlagError } from "../shared/cli/flags.ts";
+import { loadBlas } from "../shared/native/blas.ts";
+import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
+import { ROOT } from "./support/processes.ts";
+
+const blasHere = loadBlas().blas !== null;
+if (!blasHere) console.warn("no BLAS library here: native cases are skipped");
+const gpuHere = (await hardwareGpu()) !== null;
+
+/** Runs `deno <args>` from the repo root; returns status and output. */
+async function deno(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  const d = new TextDecoder();
+  return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
+}
+
+/** A worker with nowhere to connect: it prints its backend line and gives up quickly. */
+function workerArgs(perms: string[], extra: string[] = []): string[] {
+  return [
+    "run",
+    ...perms,
+    "--no-prompt",
+    "worker/main.ts",
+    "--url",
+    "ws://127.0.0.1:9/ws",
+    "--token",
+    "t",
+    "--connect-timeout",
+    "0.2",
+    ...extra,
+  ];
+}
+
+Deno.test("one list of backend names; bad names and flags are errors that list them", () => {
+  assert.deepEqual([...BACKEND_NAMES], ["webgpu", "native", "wasm", "cpu"]);
+  for (const n of BACKEND_NAMES) assert.ok(isBackendName(n));
+  assert.ok(!isBackendName("gpu"));
+  assert.throws(() => parseBackendName("blas"), /must be one of webgpu, native, wasm, cpu/);
+  assert.throws(() => backendRequest({ backend: "gpu" }), FlagError);
+  assert.throws(() => backendRequest({ threads: 0 }), /--threads must be at least 1/);
+  assert.throws(() => backendRequest({ blas: " " }), /--blas needs/);
+  assert.deepEqual(backendRequest({ backend: "native", threads: 2, blas: "x.so" }), {
+    requested: "native",
+    opts: { threads: 2, blas: "x.so" },
+  });
+});
+
+Deno.test("nativeBlas: 'none' turns it off with the reason; a named library that is missing throws", () => {
+  const off = nativeBlas({ blas: "none" });
+  assert.equal(off.blas, null);
+  assert.match(off.reason!, /BLAS turned off \(--blas=none\)/);
+  assert.throws(() => nativeBlas({ blas: "/nonexistent/libblas.so" }), /cannot load BLAS library/);
+});
+
+Deno.test({
+  name: "pickBackend: wasm with the reason when BLAS is off; native when it loads (no GPU here)",
+  ignore: gpuHere,
+  async fn() {
+    const off = await pickBackend({ blas: "none" });
+    assert.equal(off.name, "wasm");
+    assert.match(off.note!, /BLAS turned off/);
+    if (blasHere) assert.deepEqual(await pickBackend({}), { name: "native", note: null });
+  },
+});
+
+Deno.test({
+  name: "initBackend native: the BLAS at the asked thread count, tfjs on wasm beneath",
+  ignore: !blasHere,
+  async fn() {
+    const { info, line } = await startBackend("native", { threads: 1 });
+    assert.equal(info.name, "native");
+    assert.equal(info.threads, 1);
+    assert.equal(info.blas!.threads() ?? 1, 1);
+    assert.equal(activeBackend(), info);
+    assert.match(line, /^backend native on .*1 thread.* CPU \(\d+ cores\)$/);
+    const two = await initBackend("native", { threads: 2 });
+    if (two.blas!.threadControl) assert.equal(two.blas!.threads(), 2);
+    await assert.rejects(initBackend("native", { threads: 0 }), /positive integer/);
+    await assert.rejects(
+      initBackend("native", { blas: "none" }),
+      new RegExp(`native: BLAS turned off.*${NATIVE_HINT.slice(0, 30)}`),
+    );
+    const wasm = await initBackend("wasm");
+    assert.equal(wasm.name, "wasm");
+    assert.equal(activeBackend()?.name, "wasm");
+  },
+});
+
+Deno.test("worker: --blas /nonexistent fails clearly (exit 1), naming the library", async () => {
+  const r = await deno(workerArgs(["-A"], ["--blas", "/nonexistent/libopenblas.so.0"]));
+  assert.equal(r.code, 1, r.out + r.err);
+  assert.match(
+    r.err,
+    /error: backend \(auto\): cannot load BLAS library \/nonexistent\/libopenblas\.so\.0/,
+  );
+  const n = await deno(workerArgs(["-A"], ["--backend", "native", "--blas", "/nonexistent/x.so"]));
+  assert.equal(n.code, 1);
+  assert.match(n.err, /error: backend native: cannot load BLAS library \/nonexistent\/x\.so/);
+});
+
+Deno.test({
+  name:
+    "worker: without a BLAS (ADAPTMESH_BLAS=none) or without FFI it starts on wasm and says how to get native",
+  ignore: gpuHere,
+  async fn() {
+    const off = await deno(workerArgs(["-A"]), { ADAPTMESH_BLAS: "none" });
+    assert.match(off.out, /backend wasm \(auto\) on .*BLAS turned off \(ADAPTMESH_BLAS=none\)/);
+    assert.match(off.out, /apt-get install libopenblas0-pthread/);
+    const noFfi = await deno(
+      workerArgs(["--allow-read", "--allow-env", "--allow-net", "--allow-sys"]),
+    );
+    assert.match(
+      noFfi.out,
+      /backend wasm \(auto\) on .*FFI is not permitted/,
+      noFfi.out + noFfi.err,
+    );
+    // Both got as far as trying to connect.
+    for (const r of [off, noFfi]) assert.match(r.out, /exiting: no coordinator at/);
+  },
+});
+
+Deno.test({
+  name: "worker: picks native where a BLAS loads and says which library and threads",
+  ignore: gpuHere || !blasHere,
+  async fn() {
+    const r = await deno(workerArgs(["-A"], ["--threads", "1"]));
+    assert.match(r.out, /backend native \(auto\) on .*\(lib[^)]*\), 1 thread on /, r.out + r.err);
+  },
+});
+
+Deno.test({
+  name: "cluster with no BLAS falls back to wasm workers (one per core) and still trains",
+  ignore: gpuHere,
+  async fn() {
+    const model = await tinyModelDir();
+    const task = await tinyTaskDir();
+    try {
+      const r = await deno(["run", "-A", "coordinator/cluster.ts", ...tinyRunArgs(model, task)], {
+        ADAPTMESH_BLAS: "none",
+      });
+      assert.equal(r.code, 0, r.out + r.err);
+      const cores = navigator.hardwareConcurrency;
+      assert.match(
+        r.out,
+        new RegExp(`started ${cores} local worker\\(s\\): wasm \\(auto; BLAS turned off`),
+      );
+      assert.match(r.out, /host compute on wasm: BLAS turned off/);
+      assert.match(r.out, /final evaluation: accuracy \d\.\d{4}/);
+      const last = JSON.parse(r.out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
+      assert.equal(last.steps, 4);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+      await Deno.remove(task.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster picks native where a BLAS loads: one worker on every core (deterministic: one per core)",
+  ignore: gpuHere || !blasHere,
+  async fn() {
+    const model = await tinyModelDir();
+    const task = await tinyTaskDir();
+    const cores = navigator.hardwareConcurrency;
+    try {
+      for (const deterministic of [false, true]) {
+        const r = await deno([
+          "run",
+          "-A",
+          "coordinator/cluster.ts",
+          ...tinyRunArgs(model, task, [`--deterministic=${deterministic}`]),
+        ]);
+        assert.equal(r.code, 0, r.out + r.err);
+        const [n, t] = deterministic ? [cores, 1] : [1, cores];
+        assert.match(
+          r.out,
+          new RegExp(
+            `started ${n} local worker\\(s\\): native, ${t} BLAS threads? each \\(auto\\)`,
+          ),
+          r.out,
+        );
+        assert.equal(r.out.match(/backend native on /g)?.length, n);
+        assert.match(r.out, /host compute on native: /);
+        assert.match(r.out, /final evaluation: accuracy \d\.\d{4}/);
+        const last = JSON.parse(r.out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
+        assert.equal(last.steps, 4);
+      }
+    } finally {
+      await Deno.remove(model, { recursive: true });
+      await Deno.remove(task.dir, { recursive: true });
+    }
+  },
+});

@@ -38,7 +38,6 @@ export function cpuDevice(gemm: Gemm): Device<Float32Array> {
     dropoutMask: layers.dropoutMask,
     mul: layers.mul,
     add: layers.add,
-    scale: layers.scale,
     embed: layers.embed,
     embedBackward: layers.embedBackward,
     addBias: layers.addBias,

@@ -85,8 +85,6 @@ export interface Device<T> {
   mul(x: T, mask: T, out: T): void;
   /** out[i] += x[i]. */
   add(x: T, out: T): void;
-  /** x[i] *= s. */
-  scale(x: T, s: number): void;
 
   /** x0[n, :] = word[id] + pos[position] + type[tokenType] (+ delta[n, :]). */
   embed(x0: T, word: T, pos: T, type: T, delta: T | null, batch: BatchIndex, hidden: number): void;

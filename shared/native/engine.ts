@@ -110,7 +110,7 @@ export class NativeModel {
   readonly #mlm: boolean;
   readonly #firstOnly: boolean;
   readonly #packed: { w: F32; b: F32 }[];
-  /** Workspaces by shape, all views of #arena (valid while its generation is #generation). */
+  /** Workspaces by shape and dropouts on: views of #arena (cleared when it grows). */
   readonly #shapes = new Map<string, Workspace>();
   readonly #arena: Arena<F32>;
   #mlmBuffers: MlmBuffers<F32> | null = null;
@@ -185,14 +185,14 @@ export class NativeModel {
       delta = initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
     }
     let adversaryMs = 0;
-    ws.loss[0] = 0;
+    dev.fill(ws.loss, 0);
     if (adv.mode === "pgd" && delta) {
       for (let k = 0; k < adv.steps; k++) {
         const g = this.#pass(ws, masks, index, targets, enc, delta, null, 1);
         dev.ascend(delta, g, index, H, adv);
       }
       adversaryMs = performance.now() - t0;
-      ws.loss[0] = 0;
+      dev.fill(ws.loss, 0); // the loss is the final pass's
       this.#pass(ws, masks, index, targets, enc, delta, grads, 1);
     } else if (adv.mode === "freelb" && delta) {
       if (!(adv.steps >= 1)) throw new Error(`freelb needs at least one step, got ${adv.steps}`);

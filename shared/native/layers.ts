@@ -53,11 +53,6 @@ export function add(x: F32, out: F32): void {
   for (let i = 0; i < n; i++) out[i] += x[i];
 }
 
-/** x[i] *= s. */
-export function scale(x: F32, s: number): void {
-  for (let i = 0; i < x.length; i++) x[i] *= s;
-}
-
 /** x0[n, :] = word[id] + pos[position] + type[tokenType] (+ delta[n, :]). */
 export function embed(
   x0: F32,

@@ -3,7 +3,7 @@
  * `method.md` ("Outer optimizer") defines them, over the flat parameter buffer
  * of a {@link ParamLayout}. Plain, deterministic JavaScript: per-element math
  * in float64, results stored in Float32Arrays, norms accumulated in float64 in
- * index order. Also the bit-exact binary form of the optimizer state used by
+ * index order; a few streaming passes over memory per step. Also the bit-exact binary form of the optimizer state used by
  * checkpoints.
  *
  * @module
@@ -100,9 +100,19 @@ function checkConfig(cfg: OptimizerConfig, lr: number): void {
  *
  * Tensors with `decay` false use λ = 0 and r = 1; AdamW uses r = 1 everywhere.
  * m and v are stored as float32 first; u is computed in float64 from the
- * stored m, v and the current w. For LAMB a decayed tensor takes two passes
- * (norms, then apply) and u is recomputed in the second pass from the same
- * inputs, so no full-size scratch buffer is allocated.
+ * stored m, v and the current w, as
+ *
+ *     u = m · k1 / (sqrt(v) + k2) + λ·w,   k1 = sqrt(1 − β2^t) / (1 − β1^t),  k2 = ϵ · sqrt(1 − β2^t)
+ *
+ * — the same number as m̂ / (sqrt(v̂) + ϵ) (multiply numerator and denominator
+ * by sqrt(1 − β2^t)), with one division and one square root per element
+ * instead of three divisions and a square root; it can differ from the
+ * literal form in the last bits of the float64 value (the form PyTorch's Adam
+ * uses). For LAMB a decayed tensor takes two passes: the first updates the
+ * moments, computes u into a float64 scratch buffer (one per state, the size
+ * of the largest such tensor, kept between steps) and accumulates ‖w‖² and
+ * ‖u‖²; the second applies w − lr·r·u. Norms are summed in float64 in index
+ * order.
  */
 export function optimizerStep(
   layout: ParamLayout,
@@ -123,57 +133,130 @@ export function optimizerStep(
   }
   checkConfig(cfg, lr);
   const t = state.step + 1;
-  const b1 = cfg.beta1, b2 = cfg.beta2, eps = cfg.eps;
-  const c1 = 1 - b1, c2 = 1 - b2;
-  const bc1 = 1 - Math.pow(b1, t), bc2 = 1 - Math.pow(b2, t);
-  const m = state.m, v = state.v;
+  const bc1 = 1 - Math.pow(cfg.beta1, t), sbc2 = Math.sqrt(1 - Math.pow(cfg.beta2, t));
+  const k: Coefficients = {
+    b1: cfg.beta1,
+    c1: 1 - cfg.beta1,
+    b2: cfg.beta2,
+    c2: 1 - cfg.beta2,
+    k1: sbc2 / bc1,
+    k2: cfg.eps * sbc2,
+  };
   const trustRatios = new Float64Array(layout.specs.length);
   let updateSq = 0;
-
   for (let s = 0; s < layout.specs.length; s++) {
     const spec = layout.specs[s];
     const start = spec.offset, end = spec.offset + spec.size;
     const lambda = spec.decay ? cfg.weightDecay : 0;
-    const adapt = cfg.kind === "lamb" && spec.decay;
-
-    if (!adapt) {
+    const w = weights.subarray(start, end), g = grad.subarray(start, end);
+    const m = state.m.subarray(start, end), v = state.v.subarray(start, end);
+    if (cfg.kind === "lamb" && spec.decay) {
+      const u = scratchFor(state, layout, spec.size).subarray(0, spec.size);
+      const norms = momentsAndUpdate(k, lambda, g, m, v, w, u);
+      const r = norms.wSq > 0 && norms.uSq > 0 ? Math.sqrt(norms.wSq) / Math.sqrt(norms.uSq) : 1;
+      trustRatios[s] = r;
+      updateSq = applyScaled(lr * r, u, w, updateSq);
+    } else {
       // r = 1: one pass updates the moments and applies the step.
       trustRatios[s] = 1;
-      for (let i = start; i < end; i++) {
-        const g = grad[i];
-        m[i] = b1 * m[i] + c1 * g;
-        v[i] = b2 * v[i] + c2 * g * g;
-        const w = weights[i];
-        const d = lr * ((m[i] / bc1) / (Math.sqrt(v[i] / bc2) + eps) + lambda * w);
-        updateSq += d * d;
-        weights[i] = w - d;
-      }
-      continue;
-    }
-    // LAMB pass 1: update the moments, accumulate ‖w‖² and ‖u‖².
-    let wSq = 0, uSq = 0;
-    for (let i = start; i < end; i++) {
-      const g = grad[i];
-      m[i] = b1 * m[i] + c1 * g;
-      v[i] = b2 * v[i] + c2 * g * g;
-      const w = weights[i];
-      const u = (m[i] / bc1) / (Math.sqrt(v[i] / bc2) + eps) + lambda * w;
-      wSq += w * w;
-      uSq += u * u;
-    }
-    const r = wSq > 0 && uSq > 0 ? Math.sqrt(wSq) / Math.sqrt(uSq) : 1;
-    trustRatios[s] = r;
-    // LAMB pass 2: recompute u from the stored moments (same bits) and apply.
-    const scale = lr * r;
-    for (let i = start; i < end; i++) {
-      const w = weights[i];
-      const d = scale * ((m[i] / bc1) / (Math.sqrt(v[i] / bc2) + eps) + lambda * w);
-      updateSq += d * d;
-      weights[i] = w - d;
+      updateSq = onePass(k, lambda, lr, g, m, v, w, updateSq);
     }
   }
   state.step = t;
   return { trustRatios, updateNorm: Math.sqrt(updateSq) };
+}
+
+/** The per-step constants of the update. */
+interface Coefficients {
+  readonly b1: number;
+  readonly c1: number;
+  readonly b2: number;
+  readonly c2: number;
+  readonly k1: number;
+  readonly k2: number;
+}
+
+/** LAMB's float64 scratch for u, one per optimizer state, kept between steps. */
+const scratch = new WeakMap<OptimizerState, Float64Array>();
+
+/** The state's scratch, `size` elements at least (first made for the layout's largest decayed tensor). */
+function scratchFor(state: OptimizerState, layout: ParamLayout, size: number): Float64Array {
+  let u = scratch.get(state);
+  if (!u || u.length < size) {
+    const largest = Math.max(size, ...layout.specs.filter((s) => s.decay).map((s) => s.size));
+    u = new Float64Array(largest);
+    scratch.set(state, u);
+  }
+  return u;
+}
+
+// The loops below are small functions called once per tensor, so that they
+// are optimised after the first few tensors (not after a whole step).
+
+/** LAMB pass 1: m, v updated (stored as float32), u into `u`, and ‖w‖², ‖u‖². */
+function momentsAndUpdate(
+  k: Coefficients,
+  lambda: number,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  w: Float32Array,
+  u: Float64Array,
+): { wSq: number; uSq: number } {
+  const { b1, c1, b2, c2, k1, k2 } = k;
+  const n = w.length;
+  let wSq = 0, uSq = 0;
+  for (let i = 0; i < n; i++) {
+    const gi = g[i];
+    const mi = Math.fround(b1 * m[i] + c1 * gi);
+    const vi = Math.fround(b2 * v[i] + c2 * gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    const wi = w[i];
+    const ui = (mi * k1) / (Math.sqrt(vi) + k2) + lambda * wi;
+    u[i] = ui;
+    wSq += wi * wi;
+    uSq += ui * ui;
+  }
+  return { wSq, uSq };
+}
+
+/** LAMB pass 2: w ← w − scale·u; returns `sq` + Σ (scale·u)². */
+function applyScaled(scale: number, u: Float64Array, w: Float32Array, sq: number): number {
+  const n = w.length;
+  for (let i = 0; i < n; i++) {
+    const d = scale * u[i];
+    sq += d * d;
+    w[i] = w[i] - d;
+  }
+  return sq;
+}
+
+/** r = 1: moments, u and w ← w − lr·u in one pass; returns `sq` + Σ (lr·u)². */
+function onePass(
+  k: Coefficients,
+  lambda: number,
+  lr: number,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  w: Float32Array,
+  sq: number,
+): number {
+  const { b1, c1, b2, c2, k1, k2 } = k;
+  const n = w.length;
+  for (let i = 0; i < n; i++) {
+    const gi = g[i];
+    const mi = Math.fround(b1 * m[i] + c1 * gi);
+    const vi = Math.fround(b2 * v[i] + c2 * gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    const wi = w[i];
+    const d = lr * ((mi * k1) / (Math.sqrt(vi) + k2) + lambda * wi);
+    sq += d * d;
+    w[i] = wi - d;
+  }
+  return sq;
 }
 
 const MAGIC = 0x534f4441; // "ADOS" read as a little-endian u32

@@ -8,6 +8,7 @@ import {
   type OptimizerConfig,
   optimizerStep,
 } from "../coordinator/optimizer.ts";
+import { mixSeed, Rng } from "../shared/rng.ts";
 
 /** A hand-built layout: a decayed weight [2,2] at 0..3, an excluded bias [2] at 4..5. */
 function fakeLayout(): ParamLayout {
@@ -244,4 +245,104 @@ Deno.test("optimizerStep rejects mismatched buffers and bad hyper-parameters", (
     () => optimizerStep(layout, w, g, createOptimizerState(6), 0.1, { ...LAMB, beta2: 1 }),
     /beta2/,
   );
+});
+
+/**
+ * method.md's update written out literally (m̂ = m/(1−β1^t), v̂ = v/(1−β2^t),
+ * u = m̂/(sqrt(v̂)+ϵ) + λw, r = ‖w‖/‖u‖), float64 per element, m, v and w
+ * stored as float32: the reference the rearranged u = m·k1/(sqrt(v)+k2) + λw
+ * must agree with.
+ */
+function literalStep(
+  layout: ParamLayout,
+  w: Float32Array,
+  g: Float32Array,
+  st: { step: number; m: Float32Array; v: Float32Array },
+  lr: number,
+  cfg: OptimizerConfig,
+): number[] {
+  const t = ++st.step;
+  const bc1 = 1 - cfg.beta1 ** t, bc2 = 1 - cfg.beta2 ** t;
+  const ratios: number[] = [];
+  for (const spec of layout.specs) {
+    const idx = Array.from({ length: spec.size }, (_, k) => spec.offset + k);
+    for (const i of idx) {
+      st.m[i] = cfg.beta1 * st.m[i] + (1 - cfg.beta1) * g[i];
+      st.v[i] = cfg.beta2 * st.v[i] + (1 - cfg.beta2) * g[i] * g[i];
+    }
+    const lambda = spec.decay ? cfg.weightDecay : 0;
+    const u = idx.map((i) =>
+      (st.m[i] / bc1) / (Math.sqrt(st.v[i] / bc2) + cfg.eps) + lambda * w[i]
+    );
+    const wn = Math.sqrt(idx.reduce((a, i) => a + w[i] * w[i], 0));
+    const un = Math.sqrt(u.reduce((a, x) => a + x * x, 0));
+    const r = cfg.kind === "lamb" && spec.decay && wn > 0 && un > 0 ? wn / un : 1;
+    ratios.push(r);
+    idx.forEach((i, k) => (w[i] = w[i] - lr * r * u[k]));
+  }
+  return ratios;
+}
+
+/** Distance in float32 units in the last place. */
+function ulps(a: number, b: number): number {
+  const i = new Int32Array(new Float32Array([a, b]).buffer);
+  return Math.abs(i[0] - i[1]);
+}
+
+for (const cfg of [LAMB, ADAMW]) {
+  Deno.test(`${cfg.kind}: 6 steps on 4 tensors agree with method.md's literal formula (m, v bit for bit, w within 1 ulp)`, () => {
+    const sizes: [number, boolean][] = [[17 * 5, true], [5, false], [300, true], [40, false]];
+    let offset = 0;
+    const specs: ParamSpec[] = sizes.map(([size, decay], k) => {
+      const spec = { name: `t${k}`, shape: [size], offset, size, decay };
+      offset += size;
+      return spec;
+    });
+    const layout: ParamLayout = {
+      specs,
+      byName: new Map(specs.map((s) => [s.name, s])),
+      total: offset,
+    };
+    const rng = new Rng(mixSeed(41));
+    const w = new Float32Array(offset).map(() => (rng.next() - 0.5) * 0.2);
+    const wRef = w.slice();
+    const st = createOptimizerState(offset), ref = createOptimizerState(offset);
+    let differ = 0;
+    for (let step = 0; step < 6; step++) {
+      const g = new Float32Array(offset).map(() => (rng.next() - 0.5) * 10 ** (rng.next() * 7 - 6));
+      const lr = 0.01 * (step + 1);
+      const stats = optimizerStep(layout, w, g, st, lr, cfg);
+      const ratios = literalStep(layout, wRef, g, ref, lr, cfg);
+      assert.deepEqual(bits(st.m), bits(ref.m), `m at step ${step + 1}`);
+      assert.deepEqual(bits(st.v), bits(ref.v), `v at step ${step + 1}`);
+      for (let i = 0; i < offset; i++) {
+        const d = ulps(w[i], wRef[i]);
+        assert.ok(d <= 1, `w[${i}] at step ${step + 1}: ${w[i]} vs ${wRef[i]} (${d} ulps)`);
+        if (d) differ++;
+        w[i] = wRef[i]; // continue both from the same weights
+      }
+      ratios.forEach((r, k) =>
+        assert.ok(
+          Math.abs(stats.trustRatios[k] - r) <= 1e-12 * r,
+          `r[${k}] ${stats.trustRatios[k]} vs ${r}`,
+        )
+      );
+    }
+    // The rearrangement only moves float64 roundings: almost every weight keeps its bits.
+    assert.ok(differ <= offset * 6 * 0.01, `${differ} weights differ`);
+  });
+}
+
+Deno.test("LAMB's scratch grows when one state meets a layout with a larger tensor", () => {
+  const small = fakeLayout();
+  const st = createOptimizerState(6);
+  optimizerStep(small, new Float32Array(W0), new Float32Array(G1), st, 0.1, LAMB);
+  // The same state (size 6) now with all 6 elements in one decayed tensor.
+  const spec: ParamSpec = { name: "w", shape: [6], offset: 0, size: 6, decay: true };
+  const big: ParamLayout = { specs: [spec], byName: new Map([["w", spec]]), total: 6 };
+  const w = new Float32Array(W0), ref = new Float32Array(W0);
+  const refState = { step: st.step, m: st.m.slice(), v: st.v.slice() };
+  optimizerStep(big, w, new Float32Array(G2), st, 0.1, LAMB);
+  literalStep(big, ref, new Float32Array(G2), refState, 0.1, LAMB);
+  for (let i = 0; i < 6; i++) assert.ok(ulps(w[i], ref[i]) <= 1, `w[${i}] ${w[i]} vs ${ref[i]}`);
 });

@@ -9,7 +9,7 @@
  *   rows; hidden 128, intermediate 512, head 64) in the transpose forms a
  *   forward and backward pass use, and BERT-base's at 8192 rows.
  * - engine: the exact calls one native micro-batch gradient makes (default
- *   model, mb 32, seq 128, PGD K = 1), recorded through a counting gemm;
+ *   model, --micro-batch 32, --seq-len 128, PGD K = 1), recorded through a counting gemm;
  *   each distinct shape timed alone, and their FLOP-weighted rate (total
  *   FLOPs / total isolated time) — the "sgemm rate on the same shapes" the
  *   model's GFLOP/s is compared with.
@@ -96,9 +96,11 @@ export function timeShape(gemm: Gemm, s: Shape, minSeconds: number): number {
   return median(times);
 }
 
-/** The distinct gemm calls of one native micro-batch gradient (default model, mb 32, seq 128, PGD K=1). */
+/** The distinct gemm calls of one native micro-batch gradient (default model, mb × seq, PGD K=1). */
 export function engineShapes(
   gemm: Gemm,
+  B = 32,
+  L = 128,
 ): { shapes: (Shape & { count: number })[]; error: string | null } {
   const seen = new Map<string, Shape & { count: number }>();
   const recording: Gemm = (ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
@@ -119,7 +121,6 @@ export function engineShapes(
         w.fill(1, s.offset, s.offset + s.size);
       }
     }
-    const B = 32, L = 128;
     const inputIds = new Int32Array(B * L).map((_, i) =>
       i % L === 0 ? 101 : 1000 + rng.int(config.vocabSize - 1000)
     );
@@ -171,9 +172,9 @@ function cpuModel(): string | null {
   }
 }
 
-function run(blas: Blas, threadCounts: number[], minSeconds: number) {
+function run(blas: Blas, threadCounts: number[], minSeconds: number, B: number, L: number) {
   const rows: ShapeRow[] = [];
-  const engine = engineShapes(blas.gemm);
+  const engine = engineShapes(blas.gemm, B, L);
   if (engine.error) console.error(`engine shapes skipped: ${engine.error}`);
   const weighted: Record<string, number> = {};
   for (const threads of threadCounts) {
@@ -222,6 +223,8 @@ if (import.meta.main) {
     threads: { type: "string", default: "1,2", help: "BLAS thread counts" },
     "min-seconds": { type: "number", default: 0.5, help: "timed seconds per shape at least" },
     blas: { type: "string", help: "the BLAS library (default: the usual sonames)" },
+    "micro-batch": { type: "int", default: 32, help: "the engine set's micro-batch" },
+    "seq-len": { type: "int", default: 128, help: "the engine set's sequence length" },
     out: { type: "string", help: "JSON output (default: bench/results/sgemm-<date>.json)" },
   }, "deno run -A bench/sgemm.ts [flags]");
   const threadCounts = flags.threads.split(",").map((t) => Number(t.trim()));
@@ -238,7 +241,7 @@ if (import.meta.main) {
   const date = new Date().toISOString();
   const out = flags.out ?? `bench/results/sgemm-${date.slice(0, 10)}.json`;
   console.error(`sgemm on ${blas.describe()}`);
-  const r = run(blas, threadCounts, flags["min-seconds"]);
+  const r = run(blas, threadCounts, flags["min-seconds"], flags["micro-batch"], flags["seq-len"]);
   const report = {
     benchmark: "sgemm",
     date,
@@ -250,7 +253,12 @@ if (import.meta.main) {
       openblasCoretype: Deno.env.get("OPENBLAS_CORETYPE") ?? null,
     },
     blas: { vendor: blas.vendor, name: blas.name, path: blas.path },
-    settings: { threads: threadCounts, minSeconds: flags["min-seconds"] },
+    settings: {
+      threads: threadCounts,
+      minSeconds: flags["min-seconds"],
+      engineMicroBatch: flags["micro-batch"],
+      engineSeqLen: flags["seq-len"],
+    },
     rows: r.rows,
     /** FLOP-weighted sgemm rate over one micro-batch gradient's calls, per thread count. */
     engineWeightedGflops: r.weighted,

@@ -83,6 +83,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { parseArgs } from "node:util";
 import { type BackendName, disposeBackend, initBackend, nativeBlas } from "../shared/backend.ts";
 import { NativeModel } from "../shared/native/engine.ts";
+import { kernelProfile } from "../shared/native/device.ts";
 import type { Gemm } from "../shared/native/gemm.ts";
 import type { GradientResult, GradientTask } from "../shared/gradient.ts";
 import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
@@ -619,6 +620,28 @@ interface Row {
   /** native: max |g − g_wasm| against the wasm row of the same configuration, and max |g_wasm|. */
   maxAbsDiffVsWasm: number | null;
   wasmGradMaxAbs: number | null;
+  /** native: one profiled call, per engine kernel (ms, calls), most time first. */
+  kernels: { kernel: string; ms: number; calls: number }[] | null;
+}
+
+/** One profiled native call (after a warm-up): where the time goes, kernel by kernel. */
+function profileNative(
+  config: ModelConfig,
+  layout: ParamLayout,
+  gemm: Gemm,
+  flat: Float32Array,
+  task: GradientTask,
+): { kernel: string; ms: number; calls: number }[] {
+  const profile = kernelProfile();
+  const engine = new NativeModel(config, layout, gemm, { profile });
+  engine.setWeights(flat);
+  engine.gradient(task);
+  profile.ms.clear();
+  profile.calls.clear();
+  engine.gradient(task);
+  return [...profile.ms.entries()]
+    .map(([kernel, ms]) => ({ kernel, ms, calls: profile.calls.get(kernel) ?? 0 }))
+    .sort((a, b) => b.ms - a.ms);
 }
 
 interface SpeedupRow {
@@ -868,6 +891,16 @@ async function main(): Promise<number> {
                 blasGflops: timed && blas.ms > 0 ? blas.flops / 1e9 / (blas.ms / 1000) : null,
                 maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
                 wasmGradMaxAbs: ref ? maxAbs(ref) : null,
+                kernels: backend === "native"
+                  ? profileNative(config, layout, info.blas!.gemm, flat, {
+                    step: 0,
+                    index: 0,
+                    seed: TASK_SEED,
+                    adversary: { ...DEFAULT_ADVERSARY, mode: m.mode, steps: Math.max(1, m.steps) },
+                    batch,
+                    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
+                  })
+                  : null,
               };
               report.rows.push(row);
               save();

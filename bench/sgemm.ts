@@ -16,6 +16,10 @@
  *
  * Timing: 2 warm-up calls, then calls until >= 3 and >= --min-seconds; median.
  *
+ * Bits across thread counts: every fixed shape is also computed once at each
+ * thread count on the same inputs, and the outputs compared bit for bit
+ * (`bitsAcrossThreads`): whether `--deterministic` must pin the thread count.
+ *
  * @module
  */
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
@@ -172,6 +176,43 @@ function cpuModel(): string | null {
   }
 }
 
+/** For each fixed shape: how many output elements differ between the thread counts' results. */
+export function bitsAcrossThreads(
+  blas: Blas,
+  threadCounts: number[],
+  shapes: readonly Shape[] = FIXED_SHAPES,
+): { name: string; elements: number; differing: number }[] {
+  return shapes.map((s) => {
+    const a = randomFill(new Float32Array(s.m * s.k), 3);
+    const b = randomFill(new Float32Array(s.k * s.n), 4);
+    const outs = threadCounts.map((t) => {
+      blas.setThreads(t);
+      const c = new Float32Array(s.m * s.n);
+      blas.gemm(
+        s.transA,
+        s.transB,
+        s.m,
+        s.n,
+        s.k,
+        1,
+        a,
+        s.transA ? s.m : s.k,
+        b,
+        s.transB ? s.k : s.n,
+        0,
+        c,
+        s.n,
+      );
+      return new Uint32Array(c.buffer);
+    });
+    let differing = 0;
+    for (let i = 0; i < outs[0].length; i++) {
+      if (outs.some((o) => o[i] !== outs[0][i])) differing++;
+    }
+    return { name: s.name, elements: s.m * s.n, differing };
+  });
+}
+
 function run(blas: Blas, threadCounts: number[], minSeconds: number, B: number, L: number) {
   const rows: ShapeRow[] = [];
   const engine = engineShapes(blas.gemm, B, L);
@@ -263,6 +304,7 @@ if (import.meta.main) {
     /** FLOP-weighted sgemm rate over one micro-batch gradient's calls, per thread count. */
     engineWeightedGflops: r.weighted,
     engineError: r.engineError,
+    bitsAcrossThreads: threadCounts.length > 1 ? bitsAcrossThreads(blas, threadCounts) : null,
   };
   const dir = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
   Deno.mkdirSync(dir, { recursive: true });
@@ -281,6 +323,17 @@ if (import.meta.main) {
   console.log(lines.join("\n"));
   for (const [t, g] of Object.entries(r.weighted)) {
     console.log(`\nengine-weighted rate, ${t} thread(s): ${g.toFixed(1)} GFLOP/s`);
+  }
+  if (report.bitsAcrossThreads) {
+    const diff = report.bitsAcrossThreads.filter((x) => x.differing > 0);
+    console.log(
+      `\nbits across ${
+        threadCounts.join(" vs ")
+      } threads: ${diff.length} of ${report.bitsAcrossThreads.length} shapes differ` +
+        (diff.length
+          ? ` (e.g. ${diff[0].name}: ${diff[0].differing} of ${diff[0].elements} elements)`
+          : ""),
+    );
   }
   console.log(`\nwrote ${out}`);
 }

@@ -220,3 +220,81 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "evaluate and predict: native by default, the same answers as wasm; no BLAS falls back, a missing --blas fails",
+  ignore: gpuHere,
+  async fn() {
+    const model = await tinyModelDir(5);
+    const task = await tinyTaskDir(8, 24);
+    const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+    try {
+      await Deno.writeTextFile(
+        input,
+        ["a very good film", "the plot was dull and boring"].map((t) => JSON.stringify({ text: t }))
+          .join("\n") + "\n",
+      );
+      const evaluate = (args: string[], env: Record<string, string> = {}) =>
+        deno([
+          "run",
+          "-A",
+          "shared/cli/evaluate.ts",
+          "--model",
+          model,
+          "--eval",
+          task.eval,
+          ...args,
+        ], env);
+      const predict = (args: string[], env: Record<string, string> = {}) =>
+        deno(
+          ["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input, ...args],
+          env,
+        );
+      const wasmEval = await evaluate(["--backend", "wasm"]);
+      assert.equal(wasmEval.code, 0, wasmEval.err);
+      assert.match(wasmEval.err, /^backend wasm on /m);
+      const off = await evaluate([], { ADAPTMESH_BLAS: "none" });
+      assert.equal(off.code, 0, off.err);
+      assert.match(
+        off.err,
+        /backend wasm \(auto\) on .*BLAS turned off.*apt-get install libopenblas0-pthread/,
+      );
+      assert.equal(off.out.trim().split("\n").at(-1), wasmEval.out.trim().split("\n").at(-1));
+      const bad = await evaluate(["--blas", "/nonexistent/libopenblas.so.0"]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.err, /error: cannot load BLAS library \/nonexistent\/libopenblas\.so\.0/);
+      if (blasHere) {
+        const nat = await evaluate(["--threads", "1"]);
+        assert.equal(nat.code, 0, nat.err);
+        assert.match(nat.err, /^backend native \(auto\) on .*1 thread/m);
+        const a = JSON.parse(nat.out.trim().split("\n").at(-1)!);
+        const b = JSON.parse(wasmEval.out.trim().split("\n").at(-1)!);
+        assert.equal(a.examples, 24);
+        // Logits agree to 1e-4 (below); a prediction on the fence may still flip.
+        assert.ok(
+          Math.abs(a.accuracy - b.accuracy) <= 1 / 24,
+          `accuracy ${a.accuracy} vs ${b.accuracy}`,
+        );
+        const pn = await predict([]), pw = await predict(["--backend", "wasm"]);
+        assert.equal(pn.code, 0, pn.err);
+        const rows = (s: string) => s.trim().split("\n").map((l) => JSON.parse(l));
+        const [rn, rw] = [rows(pn.out), rows(pw.out)];
+        assert.equal(rn.length, 2);
+        rn.forEach((r, i) => {
+          assert.equal(r.label, rw[i].label);
+          r.logits.forEach((x: number, j: number) =>
+            assert.ok(
+              Math.abs(x - rw[i].logits[j]) <= 1e-4,
+              `logit ${i},${j}: ${x} vs ${rw[i].logits[j]}`,
+            )
+          );
+        });
+      }
+    } finally {
+      await Deno.remove(model, { recursive: true });
+      await Deno.remove(task.dir, { recursive: true });
+      await Deno.remove(input);
+    }
+  },
+});

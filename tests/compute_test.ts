@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../shared/backend.ts";
 import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
-import { loadBlas } from "../shared/native/blas.ts";
 import { jsGemm } from "../shared/native/gemm.ts";
 import { IGNORE_INDEX } from "../shared/model.ts";
 import type { Objective } from "../shared/param_layout.ts";
@@ -16,16 +15,16 @@ import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/proto
 import { Rng } from "../shared/rng.ts";
 import { type NativeCompute, WorkerCompute } from "../worker/compute.ts";
 import { tinyBatch, tinyConfig, tinyWeights } from "./support/tiny.ts";
+import { testGemms } from "./support/backends.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 
-const blas = loadBlas().blas;
-if (!blas) console.warn("no BLAS here: native compute runs on jsGemm only");
+const gemms = testGemms();
+const blas = gemms.find((g) => g.blas)?.blas ?? null;
 
-/** The engines under test: the machine's BLAS (when it loads) and the JS gemm. */
-const natives: [string, NativeCompute][] = [
-  ...(blas ? [["blas", { gemm: blas.gemm, blas, threads: 2 }] as [string, NativeCompute]] : []),
-  ["jsGemm", { gemm: jsGemm }],
-];
+/** The engines under test: the machine's BLAS (when it loads, at 2 threads) and the JS gemm. */
+const natives: [string, NativeCompute][] = gemms.map((
+  g,
+) => [g.name, g.blas ? { gemm: g.gemm, blas: g.blas, threads: 2 } : { gemm: g.gemm }]);
 
 const HF = {
   model_type: "bert",

@@ -1,7 +1,15 @@
-/** The backends the numerical tests run on: cpu and wasm always, webgpu when any adapter exists. */
+/**
+ * The backends the numerical tests run on: the tfjs ones (cpu and wasm always,
+ * webgpu when any adapter exists), and the native engine's matrix products
+ * (the machine's BLAS when one loads, and the plain JS gemm always).
+ */
 import type { BackendName } from "../../shared/backend.ts";
+import { loadBlas } from "../../shared/native/blas.ts";
+import { type Gemm, jsGemm } from "../../shared/native/gemm.ts";
+import type { Blas } from "../../shared/native/blas.ts";
 
-export async function testBackends(): Promise<BackendName[]> {
+/** The tfjs backends to test (native is not a tfjs backend: see {@link testGemms}). */
+export async function testBackends(): Promise<Exclude<BackendName, "native">[]> {
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
   let adapter: GPUAdapter | null = null;
   try {
@@ -11,4 +19,24 @@ export async function testBackends(): Promise<BackendName[]> {
   }
   if (!adapter) console.warn("no WebGPU adapter here: webgpu cases are skipped");
   return adapter ? ["cpu", "wasm", "webgpu"] : ["cpu", "wasm"];
+}
+
+/** A gemm the native engine can run on, by name, with its BLAS (null for jsGemm). */
+export interface TestGemm {
+  readonly name: string;
+  readonly gemm: Gemm;
+  readonly blas: Blas | null;
+}
+
+/**
+ * The native engine's gemms to test: the process's shared BLAS handle when
+ * one loads (opened at import, so no test is charged with it), and jsGemm.
+ */
+export function testGemms(): TestGemm[] {
+  const r = loadBlas();
+  if (!r.blas) console.warn(`no BLAS here (${r.reason}): native cases run on jsGemm only`);
+  return [
+    ...(r.blas ? [{ name: "blas", gemm: r.blas.gemm, blas: r.blas }] : []),
+    { name: "jsGemm", gemm: jsGemm, blas: null },
+  ];
 }

@@ -19,8 +19,8 @@
  * it times out, as any other).
  *
  * The scheduler knows nothing of sockets: a worker is a {@link WorkerLink}
- * that takes encoded frames, so the same code runs in-process and over
- * WebSockets.
+ * that takes encoded frames or prepared chunked messages (shared/transfer.ts),
+ * so the same code runs in-process and over WebSockets.
  *
  * @module
  */
@@ -33,14 +33,18 @@ import {
   validateResultShape,
 } from "../shared/protocol.ts";
 import { checkPacked, expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
+import type { Outgoing } from "../shared/transfer.ts";
 
 /** A connected worker, as the scheduler sees it. */
 export interface WorkerLink {
   readonly id: string;
   readonly backend: string;
   readonly device: string;
-  /** Sends one encoded protocol frame. */
-  send(frame: Frame): void;
+  /**
+   * Queues one encoded frame or prepared message (weights travel chunked);
+   * throws when the connection is closed.
+   */
+  send(out: Outgoing): void;
 }
 
 /** One micro-batch of the current step, ready to send. */
@@ -135,7 +139,7 @@ const MIN_DEADLINE_MS = 10_000;
 /** Dispatches each step's micro-batches and collects one valid result per micro-batch. */
 export class Scheduler {
   readonly workers = new Map<string, WorkerInfo & { link: WorkerLink }>();
-  #weights: { version: number; frame: Frame } | null = null;
+  #weights: { version: number; out: Outgoing } | null = null;
   #pending = new Map<number, Pending>();
   #queue: Pending[] = [];
   #step: {
@@ -158,9 +162,14 @@ export class Scheduler {
 
   constructor(readonly options: SchedulerOptions) {}
 
-  /** The weights every task of the next step must be computed on. */
-  setWeights(version: number, frame: Frame): void {
-    this.#weights = { version, frame };
+  /**
+   * The weights every task of the next step must be computed on, prepared
+   * once for every worker (`prepareMessage`: chunked when large). Its data
+   * must be a snapshot: a slow worker may still be receiving it after the
+   * next optimizer step.
+   */
+  setWeights(version: number, weights: Outgoing): void {
+    this.#weights = { version, out: weights };
   }
 
   /** Current weights version (-1 before the first). */
@@ -449,9 +458,9 @@ export class Scheduler {
     const weights = this.#weights!;
     try {
       if (w.weightsVersion !== weights.version) {
-        w.link.send(weights.frame);
+        w.link.send(weights.out);
         w.weightsVersion = weights.version;
-        this.options.events?.weightsSent?.(w, weights.frame.byteLength);
+        this.options.events?.weightsSent?.(w, weights.out.byteLength);
       }
       w.link.send(p.task.frame);
     } catch {

@@ -3,7 +3,11 @@
  * protocol version and run token, then pull requests and results), and the
  * routes the observability module mounts (`/metrics`, `/status`, `/`).
  * Every frame a peer sends is decoded and validated by the protocol module;
- * a bad one is answered with an `error` message and dropped.
+ * a bad one is answered with an `error` message and dropped. Each connection
+ * sends through its own flow-controlled queue and reassembles the worker's
+ * chunked transfers (shared/transfer.ts); every close is logged with its
+ * code, reason and socket error, and what it cost (partial transfers
+ * dropped, messages unsent).
  *
  * @module
  */
@@ -13,6 +17,7 @@ import type { WSContext } from "hono/ws";
 import {
   checkToken,
   decodeMessage,
+  DTYPES,
   encodeMessage,
   type ErrorCode,
   type HelloMessage,
@@ -21,6 +26,7 @@ import {
   ProtocolError,
   toErrorMessage,
 } from "../shared/protocol.ts";
+import { describeClose, Reassembler, Sender } from "../shared/transfer.ts";
 import type { Scheduler, WorkerLink } from "./scheduler.ts";
 import type { WelcomeMessage } from "../shared/protocol.ts";
 
@@ -28,6 +34,7 @@ import type { WelcomeMessage } from "../shared/protocol.ts";
 export interface MeshContext {
   readonly scheduler: Scheduler;
   readonly token: string;
+  /** Largest frame a worker may send (a safety limit on one frame; tensors travel chunked). */
   readonly maxFrameBytes: number;
   /** One backend for every worker (deterministic mode). */
   readonly requireBackend: () => string | null;
@@ -51,30 +58,60 @@ export interface MeshHandle {
   close(): void;
 }
 
-function sendMessage(ws: WSContext, ctx: MeshContext, m: Message): void {
-  const frame = encodeMessage(m);
-  ctx.bytes?.("out", frame.byteLength);
-  ws.send(frame);
+/** One open connection. */
+interface Peer {
+  /** The worker id while it is registered with the scheduler. */
+  id: string | null;
+  /** The worker id it joined as (kept after it is forgotten, for the close log). */
+  joinedAs: string | null;
+  lastSeen: number;
+  readonly ws: WSContext;
+  /** The connection's send queue (flow-controlled on the socket's bufferedAmount). */
+  readonly sender: Sender;
+  /** Chunked transfers from the worker, reassembled (after the handshake). */
+  readonly receiver: Reassembler;
+  /** Why we closed it, when we did. */
+  closing: string | null;
+  /** The last error the socket reported. */
+  error: string | null;
 }
 
-async function frameBytes(data: unknown): Promise<Uint8Array> {
+function sendMessage(peer: Peer, m: Message): void {
+  try {
+    peer.sender.send(encodeMessage(m));
+  } catch {
+    // The connection is closed; its close handler cleans up.
+  }
+}
+
+/** Closes a connection on purpose, after what is queued for it (an error reply) is written. */
+function closePeer(peer: Peer, code: number, reason: string): void {
+  peer.closing ??= reason;
+  void peer.sender.drained().then(() => {
+    try {
+      peer.ws.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+  });
+}
+
+function frameBytes(data: unknown): Uint8Array {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (data instanceof Uint8Array) return data;
-  if (data instanceof Blob) return new Uint8Array(await data.arrayBuffer());
-  throw new ProtocolError("malformed", "expected a binary frame, got text");
+  throw new ProtocolError(
+    "malformed",
+    `expected a binary frame, got ${typeof data === "string" ? "text" : typeof data}`,
+  );
 }
 
-/** One open connection, for the silence sweep. */
-interface Peer {
-  id: string | null;
-  lastSeen: number;
-  ws: WSContext;
-}
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
 /**
  * Adds `/ws` to `app`. Connections silent for longer than `ctx.silenceMs`
  * are closed and their workers forgotten (a hung machine whose socket stays
  * open would otherwise hold tasks until their deadlines, step after step).
+ * Every close is logged with its code, reason and socket error.
  */
 export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
   const peers = new Set<Peer>();
@@ -94,6 +131,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
         if (now - peer.lastSeen <= silenceMs) continue;
         const what = peer.id === null ? "a connection" : `worker ${peer.id}`;
         ctx.log(`${what} sent nothing for ${silenceMs / 1000} s: dropped`);
+        peer.closing = "silent";
         forget(peer, "silent");
         try {
           peer.ws.close(4000, "silent");
@@ -103,38 +141,62 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
       }
     }, Math.min(5000, Math.max(50, silenceMs / 4)))
     : undefined;
+  // A worker sends at most one tensor of the model's size (a dense gradient).
+  const maxTransferBytes = () => DTYPES.f32.bytes * ctx.scheduler.options.gradLayout.total;
   app.get(
     "/ws",
     upgradeWebSocket(() => {
       let peer: Peer | null = null;
       return {
         onOpen(_evt, ws) {
-          (ws.raw as WebSocket).binaryType = "arraybuffer";
-          peer = { id: null, lastSeen: performance.now(), ws };
-          peers.add(peer);
+          const raw = ws.raw as WebSocket;
+          raw.binaryType = "arraybuffer";
+          const p: Peer = {
+            id: null,
+            joinedAs: null,
+            lastSeen: performance.now(),
+            ws,
+            sender: new Sender({
+              send: (f) => ws.send(f),
+              get bufferedAmount() {
+                return raw.bufferedAmount;
+              },
+            }, { sent: (n) => ctx.bytes?.("out", n) }),
+            receiver: new Reassembler({ maxTransferBytes: 0, maxFrameBytes: ctx.maxFrameBytes }),
+            closing: null,
+            error: null,
+          };
+          peer = p;
+          peers.add(p);
         },
-        async onMessage(evt, ws) {
-          if (!peer || !peers.has(peer)) return; // dropped as silent: ignore stragglers
-          peer.lastSeen = performance.now();
-          const id = peer.id;
-          let m: Message;
+        onMessage(evt, ws) {
+          const p = peer;
+          if (!p || !peers.has(p)) return; // dropped as silent: ignore stragglers
+          p.lastSeen = performance.now();
+          const id = p.id;
+          let m: Message | null;
           try {
-            const bytes = await frameBytes(evt.data);
+            const bytes = frameBytes(evt.data);
             ctx.bytes?.("in", bytes.byteLength);
-            m = decodeMessage(bytes, { maxBytes: ctx.maxFrameBytes });
+            // Before the handshake only a plain hello is accepted: no transfers.
+            m = id === null
+              ? decodeMessage(bytes, { maxBytes: ctx.maxFrameBytes })
+              : p.receiver.receive(bytes);
           } catch (e) {
             const err = toErrorMessage(e);
             ctx.rejected?.(err.code, err.message);
-            sendMessage(ws, ctx, err);
-            if (id === null) ws.close(1008, err.code);
+            sendMessage(p, err);
+            if (id === null) closePeer(p, 1008, err.code);
             return;
           }
+          if (m === null) return; // a transfer declaration or chunk
           try {
             if (id === null) {
               if (m.type !== "hello") {
                 throw new ProtocolError("malformed", `first message must be hello, got ${m.type}`);
               }
-              peer.id = handshake(m, ws, ctx);
+              p.id = p.joinedAs = handshake(m, p, ctx);
+              p.receiver.maxTransferBytes = maxTransferBytes();
               return;
             }
             switch (m.type) {
@@ -145,13 +207,14 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
                 const err = ctx.scheduler.result(id, m);
                 if (err) {
                   ctx.rejected?.(err.code, err.message);
-                  sendMessage(ws, ctx, { type: "error", ...err });
+                  sendMessage(p, { type: "error", ...err });
                 }
                 return;
               }
               case "heartbeat":
                 return;
               case "bye":
+                p.closing = `the worker said bye: ${m.reason}`;
                 ws.close(1000, "bye");
                 return;
               case "error":
@@ -163,12 +226,39 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
           } catch (e) {
             const err = toErrorMessage(e);
             ctx.rejected?.(err.code, err.message);
-            sendMessage(ws, ctx, err);
-            if (id === null) ws.close(1008, err.code);
+            sendMessage(p, err);
+            if (id === null) closePeer(p, 1008, err.code);
           }
         },
-        onClose() {
-          if (peer) forget(peer, "disconnected");
+        onError(evt) {
+          if (peer) peer.error = evt instanceof ErrorEvent ? evt.message : String(evt.type);
+        },
+        onClose(evt) {
+          const p = peer;
+          if (!p) return;
+          const id = p.joinedAs;
+          const queued = p.sender.close();
+          const dropped = p.receiver.clear();
+          const what = id === null ? "a connection that never joined" : `worker ${id}`;
+          const who = p.closing === null
+            ? "closed by the worker or the network"
+            : `closed by the coordinator (${p.closing})`;
+          const lost = [
+            dropped.transfers > 0
+              ? `dropped ${dropped.transfers} partial transfer(s) from it (${
+                mb(dropped.receivedBytes)
+              } of ${mb(dropped.declaredBytes)})`
+              : "",
+            queued > 0 ? `${queued} message(s) to it unsent` : "",
+          ].filter((x) => x).join("; ");
+          if (id !== null || p.error || p.closing) {
+            ctx.log(
+              `${what}: connection ${who}: ${describeClose(evt.code, evt.reason, p.error)}${
+                lost ? `; ${lost}` : ""
+              }`,
+            );
+          }
+          forget(p, p.closing ?? "disconnected");
         },
       };
     }),
@@ -176,7 +266,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
   return { close: () => clearInterval(sweep) };
 }
 
-function handshake(m: HelloMessage, ws: WSContext, ctx: MeshContext): string {
+function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
   if (m.protocol !== PROTOCOL_VERSION) {
     throw new ProtocolError(
       "bad_version",
@@ -194,15 +284,14 @@ function handshake(m: HelloMessage, ws: WSContext, ctx: MeshContext): string {
   const id = m.workerId && !ctx.scheduler.workers.has(m.workerId)
     ? m.workerId
     : crypto.randomUUID().slice(0, 8);
-  sendMessage(ws, ctx, ctx.welcome(id));
+  const welcome = ctx.welcome(id);
+  peer.receiver.runId = welcome.runId;
+  sendMessage(peer, welcome);
   const link: WorkerLink = {
     id,
     backend: m.backend,
     device: m.device,
-    send(frame) {
-      ctx.bytes?.("out", frame.byteLength);
-      ws.send(frame);
-    },
+    send: (out) => peer.sender.send(out),
   };
   ctx.scheduler.addWorker(link);
   ctx.joined?.(link, m);

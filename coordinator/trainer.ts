@@ -17,8 +17,9 @@ import { type EvalResult, withHostLogits } from "../shared/evaluate.ts";
 import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { encodeMessage, type Frame, type WelcomeMessage } from "../shared/protocol.ts";
-import { f32ToF16Bits } from "../shared/safetensors.ts";
+import { encodeMessage, type WelcomeMessage } from "../shared/protocol.ts";
+import type { Outgoing } from "../shared/transfer.ts";
+import { WeightsOut } from "./weights_out.ts";
 import { loadTokenizer } from "../shared/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import { clipByGlobalNorm } from "./grad_combine.ts";
@@ -158,7 +159,8 @@ function stepTimings(
 export class Trainer {
   readonly startedAt = performance.now();
   #stopping = false;
-  #weightsFrame: Frame = new Uint8Array();
+  #weightsFrame: Outgoing = new Uint8Array();
+  readonly #weightsOut = new WeightsOut();
   lastEval: EvalResult | null = null;
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
@@ -285,21 +287,20 @@ export class Trainer {
     };
   }
 
-  /** The encoded weights of the current version (f32, or f16 with `--weights-encoding f16`). */
-  weightsFrame(): Frame {
+  /** The prepared weights of the current version (f32, or f16 with `--weights-encoding f16`). */
+  weightsFrame(): Outgoing {
     return this.#weightsFrame;
   }
 
   #encodeWeights(): number {
     const t0 = performance.now();
     const f16 = this.config.weightsEncoding === "f16";
-    this.#weightsFrame = encodeMessage({
-      type: "weights",
-      runId: this.runId,
-      version: this.weightsVersion,
-      encoding: f16 ? "f16" : "f32",
-      data: f16 ? f32ToF16Bits(this.weights) : this.weights,
-    });
+    this.#weightsFrame = this.#weightsOut.prepare(
+      this.runId,
+      this.weightsVersion,
+      this.weights,
+      f16 ? "f16" : "f32",
+    );
     return performance.now() - t0;
   }
 

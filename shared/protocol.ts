@@ -1,30 +1,54 @@
 /**
  * The coordinator ↔ worker wire protocol, in one module: the typed messages,
- * the protocol version, the frame size limit, the msgpack encoding and strict
- * validation of everything a peer sends (architecture principle 4).
+ * the protocol version, the frame size limit, the msgpack encoding, the
+ * formats of chunked transfers and strict validation of everything a peer
+ * sends (architecture principle 4).
  *
  * Frames are msgpack (msgpackr with `moreTypes`, so typed arrays travel as
  * typed arrays). {@link decodeMessage} returns a fresh object holding only the
  * known fields, or throws a {@link ProtocolError} whose `code` says what was
  * wrong; the receiver answers with an `error` message and drops the frame.
  *
+ * Large tensors do not travel inside a message frame: `shared/transfer.ts`
+ * sends each as a declared transfer ({@link TransferMessage}), bounded binary
+ * chunks (a {@link CHUNK_HEADER_BYTES}-byte header, then raw little-endian
+ * elements) and then the message itself, whose tensor field holds a
+ * reference `{ transfer: id }`; the receiver reassembles and hands the
+ * application a whole message. So {@link MAX_FRAME_BYTES} limits one frame,
+ * never the model.
+ *
  * Error codes used by decoding: `too_large` (frame over the limit),
  * `malformed` (not msgpack, not an object, unknown type, missing or mistyped
  * field, negative or non-integer ids/steps/versions, values out of range),
  * `bad_shape` (array lengths that disagree), `non_finite` (NaN/Inf in a loss,
  * gradient, weights or labels), `bad_version` (a `hello` of another protocol
- * version). `bad_token`, `unknown_task`, `stale` and `internal` are for the
- * peers' own checks.
+ * version), `bad_chunk` (a chunk frame that is not one). The other transfer
+ * codes are the reassembler's (shared/transfer.ts). `bad_token`,
+ * `unknown_task`, `stale` and `internal` are for the peers' own checks.
  *
  * @module
  */
 import { Packr, Unpackr } from "msgpackr";
 
-/** The protocol version a `hello` must carry. */
-export const PROTOCOL_VERSION = 1;
+/** The protocol version a `hello` must carry (2: large tensors travel as chunked transfers). */
+export const PROTOCOL_VERSION = 2;
 
-/** Default largest frame accepted by {@link decodeMessage} and produced by {@link encodeMessage}. */
-export const MAX_FRAME_BYTES = 512 * 1024 * 1024;
+/**
+ * Deno's WebSocket refuses to *receive* a message of this many bytes or more
+ * (fastwebsockets' default `max_message_size`, `64 << 20`, which Deno never
+ * raises): the receiving side fails with "Frame too large" and the
+ * connection closes with code 0 and no reason, in either direction. Sending
+ * has no limit, so the sender must stay under it.
+ */
+export const DENO_WEBSOCKET_MESSAGE_LIMIT = 64 * 1024 * 1024;
+
+/**
+ * Default largest frame accepted by {@link decodeMessage} and produced by
+ * {@link encodeMessage}: a safety limit on one frame, well below
+ * {@link DENO_WEBSOCKET_MESSAGE_LIMIT}. Tensors larger than a chunk never
+ * travel in one frame (shared/transfer.ts), so this does not limit model size.
+ */
+export const MAX_FRAME_BYTES = 32 * 1024 * 1024;
 
 /** Every error code a peer may send or a check may throw. */
 export const ERROR_CODES = [
@@ -37,6 +61,25 @@ export const ERROR_CODES = [
   "unknown_task",
   "stale",
   "internal",
+  // Chunked transfers (shared/transfer.ts):
+  /** A declaration that cannot be accepted (reused id, too many open, mismatching message). */
+  "bad_transfer",
+  /** A chunk or reference naming a transfer that was never declared (or already used). */
+  "unknown_transfer",
+  /** A chunk frame with a bad header, or whose payload disagrees with its header. */
+  "bad_chunk",
+  /** A chunk whose dtype is not its transfer's. */
+  "chunk_dtype",
+  /** A chunk longer than its transfer's declared chunk length. */
+  "oversized_chunk",
+  /** A chunk reaching past its transfer's declared length. */
+  "chunk_out_of_range",
+  /** A chunk received twice. */
+  "duplicate_chunk",
+  /** A chunk covering part of another. */
+  "overlapping_chunk",
+  /** A message referring to a transfer that is missing chunks. */
+  "incomplete_transfer",
 ] as const;
 
 /** Why a message was refused. */
@@ -223,13 +266,21 @@ export type Frame = Uint8Array<ArrayBuffer>;
  * msgpackr's shared output buffer, so frames can be cached and queued).
  */
 export function encodeMessage(m: Message, limits?: FrameLimits): Frame {
-  const clean = parseMessage(m, null);
-  const out = packr.pack(clean);
+  return packFrame(parseMessage(m, null), limits, `${m.type} message`);
+}
+
+/**
+ * Encodes any value as a frame with no validation (the transfer layer's
+ * declarations and messages holding transfer references; tests' bad peers),
+ * refusing frames over the limit.
+ */
+export function packFrame(value: unknown, limits?: FrameLimits, what = "frame"): Frame {
+  const out = packr.pack(value);
   const max = limits?.maxBytes ?? MAX_FRAME_BYTES;
   if (out.byteLength > max) {
     throw new ProtocolError(
       "too_large",
-      `${m.type} message is ${out.byteLength} bytes, over the ${max}-byte frame limit`,
+      `${what} is ${out.byteLength} bytes, over the ${max}-byte frame limit`,
     );
   }
   return new Uint8Array(out); // copies
@@ -242,6 +293,15 @@ export function encodeMessage(m: Message, limits?: FrameLimits): Frame {
  */
 export function decodeMessage(bytes: Uint8Array | ArrayBuffer, limits?: FrameLimits): Message {
   const frame = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes;
+  return validateMessage(unpackFrame(frame, limits), frame.buffer);
+}
+
+/**
+ * The msgpack value of one frame, unvalidated: the first half of
+ * {@link decodeMessage}, for the transfer layer (which resolves transfer
+ * references before {@link validateMessage}). Checks the size limit.
+ */
+export function unpackFrame(frame: Uint8Array, limits?: FrameLimits): unknown {
   if (!(frame instanceof Uint8Array)) {
     throw new ProtocolError("malformed", `expected a binary frame, got ${describe(frame)}`);
   }
@@ -252,16 +312,210 @@ export function decodeMessage(bytes: Uint8Array | ArrayBuffer, limits?: FrameLim
       `frame of ${frame.byteLength} bytes is over the ${max}-byte limit`,
     );
   }
-  let raw: unknown;
   try {
-    raw = unpackr.unpack(frame);
+    return unpackr.unpack(frame);
   } catch (e) {
     throw new ProtocolError(
       "malformed",
       `frame is not valid msgpack: ${e instanceof Error ? e.message : String(e)}`,
     );
   }
-  return parseMessage(raw, frame.buffer);
+}
+
+/**
+ * Validates a decoded value as a message and rebuilds it with only the known
+ * fields: the second half of {@link decodeMessage}. Typed arrays sharing
+ * memory with `frame` (the received buffer) are copied; others are kept.
+ */
+export function validateMessage(raw: unknown, frame: ArrayBufferLike | null): Message {
+  return parseMessage(raw, frame);
+}
+
+// ---------------------------------------------------------------------------
+// Chunked transfers: the wire formats (the state machines are in shared/transfer.ts)
+// ---------------------------------------------------------------------------
+
+/** Element types a transfer may carry (`f16`: IEEE half-precision bit patterns). */
+export type Dtype = "f32" | "f16" | "i32" | "u8";
+
+/** The typed array of each {@link Dtype}. */
+export type TypedArrayOf<D extends Dtype> = D extends "f32" ? Float32Array
+  : D extends "f16" ? Uint16Array
+  : D extends "i32" ? Int32Array
+  : Uint8Array;
+
+/** Any tensor a message may carry. */
+export type TensorArray = Float32Array | Uint16Array | Int32Array | Uint8Array;
+
+/** Per dtype: its code in a chunk header, its element size and its typed array. */
+export const DTYPES: {
+  readonly [D in Dtype]: {
+    readonly code: number;
+    readonly bytes: number;
+    readonly make: (length: number) => TypedArrayOf<D>;
+  };
+} = {
+  f32: { code: 1, bytes: 4, make: (n) => new Float32Array(n) },
+  f16: { code: 2, bytes: 2, make: (n) => new Uint16Array(n) },
+  i32: { code: 3, bytes: 4, make: (n) => new Int32Array(n) },
+  u8: { code: 4, bytes: 1, make: (n) => new Uint8Array(n) },
+};
+
+/** The dtype of a typed array that may travel. */
+export function dtypeOf(a: TensorArray): Dtype {
+  if (a instanceof Float32Array) return "f32";
+  if (a instanceof Uint16Array) return "f16";
+  if (a instanceof Int32Array) return "i32";
+  return "u8";
+}
+
+/** The dtype whose header code is `code`, or null. */
+export function dtypeOfCode(code: number): Dtype | null {
+  for (const d of Object.keys(DTYPES) as Dtype[]) if (DTYPES[d].code === code) return d;
+  return null;
+}
+
+/**
+ * Either side, before the chunks of one tensor: transfer `transfer` carries
+ * `length` elements of `dtype`, in chunks of at most `chunkLength` elements,
+ * for run `runId`, weights version `version` and (task and result tensors)
+ * task `taskId`. The message that uses it follows the chunks and names it.
+ */
+export interface TransferMessage {
+  type: "transfer";
+  /** Id, unique among the sender's open transfers on this connection (u32). */
+  transfer: number;
+  runId: string;
+  /** The weights version the tensor belongs to (a weights message's, or a task's). */
+  version: number;
+  /** The task a task's or result's tensor belongs to; absent for weights. */
+  taskId?: number;
+  dtype: Dtype;
+  /** Total elements (≥ 1). */
+  length: number;
+  /** Largest chunk, in elements (≥ 1). */
+  chunkLength: number;
+}
+
+/** What a message's tensor field holds when the tensor travels as a transfer. */
+export interface TransferRef {
+  transfer: number;
+}
+
+/** Validates a decoded `transfer` declaration. */
+export function parseTransfer(raw: unknown): TransferMessage {
+  if (!isPlainObject(raw) || raw.type !== "transfer") {
+    fail("malformed", `expected a transfer declaration, got ${describe(raw)}`);
+  }
+  const ctx = "transfer";
+  const transfer = int(raw, ctx, "transfer");
+  if (transfer > 0xffffffff) fail("malformed", `transfer.transfer ${transfer} is not a u32`);
+  const m: TransferMessage = {
+    type: "transfer",
+    transfer,
+    runId: str(raw, ctx, "runId"),
+    version: int(raw, ctx, "version"),
+    dtype: oneOf(raw, ctx, "dtype", Object.keys(DTYPES) as Dtype[]),
+    length: int(raw, ctx, "length", 1),
+    chunkLength: int(raw, ctx, "chunkLength", 1),
+  };
+  if (m.chunkLength > 0xffffffff) fail("malformed", `transfer.chunkLength is not a u32`);
+  if (raw.taskId !== undefined && raw.taskId !== null) m.taskId = int(raw, ctx, "taskId");
+  return m;
+}
+
+/** The value a transfer reference holds, or null when `v` is not a reference. */
+export function transferRef(v: unknown): number | null {
+  if (!isPlainObject(v)) return null;
+  const keys = Object.keys(v);
+  if (keys.length !== 1 || keys[0] !== "transfer") return null;
+  const id = v.transfer;
+  if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
+    fail("malformed", `a transfer reference must name a u32 id, got ${describe(id)}`);
+  }
+  return id;
+}
+
+/**
+ * The tensor fields of each message type that may travel as a transfer, as
+ * paths into the message. Anything not listed always travels inline.
+ */
+export const TENSOR_FIELDS: { readonly [T in MessageType]?: readonly (readonly string[])[] } = {
+  weights: [["data"]],
+  task: [["batch", "inputIds"], ["batch", "tokenTypeIds"], ["batch", "attentionMask"], [
+    "batch",
+    "labels",
+  ]],
+  result: [["grad"], ["rows"]],
+};
+
+/** First byte of a chunk frame: 0xc1 is never used by msgpack, so no message frame starts so. */
+export const CHUNK_MAGIC = 0xc1;
+
+/** Version of the chunk header layout. */
+export const CHUNK_FORMAT = 1;
+
+/**
+ * Bytes before a chunk's payload. Little-endian: u8 magic 0xc1, u8 format 1,
+ * u8 dtype code, u8 0; u32 transfer id; u32 offset low, u32 offset high
+ * (elements); u32 length (elements); 12 bytes of zeros (so the payload starts
+ * 32-byte aligned in the frame).
+ */
+export const CHUNK_HEADER_BYTES = 32;
+
+/** One chunk's header. */
+export interface ChunkHeader {
+  transfer: number;
+  dtype: number;
+  /** First element. */
+  offset: number;
+  /** Elements carried. */
+  length: number;
+}
+
+/** Writes a chunk header at the start of `frame`. */
+export function writeChunkHeader(frame: Uint8Array, h: ChunkHeader): void {
+  const v = new DataView(frame.buffer, frame.byteOffset, CHUNK_HEADER_BYTES);
+  v.setUint8(0, CHUNK_MAGIC);
+  v.setUint8(1, CHUNK_FORMAT);
+  v.setUint8(2, h.dtype);
+  v.setUint8(3, 0);
+  v.setUint32(4, h.transfer, true);
+  v.setUint32(8, h.offset % 0x1_0000_0000, true);
+  v.setUint32(12, Math.floor(h.offset / 0x1_0000_0000), true);
+  v.setUint32(16, h.length, true);
+  v.setUint32(20, 0, true);
+  v.setUint32(24, 0, true);
+  v.setUint32(28, 0, true);
+}
+
+/** Whether a received frame is a chunk (else it is a msgpack message). */
+export function isChunkFrame(frame: Uint8Array): boolean {
+  return frame.byteLength > 0 && frame[0] === CHUNK_MAGIC;
+}
+
+/** Reads and checks a chunk frame's header (`bad_chunk` when it is not one). */
+export function readChunkHeader(frame: Uint8Array): ChunkHeader {
+  if (frame.byteLength < CHUNK_HEADER_BYTES) {
+    fail(
+      "bad_chunk",
+      `chunk frame of ${frame.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`,
+    );
+  }
+  const v = new DataView(frame.buffer, frame.byteOffset, CHUNK_HEADER_BYTES);
+  if (v.getUint8(0) !== CHUNK_MAGIC) fail("bad_chunk", "not a chunk frame");
+  const format = v.getUint8(1);
+  if (format !== CHUNK_FORMAT) {
+    fail("bad_chunk", `chunk format ${format} is not supported (this side speaks ${CHUNK_FORMAT})`);
+  }
+  const high = v.getUint32(12, true);
+  if (high >= 0x20_0000) fail("bad_chunk", "chunk offset is beyond 2^53 elements");
+  return {
+    dtype: v.getUint8(2),
+    transfer: v.getUint32(4, true),
+    offset: high * 0x1_0000_0000 + v.getUint32(8, true),
+    length: v.getUint32(16, true),
+  };
 }
 
 /**

@@ -1,7 +1,10 @@
 /**
  * The mesh over real WebSockets between real processes: worker processes
- * killed, joining late, and peers sending bad frames. Every run must end
- * with weights bit-identical to the same run computed in-process.
+ * killed, joining late, and peers sending bad frames or bad transfers; a
+ * model whose weights and gradients are over Deno's 64 MiB message limit,
+ * with workers killed while receiving weights and while sending a result.
+ * Every run must end with weights bit-identical to the same run computed
+ * in-process.
  */
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
@@ -11,10 +14,15 @@ import { type Coordinator, startCoordinator } from "../coordinator/coordinator.t
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler } from "../coordinator/scheduler.ts";
 import {
+  CHUNK_HEADER_BYTES,
   decodeMessage,
+  DENO_WEBSOCKET_MESSAGE_LIMIT,
+  DTYPES,
   encodeMessage,
   type Message,
+  packFrame,
   PROTOCOL_VERSION,
+  writeChunkHeader,
 } from "../shared/protocol.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
@@ -136,7 +144,10 @@ Deno.test("bad peers are refused with clear errors; the run is unaffected", asyn
   const oldVersion = await rawPeer(c.wsUrl);
   oldVersion.ws.send(packr.pack({ ...hello(), protocol: 99 }));
   await oldVersion.closed;
-  assert.match(errorsOf(oldVersion).join(), /bad_version.*99.*1|bad_version.*1.*99/);
+  assert.match(
+    errorsOf(oldVersion).join(),
+    new RegExp(`bad_version.*99.*speaks ${PROTOCOL_VERSION}`),
+  );
 
   // Malformed msgpack as the first frame.
   const garbage = await rawPeer(c.wsUrl);
@@ -166,11 +177,38 @@ Deno.test("bad peers are refused with clear errors; the run is unaffected", asyn
   const nan = new Float32Array(c.trainer.layout.total);
   nan[17] = NaN;
   rogue.ws.send(packr.pack({ ...result, grad: nan }));
-  await until(() => errorsOf(rogue).length >= 4);
+  // Bad transfers: a chunk nobody declared, a declaration larger than the model, one for
+  // another run, and a result naming a transfer that is missing chunks.
+  const chunk = new Uint8Array(CHUNK_HEADER_BYTES + 16);
+  writeChunkHeader(chunk, { transfer: 77, dtype: DTYPES.f32.code, offset: 0, length: 4 });
+  rogue.ws.send(chunk);
+  const declare = (over: Record<string, unknown>) =>
+    packFrame({
+      type: "transfer",
+      transfer: 1,
+      runId: c.trainer.runId,
+      version: 0,
+      taskId: 5,
+      dtype: "f32",
+      length: c.trainer.layout.total,
+      chunkLength: 4,
+      ...over,
+    });
+  rogue.ws.send(declare({ length: c.trainer.layout.total + 1 }));
+  rogue.ws.send(declare({ runId: "another-run" }));
+  rogue.ws.send(declare({}));
+  writeChunkHeader(chunk, { transfer: 1, dtype: DTYPES.f32.code, offset: 0, length: 4 });
+  rogue.ws.send(chunk);
+  rogue.ws.send(packr.pack({ ...result, grad: { transfer: 1 } }));
+  await until(() => errorsOf(rogue).length >= 8);
   const said = errorsOf(rogue).join("\n");
   assert.match(said, /too_large/);
   assert.match(said, /unknown_task: result for task 5/);
   assert.match(said, /non_finite.*17/);
+  assert.match(said, /unknown_transfer: chunk for transfer 77, which was never declared/);
+  assert.match(said, /too_large: transfer 1: declares \d+ f32 elements/);
+  assert.match(said, /stale: transfer 1: declared for run another-run/);
+  assert.match(said, /incomplete_transfer: result\.grad names transfer 1, which has 4 of \d+/);
   rogue.ws.close();
   await rogue.closed;
 
@@ -213,4 +251,97 @@ Deno.test("a worker that joins, takes a task and goes silent is dropped; the run
   await c.close();
   assert.equal((await finish(w.p, [w.out, w.err])).code, 0);
   assert.deepEqual(c.trainer.weights, reference);
+});
+
+Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-weights and mid-result cost only those transfers", async () => {
+  // 1.1 M positions × hidden 16: 70 MB of f32 weights, and a dense position-embedding
+  // gradient of about that size in every result: over Deno's 64 MiB message limit both ways.
+  const big = await tinyModelDir(3, { max_position_embeddings: 1_100_000 });
+  const args = tinyRunArgs(big, task, [
+    "--steps",
+    "2",
+    "--global-batch",
+    "2",
+    "--micro-batch",
+    "2",
+    "--max-len",
+    "8",
+  ]);
+  const { config } = await parseRunFlags(args, {}, "");
+  const ref = await Trainer.create(config);
+  const weightsBytes = ref.layout.total * 4;
+  assert.ok(weightsBytes > DENO_WEBSOCKET_MESSAGE_LIMIT, `weights are ${weightsBytes} bytes`);
+  const scheduler = new Scheduler({ gradLayout: ref.gradLayout, taskTimeoutMs: 0 });
+  const inProcess = new InProcessWorker("ref", scheduler, ref);
+  await ref.run(scheduler);
+  await inProcess.settle();
+
+  const logs: string[] = [];
+  let bytesInAtAccept = 0, accepted = 0;
+  const c = await startCoordinator(config, {
+    log: (l) => logs.push(l),
+    events: {
+      accepted: () => {
+        bytesInAtAccept = c.monitor.bytesIn;
+        accepted++;
+      },
+    },
+  });
+  const a = worker(c), b = worker(c);
+  let third: ReturnType<typeof worker> | null = null;
+  let killedA = false, killedB = false, bytesOutAtKill = 0, stopping = false;
+  const watch = setInterval(() => {
+    // A: killed while the first weights (70 MB) stream to it (and maybe to B).
+    if (!killedA && c.monitor.bytesOut > 20e6) {
+      killedA = true;
+      bytesOutAtKill = c.monitor.bytesOut;
+      a.p.kill("SIGKILL");
+    }
+    // B, now alone, while it uploads a result: frozen, and if its result is still not
+    // accepted once the coordinator has read what the socket held, killed (else let go,
+    // to try its next upload). A third worker takes over.
+    if (killedA && !killedB && !stopping && c.monitor.bytesIn - bytesInAtAccept > 10e6) {
+      stopping = true;
+      const before = accepted;
+      b.p.kill("SIGSTOP");
+      setTimeout(() => {
+        stopping = false;
+        if (accepted !== before) return void b.p.kill("SIGCONT");
+        killedB = true;
+        third = worker(c);
+        b.p.kill("SIGKILL");
+      }, 300);
+    }
+  }, 2);
+  const summary = await c.done;
+  clearInterval(watch);
+  await c.close();
+  await finish(a.p, [a.out, a.err]);
+  await finish(b.p, [b.out, b.err]);
+  assert.ok(killedA && killedB && third, "both kills happened");
+  // Less than one copy of the weights had been sent in all: A died before it had its weights.
+  assert.ok(bytesOutAtKill < weightsBytes, `${bytesOutAtKill} bytes out when A was killed`);
+  const t = third as ReturnType<typeof worker>;
+  const st = await finish(t.p, [t.out, t.err]);
+  assert.equal(st.code, 0, [...t.out.lines, ...t.err.lines, ...logs].join("\n"));
+  assert.equal(summary.steps, 2);
+  assert.deepEqual(c.trainer.weights, ref.weights, "bit-identical to the in-process run");
+  // Each close is logged with its code and what it cost.
+  const idOf = (p: Deno.ChildProcess) =>
+    logs.map((l) => l.match(new RegExp(`worker (\\S+) joined: .*pid ${p.pid}\\)`))).find((m) => m)
+      ?.[1];
+  const [ida, idb] = [idOf(a.p), idOf(b.p)];
+  assert.ok(ida && idb, logs.join("\n"));
+  const closeOf = (id: string) => logs.find((l) => l.startsWith(`worker ${id}: connection closed`));
+  assert.match(closeOf(ida) ?? "", /by the worker or the network: code \d+ \(.*\)/);
+  assert.match(
+    closeOf(idb) ?? "",
+    /code \d+ .*dropped 1 partial transfer\(s\) from it \(\d+\.\d MB of 70\.\d MB\)/,
+  );
+  // The worker says why its connection closed, too.
+  assert.ok(
+    t.out.lines.some((l) => /connection closed by this worker \(bye\): code \d+ /.test(l)),
+    t.out.lines.join("\n"),
+  );
+  await Deno.remove(big, { recursive: true });
 });

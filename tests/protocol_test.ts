@@ -3,19 +3,30 @@ import { Buffer } from "node:buffer";
 import { Packr, Unpackr } from "msgpackr";
 import {
   checkToken,
+  CHUNK_HEADER_BYTES,
   decodeMessage,
+  DENO_WEBSOCKET_MESSAGE_LIMIT,
+  dtypeOf,
+  dtypeOfCode,
+  DTYPES,
   encodeMessage,
+  ERROR_CODES,
   type ErrorCode,
+  isChunkFrame,
   MAX_FRAME_BYTES,
   type Message,
+  packFrame,
+  parseTransfer,
   PROTOCOL_VERSION,
   ProtocolError,
+  readChunkHeader,
   type ResultMessage,
   type TaskMessage,
   toErrorMessage,
   validateBatchRanges,
   validateResultShape,
   validateWeightsShape,
+  writeChunkHeader,
 } from "../shared/protocol.ts";
 
 /** A peer that sends whatever it likes, with no validation. */
@@ -73,7 +84,7 @@ function allMessages(): Message[] {
     },
     {
       type: "hello",
-      protocol: 1,
+      protocol: PROTOCOL_VERSION,
       token: "s3cret",
       workerId: "w-9",
       backend: "webgpu",
@@ -134,8 +145,24 @@ function decodeRaw(value: unknown, limits?: { maxBytes?: number }): Message {
 }
 
 Deno.test("constants", () => {
-  assert.equal(PROTOCOL_VERSION, 1);
-  assert.equal(MAX_FRAME_BYTES, 512 * 1024 * 1024);
+  assert.equal(PROTOCOL_VERSION, 2);
+  // One frame must stay below what a Deno WebSocket can receive at all.
+  assert.equal(DENO_WEBSOCKET_MESSAGE_LIMIT, 64 * 1024 * 1024);
+  assert.equal(MAX_FRAME_BYTES, 32 * 1024 * 1024);
+  assert.ok(MAX_FRAME_BYTES < DENO_WEBSOCKET_MESSAGE_LIMIT);
+  for (
+    const code of [
+      "bad_transfer",
+      "unknown_transfer",
+      "bad_chunk",
+      "chunk_dtype",
+      "oversized_chunk",
+      "chunk_out_of_range",
+      "duplicate_chunk",
+      "overlapping_chunk",
+      "incomplete_transfer",
+    ]
+  ) assert.ok((ERROR_CODES as readonly string[]).includes(code), code);
 });
 
 Deno.test("every message round-trips", () => {
@@ -308,7 +335,11 @@ Deno.test("missing fields", () => {
     "malformed",
     /result\.timings\.encodeMs is missing/,
   );
-  expectError(() => decodeRaw({ type: "hello", protocol: 1, token: "t" }), "malformed", /missing/);
+  expectError(
+    () => decodeRaw({ type: "hello", protocol: PROTOCOL_VERSION, token: "t" }),
+    "malformed",
+    /missing/,
+  );
   expectError(() => decodeRaw({ type: "welcome", workerId: "w", runId: "r" }), "malformed");
 });
 
@@ -520,9 +551,9 @@ Deno.test("batch shape and value checks", () => {
 Deno.test("hello: version and token", () => {
   const hello = allMessages()[0];
   expectError(
-    () => decodeRaw({ ...hello, protocol: 2 }),
+    () => decodeRaw({ ...hello, protocol: 1 }),
     "bad_version",
-    /hello\.protocol 2 is not supported/,
+    /hello\.protocol 1 is not supported \(this side speaks 2\)/,
   );
   // A future hello with other fields still gets the version error, not a shape error.
   expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");
@@ -578,4 +609,60 @@ Deno.test("a 20 MB gradient validates quickly", () => {
   assert.ok(ms < 2000, `decode of 20 MB took ${ms.toFixed(1)} ms`);
   r.grad[4_999_999] = NaN;
   expectError(() => decodeRaw(r), "non_finite", /result\.grad\[4999999\]/);
+});
+
+Deno.test("chunk headers round-trip, offsets beyond 2^32 included; no msgpack frame looks like a chunk", () => {
+  const f = new Uint8Array(CHUNK_HEADER_BYTES + 8);
+  for (const offset of [0, 1, 0xffffffff, 0x1_0000_0001, 2 ** 40 + 12345]) {
+    writeChunkHeader(f, { transfer: 0xfffffffe, dtype: DTYPES.f16.code, offset, length: 4 });
+    assert.deepEqual(readChunkHeader(f), {
+      transfer: 0xfffffffe,
+      dtype: DTYPES.f16.code,
+      offset,
+      length: 4,
+    });
+    assert.ok(isChunkFrame(f));
+  }
+  for (const m of allMessages()) assert.ok(!isChunkFrame(encodeMessage(m)), m.type);
+  // A chunk frame handed to the message decoder is not msgpack.
+  expectError(() => decodeMessage(f), "malformed", /not valid msgpack/);
+  expectError(() => readChunkHeader(f.subarray(0, 31)), "bad_chunk", /shorter/);
+  const far = f.slice();
+  new DataView(far.buffer).setUint32(12, 0x20_0000, true);
+  expectError(() => readChunkHeader(far), "bad_chunk", /2\^53/);
+});
+
+Deno.test("dtypes: codes, sizes and the typed array of each", () => {
+  for (const [name, d] of Object.entries(DTYPES)) {
+    assert.equal(dtypeOfCode(d.code), name);
+    const a = d.make(3);
+    assert.equal(a.length, 3);
+    assert.equal(a.BYTES_PER_ELEMENT, d.bytes);
+    assert.equal(dtypeOf(a), name);
+  }
+  assert.equal(dtypeOfCode(0), null);
+  assert.equal(dtypeOfCode(5), null);
+});
+
+Deno.test("transfer declarations are validated field by field", () => {
+  const good = {
+    type: "transfer",
+    transfer: 1,
+    runId: "r",
+    version: 0,
+    dtype: "f32",
+    length: 10,
+    chunkLength: 4,
+  };
+  assert.deepStrictEqual(parseTransfer(good), good);
+  assert.deepStrictEqual(parseTransfer({ ...good, taskId: 7, extra: 1 }), { ...good, taskId: 7 });
+  expectError(() => parseTransfer({ ...good, transfer: -1 }), "malformed", /transfer\.transfer/);
+  expectError(() => parseTransfer({ ...good, transfer: 2 ** 32 }), "malformed", /u32/);
+  expectError(() => parseTransfer({ ...good, dtype: "f64" }), "malformed", /transfer\.dtype/);
+  expectError(() => parseTransfer({ ...good, length: 0 }), "malformed", /transfer\.length/);
+  expectError(() => parseTransfer({ ...good, chunkLength: 1.5 }), "malformed", /chunkLength/);
+  expectError(() => parseTransfer({ ...good, runId: 3 }), "malformed", /transfer\.runId/);
+  expectError(() => parseTransfer({ ...good, version: undefined }), "malformed", /missing/);
+  // The message decoder does not take declarations: they are the transfer layer's.
+  expectError(() => decodeMessage(packFrame(good)), "malformed", /unknown message type "transfer"/);
 });

@@ -261,7 +261,7 @@ class FakeMesh {
         backend: "wasm",
         device: "test",
         send: (f) => {
-          const taskId = this.frames.get(f);
+          const taskId = this.frames.get(f as Frame); // weights (a chunked message) are not tasks
           if (taskId !== undefined) this.holding.get(id)!.push(taskId);
         },
       });

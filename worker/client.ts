@@ -1,17 +1,28 @@
 /**
  * The worker's connection to a coordinator: handshake with the run token,
  * pull one task at a time, answer with its gradient, reconnect with backoff
- * when the link drops. One log line per state change, none per micro-batch.
+ * when the link drops. Large weights and gradients travel as chunked
+ * transfers with flow control (shared/transfer.ts). One log line per state
+ * change — including why a connection closed (code, reason, socket error) —
+ * none per micro-batch.
  *
  * @module
  */
 import {
-  decodeMessage,
+  DTYPES,
   encodeMessage,
   type Message,
   PROTOCOL_VERSION,
   toErrorMessage,
 } from "../shared/protocol.ts";
+import { paramLayout } from "../shared/param_layout.ts";
+import {
+  BufferPool,
+  describeClose,
+  prepareMessage,
+  Reassembler,
+  Sender,
+} from "../shared/transfer.ts";
 import type { BackendInfo } from "../shared/backend.ts";
 import { WorkerCompute } from "./compute.ts";
 
@@ -32,15 +43,29 @@ export type WorkerExit = { code: 0; reason: string } | { code: 1 | 2; reason: st
 
 const FATAL = new Set(["bad_token", "bad_version"]);
 
+/**
+ * What outlives one connection: the compute, and the weights arrays to
+ * receive into. `installed` is the data of the last weights message given to
+ * the compute; once the next one is installed the compute no longer reads it,
+ * so it goes back to the pool and the next transfer fills it instead of
+ * fresh memory.
+ */
+interface WorkerState {
+  readonly compute: WorkerCompute;
+  readonly pool: BufferPool;
+  installed: Float32Array | Uint16Array | null;
+}
+
 /** Serves runs until the coordinator ends them (or refuses us). */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const compute = new WorkerCompute();
+  const state: WorkerState = { compute, pool: new BufferPool(2), installed: null };
   let workerId: string | undefined;
   let backoff = 250;
   let lastConnected = Date.now();
   try {
     while (true) {
-      const outcome = await session(opts, compute, workerId, (id) => {
+      const outcome = await session(opts, state, workerId, (id) => {
         workerId = id;
         lastConnected = Date.now();
         backoff = 250;
@@ -62,13 +87,16 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
 
 type Outcome = { kind: "exit"; exit: WorkerExit } | { kind: "retry" };
 
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
 /** One connection, from open to close. */
 function session(
   opts: WorkerOptions,
-  compute: WorkerCompute,
+  state: WorkerState,
   workerId: string | undefined,
   onWelcome: (id: string) => void,
 ): Promise<Outcome> {
+  const compute = state.compute;
   return new Promise((resolve) => {
     let ws: WebSocket;
     try {
@@ -82,14 +110,30 @@ function session(
     }
     ws.binaryType = "arraybuffer";
     let outcome: Outcome = { kind: "retry" };
+    let opened = false;
     let welcomed = false;
+    /** Why we closed the connection, when we did. */
+    let closing: string | null = null;
+    let socketError: string | null = null;
     let chain = Promise.resolve();
     let lastEncodeMs = 0;
+    const sender = new Sender(ws);
+    // No transfers are accepted before the welcome says how large the model is.
+    const receiver = new Reassembler({ maxTransferBytes: 0, pool: state.pool });
     const send = (m: Message) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(encodeMessage(m));
+      try {
+        if (ws.readyState === WebSocket.OPEN) sender.send(encodeMessage(m));
+      } catch {
+        // Closed under us: onclose follows.
+      }
+    };
+    const close = (code: number, reason: string) => {
+      closing ??= reason;
+      void sender.drained().then(() => ws.close(code, reason));
     };
     const heartbeat = setInterval(() => send({ type: "heartbeat", time: Date.now() }), 10_000);
     ws.onopen = () => {
+      opened = true;
       send({
         type: "hello",
         protocol: PROTOCOL_VERSION,
@@ -103,25 +147,32 @@ function session(
     };
     const handle = async (m: Message) => {
       switch (m.type) {
-        case "welcome":
-          compute.welcome(m);
+        case "welcome": {
+          const config = compute.welcome(m);
+          receiver.runId = m.runId;
+          receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
           if (!welcomed) opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
           welcomed = true;
           onWelcome(m.workerId);
           send({ type: "request", capacity: 1 });
           return;
-        case "weights":
+        }
+        case "weights": {
           compute.weights(m);
+          // The compute now reads m.data only: the previous weights can be refilled.
+          if (state.installed && state.installed !== m.data) state.pool.recycle(state.installed);
+          state.installed = m.data;
           return;
+        }
         case "task":
           try {
             const result = await compute.task(m);
             // A result cannot carry its own encoding time: it reports the previous one's.
             result.timings.encodeMs = lastEncodeMs;
             const t0 = performance.now();
-            const frame = encodeMessage(result);
+            const out = prepareMessage(result, { runId: m.runId });
             lastEncodeMs = performance.now() - t0;
-            if (ws.readyState === WebSocket.OPEN) ws.send(frame);
+            if (ws.readyState === WebSocket.OPEN) sender.send(out);
           } catch (e) {
             send(toErrorMessage(e));
           }
@@ -131,39 +182,64 @@ function session(
           opts.log(`coordinator refused: ${m.code}: ${m.message}`);
           if (FATAL.has(m.code) && !welcomed) {
             outcome = { kind: "exit", exit: { code: 2, reason: m.message } };
-            ws.close();
+            close(1000, `refused: ${m.code}`);
           }
           return;
         case "bye":
           opts.log(`run over: ${m.reason}`);
           if (!opts.stay) outcome = { kind: "exit", exit: { code: 0, reason: m.reason } };
-          ws.close(1000, "bye");
+          close(1000, "bye");
           return;
         default:
           return;
       }
     };
     ws.onmessage = (evt) => {
+      // Chunks are copied into place as they arrive; whole messages are handled in order.
+      let m: Message | null;
+      try {
+        m = receiver.receive(new Uint8Array(evt.data as ArrayBuffer));
+      } catch (e) {
+        send(toErrorMessage(e));
+        return;
+      }
+      if (m === null) return;
+      const msg = m;
       chain = chain.then(async () => {
-        let m: Message;
         try {
-          m = decodeMessage(new Uint8Array(evt.data as ArrayBuffer));
-        } catch (e) {
-          send(toErrorMessage(e));
-          return;
-        }
-        try {
-          await handle(m);
+          await handle(msg);
         } catch (e) {
           send(toErrorMessage(e));
         }
       });
     };
-    ws.onclose = () => {
+    ws.onclose = (evt) => {
       clearInterval(heartbeat);
-      if (welcomed && outcome.kind === "retry") opts.log("connection lost; reconnecting");
+      const unsent = sender.close();
+      const dropped = receiver.clear();
+      if (opened) {
+        const lost = [
+          dropped.transfers > 0
+            ? `dropped ${dropped.transfers} partial transfer(s) (${mb(dropped.receivedBytes)} of ${
+              mb(dropped.declaredBytes)
+            })`
+            : "",
+          unsent > 0 ? `${unsent} message(s) unsent` : "",
+        ].filter((x) => x).join("; ");
+        const who = closing === null
+          ? "closed by the coordinator or the network"
+          : `closed by this worker (${closing})`;
+        const next = outcome.kind === "retry" ? "; reconnecting" : "";
+        opts.log(
+          `connection ${who}: ${describeClose(evt.code, evt.reason, socketError)}${
+            lost ? `; ${lost}` : ""
+          }${next}`,
+        );
+      }
       chain.finally(() => resolve(outcome));
     };
-    ws.onerror = () => {/* onclose follows */};
+    ws.onerror = (e) => {
+      socketError = e instanceof ErrorEvent ? e.message : "error";
+    };
   });
 }

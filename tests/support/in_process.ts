@@ -1,10 +1,11 @@
 /**
  * In-process workers: the real {@link WorkerCompute} behind a
- * {@link WorkerLink} that passes encoded protocol frames by function call
- * instead of a socket. For mesh tests without network.
+ * {@link WorkerLink} that passes protocol frames by function call instead of
+ * a socket (chunked transfers included: `deliver` sends them through a real
+ * reassembler). For mesh tests without network.
  */
 import { WorkerCompute } from "../../worker/compute.ts";
-import { decodeMessage, encodeMessage, type Frame } from "../../shared/protocol.ts";
+import { deliver, type Outgoing, prepareMessage } from "../../shared/transfer.ts";
 import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
 
@@ -25,17 +26,17 @@ export class InProcessWorker {
     scheduler.request(id, 1);
   }
 
-  #receive(frame: Frame): void {
+  #receive(out: Outgoing): void {
     this.#chain = this.#chain.then(async () => {
       if (!this.#alive) return;
-      const m = decodeMessage(frame);
+      const m = deliver(out);
       if (m.type === "weights") this.compute.weights(m);
       else if (m.type === "task") {
         if (!this.beforeTask(m.step, m.index)) return;
         const result = await this.compute.task(m);
         if (!this.#alive) return;
         this.tasksDone++;
-        const back = decodeMessage(encodeMessage(result));
+        const back = deliver(prepareMessage(result, { runId: m.runId }));
         if (back.type !== "result") throw new Error("unreachable");
         this.scheduler.result(this.id, back);
         this.scheduler.request(this.id, 1);

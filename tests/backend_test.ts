@@ -21,7 +21,9 @@ import {
 import { FlagError } from "../shared/cli/flags.ts";
 import { loadBlas } from "../shared/native/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { ROOT } from "./support/processes.ts";
+import { finish, LineReader, ROOT, spawnDeno } from "./support/processes.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { startCoordinator } from "../coordinator/coordinator.ts";
 
 const blasHere = loadBlas().blas !== null;
 if (!blasHere) console.warn("no BLAS library here: native cases are skipped");
@@ -295,6 +297,71 @@ Deno.test({
       await Deno.remove(model, { recursive: true });
       await Deno.remove(task.dir, { recursive: true });
       await Deno.remove(input);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "deterministic run: native workers give the same bits with 1 or 2 of them; a wasm worker is refused",
+  ignore: !blasHere,
+  async fn() {
+    // Wide enough that OpenBLAS threads its products (at 2 threads they change bits).
+    const model = await tinyModelDir(3, { hidden_size: 64, intermediate_size: 256 });
+    const task = await tinyTaskDir(96, 16);
+    const args = tinyRunArgs(model, task, [
+      "--steps",
+      "6",
+      "--global-batch",
+      "32",
+      "--micro-batch",
+      "16",
+      "--max-len",
+      "64",
+    ]);
+    /** One run with a native worker per entry of `threads` (its --threads), and maybe a wasm one. */
+    const run = async (threads: number[], wasm: boolean) => {
+      const { config } = await parseRunFlags(args, {}, "");
+      const c = await startCoordinator(config, { log: () => {} });
+      const spawn = (backend: string, t = 1) => {
+        const p = spawnDeno("worker/main.ts", [
+          "--url",
+          c.wsUrl,
+          "--token",
+          c.token,
+          "--backend",
+          backend,
+          "--threads",
+          String(t),
+        ]);
+        return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+      };
+      const ws = threads.map((t) => spawn("native", t));
+      for (const w of ws) await w.out.waitFor(/joined run/);
+      const late = wasm ? spawn("wasm") : null;
+      if (late) {
+        await late.out.waitFor(/coordinator refused: .*every worker must use backend native/);
+      }
+      await c.done;
+      await c.close();
+      for (const w of [...ws, ...(late ? [late] : [])]) await finish(w.p, [w.out, w.err]);
+      assert.match(
+        ws[0].out.lines.join("\n"),
+        new RegExp(`backend native on .*${threads[0]} thread`),
+      );
+      return c.trainer.weights;
+    };
+    try {
+      // Asked for 1 and for 2 BLAS threads: pinned to one, the same bits.
+      const one = await run([1], false);
+      const two = await run([2, 2], true);
+      assert.equal(two.length, one.length);
+      let differ = 0;
+      for (let i = 0; i < one.length; i++) if (!Object.is(one[i], two[i])) differ++;
+      assert.equal(differ, 0, `${differ} of ${one.length} weights differ`);
+    } finally {
+      await Deno.remove(model, { recursive: true });
+      await Deno.remove(task.dir, { recursive: true });
     }
   },
 });

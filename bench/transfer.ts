@@ -17,7 +17,12 @@
  *   deno run -A bench/transfer.ts [--sizes-mb 100,1000] [--reps 3] [--baseline-mb 48]
  *     [--out bench/results/transfer-DATE.json]
  *
- * MB are 10^6 bytes; MB/s is payload bytes over wall time.
+ * MB are 10^6 bytes; MB/s is payload bytes over wall time. The first two
+ * repetitions of a size are cold: the receiver allocates its arrays (on this
+ * VM a never-touched page costs ~11 µs, ~90 MB/s), and so does Deno for its
+ * per-message buffers until its heap has grown. From the third on, the worker
+ * fills recycled weights arrays, as a run does from its third weights version
+ * (`steadyMBps`); the coordinator still allocates each result's array.
  *
  * @module
  */
@@ -138,7 +143,11 @@ if (Deno.args[0] === "--client") {
 
 const flags = parseFlagsOrExit(Deno.args, {
   "sizes-mb": { type: "string", default: "100,1000", help: "payload sizes, MB (10^6 bytes)" },
-  reps: { type: "int", default: 3, help: "repetitions per size and direction" },
+  reps: {
+    type: "int",
+    default: 5,
+    help: "repetitions per size and direction (the first two are cold: see the module doc)",
+  },
   "baseline-mb": {
     type: "number",
     default: 48,
@@ -194,6 +203,26 @@ const nextLine = () =>
     : new Promise<string>((r) => lineWaiters.push(r));
 await connected.promise;
 const sender = serverSender!;
+const loadAtStart = Deno.loadavg();
+
+/** MB/s at which this machine hands out never-touched memory (allocate 256 MB, touch each page). */
+function freshMemoryMBps(): number {
+  const t0 = performance.now();
+  const a = new Uint8Array(256e6);
+  for (let i = 0; i < a.length; i += 4096) a[i] = 1;
+  return Math.round(256 / ((performance.now() - t0) / 1000));
+}
+/** MB/s of copying into memory already touched. */
+function copyMBps(): number {
+  const a = new Uint8Array(64e6).fill(1), b = new Uint8Array(64e6).fill(2);
+  const t0 = performance.now();
+  for (let r = 0; r < 4; r++) a.set(b);
+  return Math.round(256 / ((performance.now() - t0) / 1000));
+}
+const memory = { freshPagesMBps: freshMemoryMBps(), copyMBps: copyMBps() };
+console.log(
+  `memory: fresh pages at ${memory.freshPagesMBps} MB/s, copies at ${memory.copyMBps} MB/s`,
+);
 
 let version = 0;
 /** One transfer: wall ms, and CPU ms of the coordinator side and of the worker side. */
@@ -246,6 +275,8 @@ interface Row {
   workerCpuMs: number[];
   /** What the busier side's median CPU time allows if each side had a core to itself. */
   cpuBoundMBps: number;
+  /** Median MB/s of the repetitions after the first two (null with fewer than 4). */
+  steadyMBps: number | null;
 }
 const rows: Row[] = [];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -273,11 +304,13 @@ async function measure(bytes: number, mode: "chunked" | "single") {
       coordinatorCpuMs: trials.map((t) => round(t.serverCpuMs)),
       workerCpuMs: trials.map((t) => round(t.clientCpuMs)),
       cpuBoundMBps: Math.round(bytes / 1e6 / (busier / 1000)),
+      steadyMBps: trials.length >= 4 ? Math.round(median(mbps.slice(2))) : null,
     };
     rows.push(row);
     console.log(
       `${row.path.padEnd(38)} ${dir.padEnd(5)} ${(bytes / 1e6).toFixed(0).padStart(5)} MB: ` +
-        `best ${row.bestMBps} MB/s, median ${row.medianMBps} MB/s (${row.ms.join(", ")} ms); ` +
+        `best ${row.bestMBps} MB/s, median ${row.medianMBps} MB/s, steady ${row.steadyMBps} MB/s ` +
+        `(${row.ms.join(", ")} ms); ` +
         `CPU ms coordinator ${row.coordinatorCpuMs.join(", ")}, worker ${
           row.workerCpuMs.join(", ")
         } → ${row.cpuBoundMBps} MB/s with a core each`,
@@ -316,10 +349,13 @@ await Deno.writeTextFile(
       machine: {
         cpu,
         cores: navigator.hardwareConcurrency,
-        loadAverage: Deno.loadavg(),
+        loadAverageAtStart: loadAtStart,
+        loadAverageAtEnd: Deno.loadavg(),
+        memory,
         shared: true,
         note:
-          "development machine shared with other work while this ran (load average above): quote ratios, not absolutes",
+          "development machine shared with other work while this ran (load averages above): quote ratios, not absolutes. " +
+          "memory.freshPagesMBps is how fast the VM maps never-touched memory: every array a receiver allocates costs that",
       },
       deno: Deno.version.deno,
       transport: { chunkBytes: CHUNK_BYTES, maxBufferedBytes: MAX_BUFFERED_BYTES },

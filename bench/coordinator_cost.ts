@@ -4,25 +4,33 @@
  * bytes per step and peak RSS, for BERT-base and RoBERTa-large shapes.
  *
  *     deno run -A bench/coordinator_cost.ts [--models bert-base,roberta-large]
- *       [--workers 1,2,4] [--parts 4] [--steps 3] [--backend wasm] [--no-mesh]
- *       [--mesh-timeout 900] [--out FILE]
+ *       [--workers 1,2,4] [--parts 4] [--steps 3] [--backend native] [--no-mesh]
+ *       [--malloc-tuning] [--mesh-timeout 900] [--out FILE]
  *
- * Two parts, every configuration in its own process so that each peak RSS
+ * Three parts, every configuration in its own process so that each peak RSS
  * (VmHWM from /proc/<pid>/status) is that configuration's alone:
  *
  * - in-process: the real accumulator (coordinator/grad_accumulator.ts) takes
  *   `--parts` row-sparse results of one 1×8-token micro-batch each, in the
  *   worst order (the lowest index last, so every other part waits in the
  *   reorder buffer), then the real optimizer (coordinator/optimizer.ts) runs
- *   LAMB and AdamW steps; memory bandwidth is measured in the same run
- *   (TypedArray.set and plain streaming loops), so each pass can be put
- *   against it.
+ *   LAMB (and the same passes without the divider, to see where its time
+ *   goes) and AdamW, and coordinator/weights_out.ts prepares the weights
+ *   message; memory bandwidth is measured in the same run (TypedArray.set
+ *   and plain streaming loops), so each pass can be put against it.
+ * - windowed: the step path at its memory bound — 2 × window results, each a
+ *   fresh array, in the worst order the dispatch window allows — for the
+ *   coordinator's peak RSS with as many workers as the window lets compute.
  * - mesh: a random checkpoint of the shape is written to a temp folder and a
  *   real coordinator trains `--steps` steps of 4 micro-batches of 1 example ×
  *   8 tokens with N local worker processes over loopback WebSockets; the
  *   step reports give the combine, optimizer and encode times, the monitor
  *   the bytes in and out. A configuration that would not fit in the memory
  *   available is skipped, saying so.
+ *
+ * `--malloc-tuning` runs the children with glibc malloc told to keep freed
+ * memory (see MALLOC_TUNING): on this VM every fresh page costs ~11 µs, and
+ * without it every 4 MiB chunk message and every result array is fresh.
  *
  * Writes bench/results/coordinator_cost-<date>.json (with the machine) and
  * prints markdown tables.
@@ -41,6 +49,7 @@ import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import {
   type CombinedStep,
   dispatchWindow,
+  freeArrays,
   GradAccumulator,
   maxResultBytes,
 } from "../coordinator/grad_accumulator.ts";
@@ -344,6 +353,51 @@ function inProcess(name: string, parts: number, steps: number) {
   };
 }
 
+/**
+ * The coordinator's step path at its memory bound: `2 × window` results of
+ * one micro-batch each, every one a fresh array (as the receiver makes
+ * them), arriving in the worst order the scheduler allows (within each
+ * window, the highest index first and the lowest last, so window − 1 wait),
+ * then LAMB and the weights message. Peak RSS is what a run with at least
+ * `window` workers would need for the coordinator's own buffers.
+ */
+function windowed(name: string) {
+  const config = shape(name);
+  const layout = paramLayout(config, "classify");
+  const s = sparseLayout(layout);
+  const window = dispatchWindow(maxResultBytes(s, TOKENS));
+  const parts = 2 * window;
+  const weights = fill(new Float32Array(layout.total), 0.04, 2);
+  const rows = Int32Array.from({ length: TOKENS }, (_, k) => 1000 + 97 * k).sort();
+  const length = expectedGradLength(rows, s);
+  // As the trainer does: each result's arrays are freed once summed.
+  const acc = new GradAccumulator(s, { release: freeArrays });
+  const state = createOptimizerState(layout.total);
+  const weightsOut = new WeightsOut();
+  acc.begin(Array.from({ length: parts }, () => 1));
+  let maxBuffered = 0;
+  for (let base = 0; base < parts; base += window) {
+    const hi = Math.min(parts, base + window);
+    for (let j = hi - 1; j >= base; j--) {
+      acc.add({ index: j, grad: fill(new Float32Array(length), 2e-3, 10 + j), rows, loss: 0.5 });
+      maxBuffered = Math.max(maxBuffered, acc.buffered);
+    }
+  }
+  const { grad } = acc.finish();
+  optimizerStep(layout, weights, grad, state, 1e-3, { ...DEFAULT_OPTIMIZER_CONFIG });
+  weightsOut.prepare("bench", 1, weights, "f32");
+  weightsOut.prepare("bench", 2, weights, "f32");
+  return {
+    model: name,
+    parameters: layout.total,
+    window,
+    parts,
+    peakBuffered: acc.peakBuffered,
+    resultMB: Math.round(4 * length / 2 ** 20),
+    peakRssMB: procMb("VmHWM"),
+  };
+}
+
 /** Writes a random checkpoint of the shape, with its tokenizer files, into `dir`. */
 async function writeCheckpoint(name: string, dir: string): Promise<void> {
   const config = shape(name);
@@ -443,10 +497,27 @@ async function mesh(opts: {
   };
 }
 
+/**
+ * glibc malloc settings that keep freed memory for reuse instead of mapping
+ * fresh pages for every large buffer (4 MiB chunk messages, result arrays):
+ * on this VM a fresh page costs ~11 µs. `--malloc-tuning` sets them for the
+ * children (and so for their workers, which inherit the environment).
+ */
+const MALLOC_TUNING: Record<string, string> = {
+  MALLOC_MMAP_THRESHOLD_: String(32 * 2 ** 20),
+  MALLOC_TRIM_THRESHOLD_: String(2 ** 32),
+  MALLOC_TOP_PAD_: String(256 * 2 ** 20),
+};
+
 /** Runs this file again as a child with `args`; its last stdout line is its JSON. */
-async function child(args: string[], timeoutS: number): Promise<Record<string, unknown>> {
+async function child(
+  args: string[],
+  timeoutS: number,
+  env: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--v8-flags=--max-old-space-size=8192", SELF, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -475,8 +546,13 @@ const flags = parseFlagsOrExit(
     workers: { type: "string", default: "1,2,4", help: "local worker counts (mesh part)" },
     parts: { type: "int", default: 4, help: "results combined per in-process step" },
     steps: { type: "int", default: 3, help: "steps per configuration (the first is not averaged)" },
-    backend: { type: "string", default: "wasm", help: "worker backend (mesh part)" },
+    backend: { type: "string", default: "native", help: "worker backend (mesh part)" },
     "no-mesh": { type: "boolean", default: false, help: "only the in-process part" },
+    "malloc-tuning": {
+      type: "boolean",
+      default: false,
+      help: "run the children with glibc malloc keeping freed memory (MALLOC_*_ variables)",
+    },
     "mesh-timeout": { type: "int", default: 900, help: "seconds per mesh configuration" },
     "worker-mb": {
       type: "int",
@@ -497,6 +573,10 @@ if (flags.phase === "inprocess") {
   console.log(JSON.stringify(inProcess(flags.model, flags.parts, flags.steps)));
   Deno.exit(0);
 }
+if (flags.phase === "windowed") {
+  console.log(JSON.stringify(windowed(flags.model)));
+  Deno.exit(0);
+}
 if (flags.phase === "mesh") {
   const r = await mesh({
     modelDir: flags["model-dir"],
@@ -514,8 +594,10 @@ console.error(`measuring memory bandwidth …`);
 const bw = bandwidth();
 console.error(`bandwidth: ${JSON.stringify(bw)}`);
 const models = flags.models.split(",").filter(Boolean);
+const env = flags["malloc-tuning"] ? MALLOC_TUNING : {};
 const workerCounts = flags.workers.split(",").map(Number);
 const inproc: Record<string, unknown>[] = [];
+const windowedRows: Record<string, unknown>[] = [];
 for (const m of models) {
   const params = paramLayout(shape(m), "classify").total;
   const needMb = Math.round(36 * params / 2 ** 20), haveMb = availableMb();
@@ -537,9 +619,25 @@ for (const m of models) {
       String(flags.steps),
     ],
     1800,
+    env,
   );
   console.error(JSON.stringify(r));
   inproc.push({ model: m, ...r });
+  const s = sparseLayout(paramLayout(shape(m), "classify"));
+  const resultMb = maxResultBytes(s, TOKENS) / 2 ** 20;
+  const windowNeedMb = Math.round(needMb + dispatchWindow(maxResultBytes(s, TOKENS)) * resultMb);
+  if (windowNeedMb > 0.9 * availableMb()) {
+    windowedRows.push({
+      model: m,
+      skipped: `needs ~${windowNeedMb} MB, ${availableMb()} MB available`,
+    });
+    console.error(JSON.stringify(windowedRows.at(-1)));
+    continue;
+  }
+  console.error(`windowed: ${m} …`);
+  const wr = await child(["--phase", "windowed", "--model", m], 1800, env);
+  console.error(JSON.stringify(wr));
+  windowedRows.push({ model: m, ...wr });
 }
 const meshRows: Record<string, unknown>[] = [];
 if (!flags["no-mesh"]) {
@@ -550,16 +648,20 @@ if (!flags["no-mesh"]) {
       console.error(`writing a random ${m} checkpoint …`);
       await writeCheckpoint(m, dir);
       for (const n of workerCounts) {
-        // Coordinator ≈ 40 B/parameter (weights, moments, accumulator, scratch, frames, results);
-        // each worker ≈ --worker-mb, or 6 B/parameter + 1 GB.
-        const workerMb = flags["worker-mb"] || Math.round(6 * params * 4 / 2 ** 20 / 4 + 1024);
-        const needMb = Math.round(40 * params / 2 ** 20) + n * workerMb;
+        // Coordinator ≈ 40 B/parameter (weights, moments, accumulator, scratch, two weights
+        // snapshots, evaluation) + the results in flight; each worker ≈ --worker-mb, or
+        // 22 B/parameter + 300 MB (a native BERT-base worker peaked at 2.5 GB).
+        const workerMb = flags["worker-mb"] || Math.round(22 * params / 2 ** 20 + 300);
+        const sl = sparseLayout(paramLayout(shape(m), "classify"));
+        const inFlight = Math.min(n, dispatchWindow(maxResultBytes(sl, TOKENS)));
+        const coordMb = Math.round((40 * params + inFlight * maxResultBytes(sl, TOKENS)) / 2 ** 20);
+        const needMb = coordMb + n * workerMb;
         const haveMb = availableMb();
         if (needMb > 0.85 * haveMb) {
           const row = {
             model: m,
             workers: n,
-            skipped: `needs ~${needMb} MB (coordinator ~${Math.round(40 * params / 2 ** 20)}, ` +
+            skipped: `needs ~${needMb} MB (coordinator ~${coordMb}, ` +
               `${n} × ~${workerMb} per worker), ${haveMb} MB available`,
           };
           console.error(JSON.stringify(row));
@@ -567,10 +669,14 @@ if (!flags["no-mesh"]) {
           continue;
         }
         console.error(`mesh: ${m}, ${n} worker(s) …`);
-        const r = await child([
-          ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
-          ...["--steps", String(flags.steps), "--backend", flags.backend],
-        ], flags["mesh-timeout"]);
+        const r = await child(
+          [
+            ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
+            ...["--steps", String(flags.steps), "--backend", flags.backend],
+          ],
+          flags["mesh-timeout"],
+          env,
+        );
         console.error(JSON.stringify(r));
         meshRows.push({ model: m, ...r });
       }
@@ -584,9 +690,11 @@ const result = {
   date: started.toISOString(),
   machine: info,
   flags,
+  childEnvironment: env,
   bandwidth: bw,
   targets: { lambMsPer100M: 300, addOneResultMsPer100M: 150, transferMBsPerWorker: 500 },
   inProcess: inproc,
+  windowed: windowedRows,
   mesh: meshRows,
 };
 const out = flags.out ??
@@ -613,6 +721,19 @@ for (const r of inproc) {
       r.dispatchWindow ?? "—"
     } | ${r.peakRssMB ?? r.failed ?? r.skipped} |`,
   );
+}
+if (windowedRows.length) {
+  console.log(
+    "\n| model | window | results (fresh arrays, worst order) | most waiting | result MB | coordinator peak RSS MB |",
+  );
+  console.log("|---|---|---|---|---|---|");
+  for (const r of windowedRows) {
+    console.log(
+      `| ${r.model} | ${r.window ?? "—"} | ${r.parts ?? "—"} | ${r.peakBuffered ?? "—"} | ${
+        r.resultMB ?? "—"
+      } | ${r.peakRssMB ?? r.failed ?? r.skipped} |`,
+    );
+  }
 }
 if (meshRows.length) {
   console.log(

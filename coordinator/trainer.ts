@@ -23,7 +23,13 @@ import { WeightsOut } from "./weights_out.ts";
 import { loadTokenizer } from "../shared/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import { clipByGlobalNorm } from "./grad_combine.ts";
-import { dispatchWindow, GradAccumulator, maxResultBytes } from "./grad_accumulator.ts";
+import {
+  type AccumulatorPart,
+  dispatchWindow,
+  freeArrays,
+  GradAccumulator,
+  maxResultBytes,
+} from "./grad_accumulator.ts";
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
@@ -167,6 +173,12 @@ export class Trainer {
   /** Sums each step's results as they arrive (its float64 buffer lives for the run). */
   readonly accumulator: GradAccumulator;
   /**
+   * What happens to a result once it is summed: by default its arrays are
+   * freed at once (`freeArrays`; nothing else reads them); a receiver's
+   * buffer pool may take them instead (MeshContext.receivePool).
+   */
+  releaseResult: (part: AccumulatorPart) => void = freeArrays;
+  /**
    * Micro-batches dispatched or answered ahead of the accumulated prefix, at
    * most: the largest result times this stays within RESULT_BUDGET_BYTES.
    */
@@ -188,7 +200,9 @@ export class Trainer {
     readonly notes: string[],
   ) {
     this.gradLayout = gradLayout(layout, config.objective);
-    this.accumulator = new GradAccumulator(this.gradLayout);
+    this.accumulator = new GradAccumulator(this.gradLayout, {
+      release: (p) => this.releaseResult(p),
+    });
     const tokens = config.microBatch * Math.min(config.maxLen, modelConfig.maxPositions);
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
   }

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { type AccumulatorPart, GradAccumulator } from "../coordinator/grad_accumulator.ts";
+import {
+  type AccumulatorPart,
+  dispatchWindow,
+  freeArrays,
+  GradAccumulator,
+  maxResultBytes,
+  RESULT_BUDGET_BYTES,
+} from "../coordinator/grad_accumulator.ts";
 import { combineGradients, combineLosses, globalNorm } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
 import { compactGrad, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
@@ -194,4 +201,39 @@ Deno.test("bad parts and misuse are refused by name", () => {
     () => mlm.add({ index: 0, grad: new Float32Array(3), rows: Int32Array.from([0]), loss: 1 }),
     /dense gradients/,
   );
+});
+
+Deno.test("the dispatch window keeps window × the largest result within the budget (at least 2)", () => {
+  const s: SparseLayout = { total: 1000, rowCount: 50, rowWidth: 10 };
+  assert.equal(maxResultBytes(denseLayout(1000), 8), 4000);
+  // 8 tokens: at most 8 rows of 10, plus the 500 dense elements, plus the 8 row ids.
+  assert.equal(maxResultBytes(s, 8), 4 * (500 + 80) + 32);
+  // More tokens than rows: every row, never more.
+  assert.equal(maxResultBytes(s, 10_000), 4 * 1000 + 4 * 50);
+  assert.equal(dispatchWindow(2 ** 30), 4);
+  assert.equal(dispatchWindow(2 ** 30 + 1), 3);
+  assert.equal(dispatchWindow(3 * 2 ** 30), 2, "never below 2");
+  assert.equal(dispatchWindow(1000, 10_000), 10);
+  assert.throws(() => dispatchWindow(0), /positive/);
+  assert.equal(RESULT_BUDGET_BYTES, 4 * 2 ** 30);
+});
+
+Deno.test("release: each part once, in index order, after it is summed; freeArrays empties it", () => {
+  const { s, parts } = sparseParts(6, 31);
+  const counts = parts.map(() => 1);
+  const want = reference(parts, counts, s);
+  // Own copies, since freeArrays detaches their buffers.
+  const copies = parts.map((p) => ({ ...p, grad: p.grad.slice(), rows: p.rows?.slice() }));
+  const released: number[] = [];
+  const acc = new GradAccumulator(s, {
+    release: (p) => {
+      released.push(p.index);
+      freeArrays(p);
+    },
+  });
+  acc.begin(counts);
+  for (const j of [3, 1, 5, 0, 2, 4]) acc.add(copies[j]);
+  assert.deepEqual(released, [0, 1, 2, 3, 4, 5]);
+  assert.ok(copies.every((p) => p.grad.length === 0 && (p.rows?.length ?? 0) === 0));
+  assert.deepEqual(bits(acc.finish().grad), bits(want.grad));
 });

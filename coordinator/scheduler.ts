@@ -18,6 +18,13 @@
  * further dispatch instead of growing the buffer (and is re-dispatched when
  * it times out, as any other).
  *
+ * Held-out evaluation runs through the same machinery ({@link Scheduler.runEval}):
+ * its forward-only batches are dispatched, timed out, re-dispatched and
+ * accepted exactly as a step's micro-batches are (the first valid answer
+ * wins; stale, duplicate and invalid answers are refused), and their logits
+ * handed to the evaluation's `accept`. One job — a step or an evaluation —
+ * runs at a time.
+ *
  * The scheduler knows nothing of sockets: a worker is a {@link WorkerLink}
  * that takes encoded frames or prepared chunked messages (shared/transfer.ts),
  * so the same code runs in-process and over WebSockets.
@@ -27,9 +34,11 @@
 import {
   encodeMessage,
   type ErrorCode,
+  type EvalResultMessage,
   type Frame,
   ProtocolError,
   type ResultMessage,
+  validateEvalResultShape,
   validateResultShape,
 } from "../shared/protocol.ts";
 import { checkPacked, expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
@@ -47,17 +56,20 @@ export interface WorkerLink {
   send(out: Outgoing): void;
 }
 
-/** One micro-batch of the current step, ready to send. */
+/** One micro-batch of the current step (or one evaluation batch), ready to send. */
 export interface StepTask {
   readonly taskId: number;
   readonly index: number;
   readonly count: number;
-  /** The encoded `task` message. */
+  /** The encoded `task` (or `eval_task`) message. */
   readonly frame: Frame;
 }
 
 /** What the scheduler keeps of an accepted result: everything but the gradient. */
 export type ResultSummary = Omit<ResultMessage, "grad" | "rows">;
+
+/** What the scheduler keeps of an accepted evaluation result: everything but the logits. */
+export type EvalSummary = Omit<EvalResultMessage, "logits">;
 
 /** How {@link Scheduler.runStep} hands results over and bounds dispatch. */
 export interface StepOptions {
@@ -72,6 +84,20 @@ export interface StepOptions {
    * At most this many micro-batches are dispatched or answered without being
    * part of the accepted prefix 0 … k−1 (default: all of them, unbounded).
    */
+  readonly window?: number;
+}
+
+/** How {@link Scheduler.runEval} hands logits over. */
+export interface EvalOptions {
+  /**
+   * Called once per evaluation batch with its first valid result, in
+   * arrival order (the logits may be kept; nothing else holds them). An
+   * exception aborts the evaluation with that error.
+   */
+  readonly accept: (result: EvalResultMessage) => void;
+  /** Logits per example: a valid result carries count · numLabels of them. */
+  readonly numLabels: number;
+  /** As {@link StepOptions.window} (default: every batch at once). */
   readonly window?: number;
 }
 
@@ -103,7 +129,22 @@ export interface WorkerInfo {
   examples: number;
   rejected: number;
   lastResultAt: number;
+  /** Exponential moving average of evaluation (forward-only) ms per example (0 until measured). */
+  evalMsPerExample: number;
 }
+
+/** A registered worker: its bookkeeping and its link. */
+export interface ConnectedWorker extends WorkerInfo {
+  readonly link: WorkerLink;
+  /** Which {@link Scheduler.setWeights} call's weights it was sent last (-1: none). */
+  weightsGeneration: number;
+}
+
+/** What is running: a training step, or an evaluation. */
+type JobKind = "train" | "eval";
+
+/** Either kind of answer. */
+type Answer = ResultMessage | EvalResultMessage;
 
 interface Pending {
   readonly task: StepTask;
@@ -112,14 +153,17 @@ interface Pending {
   readonly assigned: Map<string, number>;
   /** Workers whose answer for it was invalid. */
   readonly excluded: Set<string>;
-  result: ResultSummary | null;
+  result: ResultSummary | EvalSummary | null;
   /** Whether it has been handed to a worker at least once this step. */
   dispatched: boolean;
   timer: ReturnType<typeof setTimeout> | null;
   queued: boolean;
 }
 
-/** Thrown when no connected worker can produce a valid gradient for a micro-batch. */
+/**
+ * Thrown when no connected worker can produce a valid gradient for a
+ * micro-batch (or valid logits for an evaluation batch).
+ */
 export class StepFailedError extends Error {
   override name = "StepFailedError";
 }
@@ -138,16 +182,21 @@ const MIN_DEADLINE_MS = 10_000;
 
 /** Dispatches each step's micro-batches and collects one valid result per micro-batch. */
 export class Scheduler {
-  readonly workers = new Map<string, WorkerInfo & { link: WorkerLink }>();
-  #weights: { version: number; out: Outgoing } | null = null;
+  readonly workers = new Map<string, ConnectedWorker>();
+  #weights: { version: number; out: Outgoing; generation: number } | null = null;
+  #generation = 0;
   #pending = new Map<number, Pending>();
   #queue: Pending[] = [];
+  /** The running job: a step, or an evaluation. */
   #step: {
+    kind: JobKind;
     step: number;
     remaining: number;
-    resolve: (r: ResultSummary[]) => void;
+    resolve: (r: (ResultSummary | EvalSummary)[]) => void;
     reject: (e: Error) => void;
-    accept: (r: ResultMessage) => void;
+    accept: (r: Answer) => void;
+    /** Evaluation: logits per example. */
+    numLabels: number;
     window: number;
     /** The step's micro-batches by index. */
     tasks: Pending[];
@@ -166,10 +215,12 @@ export class Scheduler {
    * The weights every task of the next step must be computed on, prepared
    * once for every worker (`prepareMessage`: chunked when large). Its data
    * must be a snapshot: a slow worker may still be receiving it after the
-   * next optimizer step.
+   * next optimizer step. Every worker is sent these before its next task,
+   * even one that holds the same version already (from an earlier call with
+   * another encoding: f32 weights for an evaluation in an f16 run).
    */
   setWeights(version: number, weights: Outgoing): void {
-    this.#weights = { version, out: weights };
+    this.#weights = { version, out: weights, generation: this.#generation++ };
   }
 
   /** Current weights version (-1 before the first). */
@@ -179,7 +230,7 @@ export class Scheduler {
 
   /** Registers a worker that completed the handshake. */
   addWorker(link: WorkerLink): WorkerInfo {
-    const info = {
+    const info: ConnectedWorker = {
       link,
       id: link.id,
       backend: link.backend,
@@ -193,6 +244,8 @@ export class Scheduler {
       examples: 0,
       rejected: 0,
       lastResultAt: 0,
+      evalMsPerExample: 0,
+      weightsGeneration: -1,
     };
     this.workers.set(link.id, info);
     return info;
@@ -240,13 +293,61 @@ export class Scheduler {
     tasks: readonly StepTask[],
     options: StepOptions,
   ): Promise<ResultSummary[]> {
-    if (this.#step) throw new Error(`step ${this.#step.step} is still running`);
+    return this.#start("train", step, tasks, {
+      accept: options.accept as (r: Answer) => void,
+      window: options.window,
+      numLabels: 0,
+    }) as Promise<ResultSummary[]>;
+  }
+
+  /**
+   * Runs one evaluation: dispatches `tasks` (encoded `eval_task` messages
+   * for batches 0 … n−1, in order, on the current weights) through the same
+   * machinery as a step — pull-based dispatch, deadlines, re-dispatch on
+   * disconnect or timeout, the first valid answer wins — hands each batch's
+   * first valid result (its logits, count · numLabels of them) to
+   * `options.accept` and resolves with their summaries in batch order.
+   * `step` is the training step the tasks name.
+   */
+  runEval(
+    step: number,
+    tasks: readonly StepTask[],
+    options: EvalOptions,
+  ): Promise<EvalSummary[]> {
+    if (!Number.isSafeInteger(options.numLabels) || options.numLabels < 1) {
+      throw new RangeError(`numLabels must be a positive integer, got ${options.numLabels}`);
+    }
+    return this.#start("eval", step, tasks, {
+      accept: options.accept as (r: Answer) => void,
+      window: options.window,
+      numLabels: options.numLabels,
+    }) as Promise<EvalSummary[]>;
+  }
+
+  #start(
+    kind: JobKind,
+    step: number,
+    tasks: readonly StepTask[],
+    options: { accept: (r: Answer) => void; window?: number; numLabels: number },
+  ): Promise<(ResultSummary | EvalSummary)[]> {
+    const what = kind === "train" ? `step ${step}` : `the evaluation after step ${step}`;
+    if (this.#step) {
+      throw new Error(
+        `${
+          this.#step.kind === "train" ? "step" : "the evaluation after step"
+        } ${this.#step.step} is still running`,
+      );
+    }
     if (!this.#weights) throw new Error("no weights set");
-    if (tasks.length === 0) throw new Error(`step ${step} has no micro-batches`);
+    if (tasks.length === 0) {
+      throw new Error(`${what} has no ${kind === "train" ? "micro-batches" : "batches"}`);
+    }
     tasks.forEach((t, j) => {
       if (t.index !== j) {
         throw new Error(
-          `step ${step}: task ${j} is micro-batch ${t.index}; expected 0 … n−1 in order`,
+          `${what}: task ${j} is ${
+            kind === "train" ? "micro-batch" : "batch"
+          } ${t.index}; expected 0 … n−1 in order`,
         );
       }
     });
@@ -268,13 +369,15 @@ export class Scheduler {
       queued: true,
     }));
     this.#peakOutstanding = 0;
-    const promise = new Promise<ResultSummary[]>((resolve, reject) => {
+    const promise = new Promise<(ResultSummary | EvalSummary)[]>((resolve, reject) => {
       this.#step = {
+        kind,
         step,
         remaining: tasks.length,
         resolve,
         reject,
         accept: options.accept,
+        numLabels: options.numLabels,
         window,
         tasks: pendings,
         prefix: 0,
@@ -289,7 +392,10 @@ export class Scheduler {
     return promise;
   }
 
-  /** Abandons the running step (its results are discarded); the promise rejects with `reason`. */
+  /**
+   * Abandons the running step or evaluation (its results are discarded);
+   * the promise rejects with `reason`.
+   */
   abort(reason: Error): void {
     const s = this.#step;
     this.#step = null;
@@ -304,6 +410,19 @@ export class Scheduler {
    * to that worker, or null when nothing needs saying.
    */
   result(id: string, m: ResultMessage): { code: ErrorCode; message: string } | null {
+    return this.#answer(id, m, "train");
+  }
+
+  /**
+   * Takes a decoded evaluation result from worker `id`, under the same rules
+   * as {@link result}: unknown, duplicate, stale and invalid ones (logits
+   * not count · numLabels long) are refused and never handed on.
+   */
+  evalResult(id: string, m: EvalResultMessage): { code: ErrorCode; message: string } | null {
+    return this.#answer(id, m, "eval");
+  }
+
+  #answer(id: string, m: Answer, kind: JobKind): { code: ErrorCode; message: string } | null {
     const w = this.workers.get(id);
     if (!w) return null;
     const p = this.#pending.get(m.taskId);
@@ -314,8 +433,9 @@ export class Scheduler {
         return null;
       }
       w.rejected++;
-      const message =
-        `result for task ${m.taskId} (step ${m.step}, micro-batch ${m.index}), which was never assigned to you`;
+      const message = `${m.type} for task ${m.taskId} (step ${m.step}, ${
+        kind === "train" ? "micro-batch" : "evaluation batch"
+      } ${m.index}), which was never assigned to you`;
       this.options.events?.discarded?.(w, "unknown_task", message);
       return { code: "unknown_task", message };
     }
@@ -325,13 +445,15 @@ export class Scheduler {
         return null;
       }
       w.rejected++;
-      const message = `result for task ${m.taskId}, which is not assigned to you`;
+      const message = `${m.type} for task ${m.taskId}, which is not assigned to you`;
       this.options.events?.discarded?.(w, "unknown_task", message);
       return { code: "unknown_task", message };
     }
     p.assigned.delete(id);
+    const s = this.#step!;
     if (p.result) {
-      this.options.events?.discarded?.(w, "duplicate", `micro-batch ${m.index} already answered`);
+      const what = s.kind === "train" ? "micro-batch" : "evaluation batch";
+      this.options.events?.discarded?.(w, "duplicate", `${what} ${m.index} already answered`);
       return null;
     }
     if (m.weightsVersion !== this.weightsVersion || m.step !== p.step) {
@@ -348,14 +470,28 @@ export class Scheduler {
       };
     }
     try {
+      if (kind !== s.kind) {
+        throw new ProtocolError(
+          "malformed",
+          s.kind === "train"
+            ? `task ${m.taskId} is a training micro-batch: answer it with a result, not an ${m.type}`
+            : `task ${m.taskId} is an evaluation batch: answer it with an eval_result, not a ${m.type}`,
+        );
+      }
       if (m.index !== p.task.index) {
         throw new ProtocolError(
           "bad_shape",
-          `task ${m.taskId} is micro-batch ${p.task.index}, result says ${m.index}`,
+          `task ${m.taskId} is ${
+            s.kind === "train" ? "micro-batch" : "evaluation batch"
+          } ${p.task.index}, ${m.type} says ${m.index}`,
         );
       }
-      checkPacked(m.grad, m.rows, this.options.gradLayout);
-      validateResultShape(m, expectedGradLength(m.rows, this.options.gradLayout), p.task.count);
+      if (m.type === "result") {
+        checkPacked(m.grad, m.rows, this.options.gradLayout);
+        validateResultShape(m, expectedGradLength(m.rows, this.options.gradLayout), p.task.count);
+      } else {
+        validateEvalResultShape(m, p.task.count, s.numLabels);
+      }
     } catch (e) {
       w.rejected++;
       p.excluded.add(id);
@@ -366,9 +502,7 @@ export class Scheduler {
       this.#pump();
       return { code: err.code ?? "malformed", message: err.message };
     }
-    const s = this.#step!;
-    const { grad: _grad, rows: _rows, ...summary } = m;
-    p.result = summary;
+    p.result = summarize(m);
     this.#retire(p);
     try {
       s.accept(m);
@@ -380,12 +514,18 @@ export class Scheduler {
       s.prefix++;
       s.ahead--;
     }
-    const ms = m.timings.computeMs / Math.max(1, m.count);
-    w.msPerExample = w.msPerExample === 0 ? ms : 0.7 * w.msPerExample + 0.3 * ms;
-    w.microBatches++;
-    w.examples += m.count;
     w.lastResultAt = Date.now();
-    this.options.events?.accepted?.(w, m);
+    if (m.type === "result") {
+      const ms = m.timings.computeMs / Math.max(1, m.count);
+      w.msPerExample = w.msPerExample === 0 ? ms : 0.7 * w.msPerExample + 0.3 * ms;
+      w.microBatches++;
+      w.examples += m.count;
+      this.options.events?.accepted?.(w, m);
+    } else {
+      // Forward-only speed, kept apart: it must not shorten training deadlines.
+      const ms = m.timings.computeMs / Math.max(1, p.task.count);
+      w.evalMsPerExample = w.evalMsPerExample === 0 ? ms : 0.7 * w.evalMsPerExample + 0.3 * ms;
+    }
     if (--s.remaining === 0) {
       const results = s.tasks.map((q) => q.result!);
       for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
@@ -417,12 +557,13 @@ export class Scheduler {
     for (const p of this.#queue) {
       if (p.result || p.assigned.size > 0) continue;
       if ([...this.workers.keys()].every((id) => p.excluded.has(id))) {
+        const from = `was rejected from every connected worker (${[...p.excluded].join(", ")})`;
         this.abort(
           new StepFailedError(
-            `micro-batch ${p.task.index} of step ${p.step} was rejected from every connected worker ` +
-              `(${
-                [...p.excluded].join(", ")
-              }): see their errors; a non-finite gradient everywhere means the run diverged (lower --lr)`,
+            this.#step.kind === "train"
+              ? `micro-batch ${p.task.index} of step ${p.step} ${from}: see their errors; ` +
+                `a non-finite gradient everywhere means the run diverged (lower --lr)`
+              : `evaluation batch ${p.task.index} (after step ${p.step}) ${from}: see their errors`,
           ),
         );
         return;
@@ -430,10 +571,16 @@ export class Scheduler {
     }
   }
 
-  #deadline(w: WorkerInfo, count: number): number {
+  /**
+   * A task's deadline on worker `w`. An evaluation batch uses the worker's
+   * forward-only speed, or, before that is measured, its training speed (a
+   * forward pass is cheaper than a gradient, so that is a generous bound).
+   */
+  #deadline(w: WorkerInfo, count: number, kind: JobKind): number {
     if (this.options.taskTimeoutMs > 0) return this.options.taskTimeoutMs;
-    if (w.msPerExample === 0) return FIRST_TASK_DEADLINE_MS;
-    return Math.max(MIN_DEADLINE_MS, 4 * w.msPerExample * count + 2000);
+    const ms = kind === "eval" && w.evalMsPerExample > 0 ? w.evalMsPerExample : w.msPerExample;
+    if (ms === 0) return FIRST_TASK_DEADLINE_MS;
+    return Math.max(MIN_DEADLINE_MS, 4 * ms * count + 2000);
   }
 
   #pump(): void {
@@ -454,12 +601,13 @@ export class Scheduler {
     }
   }
 
-  #assign(w: WorkerInfo & { link: WorkerLink }, p: Pending): void {
+  #assign(w: ConnectedWorker, p: Pending): void {
     const weights = this.#weights!;
     try {
-      if (w.weightsVersion !== weights.version) {
+      if (w.weightsGeneration !== weights.generation) {
         w.link.send(weights.out);
         w.weightsVersion = weights.version;
+        w.weightsGeneration = weights.generation;
         this.options.events?.weightsSent?.(w, weights.out.byteLength);
       }
       w.link.send(p.task.frame);
@@ -483,7 +631,7 @@ export class Scheduler {
       if (p.result || !this.#pending.has(p.task.taskId)) return;
       this.#requeue(p, "timeout");
       this.#pump();
-    }, this.#deadline(w, p.task.count));
+    }, this.#deadline(w, p.task.count, this.#step!.kind));
   }
 
   /** Tells every worker the run is over. */
@@ -494,6 +642,16 @@ export class Scheduler {
       } catch { /* already gone */ }
     }
   }
+}
+
+/** An accepted answer without its tensors (what the scheduler keeps). */
+function summarize(m: Answer): ResultSummary | EvalSummary {
+  if (m.type === "result") {
+    const { grad: _grad, rows: _rows, ...summary } = m;
+    return summary;
+  }
+  const { logits: _logits, ...summary } = m;
+  return summary;
 }
 
 /** Encodes an error reply. */

@@ -1,6 +1,7 @@
 /**
  * The coordinator's HTTP face: the worker WebSocket `/ws` (handshake with
- * protocol version and run token, then pull requests and results), and the
+ * protocol version and run token, then pull requests, results and
+ * evaluation results), and the
  * routes the observability module mounts (`/metrics`, `/status`, `/`).
  * Every frame a peer sends is decoded and validated by the protocol module;
  * a bad one is answered with an `error` message and dropped. Each connection
@@ -216,8 +217,11 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
               case "request":
                 ctx.scheduler.request(id, m.capacity);
                 return;
-              case "result": {
-                const err = ctx.scheduler.result(id, m);
+              case "result":
+              case "eval_result": {
+                const err = m.type === "result"
+                  ? ctx.scheduler.result(id, m)
+                  : ctx.scheduler.evalResult(id, m);
                 if (err) {
                   ctx.rejected?.(err.code, err.message);
                   sendMessage(p, { type: "error", ...err });

@@ -13,7 +13,7 @@ import { loadTask } from "../shared/data/task.ts";
 import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import { type EvalResult, withHostLogits } from "../shared/evaluate.ts";
+import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/evaluate.ts";
 import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
@@ -38,7 +38,8 @@ import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 import { type RunConfig, trainingFields } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
-import type { ResultSummary, Scheduler, StepTask } from "./scheduler.ts";
+import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";
+import { meshLogits } from "./mesh_eval.ts";
 
 /** Where the time of one step went, in ms. */
 export interface StepTimings {
@@ -165,6 +166,8 @@ function stepTimings(
 export class Trainer {
   readonly startedAt = performance.now();
   #stopping = false;
+  /** Evaluations run on the workers so far (keeps their task ids apart). */
+  #evalRounds = 0;
   #weightsFrame: Outgoing = new Uint8Array();
   readonly #weightsOut = new WeightsOut();
   lastEval: EvalResult | null = null;
@@ -368,6 +371,11 @@ export class Trainer {
     scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
     let stopped = false;
     while (this.step < this.totalSteps) {
+      // A stop asked for between steps (during an evaluation or a checkpoint).
+      if (this.#stopping) {
+        stopped = true;
+        break;
+      }
       const t = this.step;
       const t0 = performance.now();
       const { tasks, items, tokens, mode } = this.#tasks(t);
@@ -428,7 +436,7 @@ export class Trainer {
       });
       const last = this.step === this.totalSteps;
       if (this.config.evalEvery > 0 && this.step % this.config.evalEvery === 0 && !last) {
-        await this.evaluate(observer);
+        await this.evaluate(observer, scheduler);
       }
       if (
         this.config.save && this.config.checkpointEvery > 0 &&
@@ -448,7 +456,7 @@ export class Trainer {
         savedTo: this.config.save,
       };
     }
-    const evaluation = await this.evaluate(observer);
+    const evaluation = await this.evaluate(observer, scheduler);
     let savedTo: string | null = null;
     if (this.config.save) {
       await this.checkpoint(observer);
@@ -464,8 +472,84 @@ export class Trainer {
     };
   }
 
-  /** Scores the held-out split on the coordinator's own backend. */
-  async evaluate(observer: TrainerObserver = {}): Promise<EvalResult | null> {
+  /**
+   * Scores the held-out split. Given the run's scheduler with at least one
+   * worker connected, a classification or regression run is scored on the
+   * workers (coordinator/mesh_eval.ts: forward-only tasks, every batch in
+   * flight at once, on the current weights version; the metrics computed
+   * here from their logits by the same code as local scoring). Otherwise —
+   * no worker connected, an MLM run (see `evaluateMlm`), or a batch that no
+   * worker could answer validly — it is scored on the coordinator's own
+   * backend. Workers that all leave mid-evaluation are waited for, as in a
+   * step. Returns null when the run is stopped during it, or when there is
+   * no held-out split.
+   */
+  async evaluate(
+    observer: TrainerObserver = {},
+    scheduler?: Scheduler,
+  ): Promise<EvalResult | null> {
+    if (scheduler && this.data.logitsOnly && scheduler.workers.size > 0) {
+      try {
+        const result = await this.#evaluateOnMesh(scheduler, observer);
+        if (result) {
+          this.lastEval = result;
+          observer.evaluated?.(this.step, "eval", result);
+        }
+        return result;
+      } catch (e) {
+        if (e instanceof StopRequested) return null;
+        if (!(e instanceof StepFailedError)) throw e;
+        observer.log?.(`evaluation on the workers failed (${e.message}); evaluating here instead`);
+      }
+    }
+    return await this.#evaluateHere(observer);
+  }
+
+  /** {@link evaluate} on the workers. */
+  async #evaluateOnMesh(
+    scheduler: Scheduler,
+    observer: TrainerObserver,
+  ): Promise<EvalResult | null> {
+    const t0 = performance.now();
+    if (scheduler.weightsVersion !== this.weightsVersion) {
+      this.#encodeWeights();
+      scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
+    }
+    // An f16 run's workers hold f16-rounded weights: the evaluation sends them
+    // the f32 ones, and training the f16 ones again afterwards.
+    const f16 = this.config.weightsEncoding === "f16";
+    if (f16) {
+      const out = this.#weightsOut.prepare(this.runId, this.weightsVersion, this.weights, "f32");
+      scheduler.setWeights(this.weightsVersion, out);
+    }
+    const workers = scheduler.workers.size;
+    try {
+      const model: BatchEvalModel = {
+        config: this.modelConfig,
+        logitsAll: meshLogits(scheduler, {
+          runId: this.runId,
+          step: this.step,
+          weightsVersion: this.weightsVersion,
+          numLabels: this.modelConfig.numLabels,
+          round: this.#evalRounds++,
+        }),
+      };
+      const result = await this.data.evaluate(model, this.config.evalLimit);
+      if (result) {
+        observer.log?.(
+          `evaluated ${result.examples} examples on ${workers} worker(s) in ${
+            ((performance.now() - t0) / 1000).toFixed(1)
+          } s`,
+        );
+      }
+      return result;
+    } finally {
+      if (f16) scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
+    }
+  }
+
+  /** {@link evaluate} on the coordinator's own backend. */
+  async #evaluateHere(observer: TrainerObserver): Promise<EvalResult | null> {
     await initBackend("wasm");
     const weights = weightTensors(this.layout, this.weights);
     const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
@@ -473,9 +557,15 @@ export class Trainer {
     const model = withHostLogits(tensors, this.weights, {
       deterministic: this.config.deterministic,
     });
+    const t0 = performance.now();
     try {
       const result = await this.data.evaluate(model, this.config.evalLimit);
       if (!result) return null;
+      observer.log?.(
+        `evaluated ${result.examples} examples on the coordinator in ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s`,
+      );
       this.lastEval = result;
       observer.evaluated?.(this.step, "eval", result);
       return result;

@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { EncodedSet } from "../shared/batching.ts";
 import type { TaskData } from "../shared/data/example.ts";
 import { loadCorpus, loadTextCorpus } from "../shared/data/corpus.ts";
-import { type EvalResult, evaluateSet } from "../shared/evaluate.ts";
+import { type EvalModel, type EvalResult, evaluateSet } from "../shared/evaluate.ts";
 import type { LabelledBatch } from "../shared/gradient.ts";
 import {
   batchTensors,
@@ -34,8 +34,19 @@ export interface TrainingData {
   readonly train: BatchSource;
   /** For `/status`. */
   summary(): { name: string; train: number; eval: number; numLabels: number; metrics: string[] };
-  /** Scores the held-out split (first `limit` items; 0: all). */
-  evaluate(model: DeviceModel, limit: number): Promise<EvalResult | null>;
+  /**
+   * Whether the held-out split is scored from logits alone, so the run's
+   * workers can compute them (classification and regression). MLM scoring
+   * ({@link evaluateMlm}) needs the model's tensors and stays on the
+   * coordinator.
+   */
+  readonly logitsOnly: boolean;
+  /**
+   * Scores the held-out split (first `limit` items; 0: all). With
+   * `logitsOnly` any {@link EvalModel} does (a {@link BatchEvalModel} of the
+   * workers included); otherwise it must hold the tfjs tensors.
+   */
+  evaluate(model: EvalModel, limit: number): Promise<EvalResult | null>;
 }
 
 /** A labelled task. */
@@ -48,6 +59,7 @@ export function classificationData(
   const held = new EncodedSet(task.eval, tokenizer, maxLen);
   return {
     train: { size: task.train.length, batch: (indices) => train.batch(indices) },
+    logitsOnly: true,
     summary: () => ({
       name: task.name,
       train: task.train.length,
@@ -62,7 +74,17 @@ export function classificationData(
   };
 }
 
-/** Masked-LM accuracy and loss on held-out sequences (masking of step 0, so it is the same every time). */
+/**
+ * Masked-LM accuracy and loss on held-out sequences (masking of step 0, so
+ * it is the same every time), on the coordinator with tfjs.
+ *
+ * It is not sent to the workers, unlike classification: the native engine —
+ * the default CPU worker — computes the masked-LM loss only inside its
+ * gradient pass and has no scoring pass that returns per-position
+ * log-probabilities and argmaxes, so mesh scoring would need a new engine
+ * kernel for what is a pre-training diagnostic (`--eval-limit` bounds its
+ * cost).
+ */
 export async function evaluateMlm(
   model: DeviceModel,
   set: MlmSet,
@@ -136,6 +158,7 @@ export async function pretrainingData(
   );
   return {
     train,
+    logitsOnly: false,
     summary: () => ({
       name: choice.file ? `mlm-file:${choice.file}` : "mlm-corpus",
       train: train.size,
@@ -143,6 +166,11 @@ export async function pretrainingData(
       numLabels: 0,
       metrics: ["mlm_accuracy"],
     }),
-    evaluate: (model, limit) => evaluateMlm(model, held, limit),
+    evaluate: (model, limit) => {
+      if (!("weights" in model)) {
+        throw new Error("MLM evaluation needs the model's tensors: it runs on the coordinator");
+      }
+      return evaluateMlm(model, held, limit);
+    },
   };
 }

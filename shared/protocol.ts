@@ -21,7 +21,7 @@
  * `malformed` (not msgpack, not an object, unknown type, missing or mistyped
  * field, negative or non-integer ids/steps/versions, values out of range),
  * `bad_shape` (array lengths that disagree), `non_finite` (NaN/Inf in a loss,
- * gradient, weights or labels), `bad_version` (a `hello` of another protocol
+ * gradient, logits, weights or labels), `bad_version` (a `hello` of another protocol
  * version), `bad_chunk` (a chunk frame that is not one). The other transfer
  * codes are the reassembler's (shared/transfer.ts). `bad_token`,
  * `unknown_task`, `stale` and `internal` are for the peers' own checks.
@@ -30,8 +30,12 @@
  */
 import { Packr, Unpackr } from "msgpackr";
 
-/** The protocol version a `hello` must carry (2: large tensors travel as chunked transfers). */
-export const PROTOCOL_VERSION = 2;
+/**
+ * The protocol version a `hello` must carry (2: large tensors travel as
+ * chunked transfers; 3: held-out evaluation on the workers, `eval_task` and
+ * `eval_result`).
+ */
+export const PROTOCOL_VERSION = 3;
 
 /**
  * Deno's WebSocket refuses to *receive* a message of this many bytes or more
@@ -212,6 +216,40 @@ export interface ResultMessage {
   timings: Timings;
 }
 
+/** A held-out batch to score: a micro-batch without labels, row-major [size, seqLen]. */
+export type EvalBatchData = Omit<MicroBatchData, "labels">;
+
+/**
+ * Coordinator → worker: the logits of one held-out batch of a classification
+ * or regression run, forward only (no dropout, no adversary), on weights
+ * version `weightsVersion` (sent before, as for a `task`).
+ */
+export interface EvalTaskMessage {
+  type: "eval_task";
+  /** Unique among the run's tasks (training and evaluation). */
+  taskId: number;
+  runId: string;
+  /** Training steps completed when the evaluation started; the result echoes it. */
+  step: number;
+  /** The batch's position in the held-out split (batch 0, 1, …). */
+  index: number;
+  weightsVersion: number;
+  batch: EvalBatchData;
+}
+
+/** Worker → coordinator: the logits of evaluation batch `index`. */
+export interface EvalResultMessage {
+  type: "eval_result";
+  taskId: number;
+  step: number;
+  index: number;
+  weightsVersion: number;
+  /** Row-major [size, numLabels], every element finite (the length is checked against the task). */
+  logits: Float32Array;
+  /** `adversaryMs` is 0; `encodeMs` as for a `result`. */
+  timings: Timings;
+}
+
 /** Either side: I am alive (sender's clock, ms). */
 export interface HeartbeatMessage {
   type: "heartbeat";
@@ -239,6 +277,8 @@ export type Message =
   | RequestMessage
   | TaskMessage
   | ResultMessage
+  | EvalTaskMessage
+  | EvalResultMessage
   | HeartbeatMessage
   | ErrorMessage
   | ByeMessage;
@@ -541,6 +581,24 @@ export function validateResultShape(
   }
 }
 
+/**
+ * Coordinator-side check of an eval result against the task it assigned:
+ * `size · numLabels` logits.
+ */
+export function validateEvalResultShape(
+  m: EvalResultMessage,
+  size: number,
+  numLabels: number,
+): void {
+  const expected = size * numLabels;
+  if (m.logits.length !== expected) {
+    throw new ProtocolError(
+      "bad_shape",
+      `eval_result.logits has ${m.logits.length} elements, expected size · numLabels = ${size} · ${numLabels} = ${expected} (evaluation batch ${m.index})`,
+    );
+  }
+}
+
 /** Worker-side check of a weights message against the model's layout size. */
 export function validateWeightsShape(m: WeightsMessage, expectedLength: number): void {
   if (m.data.length !== expectedLength) {
@@ -557,7 +615,7 @@ export function validateWeightsShape(m: WeightsMessage, expectedLength: number):
  * `maxPositions`.
  */
 export function validateBatchRanges(
-  batch: MicroBatchData,
+  batch: EvalBatchData,
   model: { vocabSize: number; typeVocabSize: number; maxPositions: number },
 ): void {
   if (batch.seqLen > model.maxPositions) {
@@ -757,6 +815,8 @@ const TYPES: readonly MessageType[] = [
   "request",
   "task",
   "result",
+  "eval_task",
+  "eval_result",
   "heartbeat",
   "error",
   "bye",
@@ -789,6 +849,10 @@ function parseMessage(raw: unknown, frame: ArrayBufferLike | null): Message {
       return parseTask(raw, frame);
     case "result":
       return parseResult(raw, frame);
+    case "eval_task":
+      return parseEvalTask(raw, frame);
+    case "eval_result":
+      return parseEvalResult(raw, frame);
     case "heartbeat":
       return { type: "heartbeat", time: num(raw, "heartbeat", "time") };
     case "error":
@@ -876,12 +940,27 @@ function parseAdversary(o: Obj): AdversaryConfig {
 
 function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
   const ctx = "task.batch";
+  const inputs = parseBatchInputs(o, frame, ctx);
+  const { size, seqLen } = inputs;
+  const labels = typed(o, ctx, "labels", Float32Array, frame);
+  const n = size * seqLen;
+  if (labels.length !== size && labels.length !== n) {
+    fail(
+      "bad_shape",
+      `${ctx}.labels has ${labels.length} elements, expected size = ${size} or size·seqLen = ${n}`,
+    );
+  }
+  checkFinite(labels, `${ctx}.labels`);
+  return { ...inputs, labels };
+}
+
+/** A batch's token ids, token types and mask (everything but labels), checked. */
+function parseBatchInputs(o: Obj, frame: ArrayBufferLike | null, ctx: string): EvalBatchData {
   const size = int(o, ctx, "size", 1);
   const seqLen = int(o, ctx, "seqLen", 1);
   const inputIds = typed(o, ctx, "inputIds", Int32Array, frame);
   const tokenTypeIds = typed(o, ctx, "tokenTypeIds", Int32Array, frame);
   const attentionMask = typed(o, ctx, "attentionMask", Uint8Array, frame);
-  const labels = typed(o, ctx, "labels", Float32Array, frame);
   const n = size * seqLen;
   for (
     const [name, a] of [["inputIds", inputIds], ["tokenTypeIds", tokenTypeIds], [
@@ -893,12 +972,6 @@ function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
       fail("bad_shape", `${ctx}.${name} has ${a.length} elements, expected size·seqLen = ${n}`);
     }
   }
-  if (labels.length !== size && labels.length !== n) {
-    fail(
-      "bad_shape",
-      `${ctx}.labels has ${labels.length} elements, expected size = ${size} or size·seqLen = ${n}`,
-    );
-  }
   let bad = firstNegative(inputIds);
   if (bad >= 0) fail("malformed", `${ctx}.inputIds[${bad}] = ${inputIds[bad]} is negative`);
   bad = firstNegative(tokenTypeIds);
@@ -908,8 +981,7 @@ function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
       fail("malformed", `${ctx}.attentionMask[${i}] = ${attentionMask[i]} is not 0 or 1`);
     }
   }
-  checkFinite(labels, `${ctx}.labels`);
-  return { inputIds, tokenTypeIds, attentionMask, labels, size, seqLen };
+  return { inputIds, tokenTypeIds, attentionMask, size, seqLen };
 }
 
 function parseTask(o: Obj, frame: ArrayBufferLike | null): TaskMessage {
@@ -965,4 +1037,35 @@ function parseResult(o: Obj, frame: ArrayBufferLike | null): ResultMessage {
     m.rows = rows;
   }
   return m;
+}
+
+function parseEvalTask(o: Obj, frame: ArrayBufferLike | null): EvalTaskMessage {
+  const ctx = "eval_task";
+  return {
+    type: "eval_task",
+    taskId: int(o, ctx, "taskId"),
+    runId: str(o, ctx, "runId"),
+    step: int(o, ctx, "step"),
+    index: int(o, ctx, "index"),
+    weightsVersion: int(o, ctx, "weightsVersion"),
+    batch: parseBatchInputs(object(o, ctx, "batch"), frame, `${ctx}.batch`),
+  };
+}
+
+function parseEvalResult(o: Obj, frame: ArrayBufferLike | null): EvalResultMessage {
+  const ctx = "eval_result";
+  const taskId = int(o, ctx, "taskId");
+  const step = int(o, ctx, "step");
+  const index = int(o, ctx, "index");
+  const weightsVersion = int(o, ctx, "weightsVersion");
+  const t = object(o, ctx, "timings");
+  const timings: Timings = {
+    computeMs: num(t, `${ctx}.timings`, "computeMs", 0),
+    adversaryMs: num(t, `${ctx}.timings`, "adversaryMs", 0),
+    encodeMs: num(t, `${ctx}.timings`, "encodeMs", 0),
+  };
+  const logits = typed(o, ctx, "logits", Float32Array, frame);
+  if (logits.length === 0) fail("bad_shape", `${ctx}.logits is empty`);
+  checkFinite(logits, `${ctx}.logits`);
+  return { type: "eval_result", taskId, step, index, weightsVersion, logits, timings };
 }

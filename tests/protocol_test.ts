@@ -12,6 +12,8 @@ import {
   encodeMessage,
   ERROR_CODES,
   type ErrorCode,
+  type EvalResultMessage,
+  type EvalTaskMessage,
   isChunkFrame,
   MAX_FRAME_BYTES,
   type Message,
@@ -24,6 +26,7 @@ import {
   type TaskMessage,
   toErrorMessage,
   validateBatchRanges,
+  validateEvalResultShape,
   validateResultShape,
   validateWeightsShape,
   writeChunkHeader,
@@ -68,6 +71,31 @@ function result(): ResultMessage {
     loss: 0.6931,
     count: 2,
     timings: { computeMs: 12.5, adversaryMs: 6, encodeMs: 0.25 },
+  };
+}
+
+function evalTask(): EvalTaskMessage {
+  const { labels: _labels, ...batch } = task().batch;
+  return {
+    type: "eval_task",
+    taskId: 2 ** 52 + 3,
+    runId: "run-1",
+    step: 40,
+    index: 3,
+    weightsVersion: 40,
+    batch,
+  };
+}
+
+function evalResult(): EvalResultMessage {
+  return {
+    type: "eval_result",
+    taskId: 2 ** 52 + 3,
+    step: 40,
+    index: 3,
+    weightsVersion: 40,
+    logits: new Float32Array([0.25, -1.5, 3e-8, 7]),
+    timings: { computeMs: 3.5, adversaryMs: 0, encodeMs: 0.125 },
   };
 }
 
@@ -120,6 +148,8 @@ function allMessages(): Message[] {
     { type: "request", capacity: 4 },
     task(),
     result(),
+    evalTask(),
+    evalResult(),
     { type: "heartbeat", time: 1700000000123.5 },
     { type: "error", code: "stale", message: "step 3 is over" },
     { type: "bye", reason: "SIGTERM" },
@@ -145,7 +175,7 @@ function decodeRaw(value: unknown, limits?: { maxBytes?: number }): Message {
 }
 
 Deno.test("constants", () => {
-  assert.equal(PROTOCOL_VERSION, 2);
+  assert.equal(PROTOCOL_VERSION, 3);
   // One frame must stay below what a Deno WebSocket can receive at all.
   assert.equal(DENO_WEBSOCKET_MESSAGE_LIMIT, 64 * 1024 * 1024);
   assert.equal(MAX_FRAME_BYTES, 32 * 1024 * 1024);
@@ -553,7 +583,7 @@ Deno.test("hello: version and token", () => {
   expectError(
     () => decodeRaw({ ...hello, protocol: 1 }),
     "bad_version",
-    /hello\.protocol 1 is not supported \(this side speaks 2\)/,
+    /hello\.protocol 1 is not supported \(this side speaks 3\)/,
   );
   // A future hello with other fields still gets the version error, not a shape error.
   expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");
@@ -576,6 +606,80 @@ Deno.test("validateResultShape checks against the assignment", () => {
   validateResultShape(r, 40, 2);
   expectError(() => validateResultShape(r, 41, 2), "bad_shape", /40 elements, expected 41/);
   expectError(() => validateResultShape(r, 40, 3), "bad_shape", /count is 2/);
+});
+
+Deno.test("eval_task: a batch without labels, checked like a task's", () => {
+  const t = evalTask();
+  const raw = { ...t, batch: { ...t.batch } };
+  // Labels sent anyway are dropped: an evaluation task never carries them.
+  const d = decodeRaw({ ...raw, batch: { ...raw.batch, labels: new Float32Array([1, 0]) } });
+  assert.ok(d.type === "eval_task" && !("labels" in d.batch));
+  assert.deepStrictEqual(d, t);
+  expectError(
+    () => decodeRaw({ ...raw, batch: { ...raw.batch, inputIds: new Int32Array(7) } }),
+    "bad_shape",
+    /eval_task\.batch\.inputIds has 7 elements, expected size·seqLen = 8/,
+  );
+  expectError(
+    () => decodeRaw({ ...raw, batch: { ...raw.batch, attentionMask: new Uint8Array(8).fill(2) } }),
+    "malformed",
+    /eval_task\.batch\.attentionMask\[0\] = 2 is not 0 or 1/,
+  );
+  expectError(
+    () => decodeRaw({ ...raw, batch: { ...raw.batch, tokenTypeIds: new Int32Array(8).fill(-1) } }),
+    "malformed",
+    /eval_task\.batch\.tokenTypeIds\[0\] = -1 is negative/,
+  );
+  expectError(() => decodeRaw({ ...raw, step: -1 }), "malformed", /eval_task\.step/);
+  expectError(() => decodeRaw({ ...raw, runId: 3 }), "malformed", /eval_task\.runId/);
+  const { batch: _b, ...noBatch } = raw;
+  expectError(() => decodeRaw(noBatch), "malformed", /eval_task\.batch is missing/);
+});
+
+Deno.test("eval_result: finite logits; their count is checked against the task", () => {
+  const r = evalResult();
+  const nan = new Float32Array(r.logits);
+  nan[2] = NaN;
+  expectError(
+    () => decodeRaw({ ...r, logits: nan }),
+    "non_finite",
+    /eval_result\.logits\[2\] is NaN/,
+  );
+  const inf = new Float32Array(r.logits);
+  inf[0] = -Infinity;
+  expectError(() => decodeRaw({ ...r, logits: inf }), "non_finite", /logits\[0\] is -Infinity/);
+  expectError(
+    () => decodeRaw({ ...r, logits: new Float32Array(0) }),
+    "bad_shape",
+    /eval_result\.logits is empty/,
+  );
+  expectError(
+    () => decodeRaw({ ...r, logits: [1, 2, 3, 4] }),
+    "malformed",
+    /eval_result\.logits must be a Float32Array/,
+  );
+  expectError(
+    () => decodeRaw({ ...r, logits: new Float64Array(4) }),
+    "malformed",
+    /eval_result\.logits must be a Float32Array/,
+  );
+  expectError(
+    () => decodeRaw({ ...r, timings: { computeMs: -1, adversaryMs: 0, encodeMs: 0 } }),
+    "malformed",
+    /eval_result\.timings\.computeMs/,
+  );
+  expectError(() => decodeRaw({ ...r, taskId: 2 ** 60 }), "malformed", /eval_result\.taskId/);
+  const { logits: _l, ...noLogits } = r;
+  expectError(() => decodeRaw(noLogits), "malformed", /eval_result\.logits is missing/);
+  // A worker finds its own NaN before sending it.
+  expectError(() => encodeMessage({ ...r, logits: nan }), "non_finite", /logits\[2\]/);
+  validateEvalResultShape(r, 2, 2);
+  validateEvalResultShape(r, 4, 1);
+  expectError(
+    () => validateEvalResultShape(r, 2, 3),
+    "bad_shape",
+    /eval_result\.logits has 4 elements, expected size · numLabels = 2 · 3 = 6 \(evaluation batch 3\)/,
+  );
 });
 
 Deno.test("toErrorMessage", () => {

@@ -3,7 +3,18 @@ import { initBackend } from "../shared/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
-import { encodeMessage, type Frame, type ResultMessage } from "../shared/protocol.ts";
+import * as tf from "@tensorflow/tfjs-core";
+import {
+  encodeMessage,
+  type EvalResultMessage,
+  type Frame,
+  type ResultMessage,
+} from "../shared/protocol.ts";
+import { batchLogitsOf, type EvalResult } from "../shared/evaluate.ts";
+import { type HostBatch, weightTensors } from "../shared/model.ts";
+import { EVAL_TASK_ID_BASE, MAX_EVAL_BATCHES, meshLogits } from "../coordinator/mesh_eval.ts";
+import { WeightsOut } from "../coordinator/weights_out.ts";
+import type { TrainingData } from "../coordinator/training_data.ts";
 import { denseLayout } from "../shared/sparse_grad.ts";
 import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
 import { combineGradients } from "../coordinator/grad_combine.ts";
@@ -413,4 +424,292 @@ Deno.test("runStep refuses tasks out of index order and a bad window", () => {
   assert.throws(() => s.runStep(0, [task(1), task(0)], { accept }), /expected 0 … n−1 in order/);
   assert.throws(() => s.runStep(0, [task(0)], { accept, window: 0 }), /window must be a positive/);
   assert.throws(() => s.runStep(0, [], { accept }), /no micro-batches/);
+});
+
+// ---------------------------------------------------------------------------
+// Evaluation on the workers (Scheduler.runEval, coordinator/mesh_eval.ts)
+// ---------------------------------------------------------------------------
+
+/** 300 held-out examples: 5 evaluation batches of up to 64. */
+const evalTask = await tinyTaskDir(48, 300);
+
+async function evalTrainer(extra: string[] = []): Promise<Trainer> {
+  const { config } = await parseRunFlags(tinyRunArgs(model, evalTask, extra), {}, "");
+  return await Trainer.create(config);
+}
+
+/** The trainer's held-out split scored locally with tfjs (wasm): metrics, batches and logits. */
+async function localEvaluation(trainer: Trainer) {
+  const weights = weightTensors(trainer.layout, trainer.weights);
+  const local = { config: trainer.modelConfig, layout: trainer.layout, weights };
+  let batches: readonly HostBatch[] = [];
+  let logits: Float32Array[] = [];
+  try {
+    const result = await trainer.data.evaluate({
+      config: trainer.modelConfig,
+      logitsAll: async (b) => {
+        batches = b;
+        logits = await batchLogitsOf(local)(b);
+        return logits;
+      },
+    }, 0);
+    return { result, batches, logits };
+  } finally {
+    tf.dispose(Object.values(weights));
+  }
+}
+
+/** The same split scored by the scheduler's workers through meshLogits. */
+async function meshEvaluation(trainer: Trainer, scheduler: Scheduler, round = 100) {
+  if (scheduler.weightsVersion !== trainer.weightsVersion) {
+    const v = trainer.weightsVersion;
+    scheduler.setWeights(v, new WeightsOut().prepare(trainer.runId, v, trainer.weights, "f32"));
+  }
+  let logits: Float32Array[] = [];
+  const mesh = meshLogits(scheduler, {
+    runId: trainer.runId,
+    step: trainer.step,
+    weightsVersion: trainer.weightsVersion,
+    numLabels: trainer.modelConfig.numLabels,
+    round,
+  });
+  const result = await trainer.data.evaluate({
+    config: trainer.modelConfig,
+    logitsAll: async (b) => (logits = await mesh(b)),
+  }, 0);
+  return { result, logits };
+}
+
+/** Records the logits of every evaluation `trainer` runs on the workers (the real path, observed). */
+function observeMeshLogits(trainer: Trainer): Float32Array[][] {
+  const seen: Float32Array[][] = [];
+  const data = trainer.data as { evaluate: TrainingData["evaluate"] };
+  const real = data.evaluate;
+  data.evaluate = (model, limit) =>
+    real(
+      "logitsAll" in model
+        ? {
+          config: model.config,
+          logitsAll: async (b) => {
+            const l = await model.logitsAll(b);
+            seen.push(l);
+            return l;
+          },
+        }
+        : model,
+      limit,
+    );
+  return seen;
+}
+
+function assertSameLogits(a: Float32Array[], b: Float32Array[]): void {
+  assert.equal(a.length, b.length);
+  a.forEach((x, i) => assert.deepEqual(u32(x), u32(b[i]), `batch ${i}: not the same bits`));
+}
+
+const evalReference = await (async () => {
+  const trainer = await evalTrainer();
+  return { trainer, ...(await localEvaluation(trainer)) };
+})();
+
+Deno.test("evaluation on 1 and 3 in-process workers: the local metrics and the same logit bits, every batch in flight at once", async () => {
+  assert.equal(evalReference.batches.length, 5);
+  assert.equal(evalReference.result?.examples, 300);
+  for (const n of [1, 3]) {
+    const trainer = await evalTrainer();
+    const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+    const ws = Array.from(
+      { length: n },
+      (_, i) => new InProcessWorker(`e${i}`, scheduler, trainer),
+    );
+    const { result, logits } = await meshEvaluation(trainer, scheduler);
+    assert.deepEqual(result, evalReference.result);
+    assertSameLogits(logits, evalReference.logits);
+    // Batches go out to every worker at once, not one batch after another.
+    if (n === 1) assert.equal(scheduler.peakOutstanding, 1);
+    else assert.ok(scheduler.peakOutstanding >= n, `${scheduler.peakOutstanding} at once`);
+    assert.ok(ws.every((w) => w.evalsDone > 0), "every worker scored batches");
+    // The trainer's own evaluate goes through the mesh too, and says so.
+    const logs: string[] = [];
+    const viaTrainer = await trainer.evaluate({ log: (l) => logs.push(l) }, scheduler);
+    assert.deepEqual(viaTrainer, evalReference.result);
+    assert.ok(logs.some((l) => l.includes(`on ${n} worker(s)`)), logs.join("\n"));
+    assert.equal(ws.reduce((a, w) => a + w.tasksDone, 0), 0, "no training task was sent");
+    for (const w of ws) await w.settle();
+  }
+});
+
+Deno.test("no worker connected: the evaluation falls back to the coordinator", async () => {
+  const trainer = await evalTrainer();
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+  const logs: string[] = [];
+  const result = await trainer.evaluate({ log: (l) => logs.push(l) }, scheduler);
+  assert.ok(logs.some((l) => l.includes("on the coordinator")), logs.join("\n"));
+  assert.deepEqual(result, await trainer.evaluate());
+  assert.equal(scheduler.weightsVersion, -1, "nothing was prepared for workers");
+});
+
+Deno.test("a worker that dies mid-evaluation: its batch is scored by another, same logits", async () => {
+  const trainer = await evalTrainer();
+  const redispatched: string[] = [];
+  const scheduler = new Scheduler({
+    gradLayout: trainer.gradLayout,
+    taskTimeoutMs: 0,
+    events: { redispatched: (reason) => redispatched.push(reason) },
+  });
+  const dying = new InProcessWorker("dying", scheduler, trainer);
+  const other = new InProcessWorker("other", scheduler, trainer);
+  let held = -1;
+  dying.beforeEval = (index) => {
+    held = index;
+    queueMicrotask(() => dying.detach());
+    return false; // dies holding the batch
+  };
+  const { result, logits } = await meshEvaluation(trainer, scheduler);
+  assert.ok(held >= 0, "the dying worker held a batch");
+  assert.ok(redispatched.includes("disconnect"), redispatched.join());
+  assert.equal(other.evalsDone, 5);
+  assert.deepEqual(result, evalReference.result);
+  assertSameLogits(logits, evalReference.logits);
+  await dying.settle();
+  await other.settle();
+});
+
+Deno.test("an evaluation straggler past its deadline: another worker answers", async () => {
+  const trainer = await evalTrainer(["--task-timeout", "0.3"]);
+  const reasons: string[] = [];
+  const scheduler = new Scheduler({
+    gradLayout: trainer.gradLayout,
+    taskTimeoutMs: 300,
+    events: { redispatched: (reason) => reasons.push(reason) },
+  });
+  const slow = new InProcessWorker("slow", scheduler, trainer);
+  const fast = new InProcessWorker("fast", scheduler, trainer);
+  let swallowed = false;
+  slow.beforeEval = () => {
+    if (swallowed) return true;
+    swallowed = true;
+    return false; // never answers this one
+  };
+  const { result, logits } = await meshEvaluation(trainer, scheduler);
+  assert.ok(swallowed && reasons.includes("timeout"), reasons.join());
+  assert.deepEqual(result, evalReference.result);
+  assertSameLogits(logits, evalReference.logits);
+  await slow.settle();
+  await fast.settle();
+});
+
+Deno.test("bad evaluation results are refused with clear errors and never used", async () => {
+  const trainer = await evalTrainer();
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+  const errors: string[] = [];
+  let n = 0;
+  scheduler.addWorker({
+    id: "rogue",
+    backend: "wasm",
+    device: "test",
+    send() {
+      queueMicrotask(() => {
+        for (const taskId of [...scheduler.workers.get("rogue")?.inflight ?? []]) {
+          const index = taskId - EVAL_TASK_ID_BASE - 100 * MAX_EVAL_BATCHES;
+          const base: EvalResultMessage = {
+            type: "eval_result",
+            taskId,
+            step: trainer.step,
+            index,
+            weightsVersion: trainer.weightsVersion,
+            logits: new Float32Array(128),
+            timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
+          };
+          const training: ResultMessage = {
+            type: "result",
+            taskId,
+            step: trainer.step,
+            index,
+            weightsVersion: trainer.weightsVersion,
+            grad: new Float32Array(trainer.layout.total),
+            loss: 1,
+            count: 64,
+            timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
+          };
+          type Reply = { code: string; message: string } | null;
+          const variants: (() => Reply[])[] = [
+            () => [
+              scheduler.evalResult("rogue", { ...base, taskId: 12345 }),
+              scheduler.evalResult("rogue", { ...base, logits: new Float32Array(3) }),
+            ],
+            () => [scheduler.evalResult("rogue", { ...base, index: index + 1 })],
+            () => [scheduler.result("rogue", training)],
+            () => [scheduler.evalResult("rogue", { ...base, weightsVersion: 7 })],
+          ];
+          for (const err of variants[n++ % variants.length]()) {
+            if (err) errors.push(`${err.code}: ${err.message}`);
+          }
+          scheduler.request("rogue", 1);
+        }
+      });
+    },
+  });
+  scheduler.request("rogue", 1);
+  const honest = new InProcessWorker("honest", scheduler, trainer);
+  const { result, logits } = await meshEvaluation(trainer, scheduler);
+  assert.deepEqual(result, evalReference.result);
+  assertSameLogits(logits, evalReference.logits);
+  const said = errors.join("\n");
+  assert.match(
+    said,
+    /^bad_shape: eval_result\.logits has 3 elements, expected size · numLabels = 64 · 2 = 128/m,
+  );
+  assert.match(said, /^bad_shape: task \d+ is evaluation batch \d+, eval_result says \d+/m);
+  assert.match(
+    said,
+    /^malformed: task \d+ is an evaluation batch: answer it with an eval_result, not a result/m,
+  );
+  assert.match(said, /^stale: stale result: weights version 7/m);
+  assert.match(said, /^unknown_task: eval_result for task 12345/m);
+  await honest.settle();
+});
+
+Deno.test("an f16 run evaluates on f32 weights and trains on f16 ones again afterwards", async () => {
+  const f16 = ["--deterministic=false", "--weights-encoding", "f16", "--steps", "3"];
+  const run = async (extra: string[]) => {
+    const trainer = await evalTrainer([...f16, ...extra]);
+    const logits = observeMeshLogits(trainer);
+    const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+    const w = new InProcessWorker("w", scheduler, trainer);
+    const evals: EvalResult[] = [];
+    await trainer.run(scheduler, { evaluated: (_s, _split, r) => evals.push(r) });
+    await w.settle();
+    return { trainer, evals, logits, evalsDone: w.evalsDone };
+  };
+  const plain = await run([]);
+  const midway = await run(["--eval-every", "1"]);
+  assert.equal(midway.evals.length, 3);
+  assert.ok(midway.evalsDone >= 15, "every evaluation ran on the worker");
+  assert.deepEqual(u32(midway.trainer.weights), u32(plain.trainer.weights));
+  // The final evaluation is the f32 model's, as computed locally: the same logit bits.
+  assert.equal(midway.logits.length, 3);
+  const last = midway.logits[2];
+  const local = await localEvaluation(midway.trainer);
+  assert.deepEqual(midway.evals.at(-1), local.result);
+  assertSameLogits(last, local.logits);
+});
+
+Deno.test("runEval refuses a bad label count, tasks out of order and a second job", () => {
+  const s = new Scheduler({ gradLayout: denseLayout(2), taskTimeoutMs: 0 });
+  s.setWeights(1, new Uint8Array([0]));
+  const task = (index: number) => ({ taskId: index, index, count: 1, frame: new Uint8Array([1]) });
+  const accept = () => {};
+  assert.throws(() => s.runEval(0, [task(0)], { accept, numLabels: 0 }), /numLabels/);
+  assert.throws(
+    () => s.runEval(0, [task(1), task(0)], { accept, numLabels: 2 }),
+    /the evaluation after step 0: task 0 is batch 1; expected 0 … n−1 in order/,
+  );
+  assert.throws(() => s.runEval(0, [], { accept, numLabels: 2 }), /has no batches/);
+  void s.runEval(3, [task(0)], { accept, numLabels: 2 }).catch(() => {});
+  assert.throws(
+    () => s.runStep(4, [task(0)], { accept }),
+    /the evaluation after step 3 is still running/,
+  );
+  s.abort(new Error("done"));
 });

@@ -1,6 +1,7 @@
 /**
  * The worker's connection to a coordinator: handshake with the run token,
- * pull one task at a time, answer with its gradient, reconnect with backoff
+ * pull one task at a time, answer with its gradient (or, for an evaluation
+ * task, its logits), reconnect with backoff
  * when the link drops. Large weights and gradients travel as chunked
  * transfers with flow control (shared/transfer.ts). One log line per state
  * change — including why a connection closed (code, reason, socket error) —
@@ -168,6 +169,19 @@ function session(
           try {
             const result = await compute.task(m);
             // A result cannot carry its own encoding time: it reports the previous one's.
+            result.timings.encodeMs = lastEncodeMs;
+            const t0 = performance.now();
+            const out = prepareMessage(result, { runId: m.runId });
+            lastEncodeMs = performance.now() - t0;
+            if (ws.readyState === WebSocket.OPEN) sender.send(out);
+          } catch (e) {
+            send(toErrorMessage(e));
+          }
+          send({ type: "request", capacity: 1 });
+          return;
+        case "eval_task":
+          try {
+            const result = await compute.evaluate(m);
             result.timings.encodeMs = lastEncodeMs;
             const t0 = performance.now();
             const out = prepareMessage(result, { runId: m.runId });

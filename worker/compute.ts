@@ -3,15 +3,17 @@
  * config and one cached copy of the weights (by version), and turns each
  * task into a result with {@link microBatchGradient} (tfjs backends) or the
  * native engine's {@link NativeModel} (native backend: every matrix product
- * on the machine's BLAS). No training state lives here (architecture.md,
- * principle 1).
+ * on the machine's BLAS), and each evaluation task into its logits (forward
+ * only: `predictLogits` or `NativeModel.logits`, the same functions the
+ * coordinator scores with locally). No training state lives here
+ * (architecture.md, principle 1).
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { type Objective, type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { weightTensors } from "../shared/model.ts";
+import { predictLogits, weightTensors } from "../shared/model.ts";
 import { type GradientResult, microBatchGradient } from "../shared/gradient.ts";
 import { activeBackend } from "../shared/backend.ts";
 import type { Blas } from "../shared/native/blas.ts";
@@ -20,6 +22,8 @@ import { NativeModel } from "../shared/native/engine.ts";
 import { f16BitsToF32 } from "../shared/safetensors.ts";
 import { compactGrad, gradLayout, type SparseLayout, usedRows } from "../shared/sparse_grad.ts";
 import {
+  type EvalResultMessage,
+  type EvalTaskMessage,
   ProtocolError,
   type ResultMessage,
   type TaskMessage,
@@ -196,6 +200,43 @@ export class WorkerCompute {
       loss: r.loss,
       count: r.count,
       timings: { computeMs: r.timings.computeMs, adversaryMs: r.timings.adversaryMs, encodeMs: 0 },
+    };
+  }
+
+  /**
+   * The logits of one evaluation batch on the cached weights: forward only,
+   * no dropout, no perturbation. Classification and regression runs only (an
+   * MLM run's held-out scoring stays on the coordinator).
+   */
+  async evaluate(m: EvalTaskMessage): Promise<EvalResultMessage> {
+    const run = this.#need();
+    if (m.runId !== run.runId) {
+      throw new ProtocolError("stale", `eval_task for run ${m.runId}, serving ${run.runId}`);
+    }
+    if (this.#version < 0 || m.weightsVersion !== this.#version) {
+      throw new ProtocolError(
+        "stale",
+        `eval_task needs weights ${m.weightsVersion}, worker holds ${this.#version}`,
+      );
+    }
+    if (run.objective !== "classify") {
+      throw new ProtocolError("malformed", "an MLM run is not evaluated on the workers");
+    }
+    validateBatchRanges(m.batch, run.config);
+    const t0 = performance.now();
+    if (this.#native) this.#applyThreads();
+    const logits = this.#native ? this.#native.logits(m.batch) : await predictLogits(
+      { config: run.config, layout: run.layout, weights: this.#weights! },
+      m.batch,
+    );
+    return {
+      type: "eval_result",
+      taskId: m.taskId,
+      step: m.step,
+      index: m.index,
+      weightsVersion: m.weightsVersion,
+      logits,
+      timings: { computeMs: performance.now() - t0, adversaryMs: 0, encodeMs: 0 },
     };
   }
 

@@ -17,7 +17,10 @@ export class InProcessWorker {
   #alive = true;
   /** Called before each task is computed; return false to drop it silently (a hung worker). */
   beforeTask: (step: number, index: number) => boolean = () => true;
+  /** The same for evaluation tasks. */
+  beforeEval: (index: number) => boolean = () => true;
   tasksDone = 0;
+  evalsDone = 0;
 
   constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
     this.compute.welcome(trainer.welcome(id));
@@ -39,6 +42,15 @@ export class InProcessWorker {
         const back = deliver(prepareMessage(result, { runId: m.runId }));
         if (back.type !== "result") throw new Error("unreachable");
         this.scheduler.result(this.id, back);
+        this.scheduler.request(this.id, 1);
+      } else if (m.type === "eval_task") {
+        if (!this.beforeEval(m.index)) return;
+        const result = await this.compute.evaluate(m);
+        if (!this.#alive) return;
+        this.evalsDone++;
+        const back = deliver(prepareMessage(result, { runId: m.runId }));
+        if (back.type !== "eval_result") throw new Error("unreachable");
+        this.scheduler.evalResult(this.id, back);
         this.scheduler.request(this.id, 1);
       }
     });

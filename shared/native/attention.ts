@@ -108,7 +108,13 @@ function softmaxBackward(
   }
 }
 
-/** The forward pass; see shared/native/device.ts `attention`. */
+/**
+ * Attention for the first `rows` queries of each example: L, every query
+ * (shared/native/device.ts `attention`); 1, the first only (`attentionFirst`,
+ * the last layer under a classifier, whose head reads nothing else). probs,
+ * dropMask and dropped are [B, heads, rows, L], ctx is [B, rows, H]; K and V
+ * come from every position of qkv [N, 3H].
+ */
 export function attentionForward(
   gemm: Gemm,
   qkv: F32,
@@ -117,26 +123,31 @@ export function attentionForward(
   dropped: F32,
   ctx: F32,
   shape: AttentionShape,
+  rows: number,
 ): void {
   const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, LL = L * L;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, RL = rows * L;
   const scale = 1 / Math.sqrt(hd);
   for (let b = 0; b < B; b++) {
     const base = b * L * ld;
     for (let a = 0; a < nh; a++) {
-      const po = (b * nh + a) * LL;
-      const p = probs.subarray(po, po + LL);
+      const po = (b * nh + a) * RL;
+      const p = probs.subarray(po, po + RL);
       const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
-      gemm(false, true, L, L, hd, scale, q, ld, k, ld, 0, p, L);
-      const pd = dropMask ? dropped.subarray(po, po + LL) : p;
-      maskedSoftmax(p, batch.attentionMask, b, L, L, dropMask, po, pd);
+      gemm(false, true, rows, L, hd, scale, q, ld, k, ld, 0, p, L);
+      const pd = dropMask ? dropped.subarray(po, po + RL) : p;
+      maskedSoftmax(p, batch.attentionMask, b, L, rows, dropMask, po, pd);
       const v = qkv.subarray(base + 2 * H + a * hd);
-      gemm(false, false, L, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * L * H + a * hd), H);
+      gemm(false, false, rows, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * rows * H + a * hd), H);
     }
   }
 }
 
-/** The backward pass into dqkv (overwritten); `scratch` holds at least L·L floats. */
+/**
+ * The backward of {@link attentionForward} into dqkv [N, 3H] (overwritten:
+ * Q's gradient is zero at every query past the first `rows`); `scratch` holds
+ * at least rows·L floats.
+ */
 export function attentionBackward(
   gemm: Gemm,
   dctx: F32,
@@ -147,94 +158,26 @@ export function attentionBackward(
   dqkv: F32,
   shape: AttentionShape,
   scratch: F32,
+  rows: number,
 ): void {
   const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, LL = L * L;
+  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, RL = rows * L;
   const scale = 1 / Math.sqrt(hd);
-  const dp = scratch.subarray(0, LL);
+  const dp = scratch.subarray(0, RL);
   for (let b = 0; b < B; b++) {
     const base = b * L * ld;
+    for (let i = rows; i < L; i++) dqkv.fill(0, base + i * ld, base + i * ld + H);
     for (let a = 0; a < nh; a++) {
-      const po = (b * nh + a) * LL;
-      const p = probs.subarray(po, po + LL);
-      const pd = dropMask ? dropped.subarray(po, po + LL) : p;
-      const dc = dctx.subarray(b * L * H + a * hd);
+      const po = (b * nh + a) * RL;
+      const p = probs.subarray(po, po + RL);
+      const pd = dropMask ? dropped.subarray(po, po + RL) : p;
+      const dc = dctx.subarray(b * rows * H + a * hd);
       const qo = base + a * hd, ko = qo + H, vo = ko + H;
-      gemm(false, true, L, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
-      gemm(true, false, L, hd, L, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
-      softmaxBackward(dp, p, L, L, dropMask, po);
-      gemm(false, false, L, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
-      gemm(true, false, L, hd, L, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
-    }
-  }
-}
-
-/**
- * Attention for the first query of each example only (the last layer under a
- * classifier, whose head reads nothing else): probs, dropMask and dropped are
- * [B, heads, L] (the rows q = 0 of the full tensors), ctx is [B, H]. K and V
- * come from every position of qkv [N, 3H].
- */
-export function attentionFirstForward(
-  gemm: Gemm,
-  qkv: F32,
-  probs: F32,
-  dropMask: F32 | null,
-  dropped: F32,
-  ctx: F32,
-  shape: AttentionShape,
-): void {
-  const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H;
-  const scale = 1 / Math.sqrt(hd);
-  for (let b = 0; b < B; b++) {
-    const base = b * L * ld;
-    for (let a = 0; a < nh; a++) {
-      const po = (b * nh + a) * L;
-      const p = probs.subarray(po, po + L);
-      const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
-      gemm(false, true, 1, L, hd, scale, q, ld, k, ld, 0, p, L);
-      const pd = dropMask ? dropped.subarray(po, po + L) : p;
-      maskedSoftmax(p, batch.attentionMask, b, L, 1, dropMask, po, pd);
-      const v = qkv.subarray(base + 2 * H + a * hd);
-      gemm(false, false, 1, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * H + a * hd), H);
-    }
-  }
-}
-
-/**
- * The backward of {@link attentionFirstForward} into dqkv [N, 3H]
- * (overwritten: Q's gradient is zero at every query but the first).
- */
-export function attentionFirstBackward(
-  gemm: Gemm,
-  dctx: F32,
-  qkv: F32,
-  probs: F32,
-  dropMask: F32 | null,
-  dropped: F32,
-  dqkv: F32,
-  shape: AttentionShape,
-  scratch: F32,
-): void {
-  const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H;
-  const scale = 1 / Math.sqrt(hd);
-  const dp = scratch.subarray(0, L);
-  for (let b = 0; b < B; b++) {
-    const base = b * L * ld;
-    for (let i = 1; i < L; i++) dqkv.fill(0, base + i * ld, base + i * ld + H);
-    for (let a = 0; a < nh; a++) {
-      const po = (b * nh + a) * L;
-      const p = probs.subarray(po, po + L);
-      const pd = dropMask ? dropped.subarray(po, po + L) : p;
-      const dc = dctx.subarray(b * H + a * hd);
-      const qo = base + a * hd, ko = qo + H, vo = ko + H;
-      gemm(false, true, 1, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
-      gemm(true, false, L, hd, 1, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
-      softmaxBackward(dp, p, 1, L, dropMask, po);
-      gemm(false, false, 1, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
-      gemm(true, false, L, hd, 1, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
+      gemm(false, true, rows, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);
+      gemm(true, false, L, hd, rows, 1, pd, L, dc, H, 0, dqkv.subarray(vo), ld);
+      softmaxBackward(dp, p, rows, L, dropMask, po);
+      gemm(false, false, rows, hd, L, scale, dp, L, qkv.subarray(ko), ld, 0, dqkv.subarray(qo), ld);
+      gemm(true, false, L, hd, rows, scale, dp, L, qkv.subarray(qo), ld, 0, dqkv.subarray(ko), ld);
     }
   }
 }

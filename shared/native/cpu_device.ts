@@ -6,23 +6,35 @@
  *
  * @module
  */
-import type { Device } from "./device.ts";
+import type { AttentionShape, Device } from "./device.ts";
 import type { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
-import {
-  attentionBackward,
-  attentionFirstBackward,
-  attentionFirstForward,
-  attentionForward,
-} from "./attention.ts";
+import { attentionBackward, attentionForward } from "./attention.ts";
+
+type F32 = Float32Array;
 
 /** A host device whose matrix products run on `gemm`. */
-export function cpuDevice(gemm: Gemm): Device<Float32Array> {
+export function cpuDevice(gemm: Gemm): Device<F32> {
   let scratch = new Float32Array(0);
   const need = (n: number) => {
     if (scratch.length < n) scratch = new Float32Array(n);
     return scratch;
   };
+  /** The attention kernels over every query, or with `first` the first of each example only. */
+  function attention(first: boolean): Pick<Device<F32>, "attention" | "attentionBackward"> {
+    const queries = (shape: AttentionShape) => first ? 1 : shape.batch.seqLen;
+    return {
+      attention: (qkv, probs, dropMask, dropped, ctx, shape) => {
+        const rows = queries(shape);
+        attentionForward(gemm, qkv, probs, dropMask, dropped, ctx, shape, rows);
+      },
+      attentionBackward: (dctx, qkv, probs, dropMask, dropped, dqkv, shape) => {
+        const rows = queries(shape), tmp = need(rows * shape.batch.seqLen);
+        attentionBackward(gemm, dctx, qkv, probs, dropMask, dropped, dqkv, shape, tmp, rows);
+      },
+    };
+  }
+  const full = attention(false), first = attention(true);
   return {
     alloc: (n) => new Float32Array(n),
     view: (t, offset, n) => {
@@ -49,34 +61,10 @@ export function cpuDevice(gemm: Gemm): Device<Float32Array> {
     geluBackward: layers.geluBackward,
     biasTanh: layers.biasTanh,
     tanhBackward: layers.tanhBackward,
-    attention: (qkv, probs, dropMask, dropped, ctx, shape) =>
-      attentionForward(gemm, qkv, probs, dropMask, dropped, ctx, shape),
-    attentionBackward: (dctx, qkv, probs, dropMask, dropped, dqkv, shape) =>
-      attentionBackward(
-        gemm,
-        dctx,
-        qkv,
-        probs,
-        dropMask,
-        dropped,
-        dqkv,
-        shape,
-        need(shape.batch.seqLen ** 2),
-      ),
-    attentionFirst: (qkv, probs, dropMask, dropped, ctx, shape) =>
-      attentionFirstForward(gemm, qkv, probs, dropMask, dropped, ctx, shape),
-    attentionFirstBackward: (dctx, qkv, probs, dropMask, dropped, dqkv, shape) =>
-      attentionFirstBackward(
-        gemm,
-        dctx,
-        qkv,
-        probs,
-        dropMask,
-        dropped,
-        dqkv,
-        shape,
-        need(shape.batch.seqLen),
-      ),
+    attention: full.attention,
+    attentionBackward: full.attentionBackward,
+    attentionFirst: first.attention,
+    attentionFirstBackward: first.attentionBackward,
     gatherRows: layers.gatherRows,
     scatterRows: layers.scatterRows,
     crossEntropy: layers.crossEntropy,

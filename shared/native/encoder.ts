@@ -109,6 +109,22 @@ function embeddingParams<T>(
   };
 }
 
+/** One layer's parameters after Q, K and V (weights or gradients alike), through `P` (name → view). */
+function layerRest<T>(P: (s: string) => T): Omit<LayerWeights<T>, "qkvW" | "qkvB"> {
+  return {
+    oW: P("attention.output.dense.weight"),
+    oB: P("attention.output.dense.bias"),
+    ln1G: P("attention.output.LayerNorm.weight"),
+    ln1B: P("attention.output.LayerNorm.bias"),
+    iW: P("intermediate.dense.weight"),
+    iB: P("intermediate.dense.bias"),
+    fW: P("output.dense.weight"),
+    fB: P("output.dense.bias"),
+    ln2G: P("output.LayerNorm.weight"),
+    ln2B: P("output.LayerNorm.bias"),
+  };
+}
+
 /** Views of the encoder's gradients in the flat gradient `flat`. */
 export function encoderGrads<T>(
   dev: Device<T>,
@@ -126,16 +142,7 @@ export function encoderGrads<T>(
       kB: P("attention.self.key.bias"),
       vW: P("attention.self.value.weight"),
       vB: P("attention.self.value.bias"),
-      oW: P("attention.output.dense.weight"),
-      oB: P("attention.output.dense.bias"),
-      ln1G: P("attention.output.LayerNorm.weight"),
-      ln1B: P("attention.output.LayerNorm.bias"),
-      iW: P("intermediate.dense.weight"),
-      iB: P("intermediate.dense.bias"),
-      fW: P("output.dense.weight"),
-      fB: P("output.dense.bias"),
-      ln2G: P("output.LayerNorm.weight"),
-      ln2B: P("output.LayerNorm.bias"),
+      ...layerRest(P),
     });
   }
   return { ...embeddingParams(dev, config, layout, flat), layers };
@@ -173,16 +180,7 @@ export function encoderWeights<T>(
     layers.push({
       qkvW: packed[l].w,
       qkvB: packed[l].b,
-      oW: P("attention.output.dense.weight"),
-      oB: P("attention.output.dense.bias"),
-      ln1G: P("attention.output.LayerNorm.weight"),
-      ln1B: P("attention.output.LayerNorm.bias"),
-      iW: P("intermediate.dense.weight"),
-      iB: P("intermediate.dense.bias"),
-      fW: P("output.dense.weight"),
-      fB: P("output.dense.bias"),
-      ln2G: P("output.LayerNorm.weight"),
-      ln2B: P("output.LayerNorm.bias"),
+      ...layerRest(P),
     });
   }
   return { ...embeddingParams(dev, config, layout, flat), layers };

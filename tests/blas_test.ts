@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { blasCandidates, isNoBlas, loadBlas } from "../shared/native/blas.ts";
 import { Rng } from "../shared/rng.ts";
+import { referenceGemm } from "./support/gemm_reference.ts";
 
 const loaded = loadBlas();
 if (!loaded.blas) console.warn(`no BLAS here (${loaded.reason}): FFI sgemm cases are skipped`);
@@ -17,37 +18,6 @@ function matrix(rng: Rng, rows: number, cols: number, ld: number, offset: number
   const buf = new Float32Array(offset + Math.max(0, rows - 1) * ld + cols + 3);
   for (let i = 0; i < buf.length; i++) buf[i] = rng.uniform(-1, 1);
   return buf.subarray(offset);
-}
-
-/** alpha·op(A)·op(B) + beta·C0 in float64, straight from the definition. */
-function reference(
-  ta: boolean,
-  tb: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c0: Float32Array,
-  ldc: number,
-): Float64Array {
-  const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) {
-        const aip = ta ? a[p * lda + i] : a[i * lda + p];
-        const bpj = tb ? b[j * ldb + p] : b[p * ldb + j];
-        s += aip * bpj;
-      }
-      out[i * n + j] = alpha * s + (beta === 0 ? 0 : beta * c0[i * ldc + j]);
-    }
-  }
-  return out;
 }
 
 Deno.test({
@@ -72,7 +42,7 @@ Deno.test({
               if (beta === 0) { // beta 0 ignores C's old contents, even NaN
                 for (let i = 0; i < m; i++) c.fill(Number.NaN, i * ldc, i * ldc + n);
               }
-              const ref = reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc);
+              const ref = referenceGemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc);
               blas!.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
               for (let i = 0; i < m; i++) {
                 for (let j = 0; j < n; j++) {

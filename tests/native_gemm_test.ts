@@ -2,40 +2,12 @@
 import assert from "node:assert/strict";
 import { checkGemmArgs, jsGemm } from "../shared/native/gemm.ts";
 import { Rng } from "../shared/rng.ts";
+import { referenceGemm } from "./support/gemm_reference.ts";
 
 /** A rows×cols matrix stored at row stride ld ≥ cols, with noise in the gaps, after `lead` floats. */
 function matrix(rng: Rng, rows: number, cols: number, ld: number, lead: number): Float32Array {
   const out = new Float32Array(lead + (rows - 1) * ld + cols);
   for (let i = 0; i < out.length; i++) out[i] = rng.uniform(-1, 1);
-  return out;
-}
-
-/** C = alpha·op(A)·op(B) + beta·C in float64, reading the same storage. */
-function reference(
-  tA: boolean,
-  tB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c: Float32Array,
-  ldc: number,
-): Float64Array {
-  const out = Float64Array.from(c);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) {
-        s += (tA ? a[p * lda + i] : a[i * lda + p]) * (tB ? b[j * ldb + p] : b[p * ldb + j]);
-      }
-      out[i * ldc + j] = alpha * s + (beta === 0 ? 0 : beta * c[i * ldc + j]);
-    }
-  }
   return out;
 }
 
@@ -50,7 +22,7 @@ Deno.test("jsGemm = float64 triple loop for all four transpose pairs, with strid
           const bBuf = matrix(rng, tB ? n : k, tB ? k : n, ldb, 1);
           const cBuf = matrix(rng, m, n, ldc, 2);
           const a = aBuf.subarray(3), b = bBuf.subarray(1), c = cBuf.subarray(2);
-          const want = reference(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+          const want = referenceGemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
           const before = cBuf.slice();
           jsGemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
           for (let i = 0; i < m; i++) {
@@ -60,10 +32,11 @@ Deno.test("jsGemm = float64 triple loop for all four transpose pairs, with strid
                 assert.equal(c[at], before[2 + at], "the gap between rows of C is untouched");
                 continue;
               }
+              const w = want[i * n + j];
               assert.ok(
-                Math.abs(c[at] - want[at]) <= 1e-5 * (1 + Math.abs(want[at])),
+                Math.abs(c[at] - w) <= 1e-5 * (1 + Math.abs(w)),
                 `tA=${tA} tB=${tB} ${m}×${n}×${k} α=${alpha} β=${beta} C[${i},${j}]: ` +
-                  `${c[at]} vs ${want[at]}`,
+                  `${c[at]} vs ${w}`,
               );
             }
           }

@@ -32,6 +32,7 @@ import {
   f32ToBf16Bits,
   f32ToF16Bits,
 } from "../shared/safetensors.ts";
+import { ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
 
 const USAGE =
   "Usage: deno run -A bench/large_checkpoint.ts [--shard-size 500MB] [--layers 24] [--no-predict]";
@@ -39,19 +40,7 @@ const SEED = 13;
 
 /** roberta-large's config.json, with `layers` encoder layers. */
 function robertaLarge(layers: number): ModelConfig {
-  return parseModelConfig({
-    model_type: "roberta",
-    vocab_size: ROBERTA_VOCAB_SIZE,
-    hidden_size: 1024,
-    num_hidden_layers: layers,
-    num_attention_heads: 16,
-    intermediate_size: 4096,
-    max_position_embeddings: 514,
-    type_vocab_size: 1,
-    pad_token_id: 1,
-    layer_norm_eps: 1e-5,
-    num_labels: 2,
-  });
+  return parseModelConfig({ ...ROBERTA_LARGE_CONFIG, num_hidden_layers: layers });
 }
 
 /** Peak resident set of this process so far, in MB (VmHWM). */

@@ -44,6 +44,17 @@ async function deno(
   return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
 }
 
+/**
+ * The end of a tiny cluster run (tinyRunArgs): the held-out set evaluated on
+ * `workers` worker(s) (a regular expression), a final accuracy, 4 steps.
+ */
+function assertTinyRunEnd(out: string, workers: string): void {
+  assert.match(out, new RegExp(`evaluated 16 examples on ${workers} worker\\(s\\)`));
+  assert.match(out, /final evaluation: accuracy \d\.\d{4}/);
+  const last = JSON.parse(out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
+  assert.equal(last.steps, 4);
+}
+
 /** A worker with nowhere to connect: it prints its backend line and gives up quickly. */
 function workerArgs(perms: string[], extra: string[] = []): string[] {
   return [
@@ -175,10 +186,7 @@ Deno.test({
         new RegExp(`started ${cores} local worker\\(s\\): wasm \\(auto; BLAS turned off`),
       );
       // The held-out evaluation runs on the workers: the coordinator computes nothing itself.
-      assert.match(r.out, /evaluated 16 examples on \d+ worker\(s\)/);
-      assert.match(r.out, /final evaluation: accuracy \d\.\d{4}/);
-      const last = JSON.parse(r.out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
-      assert.equal(last.steps, 4);
+      assertTinyRunEnd(r.out, "\\d+");
     } finally {
       await Deno.remove(model, { recursive: true });
       await Deno.remove(task.dir, { recursive: true });
@@ -212,10 +220,7 @@ Deno.test({
           r.out,
         );
         assert.equal(r.out.match(/backend native on /g)?.length, n);
-        assert.match(r.out, new RegExp(`evaluated 16 examples on ${n} worker\\(s\\)`));
-        assert.match(r.out, /final evaluation: accuracy \d\.\d{4}/);
-        const last = JSON.parse(r.out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
-        assert.equal(last.steps, 4);
+        assertTinyRunEnd(r.out, `${n}`);
       }
     } finally {
       await Deno.remove(model, { recursive: true });

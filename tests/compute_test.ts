@@ -14,7 +14,7 @@ import type { Objective } from "../shared/param_layout.ts";
 import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/protocol.ts";
 import { Rng } from "../shared/rng.ts";
 import { type NativeCompute, WorkerCompute } from "../worker/compute.ts";
-import { tinyBatch, tinyConfig, tinyWeights } from "./support/tiny.ts";
+import { TINY_HF_CONFIG, tinyBatch, tinyConfig, tinyWeights } from "./support/tiny.ts";
 import { testGemms } from "./support/backends.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 
@@ -26,21 +26,7 @@ const natives: [string, NativeCompute][] = gemms.map((
   g,
 ) => [g.name, g.blas ? { gemm: g.gemm, blas: g.blas, threads: 2 } : { gemm: g.gemm }]);
 
-const HF = {
-  model_type: "bert",
-  vocab_size: 40,
-  hidden_size: 8,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 16,
-  max_position_embeddings: 32,
-  type_vocab_size: 2,
-  layer_norm_eps: 1e-12,
-  hidden_dropout_prob: 0.1,
-  attention_probs_dropout_prob: 0.1,
-  pad_token_id: 0,
-  num_labels: 3,
-};
+const HF = { ...TINY_HF_CONFIG, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1 };
 
 const MODES: [string, AdversaryConfig][] = [
   ["off", { ...DEFAULT_ADVERSARY, mode: "off" }],

@@ -15,23 +15,25 @@ export interface Tiny {
   batch: LabelledBatch;
 }
 
+/** The tiny model's config.json (dropout off). */
+export const TINY_HF_CONFIG = {
+  model_type: "bert",
+  vocab_size: 40,
+  hidden_size: 8,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  intermediate_size: 16,
+  max_position_embeddings: 32,
+  type_vocab_size: 2,
+  layer_norm_eps: 1e-12,
+  hidden_dropout_prob: 0,
+  attention_probs_dropout_prob: 0,
+  pad_token_id: 0,
+  num_labels: 3,
+} as const;
+
 export function tinyConfig(over: Record<string, unknown> = {}): ModelConfig {
-  return parseModelConfig({
-    model_type: "bert",
-    vocab_size: 40,
-    hidden_size: 8,
-    num_hidden_layers: 2,
-    num_attention_heads: 2,
-    intermediate_size: 16,
-    max_position_embeddings: 32,
-    type_vocab_size: 2,
-    layer_norm_eps: 1e-12,
-    hidden_dropout_prob: 0,
-    attention_probs_dropout_prob: 0,
-    pad_token_id: 0,
-    num_labels: 3,
-    ...over,
-  });
+  return parseModelConfig({ ...TINY_HF_CONFIG, ...over });
 }
 
 export function tinyWeights(layout: ParamLayout, seed = 1, scale = 0.3): Float32Array {

@@ -15,10 +15,9 @@ import { predictLogits, weightTensors } from "../shared/model.ts";
 import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
 import { type AdversaryConfig, DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/adversary.ts";
 import { paramLayout } from "../shared/param_layout.ts";
-import { Rng } from "../shared/rng.ts";
 import { NativeModel } from "../shared/native/engine.ts";
 import { jsGemm } from "../shared/native/gemm.ts";
-import { type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
+import { sampleCoordinates, type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
 import {
   centralDiff,
   referenceLogits,
@@ -182,19 +181,6 @@ Deno.test("linf from δ = 0: the first G has no element near 0 (so sign(G) is we
 
 // ------------------------------------------------------------ finite differences
 
-/** A few seeded coordinates of every tensor, plus one word-embedding row the batch never uses. */
-function sampleCoordinates(t: Tiny, perTensor = 3): number[] {
-  const rng = new Rng(13);
-  const out: number[] = [];
-  for (const s of t.layout.specs) {
-    for (let k = 0; k < perTensor; k++) out.push(s.offset + rng.int(s.size));
-  }
-  const used = new Set(t.batch.inputIds);
-  const unused = [...Array(t.config.vocabSize).keys()].find((v) => !used.has(v))!;
-  out.push(t.layout.specs[0].offset + unused * t.config.hiddenSize);
-  return out;
-}
-
 function assertFd(actual: number, expected: number, what: string) {
   assert.ok(
     Math.abs(actual - expected) <= 2e-3 * Math.abs(expected) + 3e-5,
@@ -210,7 +196,7 @@ Deno.test("native gradient matches central differences of the float64 reference 
       ? (w: Float64Array) => referenceMlmLoss(t.config, t.layout, w, t.batch)
       : (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch);
     assertFd(r.loss, f(Float64Array.from(t.weights)), `${name} loss`);
-    for (const i of sampleCoordinates(t)) {
+    for (const i of sampleCoordinates(t, 3, 13)) {
       assertFd(r.grad[i], centralDiff(f, t.weights, i), `${name} grad[${i}]`);
     }
   }
@@ -236,7 +222,7 @@ Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the refe
     const r = native(t).gradient(task(t, { ...DEFAULT_ADVERSARY, lr: alpha, eps }));
     const f = (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch, delta1);
     assertFd(r.loss, f(Float64Array.from(t.weights)), `${name} adversarial loss`);
-    for (const i of sampleCoordinates(t)) {
+    for (const i of sampleCoordinates(t, 3, 13)) {
       assertFd(r.grad[i], centralDiff(f, t.weights, i), `${name} grad[${i}]`);
     }
   }

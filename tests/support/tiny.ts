@@ -72,3 +72,19 @@ export function tiny(over: Record<string, unknown> = {}, B = 3, L = 6): Tiny {
   const layout = paramLayout(config);
   return { config, layout, weights: tinyWeights(layout), batch: tinyBatch(config, B, L) };
 }
+
+/**
+ * `perTensor` coordinates of every tensor drawn from Rng(`seed`), plus the
+ * first coordinate of one word-embedding row the batch never uses.
+ */
+export function sampleCoordinates(t: Tiny, perTensor: number, seed: number): number[] {
+  const rng = new Rng(seed);
+  const out: number[] = [];
+  for (const s of t.layout.specs) {
+    for (let k = 0; k < perTensor; k++) out.push(s.offset + rng.int(s.size));
+  }
+  const used = new Set(t.batch.inputIds);
+  const unused = [...Array(t.config.vocabSize).keys()].find((v) => !used.has(v))!;
+  out.push(t.layout.specs[0].offset + unused * t.config.hiddenSize);
+  return out;
+}

@@ -18,6 +18,26 @@ async function run(args: string[]) {
   };
 }
 
+/** One line of predict's output. */
+interface Prediction {
+  logits: number[];
+  label: string;
+}
+
+/** Writes `rows` to `input` (JSONL), runs `deno task predict` on them: one parsed line per row. */
+async function predict(
+  model: string,
+  input: string,
+  rows: readonly { text: string; text_pair?: string }[],
+): Promise<Prediction[]> {
+  await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines: Prediction[] = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, rows.length);
+  return lines;
+}
+
 Deno.test("predict prints the logits of an independent float64 BERT for each input line", async () => {
   const model = await tinyModelDir(5);
   const input = await Deno.makeTempFile({ suffix: ".jsonl" });
@@ -25,11 +45,7 @@ Deno.test("predict prints the logits of an independent float64 BERT for each inp
     text: "boring dull plot",
     text_pair: "the actor is not good",
   }];
-  await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-  const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
-  assert.equal(lines.length, 2);
+  const lines = await predict(model, input, rows);
   const ck = await loadCheckpoint(model);
   const set = new EncodedSet(
     rows.map((x) => ({ text: x.text, textPair: x.text_pair, label: 0 })),
@@ -81,11 +97,7 @@ Deno.test("predict on a sharded BF16 RoBERTa with the real tokenizer.json matche
       { text: "Hello world!" },
       { text: "The movie was great fun, naïve café 🤗", text_pair: "but far too long." },
     ];
-    await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-    const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
-    assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
-    assert.equal(lines.length, 2);
+    const lines = await predict(model, input, rows);
     const ck = await loadCheckpoint(model);
     const tok = await loadTokenizer(model);
     assert.deepEqual(tok.encode(rows[0].text, undefined, 512).inputIds, [0, 31414, 232, 328, 2]);

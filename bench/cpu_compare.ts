@@ -192,27 +192,17 @@ if (import.meta.main) {
   const pgdShare = shares.pgd1 ?? {};
   const wallOf = (path: string) => cluster?.runs.find((r) => r.path === path);
   const newRun = wallOf("native"), oldRun = wallOf("wasm");
+  /** A measured value against a lower bound (absent: not met). */
+  const atLeast = (value: number | undefined, target: number) => ({
+    value: value ?? null,
+    target,
+    met: (value ?? 0) >= target,
+  });
   const targets = {
-    native1OverWasm: {
-      value: pgd["1"] ?? null,
-      target: TARGETS.native1OverWasm,
-      met: (pgd["1"] ?? 0) >= TARGETS.native1OverWasm,
-    },
-    native2OverWasm: {
-      value: pgd["2"] ?? null,
-      target: TARGETS.native2OverWasm,
-      met: (pgd["2"] ?? 0) >= TARGETS.native2OverWasm,
-    },
-    shareOfSgemm1: {
-      value: pgdShare["1"] ?? null,
-      target: TARGETS.shareOfSgemm,
-      met: (pgdShare["1"] ?? 0) >= TARGETS.shareOfSgemm,
-    },
-    shareOfSgemm2: {
-      value: pgdShare["2"] ?? null,
-      target: TARGETS.shareOfSgemm,
-      met: (pgdShare["2"] ?? 0) >= TARGETS.shareOfSgemm,
-    },
+    native1OverWasm: atLeast(pgd["1"], TARGETS.native1OverWasm),
+    native2OverWasm: atLeast(pgd["2"], TARGETS.native2OverWasm),
+    shareOfSgemm1: atLeast(pgdShare["1"], TARGETS.shareOfSgemm),
+    shareOfSgemm2: atLeast(pgdShare["2"], TARGETS.shareOfSgemm),
     clusterSeconds: {
       value: newRun?.wallSeconds ?? null,
       target: TARGETS.clusterSeconds,

@@ -17,10 +17,8 @@ import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
 import type { AttentionShape, BatchIndex, Device } from "./device.ts";
 
-/** One layer's weights as the passes read them: Q, K, V packed into one [3H, H] matrix. */
-export interface LayerWeights<T> {
-  readonly qkvW: T;
-  readonly qkvB: T;
+/** One layer's parameters after Q, K and V (weights or their gradients). */
+export interface LayerTail<T> {
   readonly oW: T;
   readonly oB: T;
   readonly ln1G: T;
@@ -33,24 +31,20 @@ export interface LayerWeights<T> {
   readonly ln2B: T;
 }
 
+/** One layer's weights as the passes read them: Q, K, V packed into one [3H, H] matrix. */
+export interface LayerWeights<T> extends LayerTail<T> {
+  readonly qkvW: T;
+  readonly qkvB: T;
+}
+
 /** One layer's gradients: views into the flat gradient, in layout order. */
-export interface LayerGrads<T> {
+export interface LayerGrads<T> extends LayerTail<T> {
   readonly qW: T;
   readonly qB: T;
   readonly kW: T;
   readonly kB: T;
   readonly vW: T;
   readonly vB: T;
-  readonly oW: T;
-  readonly oB: T;
-  readonly ln1G: T;
-  readonly ln1B: T;
-  readonly iW: T;
-  readonly iB: T;
-  readonly fW: T;
-  readonly fB: T;
-  readonly ln2G: T;
-  readonly ln2B: T;
 }
 
 /** Embedding tables and LayerNorm (weights or their gradients). */
@@ -110,7 +104,7 @@ function embeddingParams<T>(
 }
 
 /** One layer's parameters after Q, K and V (weights or gradients alike), through `P` (name → view). */
-function layerRest<T>(P: (s: string) => T): Omit<LayerWeights<T>, "qkvW" | "qkvB"> {
+function layerTail<T>(P: (s: string) => T): LayerTail<T> {
   return {
     oW: P("attention.output.dense.weight"),
     oB: P("attention.output.dense.bias"),
@@ -142,7 +136,7 @@ export function encoderGrads<T>(
       kB: P("attention.self.key.bias"),
       vW: P("attention.self.value.weight"),
       vB: P("attention.self.value.bias"),
-      ...layerRest(P),
+      ...layerTail(P),
     });
   }
   return { ...embeddingParams(dev, config, layout, flat), layers };
@@ -180,7 +174,7 @@ export function encoderWeights<T>(
     layers.push({
       qkvW: packed[l].w,
       qkvB: packed[l].b,
-      ...layerRest(P),
+      ...layerTail(P),
     });
   }
   return { ...embeddingParams(dev, config, layout, flat), layers };

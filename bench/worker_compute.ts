@@ -376,6 +376,18 @@ function compute(c: Computer, task: GradientTask): Promise<GradientResult> {
     : Promise.resolve(c.engine.gradient(task));
 }
 
+/** The benchmark's task for `batch` under mode `m` (step 0, the model's own dropout). */
+function benchTask(config: ModelConfig, batch: LabelledBatch, m: ModeSpec): GradientTask {
+  return {
+    step: 0,
+    index: 0,
+    seed: TASK_SEED,
+    adversary: { ...DEFAULT_ADVERSARY, mode: m.mode, steps: Math.max(1, m.steps) },
+    batch,
+    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
+  };
+}
+
 /** A gemm that also counts its calls, FLOPs and time (the profile of native rows). */
 function timedGemm(inner: Gemm) {
   const stats = { calls: 0, flops: 0, ms: 0 };
@@ -405,14 +417,7 @@ async function measure(
   onCall: () => void = () => {},
 ): Promise<Timing> {
   const config = computer.kind === "tfjs" ? computer.model.config : computer.config;
-  const task = {
-    step: 0,
-    index: 0,
-    seed: TASK_SEED,
-    adversary: { ...DEFAULT_ADVERSARY, mode: m.mode, steps: Math.max(1, m.steps) },
-    batch,
-    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
-  };
+  const task = benchTask(config, batch, m);
   const before = tf.memory().numTensors;
   let t = performance.now();
   const first = reps.warmup ? await compute(computer, task) : null;
@@ -892,14 +897,13 @@ async function main(): Promise<number> {
                 maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
                 wasmGradMaxAbs: ref ? maxAbs(ref) : null,
                 kernels: backend === "native"
-                  ? profileNative(config, layout, info.blas!.gemm, flat, {
-                    step: 0,
-                    index: 0,
-                    seed: TASK_SEED,
-                    adversary: { ...DEFAULT_ADVERSARY, mode: m.mode, steps: Math.max(1, m.steps) },
-                    batch,
-                    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
-                  })
+                  ? profileNative(
+                    config,
+                    layout,
+                    info.blas!.gemm,
+                    flat,
+                    benchTask(config, batch, m),
+                  )
                   : null,
               };
               report.rows.push(row);

@@ -298,7 +298,9 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
       },
     },
   });
-  const a = worker(c), b = worker(c);
+  // B starts only once A is dead, so every byte counted before the kill went to A.
+  const a = worker(c);
+  let b: ReturnType<typeof worker> | null = null;
   let third: ReturnType<typeof worker> | null = null;
   let killedA = false, killedB = false, bytesOutAtKill = 0, stopping = false;
   const watch = setInterval(() => {
@@ -307,20 +309,22 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
       killedA = true;
       bytesOutAtKill = c.monitor.bytesOut;
       a.p.kill("SIGKILL");
+      b = worker(c);
     }
     // B, now alone, while it uploads a result: frozen, and if its result is still not
     // accepted once the coordinator has read what the socket held, killed (else let go,
     // to try its next upload). A third worker takes over.
-    if (killedA && !killedB && !stopping && c.monitor.bytesIn - bytesInAtAccept > 2e6) {
+    if (b && !killedB && !stopping && c.monitor.bytesIn - bytesInAtAccept > 2e6) {
+      const bw = b;
       stopping = true;
       const before = accepted;
-      b.p.kill("SIGSTOP");
+      bw.p.kill("SIGSTOP");
       setTimeout(() => {
         stopping = false;
-        if (accepted !== before) return void b.p.kill("SIGCONT");
+        if (accepted !== before) return void bw.p.kill("SIGCONT");
         killedB = true;
         third = worker(c);
-        b.p.kill("SIGKILL");
+        bw.p.kill("SIGKILL");
       }, 300);
     }
   }, 2);
@@ -328,7 +332,9 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
   clearInterval(watch);
   await c.close();
   await finish(a.p, [a.out, a.err]);
-  await finish(b.p, [b.out, b.err]);
+  assert.ok(b, "B was started");
+  const bw = b as ReturnType<typeof worker>;
+  await finish(bw.p, [bw.out, bw.err]);
   assert.ok(killedA && killedB && third, "both kills happened");
   // Less than one copy of the weights had been sent in all: A died before it had its weights.
   assert.ok(bytesOutAtKill < weightsBytes, `${bytesOutAtKill} bytes out when A was killed`);
@@ -341,7 +347,7 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
   const idOf = (p: Deno.ChildProcess) =>
     logs.map((l) => l.match(new RegExp(`worker (\\S+) joined: .*pid ${p.pid}\\)`))).find((m) => m)
       ?.[1];
-  const [ida, idb] = [idOf(a.p), idOf(b.p)];
+  const [ida, idb] = [idOf(a.p), idOf(bw.p)];
   assert.ok(ida && idb, logs.join("\n"));
   const closeOf = (id: string) => logs.find((l) => l.startsWith(`worker ${id}: connection closed`));
   assert.match(closeOf(ida) ?? "", /by the worker or the network: code \d+ \(.*\)/);

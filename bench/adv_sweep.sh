@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The adversary's step size α for the ScaLA recipes (method.md: "tune on the built-in task"), seed 1,
+# The adversary's step size α for the ScaLA recipes (docs/method.md: "tune on the built-in task"), seed 1,
 # at the time-to-accuracy comparison's budget and LAMB learning rate. δ = α·G/‖G‖ per ascent step, so
 # with K ascent steps ‖δ‖ ≤ K·α; ε (default 1) only matters when K·α > ε.
 # Usage: bench/adv_sweep.sh [LAMB lr (default 3e-2)] [recipe:α pairs (default "scala:0.03 scala-k2:0.03")]

@@ -1,5 +1,5 @@
 /**
- * Time to accuracy on IMDB (method.md, "What speedup means"): the standard
+ * Time to accuracy on IMDB (docs/method.md, "What speedup means"): the standard
  * small-batch recipe (AdamW, B = 32, no adversary) against LAMB at large
  * batches, alone and with the ScaLA adversary, on the same workers. Each run
  * evaluates a fixed held-out subset as it trains; time is training time

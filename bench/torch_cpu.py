@@ -10,7 +10,7 @@ Debian's python3-torch (apt-get install python3-torch); no transformers
 needed: a plain BERT is written out below (post-LN encoder, erf GELU, tanh
 pooler, linear classifier), the shape of shared/default_model.ts.
 
-What one call is (method.md, "One micro-batch gradient"):
+What one call is (docs/method.md, "One micro-batch gradient"):
 - off: a forward and backward pass for every parameter's gradient.
 - pgd K=1: a delta-only pass (torch.autograd.grad with respect to delta: no
   weight gradients are formed), the L2 ascent step delta1 = a*g/||g|| per

@@ -1,6 +1,6 @@
 /**
  * Worker compute benchmark: the time of one micro-batch gradient
- * (`microBatchGradient`, method.md "One micro-batch gradient"; on native the
+ * (`microBatchGradient`, docs/method.md "One micro-batch gradient"; on native the
  * engine's `NativeModel.gradient`) per backend, adversary mode, micro-batch
  * size and sequence length; and, on cpu and wasm, what the project's two CPU
  * speed-ups (the JavaScript `UnsortedSegmentSum` kernel and explicit-transpose
@@ -32,10 +32,10 @@
  *   linear in B·L·H, small next to the matmuls).
  *
  * A full pass (forward + backward to activations and weights) = 3 × forward.
- * A δ-only pass (method.md: only ∇_δ is needed) = 2 × forward: its backward
+ * A δ-only pass (docs/method.md: only ∇_δ is needed) = 2 × forward: its backward
  * forms activation gradients but no weight gradients.
  *
- * Passes per micro-batch (method.md): off = 1 full; pgd K = K δ-only + 1 full;
+ * Passes per micro-batch (docs/method.md): off = 1 full; pgd K = K δ-only + 1 full;
  * freelb K = K full.
  *
  * The GFLOP/s reported is this count over the measured time: it is "useful"
@@ -338,7 +338,7 @@ function forwardFlops(c: ModelConfig, f: FlopModel, B: number, L: number): numbe
     c.numLayers * 4 * L * L * c.hiddenSize * B;
 }
 
-/** Passes per micro-batch (method.md) and the FLOPs they total. */
+/** Passes per micro-batch (docs/method.md) and the FLOPs they total. */
 function callFlops(c: ModelConfig, f: FlopModel, m: ModeSpec, B: number, L: number) {
   const fwd = forwardFlops(c, f, B, L);
   const full = m.mode === "off" ? 1 : m.mode === "pgd" ? 1 : m.steps;

@@ -1,5 +1,5 @@
 /**
- * The step's gradient, summed as results arrive (method.md, "Combining
+ * The step's gradient, summed as results arrive (docs/method.md, "Combining
  * micro-batches"), so the coordinator never holds every micro-batch result
  * of a step at once: memory is one float64 accumulator plus the few results
  * that arrived ahead of their turn.

@@ -1,6 +1,6 @@
 /**
  * Combining micro-batch results into the global-batch gradient and loss
- * (`method.md`, "Combining micro-batches"): G = Σ n_j·g_j / Σ n_j, summed in
+ * (docs/method.md, "Combining micro-batches"): G = Σ n_j·g_j / Σ n_j, summed in
  * micro-batch index order in float64 and rounded to float32 once, so the
  * result does not depend on which worker answered first. Also the global
  * gradient norm and optional clipping.

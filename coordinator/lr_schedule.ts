@@ -1,5 +1,5 @@
 /**
- * The learning-rate schedule of `method.md`: linear warmup from 0 to the peak,
+ * The learning-rate schedule of docs/method.md: linear warmup from 0 to the peak,
  * then linear decay to 0 at the last step (or constant at the peak).
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * What a person watching a run sees (architecture.md, principle 7): the run
+ * What a person watching a run sees (docs/architecture.md, principle 7): the run
  * monitor collects every number (steps, losses, timings, workers, bytes,
  * rejections) and serves them as JSON at `/status`, as Prometheus text at
  * `/metrics` (see metrics.ts) and as a live dashboard page at `/`.

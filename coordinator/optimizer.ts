@@ -1,6 +1,6 @@
 /**
  * The outer optimizer: LAMB (default) and AdamW (baseline), exactly as
- * `method.md` ("Outer optimizer") defines them, over the flat parameter buffer
+ * docs/method.md ("Outer optimizer") defines them, over the flat parameter buffer
  * of a {@link ParamLayout}. Plain, deterministic JavaScript: per-element math
  * in float64, results stored in Float32Arrays, norms accumulated in float64 in
  * index order; a few streaming passes over memory per step. Also the bit-exact binary form of the optimizer state used by

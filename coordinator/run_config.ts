@@ -1,6 +1,6 @@
 /**
  * The run configuration: every training flag of `deno task cluster` and
- * `deno task coordinator` (architecture.md, "Command line"), its default,
+ * `deno task coordinator` (docs/architecture.md, "Command line"), its default,
  * and its validation. `--config FILE` supplies the same keys as JSON; flags win.
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * Checkpoints of a whole run (architecture.md, principle 2): the weights in
+ * Checkpoints of a whole run (docs/architecture.md, principle 2): the weights in
  * Hugging Face format, the optimizer moments, the step, the weights version
  * and the run configuration that fixes the data order. Each checkpoint is a
  * folder `step-NNNNNN/` written completely (every file fsynced) before the

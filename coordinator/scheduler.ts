@@ -1,5 +1,5 @@
 /**
- * Pull-based dispatch of micro-batches to workers (architecture.md,
+ * Pull-based dispatch of micro-batches to workers (docs/architecture.md,
  * principles 1, 3, 5). Idle workers ask for work; each task goes to the first
  * asking worker, preceded by the current weights when that worker's copy is
  * older. A task whose worker disconnects, or that stays unanswered past a

@@ -1,5 +1,5 @@
 /**
- * One training run, step by step (method.md): for step t, split the global
+ * One training run, step by step (docs/method.md): for step t, split the global
  * batch into micro-batches, have the workers compute g_j, combine them in
  * index order, clip, apply LAMB/AdamW, publish the new weights version.
  * Evaluates, checkpoints and reports along the way.

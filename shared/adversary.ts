@@ -1,6 +1,6 @@
 /**
  * The adversary of ScaLA: a per-example perturbation δ of the word
- * embeddings, found by projected gradient ascent (method.md, "One
+ * embeddings, found by projected gradient ascent (docs/method.md, "One
  * micro-batch gradient"). Everything here is deterministic in its inputs.
  *
  * @module
@@ -25,7 +25,7 @@ export interface AdversaryConfig {
   readonly init: number;
 }
 
-/** The project defaults (method.md): PGD, K = 1, α = 0.1, ε = 1, l2, zero init. */
+/** The project defaults (docs/method.md): PGD, K = 1, α = 0.1, ε = 1, l2, zero init. */
 export const DEFAULT_ADVERSARY: AdversaryConfig = {
   mode: "pgd",
   steps: 1,

@@ -1,6 +1,6 @@
 /**
  * Backend selection and set-up: webgpu, native, wasm or cpu, with the kernels
- * and matmul strategy that make training fast on each (platform-notes.md).
+ * and matmul strategy that make training fast on each (docs/platform.md).
  *
  * `native` is the CPU engine of shared/native/ with every matrix product on
  * the machine's BLAS through FFI (shared/native/blas.ts); tfjs runs on wasm

@@ -1,6 +1,6 @@
 /**
  * The gradient of one micro-batch: the pure function a worker computes
- * (method.md, "One micro-batch gradient"). Same weights, batch, step, index,
+ * (docs/method.md, "One micro-batch gradient"). Same weights, batch, step, index,
  * seed and settings give the same bits on the same backend.
  *
  * @module

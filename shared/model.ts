@@ -1,7 +1,7 @@
 /**
  * The BERT / RoBERTa encoder with its sequence-classification head, as plain
  * tfjs ops over a record of weight tensors keyed by Hugging Face names.
- * One forward pass, top to bottom (model-and-data.md, "The forward pass"):
+ * One forward pass, top to bottom (docs/model-and-data.md, "The forward pass"):
  *
  *   E = word[x]                       (the word embeddings the adversary perturbs)
  *   h = LayerNorm(E + δ + position[p] + token_type[t])

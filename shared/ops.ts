@@ -1,7 +1,7 @@
 /**
  * The few tensor ops the model is built from, each with the gradient that is
  * fastest on the active backend. On wasm, matMul with transpose flags runs
- * ~10x slower than without (platform-notes.md), and tfjs's own matMul
+ * ~10x slower than without (docs/platform.md), and tfjs's own matMul
  * gradient uses those flags; so on cpu/wasm every product here transposes
  * explicitly and multiplies plainly, forward and backward (the backward
  * through {@link installMatMulGradient}).

@@ -100,7 +100,7 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Adversary mode (`method.md`). */
+/** Adversary mode (docs/method.md). */
 export type Mode = "pgd" | "freelb" | "off";
 
 /** How a worker builds δ for a micro-batch. */

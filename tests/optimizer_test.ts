@@ -248,7 +248,7 @@ Deno.test("optimizerStep rejects mismatched buffers and bad hyper-parameters", (
 });
 
 /**
- * method.md's update written out literally (m̂ = m/(1−β1^t), v̂ = v/(1−β2^t),
+ * docs/method.md's update written out literally (m̂ = m/(1−β1^t), v̂ = v/(1−β2^t),
  * u = m̂/(sqrt(v̂)+ϵ) + λw, r = ‖w‖/‖u‖), float64 per element, m, v and w
  * stored as float32: the reference the rearranged u = m·k1/(sqrt(v)+k2) + λw
  * must agree with.
@@ -290,7 +290,7 @@ function ulps(a: number, b: number): number {
 }
 
 for (const cfg of [LAMB, ADAMW]) {
-  Deno.test(`${cfg.kind}: 6 steps on 4 tensors agree with method.md's literal formula (m, v bit for bit, w within 1 ulp)`, () => {
+  Deno.test(`${cfg.kind}: 6 steps on 4 tensors agree with docs/method.md's literal formula (m, v bit for bit, w within 1 ulp)`, () => {
     const sizes: [number, boolean][] = [[17 * 5, true], [5, false], [300, true], [40, false]];
     let offset = 0;
     const specs: ParamSpec[] = sizes.map(([size, decay], k) => {

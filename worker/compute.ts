@@ -6,7 +6,7 @@
  * on the machine's BLAS), and each evaluation task into its logits (forward
  * only: `predictLogits` or `NativeModel.logits`, the same functions the
  * coordinator scores with locally). No training state lives here
- * (architecture.md, principle 1).
+ * (docs/architecture.md, principle 1).
  *
  * @module
  */

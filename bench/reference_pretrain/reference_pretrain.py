@@ -9,7 +9,7 @@ checkpoint it writes is an ordinary Hugging Face BertForMaskedLM folder
 (F16, adaptmesh's tensor names), so adaptmesh adapts it like any other.
 
 The recipe mirrors adaptmesh's (coordinator/mlm_data.ts, coordinator/
-optimizer.ts, method.md): 64-token packed sequences, BERT masking (15% of the
+optimizer.ts, docs/method.md): 64-token packed sequences, BERT masking (15% of the
 non-special tokens; 80% [MASK], 10% random, 10% unchanged), loss = mean over
 predicted tokens, decoder tied to the word embeddings with its bias started
 at the log unigram frequencies, BERT initialisation (normal, std 0.02), no

@@ -3,7 +3,7 @@
  * {@link Gemm}, and the library's own thread control. Tries OpenBLAS, BLIS,
  * MKL and a generic CBLAS by their usual sonames (or one path the user
  * names); never throws when FFI is not permitted or nothing loads — it says
- * why instead (platform-notes.md, "Large frames and BLAS").
+ * why instead (docs/platform.md, "Large frames and BLAS").
  *
  * `OPENBLAS_CORETYPE` is left as the environment has it.
  *

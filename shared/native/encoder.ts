@@ -1,7 +1,7 @@
 /**
  * The encoder's forward and backward passes over a {@link Device}: the
  * embeddings (E + δ + position + token type, LayerNorm, dropout) and the
- * transformer layers, written out op by op (model-and-data.md, "The forward
+ * transformer layers, written out op by op (docs/model-and-data.md, "The forward
  * pass"; shared/model.ts is the tfjs form of the same function):
  *
  *   x0 = word[x] + δ + pos[p] + type[t];   h0 = Drop0(LN(x0))

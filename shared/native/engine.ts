@@ -5,7 +5,7 @@
  * {@link Gemm} (the machine's BLAS via shared/native/blas.ts, or
  * {@link jsGemm}). `NativeModel.gradient` computes what
  * `microBatchGradient` (shared/gradient.ts) computes with tfjs, mode by mode
- * (method.md, "One micro-batch gradient"):
+ * (docs/method.md, "One micro-batch gradient"):
  *
  * - off: one full pass (forward, backward to δ and every parameter).
  * - pgd K: K δ-only passes (no parameter gradients), each followed by the

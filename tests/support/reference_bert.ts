@@ -1,6 +1,6 @@
 /**
  * An independent BERT/RoBERTa forward pass in plain float64 loops, written
- * from model-and-data.md without tfjs, for checking the tfjs model (logits)
+ * from docs/model-and-data.md without tfjs, for checking the tfjs model (logits)
  * and its gradients (by central finite differences). No dropout.
  */
 import type { ModelConfig } from "../../shared/model_config.ts";

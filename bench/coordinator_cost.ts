@@ -43,7 +43,8 @@ import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { initWeights, saveCheckpoint } from "../shared/checkpoint.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
+import { writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
+import { BERT_BASE_CONFIG, ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
 import { expectedGradLength, sparseLayout } from "../shared/sparse_grad.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
 import {
@@ -63,32 +64,10 @@ import {
 
 const SELF = fileURLToPath(import.meta.url);
 
-/** The two shapes of the paper, as their config.json says. */
-const SHAPES: Record<string, Record<string, unknown>> = {
-  "bert-base": {
-    model_type: "bert",
-    vocab_size: 30522,
-    hidden_size: 768,
-    num_hidden_layers: 12,
-    num_attention_heads: 12,
-    intermediate_size: 3072,
-    max_position_embeddings: 512,
-    type_vocab_size: 2,
-    num_labels: 2,
-  },
-  "roberta-large": {
-    model_type: "roberta",
-    vocab_size: ROBERTA_VOCAB_SIZE,
-    hidden_size: 1024,
-    num_hidden_layers: 24,
-    num_attention_heads: 16,
-    intermediate_size: 4096,
-    max_position_embeddings: 514,
-    type_vocab_size: 1,
-    pad_token_id: 1,
-    layer_norm_eps: 1e-5,
-    num_labels: 2,
-  },
+/** The two shapes of the paper, as their config.json says (bench/model_shapes.ts). */
+const SHAPES: Record<string, Readonly<Record<string, unknown>>> = {
+  "bert-base": BERT_BASE_CONFIG,
+  "roberta-large": ROBERTA_LARGE_CONFIG,
 };
 
 const TOKENS = 8; // one example of 8 tokens per micro-batch
@@ -97,7 +76,7 @@ const MICRO_BATCHES = 4; // per mesh step
 function shape(name: string): ModelConfig {
   const s = SHAPES[name];
   if (!s) throw new Error(`unknown model shape ${name} (known: ${Object.keys(SHAPES).join(", ")})`);
-  return parseModelConfig(s);
+  return parseModelConfig({ ...s });
 }
 
 /** A field of /proc/<pid>/status in MB (VmHWM: peak resident set; VmRSS: now). */
@@ -306,7 +285,7 @@ function inProcess(name: string, parts: number, steps: number) {
   const adamw = timed(() =>
     optimizerStep(layout, weights, lastGrad, state, 1e-3, { ...lamb, kind: "adamw" })
   );
-  const steady = stepsOut.slice(1);
+  const steady = stepsOut.length > 1 ? stepsOut.slice(1) : stepsOut; // the first step warms up
   const mean = (f: (r: InProcessStep) => number) =>
     steady.length ? steady.reduce((a, r) => a + f(r), 0) / steady.length : NaN;
   const packed = grad.length;
@@ -379,7 +358,8 @@ function windowed(name: string) {
   for (let base = 0; base < parts; base += window) {
     const hi = Math.min(parts, base + window);
     for (let j = hi - 1; j >= base; j--) {
-      acc.add({ index: j, grad: fill(new Float32Array(length), 2e-3, 10 + j), rows, loss: 0.5 });
+      const grad = fill(new Float32Array(length), 2e-3, 10 + j);
+      acc.add({ index: j, grad, rows: rows.slice(), loss: 0.5 }); // each its own, as off the wire
       maxBuffered = Math.max(maxBuffered, acc.buffered);
     }
   }

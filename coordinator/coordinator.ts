@@ -81,7 +81,8 @@ export async function startCoordinator(
     scheduler,
     token: config.token,
     maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
-    requireBackend: () => config.deterministic ? firstBackend : null,
+    // The resolved run config: a resumed run's `deterministic` comes from its checkpoint.
+    requireBackend: () => trainer.config.deterministic ? firstBackend : null,
     welcome: (id) => trainer.welcome(id),
     rejected: (code, detail) => monitor.rejected(code, detail),
     bytes: (dir, n) => monitor.bytes(dir, n),

@@ -371,3 +371,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test("a deterministic run resumed with --resume alone keeps its one-backend rule", async () => {
+  const model = await tinyModelDir(3);
+  const task = await tinyTaskDir(48, 16);
+  const save = await Deno.makeTempDir({ prefix: "adaptmesh-resume-det-" });
+  const worker = (url: string, token: string, backend: string) => {
+    const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
+    return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+  };
+  try {
+    // First run: deterministic, stopped (and checkpointed) after its first step.
+    const first = await parseRunFlags(
+      tinyRunArgs(model, task, ["--deterministic", "--save", save, "--steps", "6"]),
+      {},
+      "",
+    );
+    let c: Awaited<ReturnType<typeof startCoordinator>> | null = null;
+    c = await startCoordinator(first.config, {
+      log: () => {},
+      observer: { step: () => c?.stop() },
+    });
+    const a = worker(c.wsUrl, c.token, "wasm");
+    await c.done;
+    await c.close();
+    await finish(a.p, [a.out, a.err]);
+    // Resumed without --deterministic on the command line: the stored config still pins it.
+    const resumed = await parseRunFlags(["--resume", save], {}, "");
+    assert.equal(resumed.config.deterministic, false, "the command line alone does not say it");
+    const r = await startCoordinator(resumed.config, { log: () => {} });
+    const w = worker(r.wsUrl, r.token, "wasm");
+    await w.out.waitFor(/joined run/);
+    const other = worker(r.wsUrl, r.token, "cpu");
+    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    await r.done;
+    await r.close();
+    for (const x of [w, other]) await finish(x.p, [x.out, x.err]);
+  } finally {
+    await Deno.remove(model, { recursive: true });
+    await Deno.remove(task.dir, { recursive: true });
+    await Deno.remove(save, { recursive: true });
+  }
+});

@@ -147,16 +147,7 @@ export class WorkerCompute {
 
   /** Computes one task on the cached weights. */
   async task(m: TaskMessage): Promise<ResultMessage> {
-    const run = this.#need();
-    if (m.runId !== run.runId) {
-      throw new ProtocolError("stale", `task for run ${m.runId}, serving ${run.runId}`);
-    }
-    if (this.#version < 0 || m.weightsVersion !== this.#version) {
-      throw new ProtocolError(
-        "stale",
-        `task needs weights ${m.weightsVersion}, worker holds ${this.#version}`,
-      );
-    }
+    const run = this.#current(m);
     validateBatchRanges(m.batch, run.config);
     const perToken = run.objective === "mlm";
     if (m.batch.labels.length !== (perToken ? m.batch.size * m.batch.seqLen : m.batch.size)) {
@@ -209,16 +200,7 @@ export class WorkerCompute {
    * MLM run's held-out scoring stays on the coordinator).
    */
   async evaluate(m: EvalTaskMessage): Promise<EvalResultMessage> {
-    const run = this.#need();
-    if (m.runId !== run.runId) {
-      throw new ProtocolError("stale", `eval_task for run ${m.runId}, serving ${run.runId}`);
-    }
-    if (this.#version < 0 || m.weightsVersion !== this.#version) {
-      throw new ProtocolError(
-        "stale",
-        `eval_task needs weights ${m.weightsVersion}, worker holds ${this.#version}`,
-      );
-    }
+    const run = this.#current(m);
     if (run.objective !== "classify") {
       throw new ProtocolError("malformed", "an MLM run is not evaluated on the workers");
     }
@@ -253,6 +235,21 @@ export class WorkerCompute {
     const blas = this.#compute?.blas;
     if (!blas?.threadControl || this.#threads === null) return;
     if (blas.threads() !== this.#threads) blas.setThreads(this.#threads);
+  }
+
+  /** The run a task or eval_task is for, when it is this one on the weights held; else `stale`. */
+  #current(m: TaskMessage | EvalTaskMessage): Run {
+    const run = this.#need();
+    if (m.runId !== run.runId) {
+      throw new ProtocolError("stale", `${m.type} for run ${m.runId}, serving ${run.runId}`);
+    }
+    if (this.#version < 0 || m.weightsVersion !== this.#version) {
+      throw new ProtocolError(
+        "stale",
+        `${m.type} needs weights ${m.weightsVersion}, worker holds ${this.#version}`,
+      );
+    }
+    return run;
   }
 
   #need(): Run {

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { checkGemmArgs, type Gemm } from "./gemm.ts";
+import { checkGemmArgs, type Gemm, jsGemm } from "./gemm.ts";
 
 /** Which family of library loaded, as told by the symbols it exports. */
 export type BlasVendor = "openblas" | "blis" | "mkl" | "accelerate" | "generic";
@@ -140,33 +140,10 @@ function cString(p: Deno.PointerValue): string | null {
   return p ? Deno.UnsafePointerView.getCString(p) : null;
 }
 
-/** Computes op(A)·op(B) in float64 for the self-check. */
-function reference(
-  ta: boolean,
-  tb: boolean,
-  m: number,
-  n: number,
-  k: number,
-  a: Float32Array,
-  b: Float32Array,
-): Float64Array {
-  const out = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let p = 0; p < k; p++) {
-        s += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
-      }
-      out[i * n + j] = s;
-    }
-  }
-  return out;
-}
-
 /**
  * A quick correctness check of a freshly opened sgemm (some builds compute
  * wrong results on CPUs they mis-detect): every transpose combination on an
- * odd shape, against float64. Returns the problem, or null.
+ * odd shape, against the plain JavaScript {@link jsGemm}. Returns the problem, or null.
  */
 function selfCheck(gemm: Gemm): string | null {
   const m = 37, n = 29, k = 67;
@@ -176,7 +153,8 @@ function selfCheck(gemm: Gemm): string | null {
       const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i * 0.61 + 2));
       const c = new Float32Array(m * n).fill(Number.NaN); // beta = 0 must ignore it
       gemm(ta, tb, m, n, k, 1, a, ta ? m : k, b, tb ? k : n, 0, c, n);
-      const ref = reference(ta, tb, m, n, k, a, b);
+      const ref = new Float32Array(m * n);
+      jsGemm(ta, tb, m, n, k, 1, a, ta ? m : k, b, tb ? k : n, 0, ref, n);
       for (let i = 0; i < ref.length; i++) {
         if (!(Math.abs(c[i] - ref[i]) <= 1e-4 * (1 + Math.abs(ref[i])))) {
           return `self-check failed (transA=${ta}, transB=${tb}): element ${i} is ${

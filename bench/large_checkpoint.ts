@@ -25,13 +25,8 @@ import {
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
-import {
-  bf16BitsToF32,
-  type DType,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
-} from "../shared/safetensors.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
+import { type DType } from "../shared/safetensors.ts";
 import { ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
 
 const USAGE =

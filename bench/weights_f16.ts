@@ -18,7 +18,7 @@ import { EncodedSet } from "../shared/batching.ts";
 import { weightTensors } from "../shared/model.ts";
 import { microBatchGradient } from "../shared/gradient.ts";
 import { DEFAULT_ADVERSARY } from "../shared/adversary.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../shared/safetensors.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../shared/half_float.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 
 const flags = parseFlagsOrExit(

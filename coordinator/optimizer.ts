@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { LITTLE_ENDIAN } from "../shared/endian.ts";
 import type { ParamLayout } from "../shared/param_layout.ts";
 
 /** Which update rule to apply. */
@@ -262,7 +263,6 @@ function onePass(
 const MAGIC = 0x534f4441; // "ADOS" read as a little-endian u32
 const FORMAT_VERSION = 1;
 const HEADER_BYTES = 16;
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * Serialises an optimizer state bit-exactly. Layout (little-endian):

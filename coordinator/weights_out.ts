@@ -22,7 +22,7 @@
  * @module
  */
 import { type WeightsEncoding } from "../shared/protocol.ts";
-import { f32ToF16Bits } from "../shared/safetensors.ts";
+import { f32ToF16Bits } from "../shared/half_float.ts";
 import { type Outgoing, prepareMessage } from "../shared/transfer.ts";
 
 /** Prepares each version's weights message from a buffer updated in place. */

@@ -13,15 +13,8 @@ import {
 } from "../shared/checkpoint.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { isHeadParam, paramLayout, view } from "../shared/param_layout.ts";
-import {
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
-  type HostTensor,
-  readSafetensors,
-  writeSafetensors,
-} from "../shared/safetensors.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
+import { type HostTensor, readSafetensors, writeSafetensors } from "../shared/safetensors.ts";
 
 const TINY = {
   model_type: "bert",

@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
 import {
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
   type HostTensor,
   planSafetensors,
   readSafetensors,

@@ -19,7 +19,7 @@ import { activeBackend } from "../shared/backend.ts";
 import type { Blas } from "../shared/native/blas.ts";
 import type { Gemm } from "../shared/native/gemm.ts";
 import { NativeModel } from "../shared/native/engine.ts";
-import { f16BitsToF32 } from "../shared/safetensors.ts";
+import { f16BitsToF32 } from "../shared/half_float.ts";
 import { compactGrad, gradLayout, type SparseLayout, usedRows } from "../shared/sparse_grad.ts";
 import {
   type EvalResultMessage,

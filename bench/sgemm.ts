@@ -30,7 +30,7 @@ import { parseModelConfig } from "../shared/model_config.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 import { defaultModelConfigJson } from "../shared/default_model.ts";
 import { DEFAULT_ADVERSARY } from "../shared/adversary.ts";
-import type { LabelledBatch } from "../shared/gradient.ts";
+import type { LabelledBatch } from "../shared/batch.ts";
 import { Rng } from "../shared/rng.ts";
 
 /** One product C[m×n] = op(A)·op(B), op(A) m×k. */

@@ -87,7 +87,8 @@ import { kernelProfile } from "../shared/native/device.ts";
 import type { Gemm } from "../shared/native/gemm.ts";
 import type { GradientResult, GradientTask } from "../shared/gradient.ts";
 import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
-import { deltaGradient, type LabelledBatch, microBatchGradient } from "../shared/gradient.ts";
+import type { LabelledBatch } from "../shared/batch.ts";
+import { deltaGradient, microBatchGradient } from "../shared/gradient.ts";
 import {
   batchTensors,
   type DeviceModel,

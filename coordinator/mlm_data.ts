@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { LabelledBatch } from "../shared/gradient.ts";
+import type { LabelledBatch } from "../shared/batch.ts";
 import { IGNORE_INDEX } from "../shared/model.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
 import type { TextTokenizer } from "../shared/tokenizer.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 import { FlagError, type Flags, parseFlags } from "../shared/cli/flags.ts";
-import type { AdversaryConfig, AdversaryMode } from "../shared/adversary.ts";
+import { ADVERSARY_MODES, type AdversaryConfig } from "../shared/adversary.ts";
 import type { OptimizerKind } from "./optimizer.ts";
 import type { ScheduleKind } from "./lr_schedule.ts";
 import type { Objective } from "../shared/param_layout.ts";
@@ -249,7 +249,7 @@ export async function parseRunFlags<
   if (f.data !== undefined && f.task === undefined) throw new FlagError("--data needs --task NAME");
   const globalBatch = positive("global-batch", f["global-batch"]);
   const microBatch = positive("micro-batch", f["micro-batch"]);
-  const mode = oneOf<AdversaryMode>("adv", f.adv, ["pgd", "freelb", "off"]);
+  const mode = oneOf("adv", f.adv, ADVERSARY_MODES);
   const advSteps = positive("adv-steps", f["adv-steps"]);
   const dropout = f.dropout;
   if (dropout !== undefined && !(dropout >= 0 && dropout < 1)) {

@@ -10,7 +10,7 @@ import { EncodedSet } from "../shared/batching.ts";
 import type { TaskData } from "../shared/data/example.ts";
 import { loadCorpus, loadTextCorpus } from "../shared/data/corpus.ts";
 import { type EvalModel, type EvalResult, evaluateSet } from "../shared/evaluate.ts";
-import type { LabelledBatch } from "../shared/gradient.ts";
+import type { LabelledBatch } from "../shared/batch.ts";
 import {
   batchTensors,
   type DeviceModel,

@@ -8,19 +8,38 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { mixSeed, Rng } from "./rng.ts";
 
-/** How g_j is made: adversarial (PGD or FreeLB) or clean. */
-export type AdversaryMode = "pgd" | "freelb" | "off";
+/**
+ * How g_j is made: adversarial (PGD or FreeLB) or clean (docs/method.md, "One
+ * micro-batch gradient"). The list is what `--adv` and the wire's
+ * `task.adversary.mode` accept.
+ */
+export const ADVERSARY_MODES = ["pgd", "freelb", "off"] as const;
 
-/** The adversary's settings for one micro-batch. */
+/** One of {@link ADVERSARY_MODES}. */
+export type AdversaryMode = typeof ADVERSARY_MODES[number];
+
+/**
+ * The ball δ is projected onto (docs/method.md, "Projections"): what
+ * `--adv-norm` and the wire's `task.adversary.norm` accept.
+ */
+export const ADVERSARY_NORMS = ["l2", "linf"] as const;
+
+/** One of {@link ADVERSARY_NORMS}. */
+export type AdversaryNorm = typeof ADVERSARY_NORMS[number];
+
+/**
+ * The adversary's settings for one micro-batch: the one definition, which the
+ * run config holds and a `task` message carries (shared/protocol.ts).
+ */
 export interface AdversaryConfig {
   readonly mode: AdversaryMode;
-  /** K: ascent steps. */
+  /** K: ascent steps (≥ 1 unless mode is `off`). */
   readonly steps: number;
   /** α: ascent step size. */
   readonly lr: number;
   /** ε: radius of the ball δ is projected onto. */
   readonly eps: number;
-  readonly norm: "l2" | "linf";
+  readonly norm: AdversaryNorm;
   /** Scale of the random start; 0 starts from δ = 0. */
   readonly init: number;
 }

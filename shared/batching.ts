@@ -6,7 +6,7 @@
  * @module
  */
 import type { Example } from "./data/example.ts";
-import type { LabelledBatch } from "./gradient.ts";
+import type { LabelledBatch } from "./batch.ts";
 import type { Encoding, TextTokenizer } from "./tokenizer.ts";
 
 /** Tokenizes examples on first use and builds padded batches from them. */

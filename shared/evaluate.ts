@@ -9,7 +9,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type DeviceModel, type HostBatch, predictLogits, weightTensors } from "./model.ts";
+import type { HostBatch } from "./batch.ts";
+import { type DeviceModel, predictLogits, weightTensors } from "./model.ts";
 import type { EncodedSet } from "./batching.ts";
 import { computeMetrics, type MetricName } from "./metrics.ts";
 import type { ModelConfig } from "./model_config.ts";

@@ -7,24 +7,18 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type AdversaryConfig, ascend, initialDelta } from "./adversary.ts";
+import type { LabelledBatch } from "./batch.ts";
 import {
   type BatchTensors,
   batchTensors,
   type DeviceModel,
   type DropoutConfig,
-  type HostBatch,
   objectiveLoss,
   type Targets,
   targetTensors,
   type Weights,
 } from "./model.ts";
 import { mixSeed } from "./rng.ts";
-
-/** A labelled micro-batch. */
-export interface LabelledBatch extends HostBatch {
-  /** Class ids, or target scores for regression. */
-  readonly labels: Float32Array;
-}
 
 /** Everything the gradient depends on besides the weights. */
 export interface GradientTask {

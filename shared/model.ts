@@ -12,6 +12,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import type { HostBatch } from "./batch.ts";
 import type { ModelConfig } from "./model_config.ts";
 import type { ParamLayout } from "./param_layout.ts";
 import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
@@ -45,15 +46,6 @@ export interface DropoutConfig {
 
 /** No dropout: evaluation, prediction and exact checks. */
 export const NO_DROPOUT: DropoutConfig = { hidden: 0, attention: 0, seed: 0 };
-
-/** Host-side micro-batch: row-major [size, seqLen] token ids and mask. */
-export interface HostBatch {
-  readonly inputIds: Int32Array;
-  readonly tokenTypeIds: Int32Array;
-  readonly attentionMask: Uint8Array;
-  readonly size: number;
-  readonly seqLen: number;
-}
 
 /** Position ids: 0..L-1 for BERT; RoBERTa counts real tokens from pad+1 and gives padding pad. */
 export function positionIds(config: ModelConfig, batch: HostBatch): Int32Array {

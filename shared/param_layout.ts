@@ -39,8 +39,15 @@ export function decays(name: string): boolean {
   return !(name.endsWith(".bias") || name.includes("LayerNorm"));
 }
 
-/** What the model is trained for: sequence classification, or masked-language modelling. */
-export type Objective = "classify" | "mlm";
+/**
+ * What a model can be trained for: sequence classification, or
+ * masked-language modelling (docs/method.md, "MLM objective and masking").
+ * The list is what `--objective` and the wire's `welcome.objective` accept.
+ */
+export const OBJECTIVES = ["classify", "mlm"] as const;
+
+/** One of {@link OBJECTIVES}: the run's objective, which fixes the head and so the layout. */
+export type Objective = typeof OBJECTIVES[number];
 
 /**
  * Builds the layout for `config`: the encoder plus the sequence-classification

@@ -29,6 +29,9 @@
  * @module
  */
 import { Packr, Unpackr } from "msgpackr";
+import { ADVERSARY_MODES, ADVERSARY_NORMS, type AdversaryConfig } from "./adversary.ts";
+import type { HostBatch, LabelledBatch } from "./batch.ts";
+import { type Objective, OBJECTIVES } from "./param_layout.ts";
 
 /**
  * The protocol version a `hello` must carry (2: large tensors travel as
@@ -100,39 +103,14 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Adversary mode (docs/method.md). */
-export type Mode = "pgd" | "freelb" | "off";
+/**
+ * How a `weights` message stores the flat parameter buffer: float32, or IEEE
+ * half bit patterns (shared/half_float.ts).
+ */
+export const WEIGHTS_ENCODINGS = ["f32", "f16"] as const;
 
-/** How a worker builds δ for a micro-batch. */
-export interface AdversaryConfig {
-  mode: Mode;
-  /** K, the number of ascent steps (≥ 1 unless mode is `off`). */
-  steps: number;
-  /** α, the ascent step size. */
-  lr: number;
-  /** ε, the radius of the ball δ is projected onto. */
-  eps: number;
-  norm: "l2" | "linf";
-  /** adv-init; 0 starts from δ = 0. */
-  init: number;
-}
-
-/** One micro-batch, row-major [size, seqLen]. */
-export interface MicroBatchData {
-  inputIds: Int32Array;
-  tokenTypeIds: Int32Array;
-  attentionMask: Uint8Array;
-  /** One value per example (class id or regression target) or per token (MLM, −100 = ignored). */
-  labels: Float32Array;
-  size: number;
-  seqLen: number;
-}
-
-/** Training objective of a run. */
-export type Objective = "classify" | "mlm";
-
-/** How a `weights` message stores the flat parameter buffer. */
-export type WeightsEncoding = "f32" | "f16";
+/** One of {@link WEIGHTS_ENCODINGS}. */
+export type WeightsEncoding = typeof WEIGHTS_ENCODINGS[number];
 
 /** Worker → coordinator, first message: who I am and the run's token. */
 export interface HelloMessage {
@@ -186,7 +164,7 @@ export interface TaskMessage {
   weightsVersion: number;
   seed: number;
   adversary: AdversaryConfig;
-  batch: MicroBatchData;
+  batch: LabelledBatch;
 }
 
 /** Worker-side timings of one task, in milliseconds. */
@@ -216,9 +194,6 @@ export interface ResultMessage {
   timings: Timings;
 }
 
-/** A held-out batch to score: a micro-batch without labels, row-major [size, seqLen]. */
-export type EvalBatchData = Omit<MicroBatchData, "labels">;
-
 /**
  * Coordinator → worker: the logits of one held-out batch of a classification
  * or regression run, forward only (no dropout, no adversary), on weights
@@ -234,7 +209,8 @@ export interface EvalTaskMessage {
   /** The batch's position in the held-out split (batch 0, 1, …). */
   index: number;
   weightsVersion: number;
-  batch: EvalBatchData;
+  /** A held-out batch to score: a micro-batch without labels. */
+  batch: HostBatch;
 }
 
 /** Worker → coordinator: the logits of evaluation batch `index`. */
@@ -615,7 +591,7 @@ export function validateWeightsShape(m: WeightsMessage, expectedLength: number):
  * `maxPositions`.
  */
 export function validateBatchRanges(
-  batch: EvalBatchData,
+  batch: HostBatch,
   model: { vocabSize: number; typeVocabSize: number; maxPositions: number },
 ): void {
   if (batch.seqLen > model.maxPositions) {
@@ -898,7 +874,7 @@ function parseWelcome(o: Obj): WelcomeMessage {
     workerId: str(o, "welcome", "workerId"),
     runId: str(o, "welcome", "runId"),
     modelConfig: object(o, "welcome", "modelConfig"),
-    objective: oneOf(o, "welcome", "objective", ["classify", "mlm"] as const),
+    objective: oneOf(o, "welcome", "objective", OBJECTIVES),
     dropout,
     deterministic: bool(o, "welcome", "deterministic"),
   };
@@ -907,7 +883,7 @@ function parseWelcome(o: Obj): WelcomeMessage {
 function parseWeights(o: Obj, frame: ArrayBufferLike | null): WeightsMessage {
   const runId = str(o, "weights", "runId");
   const version = int(o, "weights", "version");
-  const encoding = oneOf(o, "weights", "encoding", ["f32", "f16"] as const);
+  const encoding = oneOf(o, "weights", "encoding", WEIGHTS_ENCODINGS);
   if (encoding === "f32") {
     const data = typed(o, "weights", "data", Float32Array, frame);
     checkFinite(data, "weights.data");
@@ -926,19 +902,19 @@ function parseWeights(o: Obj, frame: ArrayBufferLike | null): WeightsMessage {
 
 function parseAdversary(o: Obj): AdversaryConfig {
   const ctx = "task.adversary";
-  const mode = oneOf(o, ctx, "mode", ["pgd", "freelb", "off"] as const);
+  const mode = oneOf(o, ctx, "mode", ADVERSARY_MODES);
   const steps = int(o, ctx, "steps", mode === "off" ? 0 : 1);
   return {
     mode,
     steps,
     lr: num(o, ctx, "lr", 0),
     eps: num(o, ctx, "eps", 0),
-    norm: oneOf(o, ctx, "norm", ["l2", "linf"] as const),
+    norm: oneOf(o, ctx, "norm", ADVERSARY_NORMS),
     init: num(o, ctx, "init", 0),
   };
 }
 
-function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
+function parseBatch(o: Obj, frame: ArrayBufferLike | null): LabelledBatch {
   const ctx = "task.batch";
   const inputs = parseBatchInputs(o, frame, ctx);
   const { size, seqLen } = inputs;
@@ -955,7 +931,7 @@ function parseBatch(o: Obj, frame: ArrayBufferLike | null): MicroBatchData {
 }
 
 /** A batch's token ids, token types and mask (everything but labels), checked. */
-function parseBatchInputs(o: Obj, frame: ArrayBufferLike | null, ctx: string): EvalBatchData {
+function parseBatchInputs(o: Obj, frame: ArrayBufferLike | null, ctx: string): HostBatch {
   const size = int(o, ctx, "size", 1);
   const seqLen = int(o, ctx, "seqLen", 1);
   const inputIds = typed(o, ctx, "inputIds", Int32Array, frame);

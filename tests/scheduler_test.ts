@@ -11,7 +11,8 @@ import {
   type ResultMessage,
 } from "../shared/protocol.ts";
 import { batchLogitsOf, type EvalResult } from "../shared/evaluate.ts";
-import { type HostBatch, weightTensors } from "../shared/model.ts";
+import type { HostBatch } from "../shared/batch.ts";
+import { weightTensors } from "../shared/model.ts";
 import { EVAL_TASK_ID_BASE, MAX_EVAL_BATCHES, meshLogits } from "../coordinator/mesh_eval.ts";
 import { WeightsOut } from "../coordinator/weights_out.ts";
 import type { TrainingData } from "../coordinator/training_data.ts";

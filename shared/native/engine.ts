@@ -23,7 +23,8 @@
 import { initialDeltaHost } from "../adversary.ts";
 import { HEAD_SITE } from "../dropout_mask.ts";
 import type { GradientResult, GradientTask } from "../gradient.ts";
-import { type HostBatch, IGNORE_INDEX, isTokenLabelled, positionIds } from "../model.ts";
+import type { HostBatch } from "../batch.ts";
+import { IGNORE_INDEX, isTokenLabelled, positionIds } from "../model.ts";
 import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
 import { mixSeed } from "../rng.ts";

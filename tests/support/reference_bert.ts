@@ -5,7 +5,7 @@
  */
 import type { ModelConfig } from "../../shared/model_config.ts";
 import type { ParamLayout } from "../../shared/param_layout.ts";
-import type { LabelledBatch } from "../../shared/gradient.ts";
+import type { LabelledBatch } from "../../shared/batch.ts";
 
 /** erf to ~1e-15: Taylor series near 0, continued fraction for the tail. */
 export function erf(x: number): number {

@@ -5,7 +5,7 @@
  */
 import { type ModelConfig, parseModelConfig } from "../../shared/model_config.ts";
 import { type ParamLayout, paramLayout } from "../../shared/param_layout.ts";
-import type { LabelledBatch } from "../../shared/gradient.ts";
+import type { LabelledBatch } from "../../shared/batch.ts";
 import { Rng } from "../../shared/rng.ts";
 
 export interface Tiny {

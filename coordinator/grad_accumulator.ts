@@ -15,11 +15,13 @@
  * results ever wait here.
  *
  * Row-sparse results (shared/sparse_grad.ts) stay packed while they wait and
- * are added without being expanded.
+ * are added without being expanded. Every part is trusted to fit the layout:
+ * a result's gradient is checked once, where it enters (`validateResultShape`
+ * in shared/protocol.ts, called by the scheduler on receipt).
  *
  * @module
  */
-import { addPacked, checkPacked, type SparseLayout } from "../shared/sparse_grad.ts";
+import { addSpan, applyPacked, type SpanKernel, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /** One micro-batch result as the accumulator takes it. */
 export interface AccumulatorPart {
@@ -126,7 +128,8 @@ export class GradAccumulator {
    * Takes micro-batch `part.index`'s result: adds it now if every lower index
    * has been added (then every waiting part whose turn it now is), otherwise
    * keeps it until then. Throws on an index outside the step, one already
-   * taken, a gradient that does not match the layout, or a non-finite loss.
+   * taken, or a non-finite loss. The gradient is trusted to fit the layout
+   * (checked on receipt, see the module doc).
    */
   add(part: AccumulatorPart): void {
     if (!this.#open) throw new Error("add() outside a step: call begin() first");
@@ -141,11 +144,6 @@ export class GradAccumulator {
     }
     if (!Number.isFinite(part.loss)) {
       throw new RangeError(`micro-batch ${j}: loss is ${part.loss}`);
-    }
-    try {
-      checkPacked(part.grad, part.rows, this.layout);
-    } catch (e) {
-      throw new RangeError(`micro-batch ${j}: ${(e as Error).message}`);
     }
     if (j !== this.#next) {
       this.#waiting.set(j, part);
@@ -164,8 +162,10 @@ export class GradAccumulator {
   /** Adds the part whose turn it is (index === next). */
   #sum(p: AccumulatorPart): void {
     const acc = this.#acc!, c = this.#counts[p.index];
-    if (p.index === 0) assignPacked(acc, p.grad, p.rows, this.layout, c);
-    else addPacked(acc, p.grad, p.rows, this.layout, c);
+    const first = p.index === 0, s = this.layout;
+    // The first part assigns; only the embedding rows it does not carry are zeroed apart.
+    if (first && p.rows) acc.fill(0, 0, s.rowCount * s.rowWidth);
+    applyPacked(acc, p.grad, p.rows, s, c, first ? assignSpan : addSpan);
     this.#lossSum += c * p.loss;
     this.#items += c;
     this.#next++;
@@ -208,30 +208,14 @@ export function freeArrays(part: AccumulatorPart): void {
 }
 
 /**
- * acc = (+0) + c·grad over the whole layout: what zeroing acc and then
- * {@link addPacked} would give, bit for bit (x + 0 turns −0 into +0, as the
- * sum from a zeroed buffer does), in one pass instead of two.
+ * acc[i] = c·grad[i] + 0: the first part's kernel. What zeroing acc and then
+ * adding would give, bit for bit (x + 0 turns −0 into +0, as a sum from a
+ * zeroed buffer does), in one pass instead of two.
  */
-function assignPacked(
-  acc: Float64Array,
-  grad: Float32Array,
-  rows: Int32Array | undefined,
-  s: SparseLayout,
-  c: number,
-): void {
-  if (!rows) {
-    for (let i = 0; i < s.total; i++) acc[i] = c * grad[i] + 0;
-    return;
-  }
-  const w = s.rowWidth, block = s.rowCount * w;
-  acc.fill(0, 0, block);
-  for (let k = 0; k < rows.length; k++) {
-    const dst = rows[k] * w, src = k * w;
-    for (let i = 0; i < w; i++) acc[dst + i] = c * grad[src + i] + 0;
-  }
-  const rest = rows.length * w;
-  for (let i = 0; i < s.total - block; i++) acc[block + i] = c * grad[rest + i] + 0;
-}
+const assignSpan: SpanKernel = (acc, grad, c) => {
+  const n = grad.length;
+  for (let i = 0; i < n; i++) acc[i] = c * grad[i] + 0;
+};
 
 /**
  * out[i] = fround(acc[i] / n) for i < total, written into the first half of

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { addPacked, checkPacked, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
+import { addPacked, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /**
  * One micro-batch gradient g_j of the micro-batch mean loss over n_j =
@@ -62,9 +62,10 @@ function ordered<T extends { index: number; count: number }>(parts: readonly T[]
  * `index` order into a Float64Array and divided and rounded to float32 once
  * at the end, so any permutation of `parts` gives the same bits; row-sparse
  * parts are accumulated without expanding them and give the bits their dense
- * expansion would. Throws on an empty list, a duplicate index, a
- * non-positive count, a gradient of the wrong length or a sparse part
- * where the layout is dense.
+ * expansion would. Throws on an empty list, a duplicate index or a
+ * non-positive count. Each part's gradient is trusted to fit `layout`: a
+ * result's is checked once, where it enters (`validateResultShape`,
+ * shared/protocol.ts, called by the scheduler on receipt).
  */
 export function combineGradients(
   parts: readonly GradPart[],
@@ -72,13 +73,6 @@ export function combineGradients(
 ): Float32Array {
   const s = typeof layout === "number" ? denseLayout(layout) : layout;
   const sorted = ordered(parts);
-  for (const p of sorted) {
-    try {
-      checkPacked(p.grad, p.rows, s);
-    } catch (e) {
-      throw new RangeError(`micro-batch ${p.index}: ${(e as Error).message}`);
-    }
-  }
   const acc = new Float64Array(s.total);
   let n = 0;
   for (const p of sorted) {

@@ -32,7 +32,6 @@
  * @module
  */
 import {
-  encodeMessage,
   type ErrorCode,
   type EvalResultMessage,
   type Frame,
@@ -41,7 +40,7 @@ import {
   validateEvalResultShape,
   validateResultShape,
 } from "../shared/protocol.ts";
-import { checkPacked, expectedGradLength, type SparseLayout } from "../shared/sparse_grad.ts";
+import type { SparseLayout } from "../shared/sparse_grad.ts";
 import type { Outgoing } from "../shared/transfer.ts";
 
 /** A connected worker, as the scheduler sees it. */
@@ -487,8 +486,7 @@ export class Scheduler {
         );
       }
       if (m.type === "result") {
-        checkPacked(m.grad, m.rows, this.options.gradLayout);
-        validateResultShape(m, expectedGradLength(m.rows, this.options.gradLayout), p.task.count);
+        validateResultShape(m, this.options.gradLayout, p.task.count);
       } else {
         validateEvalResultShape(m, p.task.count, s.numLabels);
       }
@@ -652,9 +650,4 @@ function summarize(m: Answer): ResultSummary | EvalSummary {
   }
   const { logits: _logits, ...summary } = m;
   return summary;
-}
-
-/** Encodes an error reply. */
-export function errorFrame(code: ErrorCode, message: string): Frame {
-  return encodeMessage({ type: "error", code, message });
 }

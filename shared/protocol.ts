@@ -32,6 +32,7 @@ import { Packr, Unpackr } from "msgpackr";
 import { ADVERSARY_MODES, ADVERSARY_NORMS, type AdversaryConfig } from "./adversary.ts";
 import type { HostBatch, LabelledBatch } from "./batch.ts";
 import { type Objective, OBJECTIVES } from "./param_layout.ts";
+import { denseLayout, packedGradProblem, type SparseLayout } from "./sparse_grad.ts";
 
 /**
  * The protocol version a `hello` must carry (2: large tensors travel as
@@ -535,20 +536,21 @@ export function readChunkHeader(frame: Uint8Array): ChunkHeader {
 }
 
 /**
- * Coordinator-side check of a result against the task it assigned: the
- * gradient must have the layout's length and `count` the micro-batch's size.
+ * Coordinator-side check of a result against the task it assigned, the one
+ * check of a result's shape (on receipt; the accumulator and the combine
+ * trust it): the gradient must fit the run's gradient layout — dense, or
+ * packed rows inside the vocabulary where the layout is row-sparse
+ * (shared/sparse_grad.ts); a number is a dense layout of that length — and
+ * `count` must be the micro-batch's size.
  */
 export function validateResultShape(
   m: ResultMessage,
-  expectedGradLength: number,
+  layout: number | SparseLayout,
   expectedCount: number,
 ): void {
-  if (m.grad.length !== expectedGradLength) {
-    throw new ProtocolError(
-      "bad_shape",
-      `result.grad has ${m.grad.length} elements, expected ${expectedGradLength}`,
-    );
-  }
+  const s = typeof layout === "number" ? denseLayout(layout) : layout;
+  const problem = packedGradProblem(m.grad.length, m.rows, s);
+  if (problem !== null) throw new ProtocolError("bad_shape", `result.${problem}`);
   if (m.count !== expectedCount) {
     throw new ProtocolError(
       "bad_shape",

@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { ProtocolError } from "./protocol.ts";
 import type { Objective, ParamLayout } from "./param_layout.ts";
 
 /** Where the row-sparse block sits in the flat layout. */
@@ -48,14 +47,30 @@ export function usedRows(inputIds: Int32Array): Int32Array {
   return Int32Array.from(new Set(inputIds)).sort();
 }
 
+/**
+ * Walks a packed gradient: calls `span(dst, src, n)` for each run of `n`
+ * elements at `src` in the packed `grad` that belongs at `dst` in the dense
+ * layout — one run per listed row, then the dense rest; one run of `total`
+ * when `rows` is undefined (dense). The one place that knows the packing.
+ */
+export function packedSpans(
+  rows: Int32Array | undefined,
+  s: SparseLayout,
+  span: (dst: number, src: number, n: number) => void,
+): void {
+  if (!rows) {
+    span(0, 0, s.total);
+    return;
+  }
+  const w = s.rowWidth, block = s.rowCount * w;
+  for (let k = 0; k < rows.length; k++) span(rows[k] * w, k * w, w);
+  span(block, rows.length * w, s.total - block);
+}
+
 /** Packs a dense gradient: the listed embedding rows, then the dense rest. */
 export function compactGrad(dense: Float32Array, rows: Int32Array, s: SparseLayout): Float32Array {
-  const block = s.rowCount * s.rowWidth;
-  const out = new Float32Array(rows.length * s.rowWidth + (s.total - block));
-  rows.forEach((r, i) =>
-    out.set(dense.subarray(r * s.rowWidth, (r + 1) * s.rowWidth), i * s.rowWidth)
-  );
-  out.set(dense.subarray(block), rows.length * s.rowWidth);
+  const out = new Float32Array(expectedGradLength(rows, s));
+  packedSpans(rows, s, (dst, src, n) => out.set(dense.subarray(dst, dst + n), src));
   return out;
 }
 
@@ -65,57 +80,69 @@ export function expectedGradLength(rows: Int32Array | undefined, s: SparseLayout
 }
 
 /**
- * Checks a result's packed gradient against the layout: its length, and that
- * every listed row is in the vocabulary. Throws a `bad_shape` ProtocolError.
+ * What is wrong with a packed gradient of `gradLength` elements carrying
+ * `rows` for layout `s`, or null when it fits: rows where the layout is
+ * dense, a length that is not {@link expectedGradLength}, a row beyond the
+ * vocabulary (`rows` is already known to be increasing). Checked once, where
+ * a result enters (`validateResultShape`, shared/protocol.ts, which turns the
+ * reason into a `bad_shape` error); everything after trusts it.
  */
-export function checkPacked(
-  grad: Float32Array,
+export function packedGradProblem(
+  gradLength: number,
   rows: Int32Array | undefined,
   s: SparseLayout,
-): void {
+): string | null {
   if (rows && s.rowWidth === 0) {
-    throw new ProtocolError(
-      "bad_shape",
-      "result.rows given, but this run takes dense gradients (MLM: every embedding row has one)",
-    );
+    return "rows given, but this run takes dense gradients (MLM: every embedding row has one)";
   }
   const expected = expectedGradLength(rows, s);
-  if (grad.length !== expected) {
-    throw new ProtocolError(
-      "bad_shape",
-      `result.grad has ${grad.length} elements, expected ${expected}`,
-    );
-  }
+  if (gradLength !== expected) return `grad has ${gradLength} elements, expected ${expected}`;
   const last = rows?.[rows.length - 1];
   if (last !== undefined && last >= s.rowCount) {
-    throw new ProtocolError(
-      "bad_shape",
-      `result.rows names row ${last}, the vocabulary has ${s.rowCount}`,
-    );
+    return `rows names row ${last}, the vocabulary has ${s.rowCount}`;
   }
+  return null;
 }
 
-/** Unpacks a result's gradient into the dense layout (zeros on absent rows). */
-export function expandGrad(
+/**
+ * One element-wise step over a run of a packed gradient and the dense run it
+ * lands on (equal lengths): acc[i] += c·grad[i] for a sum, or another
+ * combination, e.g. the accumulator's first assignment.
+ */
+export type SpanKernel = (acc: Float64Array, grad: Float32Array, c: number) => void;
+
+/** acc[i] += c·grad[i]: the kernel of {@link addPacked}. */
+export const addSpan: SpanKernel = (acc, grad, c) => {
+  const n = grad.length;
+  for (let i = 0; i < n; i++) acc[i] += c * grad[i];
+};
+
+/**
+ * Runs `kernel` over each run of a packed `grad` ({@link packedSpans}) and the
+ * run of `acc` it lands on. Rows that are not listed are not visited.
+ * `grad` must fit `s` ({@link packedGradProblem} null: checked where the
+ * result entered).
+ */
+export function applyPacked(
+  acc: Float64Array,
   grad: Float32Array,
   rows: Int32Array | undefined,
   s: SparseLayout,
-): Float32Array {
-  checkPacked(grad, rows, s);
-  if (!rows) return grad;
-  const out = new Float32Array(s.total);
-  rows.forEach((r, i) =>
-    out.set(grad.subarray(i * s.rowWidth, (i + 1) * s.rowWidth), r * s.rowWidth)
+  c: number,
+  kernel: SpanKernel,
+): void {
+  packedSpans(
+    rows,
+    s,
+    (dst, src, n) => kernel(acc.subarray(dst, dst + n), grad.subarray(src, src + n), c),
   );
-  out.set(grad.subarray(rows.length * s.rowWidth), s.rowCount * s.rowWidth);
-  return out;
 }
 
 /**
  * acc += c · grad, with `grad` packed (listed rows, then the dense rest) or
  * dense when `rows` is undefined. Rows that are not listed are skipped: their
  * gradient is zero, so the sum is the one the expanded gradient would give,
- * bit for bit. Call {@link checkPacked} first.
+ * bit for bit. `grad` must fit `s`, as for {@link applyPacked}.
  */
 export function addPacked(
   acc: Float64Array,
@@ -124,15 +151,5 @@ export function addPacked(
   s: SparseLayout,
   c: number,
 ): void {
-  if (!rows) {
-    for (let i = 0; i < s.total; i++) acc[i] += c * grad[i];
-    return;
-  }
-  const w = s.rowWidth;
-  for (let k = 0; k < rows.length; k++) {
-    const dst = rows[k] * w, src = k * w;
-    for (let i = 0; i < w; i++) acc[dst + i] += c * grad[src + i];
-  }
-  const block = s.rowCount * w, rest = rows.length * w;
-  for (let i = 0; i < s.total - block; i++) acc[block + i] += c * grad[rest + i];
+  applyPacked(acc, grad, rows, s, c, addSpan);
 }

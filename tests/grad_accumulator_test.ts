@@ -178,14 +178,6 @@ Deno.test("bad parts and misuse are refused by name", () => {
   acc.begin([1, 1, 1]);
   assert.throws(() => acc.add(dense(3)), /index 3 is not in this step's 0 … 2/);
   assert.throws(() => acc.add(dense(-1)), /index -1/);
-  assert.throws(
-    () => acc.add({ index: 0, grad: new Float32Array(6), loss: 1 }),
-    /micro-batch 0: result.grad has 6 elements, expected 7/,
-  );
-  assert.throws(
-    () => acc.add({ index: 0, grad: new Float32Array(5), rows: Int32Array.from([2]), loss: 1 }),
-    /row 2/,
-  );
   assert.throws(() => acc.add({ ...dense(0), loss: NaN }), /loss is NaN/);
   acc.add(dense(2));
   assert.throws(() => acc.add(dense(2)), /micro-batch 2 was already added/);
@@ -195,12 +187,6 @@ Deno.test("bad parts and misuse are refused by name", () => {
   acc.add(dense(1));
   acc.finish();
   assert.throws(() => acc.finish(), /begin\(\) first/);
-  const mlm = new GradAccumulator(denseLayout(5));
-  mlm.begin([1]);
-  assert.throws(
-    () => mlm.add({ index: 0, grad: new Float32Array(3), rows: Int32Array.from([0]), loss: 1 }),
-    /dense gradients/,
-  );
 });
 
 Deno.test("the dispatch window keeps window × the largest result within the budget (at least 2)", () => {

@@ -31,6 +31,7 @@ import {
   validateWeightsShape,
   writeChunkHeader,
 } from "../shared/protocol.ts";
+import { denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
 
 /** A peer that sends whatever it likes, with no validation. */
 const rawPeer = new Packr({ moreTypes: true, useRecords: false });
@@ -606,6 +607,30 @@ Deno.test("validateResultShape checks against the assignment", () => {
   validateResultShape(r, 40, 2);
   expectError(() => validateResultShape(r, 41, 2), "bad_shape", /40 elements, expected 41/);
   expectError(() => validateResultShape(r, 40, 3), "bad_shape", /count is 2/);
+});
+
+Deno.test("validateResultShape checks the gradient against a row-sparse or dense layout", () => {
+  // The one check of a result's gradient (the accumulator and the combine trust it).
+  const r = (grad: Float32Array, rows?: Int32Array): ResultMessage => ({
+    ...result(),
+    grad,
+    rows,
+    count: 1,
+  });
+  const bad = (m: ResultMessage, layout: number | SparseLayout, pattern: RegExp) =>
+    expectError(() => validateResultShape(m, layout, 1), "bad_shape", pattern);
+  const s: SparseLayout = { total: 7, rowCount: 2, rowWidth: 2 };
+  bad(r(new Float32Array(5), Int32Array.from([1])), 7, /dense gradients/);
+  bad(r(new Float32Array(3), Int32Array.from([0])), denseLayout(5), /dense gradients/);
+  bad(r(new Float32Array(6), Int32Array.from([1])), s, /expected 5/);
+  bad(r(new Float32Array(5), Int32Array.from([2])), s, /row 2/);
+  bad(r(new Float32Array(6)), s, /result.grad has 6 elements, expected 7/);
+  // A 4×2 embedding block, then 3 dense values.
+  const t: SparseLayout = { total: 4 * 2 + 3, rowCount: 4, rowWidth: 2 };
+  bad(r(new Float32Array(6), Int32Array.from([1, 3])), t, /has 6 elements, expected 7/);
+  bad(r(new Float32Array(7), Int32Array.from([1, 4])), t, /row 4, the vocabulary has 4/);
+  validateResultShape(r(new Float32Array(7), Int32Array.from([1, 3])), t, 1);
+  validateResultShape(r(new Float32Array(11)), t, 1);
 });
 
 Deno.test("eval_task: a batch without labels, checked like a task's", () => {

@@ -1,28 +1,18 @@
 import assert from "node:assert/strict";
-import { compactGrad, expandGrad, expectedGradLength, usedRows } from "../shared/sparse_grad.ts";
+import { combineGradients } from "../coordinator/grad_combine.ts";
+import { compactGrad, expectedGradLength, usedRows } from "../shared/sparse_grad.ts";
 
 const s = { total: 4 * 2 + 3, rowCount: 4, rowWidth: 2 }; // 4×2 embedding block, then 3 dense values
 
-Deno.test("compact then expand restores the dense gradient when only used rows are non-zero", () => {
+Deno.test("compact, then the coordinator's combine, restores the dense gradient when only used rows are non-zero", () => {
   const dense = Float32Array.from([0, 0, 1, 2, 0, 0, 3, 4, 5, 6, 7]);
   const rows = usedRows(Int32Array.from([3, 1, 3, 1]));
   assert.deepEqual([...rows], [1, 3]);
   const packed = compactGrad(dense, rows, s);
   assert.deepEqual([...packed], [1, 2, 3, 4, 5, 6, 7]);
   assert.equal(expectedGradLength(rows, s), 7);
-  assert.deepEqual(expandGrad(packed, rows, s), dense);
-});
-
-Deno.test("expand refuses a wrong length or a row beyond the vocabulary", () => {
-  assert.throws(
-    () => expandGrad(new Float32Array(6), Int32Array.from([1, 3]), s),
-    /has 6 elements, expected 7/,
-  );
-  assert.throws(
-    () => expandGrad(new Float32Array(7), Int32Array.from([1, 4]), s),
-    /row 4, the vocabulary has 4/,
-  );
-  assert.equal(expandGrad(new Float32Array(11), undefined, s).length, 11);
+  // One part of count 1: the combine adds the packed rows into the dense layout and divides by 1.
+  assert.deepEqual(combineGradients([{ index: 0, grad: packed, rows, count: 1 }], s), dense);
 });
 
 Deno.test("the protocol carries rows and refuses unsorted or negative ones", async () => {

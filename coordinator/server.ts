@@ -1,8 +1,8 @@
 /**
  * The coordinator's HTTP face: the worker WebSocket `/ws` (handshake with
- * protocol version and run token, then pull requests, results and
- * evaluation results), and the
- * routes the observability module mounts (`/metrics`, `/status`, `/`).
+ * protocol version — checked when the hello is decoded — and run token,
+ * then pull requests, results and evaluation results), and the routes the
+ * observability module mounts (`/metrics`, `/status`, `/`).
  * Every frame a peer sends is decoded and validated by the protocol module;
  * a bad one is answered with an `error` message and dropped. Each connection
  * sends through its own flow-controlled queue and reassembles the worker's
@@ -23,13 +23,12 @@ import {
   type ErrorCode,
   type HelloMessage,
   type Message,
-  PROTOCOL_VERSION,
   ProtocolError,
   toErrorMessage,
+  type WelcomeMessage,
 } from "../shared/protocol.ts";
 import { type BufferPool, describeClose, Reassembler, Sender } from "../shared/transfer.ts";
 import type { Scheduler, WorkerLink } from "./scheduler.ts";
-import type { WelcomeMessage } from "../shared/protocol.ts";
 
 /** What the WebSocket endpoint needs from the rest of the coordinator. */
 export interface MeshContext {
@@ -104,6 +103,22 @@ function closePeer(peer: Peer, code: number, reason: string): void {
       // Already closing.
     }
   });
+}
+
+/**
+ * Answers a refused frame or message: reports it, sends the peer an `error`
+ * with its code, and, before the handshake, closes the connection (policy
+ * violation) once that reply is written.
+ */
+function refuse(
+  ctx: MeshContext,
+  peer: Peer,
+  err: { code: ErrorCode; message: string },
+  beforeHandshake: boolean,
+): void {
+  ctx.rejected?.(err.code, err.message);
+  sendMessage(peer, { type: "error", code: err.code, message: err.message });
+  if (beforeHandshake) closePeer(peer, 1008, err.code);
 }
 
 function frameBytes(data: unknown): Uint8Array {
@@ -197,10 +212,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
               ? decodeMessage(bytes, { maxBytes: ctx.maxFrameBytes })
               : p.receiver.receive(bytes);
           } catch (e) {
-            const err = toErrorMessage(e);
-            ctx.rejected?.(err.code, err.message);
-            sendMessage(p, err);
-            if (id === null) closePeer(p, 1008, err.code);
+            refuse(ctx, p, toErrorMessage(e), id === null);
             return;
           }
           if (m === null) return; // a transfer declaration or chunk
@@ -222,10 +234,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
                 const err = m.type === "result"
                   ? ctx.scheduler.result(id, m)
                   : ctx.scheduler.evalResult(id, m);
-                if (err) {
-                  ctx.rejected?.(err.code, err.message);
-                  sendMessage(p, { type: "error", ...err });
-                }
+                if (err) refuse(ctx, p, err, false);
                 return;
               }
               case "heartbeat":
@@ -241,10 +250,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
                 throw new ProtocolError("malformed", `a worker does not send ${m.type} messages`);
             }
           } catch (e) {
-            const err = toErrorMessage(e);
-            ctx.rejected?.(err.code, err.message);
-            sendMessage(p, err);
-            if (id === null) closePeer(p, 1008, err.code);
+            refuse(ctx, p, toErrorMessage(e), id === null);
           }
         },
         onError(evt) {
@@ -284,12 +290,7 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
 }
 
 function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
-  if (m.protocol !== PROTOCOL_VERSION) {
-    throw new ProtocolError(
-      "bad_version",
-      `protocol ${m.protocol} is not supported; this coordinator speaks ${PROTOCOL_VERSION}`,
-    );
-  }
+  // The protocol version was checked by decodeMessage (a hello of another is `bad_version`).
   checkToken(m, ctx.token);
   const required = ctx.requireBackend();
   if (required && m.backend !== required) {

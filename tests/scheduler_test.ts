@@ -21,6 +21,7 @@ import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
 import { combineGradients } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
 import { InProcessWorker } from "./support/in_process.ts";
+import { resultMessage } from "./support/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
 await initBackend("wasm");
@@ -192,18 +193,7 @@ Deno.test("a NaN gradient never reaches the coordinator: the protocol refuses to
   const grad = new Float32Array(10);
   grad[3] = NaN;
   assert.throws(
-    () =>
-      encodeMessage({
-        type: "result",
-        taskId: 1,
-        step: 0,
-        index: 0,
-        weightsVersion: 0,
-        grad,
-        loss: 1,
-        count: 1,
-        timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
-      }),
+    () => encodeMessage(resultMessage({ grad })),
     /non-finite|NaN/i,
   );
 });
@@ -219,17 +209,12 @@ Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused
     accept: (r) => accepted.push(r),
   });
   s.request("w", 1);
-  const base: ResultMessage = {
-    type: "result",
+  const base = resultMessage({
     taskId: 7,
-    step: 0,
-    index: 0,
     weightsVersion: 1,
     grad: new Float32Array(total).fill(0.5),
-    loss: 1,
     count: 2,
-    timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
-  };
+  });
   const err = s.result("w", { ...base, rows: Int32Array.from([3]), grad: new Float32Array(total) });
   assert.equal(err?.code, "bad_shape");
   assert.match(err?.message ?? "", /dense gradients/);
@@ -314,17 +299,17 @@ class FakeMesh {
     const list = this.holding.get(id)!;
     list.splice(list.indexOf(taskId), 1);
     const index = taskId - 100;
-    const err = this.scheduler.result(id, {
-      type: "result",
-      taskId,
-      step: 0,
-      index,
-      weightsVersion: 1,
-      grad: this.grads[index],
-      loss: index / 7,
-      count: this.counts[index],
-      timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
-    });
+    const err = this.scheduler.result(
+      id,
+      resultMessage({
+        taskId,
+        index,
+        weightsVersion: 1,
+        grad: this.grads[index],
+        loss: index / 7,
+        count: this.counts[index],
+      }),
+    );
     this.scheduler.request(id, 1);
     return err?.code ?? null;
   }
@@ -550,54 +535,61 @@ Deno.test("no worker connected: the evaluation falls back to the coordinator", a
   assert.equal(scheduler.weightsVersion, -1, "nothing was prepared for workers");
 });
 
-Deno.test("a worker that dies mid-evaluation: its batch is scored by another, same logits", async () => {
-  const trainer = await evalTrainer();
-  const redispatched: string[] = [];
+/**
+ * Evaluates with two in-process workers, the first of which takes its
+ * `beforeEval` from `withhold` (to drop or swallow a batch); checks the
+ * result and logits against the single-process reference and returns the
+ * re-dispatch reasons and the second worker.
+ */
+async function twoWorkerEvaluation(
+  trainer: Trainer,
+  taskTimeoutMs: number,
+  names: readonly [string, string],
+  withhold: (first: InProcessWorker) => (index: number) => boolean,
+): Promise<{ reasons: string[]; second: InProcessWorker }> {
+  const reasons: string[] = [];
   const scheduler = new Scheduler({
     gradLayout: trainer.gradLayout,
-    taskTimeoutMs: 0,
-    events: { redispatched: (reason) => redispatched.push(reason) },
+    taskTimeoutMs,
+    events: { redispatched: (reason) => reasons.push(reason) },
   });
-  const dying = new InProcessWorker("dying", scheduler, trainer);
-  const other = new InProcessWorker("other", scheduler, trainer);
-  let held = -1;
-  dying.beforeEval = (index) => {
-    held = index;
-    queueMicrotask(() => dying.detach());
-    return false; // dies holding the batch
-  };
+  const [first, second] = names.map((name) => new InProcessWorker(name, scheduler, trainer));
+  first.beforeEval = withhold(first);
   const { result, logits } = await meshEvaluation(trainer, scheduler);
-  assert.ok(held >= 0, "the dying worker held a batch");
-  assert.ok(redispatched.includes("disconnect"), redispatched.join());
-  assert.equal(other.evalsDone, 5);
   assert.deepEqual(result, evalReference.result);
   assertSameLogits(logits, evalReference.logits);
-  await dying.settle();
-  await other.settle();
+  await first.settle();
+  await second.settle();
+  return { reasons, second };
+}
+
+Deno.test("a worker that dies mid-evaluation: its batch is scored by another, same logits", async () => {
+  const trainer = await evalTrainer();
+  let held = -1;
+  const { reasons, second } = await twoWorkerEvaluation(
+    trainer,
+    0,
+    ["dying", "other"],
+    (dying) => (index) => {
+      held = index;
+      queueMicrotask(() => dying.detach());
+      return false; // dies holding the batch
+    },
+  );
+  assert.ok(held >= 0, "the dying worker held a batch");
+  assert.ok(reasons.includes("disconnect"), reasons.join());
+  assert.equal(second.evalsDone, 5);
 });
 
 Deno.test("an evaluation straggler past its deadline: another worker answers", async () => {
   const trainer = await evalTrainer(["--task-timeout", "0.3"]);
-  const reasons: string[] = [];
-  const scheduler = new Scheduler({
-    gradLayout: trainer.gradLayout,
-    taskTimeoutMs: 300,
-    events: { redispatched: (reason) => reasons.push(reason) },
-  });
-  const slow = new InProcessWorker("slow", scheduler, trainer);
-  const fast = new InProcessWorker("fast", scheduler, trainer);
   let swallowed = false;
-  slow.beforeEval = () => {
+  const { reasons } = await twoWorkerEvaluation(trainer, 300, ["slow", "fast"], () => () => {
     if (swallowed) return true;
     swallowed = true;
     return false; // never answers this one
-  };
-  const { result, logits } = await meshEvaluation(trainer, scheduler);
+  });
   assert.ok(swallowed && reasons.includes("timeout"), reasons.join());
-  assert.deepEqual(result, evalReference.result);
-  assertSameLogits(logits, evalReference.logits);
-  await slow.settle();
-  await fast.settle();
 });
 
 Deno.test("bad evaluation results are refused with clear errors and never used", async () => {

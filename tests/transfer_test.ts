@@ -7,12 +7,10 @@ import assert from "node:assert/strict";
 import {
   CHUNK_HEADER_BYTES,
   DTYPES,
-  type ErrorCode,
   type Frame,
   MAX_FRAME_BYTES,
   type Message,
   packFrame,
-  ProtocolError,
   type ResultMessage,
   type TaskMessage,
   type TransferMessage,
@@ -34,18 +32,7 @@ import {
   Sender,
 } from "../shared/transfer.ts";
 import { Rng } from "../shared/rng.ts";
-
-function expectError(fn: () => unknown, code: ErrorCode, pattern?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof ProtocolError, `expected a ProtocolError ${code}, got ${caught}`);
-  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
-  if (pattern) assert.match(caught.message, pattern);
-}
+import { expectError } from "./support/protocol.ts";
 
 /** Every finite float32 bit pattern class: random bits, minus NaN/Inf, plus the edge cases. */
 function f32Bits(n: number, seed: number): Float32Array {

@@ -12,8 +12,10 @@
 import {
   DTYPES,
   encodeMessage,
+  type EvalResultMessage,
   type Message,
   PROTOCOL_VERSION,
+  type ResultMessage,
   toErrorMessage,
 } from "../shared/protocol.ts";
 import { paramLayout } from "../shared/param_layout.ts";
@@ -146,6 +148,27 @@ function session(
         host: Deno.hostname(),
       });
     };
+    /**
+     * Computes one task's answer (a result or an eval result), sends it, and
+     * asks for the next task; a refusal is answered with an `error`. An answer
+     * cannot carry its own encoding time: it reports the previous one's.
+     */
+    const answer = async (
+      work: () => Promise<ResultMessage | EvalResultMessage>,
+      runId: string,
+    ) => {
+      try {
+        const result = await work();
+        result.timings.encodeMs = lastEncodeMs;
+        const t0 = performance.now();
+        const out = prepareMessage(result, { runId });
+        lastEncodeMs = performance.now() - t0;
+        if (ws.readyState === WebSocket.OPEN) sender.send(out);
+      } catch (e) {
+        send(toErrorMessage(e));
+      }
+      send({ type: "request", capacity: 1 });
+    };
     const handle = async (m: Message) => {
       switch (m.type) {
         case "welcome": {
@@ -166,31 +189,10 @@ function session(
           return;
         }
         case "task":
-          try {
-            const result = await compute.task(m);
-            // A result cannot carry its own encoding time: it reports the previous one's.
-            result.timings.encodeMs = lastEncodeMs;
-            const t0 = performance.now();
-            const out = prepareMessage(result, { runId: m.runId });
-            lastEncodeMs = performance.now() - t0;
-            if (ws.readyState === WebSocket.OPEN) sender.send(out);
-          } catch (e) {
-            send(toErrorMessage(e));
-          }
-          send({ type: "request", capacity: 1 });
+          await answer(() => compute.task(m), m.runId);
           return;
         case "eval_task":
-          try {
-            const result = await compute.evaluate(m);
-            result.timings.encodeMs = lastEncodeMs;
-            const t0 = performance.now();
-            const out = prepareMessage(result, { runId: m.runId });
-            lastEncodeMs = performance.now() - t0;
-            if (ws.readyState === WebSocket.OPEN) sender.send(out);
-          } catch (e) {
-            send(toErrorMessage(e));
-          }
-          send({ type: "request", capacity: 1 });
+          await answer(() => compute.evaluate(m), m.runId);
           return;
         case "error":
           opts.log(`coordinator refused: ${m.code}: ${m.message}`);

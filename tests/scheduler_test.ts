@@ -15,12 +15,12 @@ import type { HostBatch } from "../shared/batch.ts";
 import { weightTensors } from "../shared/model.ts";
 import { EVAL_TASK_ID_BASE, MAX_EVAL_BATCHES, meshLogits } from "../coordinator/mesh_eval.ts";
 import { WeightsOut } from "../coordinator/weights_out.ts";
-import type { TrainingData } from "../coordinator/training_data.ts";
 import { denseLayout } from "../shared/sparse_grad.ts";
 import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
 import { combineGradients } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
 import { InProcessWorker } from "./support/in_process.ts";
+import { observeMeshLogits } from "./support/mesh_logits.ts";
 import { resultMessage } from "./support/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
@@ -464,28 +464,6 @@ async function meshEvaluation(trainer: Trainer, scheduler: Scheduler, round = 10
     logitsAll: async (b) => (logits = await mesh(b)),
   }, 0);
   return { result, logits };
-}
-
-/** Records the logits of every evaluation `trainer` runs on the workers (the real path, observed). */
-function observeMeshLogits(trainer: Trainer): Float32Array[][] {
-  const seen: Float32Array[][] = [];
-  const data = trainer.data as { evaluate: TrainingData["evaluate"] };
-  const real = data.evaluate;
-  data.evaluate = (model, limit) =>
-    real(
-      "logitsAll" in model
-        ? {
-          config: model.config,
-          logitsAll: async (b) => {
-            const l = await model.logitsAll(b);
-            seen.push(l);
-            return l;
-          },
-        }
-        : model,
-      limit,
-    );
-  return seen;
 }
 
 function assertSameLogits(a: Float32Array[], b: Float32Array[]): void {

@@ -4,6 +4,11 @@
  * formats of chunked transfers and strict validation of everything a peer
  * sends (architecture principle 4).
  *
+ * What the messages carry is the core's, defined once there: the adversary
+ * settings (shared/adversary.ts), the micro-batch (shared/batch.ts), the
+ * objective (shared/param_layout.ts); this module adds only the wire fields
+ * around them and checks them where they enter.
+ *
  * Frames are msgpack (msgpackr with `moreTypes`, so typed arrays travel as
  * typed arrays). {@link decodeMessage} returns a fresh object holding only the
  * known fields, or throws a {@link ProtocolError} whose `code` says what was

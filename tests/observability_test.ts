@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
-import type { RunStatus } from "../coordinator/observability.ts";
+import type { RunStatus } from "../coordinator/run_monitor.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { initBackend } from "../shared/backend.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
@@ -23,9 +23,7 @@ async function startTiny(
   opts: Parameters<typeof startCoordinator>[1] = {},
 ): Promise<Coordinator> {
   const { config } = await parseRunFlags(await quickRunArgs(extra), {}, "");
-  const c = await startCoordinator(config, { log: () => {}, ...opts });
-  c.monitor.attach(c.scheduler);
-  return c;
+  return await startCoordinator(config, { log: () => {}, ...opts });
 }
 
 async function startWorker(c: Coordinator, token = c.token): Promise<WorkerExit> {
@@ -122,7 +120,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
         if (r.step !== 2 || !c) return;
         midStatus = c.monitor.status();
         // The collectors run synchronously inside metrics(): this is the state at step 2.
-        c.monitor.metrics.registry.metrics().then((t) => midText = t);
+        c.metrics.registry.metrics().then((t) => midText = t);
       },
     },
   });
@@ -349,7 +347,7 @@ Deno.test("the dashboard and its assets are served (no token: open)", async () =
     for (const f of ["app.js", "style.css"]) {
       assert.equal((await get(`${base}dashboard/${f}`)).status, 200, f);
     }
-    assert.equal((await get(`${base}dashboard/../observability.ts`)).status, 404);
+    assert.equal((await get(`${base}dashboard/../monitor_routes.ts`)).status, 404);
     assert.equal((await get(`${base}dashboard/nope.js`)).status, 404);
   } finally {
     c.stop();

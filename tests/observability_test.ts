@@ -26,6 +26,14 @@ async function startTiny(
   return await startCoordinator(config, { log: () => {}, ...opts });
 }
 
+/** Stops the run, closes the coordinator and removes `path` (the test's files). */
+async function finish(c: Coordinator, path: string): Promise<void> {
+  c.stop();
+  await c.done.catch(() => {});
+  await c.close();
+  await Deno.remove(path, { recursive: true });
+}
+
 async function startWorker(c: Coordinator, token = c.token): Promise<WorkerExit> {
   const backend = await initBackend("wasm");
   return runWorker({
@@ -272,10 +280,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
       assert.equal(r.output.trim(), "", `promtool check metrics complained:\n${r.output}`);
     }
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -316,10 +321,7 @@ Deno.test("--metrics-token guards /metrics, /status, / and the dashboard assets"
     assert.equal(JSON.parse(s.body).finished, true);
     assert.ok(!s.body.includes("s3cret"), "/status must not echo the metrics token");
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -350,10 +352,7 @@ Deno.test("the dashboard and its assets are served (no token: open)", async () =
     assert.equal((await get(`${base}dashboard/../monitor_routes.ts`)).status, 404);
     assert.equal((await get(`${base}dashboard/nope.js`)).status, 404);
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -368,7 +367,6 @@ Deno.test("/status of a pre-training run leaves out the classification task and 
     assert.ok(!("numLabels" in s.model), `model.numLabels is absent: ${JSON.stringify(s.model)}`);
     assert.equal(s.task.name, `mlm-file:${corpus}`);
   } finally {
-    await c.close();
-    await Deno.remove(corpus);
+    await finish(c, corpus);
   }
 });

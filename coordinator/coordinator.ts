@@ -89,7 +89,7 @@ export async function startCoordinator(
     // The resolved run config: a resumed run's `deterministic` comes from its checkpoint.
     requireBackend: () => trainer.config.deterministic ? firstBackend : null,
     welcome: (id) => trainer.welcome(id),
-    rejected: (code, detail) => monitor.rejected(code, detail),
+    rejected: (code) => monitor.rejected(code),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,
     silenceMs: config.workerSilenceMs,

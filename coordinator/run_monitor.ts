@@ -6,11 +6,10 @@
  * (coordinator/monitor_routes.ts), and coordinator/metrics.ts reads the same
  * numbers as Prometheus text, so the two always agree.
  *
- * It learns of the run three ways, wired in coordinator/coordinator.ts: the
+ * Everything reaches it through coordinator/coordinator.ts, which wires the
  * trainer's observer ({@link RunMonitor.observer}), the scheduler's events
- * ({@link RunMonitor.events}) and the scheduler's worker table
- * ({@link RunMonitor.attach}), and the mesh endpoint's joins, leaves, bytes
- * and rejections.
+ * ({@link RunMonitor.events}) and worker table ({@link RunMonitor.attach}),
+ * and the mesh endpoint's joins, leaves, bytes and rejections.
  *
  * @module
  */
@@ -203,7 +202,7 @@ export class RunMonitor {
   }
 
   /** A peer message refused with `code` (the mesh endpoint). */
-  rejected(code: ErrorCode, _detail: string): void {
+  rejected(code: ErrorCode): void {
     inc(this.rejectedByReason, code);
   }
 

@@ -47,6 +47,8 @@ export interface WorkerView {
   readonly id: string;
   readonly backend: string;
   readonly device: string;
+  /** Unix ms. */
+  readonly joinedAt: number;
   readonly connectedSeconds: number;
   /** Moving average of compute ms per example (0 until measured). */
   readonly msPerExample: number;
@@ -56,6 +58,8 @@ export interface WorkerView {
   readonly examples: number;
   readonly rejected: number;
   readonly inflight: number;
+  /** The weights version the worker last received (−1 before the first). */
+  readonly weightsVersion: number;
 }
 
 /** A worker's totals over the run, kept after it leaves (and across its reconnections). */
@@ -66,8 +70,22 @@ export interface WorkerTotals {
   connected: boolean;
 }
 
-/** One step, trimmed to the plotted fields (times in seconds). */
-export interface HistoryPoint extends Pick<StepReport, "step" | "loss" | "lr"> {
+/** One step of the `/status` history (times in seconds). */
+export interface HistoryPoint extends
+  Pick<
+    StepReport,
+    | "step"
+    | "loss"
+    | "lr"
+    | "gradNorm"
+    | "clipped"
+    | "trustRatio"
+    | "examples"
+    | "tokens"
+    | "adversary"
+  > {
+  /** Seconds since the run started. */
+  readonly t: number;
   /** examples / step time. */
   readonly examplesPerSecond: number;
   /** The phases the dashboard's step-time chart draws. */
@@ -79,6 +97,7 @@ export interface HistoryPoint extends Pick<StepReport, "step" | "loss" | "lr"> {
     readonly averaging: number;
     readonly optimizer: number;
     readonly encode: number;
+    readonly wait: number;
   };
   /** Examples per second each worker contributed to this step. */
   readonly workers: Record<string, number>;
@@ -102,9 +121,15 @@ export interface RunCounters {
   readonly rejected: Partial<Record<ErrorCode, number>>;
 }
 
-/** The `/status` document: the fields the dashboard (coordinator/dashboard/app.js) draws. */
+/**
+ * The `/status` document: what the dashboard (coordinator/dashboard/app.js)
+ * draws, and the per-step history (grad norm, trust ratios, clipping, timings)
+ * for scripts that follow a run.
+ */
 export type RunStatus = {
   readonly runId: string;
+  /** Unix ms of this document. */
+  readonly now: number;
   readonly finished: boolean;
   readonly summary: RunSummary | null;
   readonly config: Record<string, unknown>;
@@ -124,7 +149,12 @@ export type RunStatus = {
   readonly adversary: string | null;
   readonly workers: WorkerView[];
   readonly history: HistoryPoint[];
-  readonly evaluations: { step: number; split: string; metrics: Record<string, number> }[];
+  readonly evaluations: {
+    step: number;
+    split: string;
+    examples: number;
+    metrics: Record<string, number>;
+  }[];
   readonly lastEvaluation: Record<string, number> | null;
   readonly counters: RunCounters;
 };
@@ -323,6 +353,7 @@ export class RunMonitor {
       id: w.id,
       backend: w.backend,
       device: w.device,
+      joinedAt: w.joinedAt,
       connectedSeconds: Math.max(0, (now - w.joinedAt) / 1000),
       msPerExample: w.msPerExample,
       examplesPerSecond: rates.get(w.id) ?? 0,
@@ -330,6 +361,7 @@ export class RunMonitor {
       examples: w.examples,
       rejected: w.rejected,
       inflight: w.inflight.size,
+      weightsVersion: w.weightsVersion,
     }));
   }
 
@@ -359,6 +391,13 @@ export class RunMonitor {
       step: r.step,
       loss: r.loss,
       lr: r.lr,
+      gradNorm: r.gradNorm,
+      clipped: r.clipped,
+      trustRatio: r.trustRatio,
+      examples: r.examples,
+      tokens: r.tokens,
+      adversary: r.adversary,
+      t: r.elapsedMs / 1000,
       examplesPerSecond: r.timings.stepMs > 0 ? r.examples / (r.timings.stepMs / 1000) : 0,
       seconds: {
         step: r.timings.stepMs / 1000,
@@ -368,6 +407,7 @@ export class RunMonitor {
         averaging: r.timings.averageMs / 1000,
         optimizer: r.timings.optimizerMs / 1000,
         encode: r.timings.encodeMs / 1000,
+        wait: r.timings.waitMs / 1000,
       },
       workers: this.#stepWorkers.get(r.step) ?? {},
     }));
@@ -384,6 +424,7 @@ export class RunMonitor {
     const { task: _task, ...untasked } = fields;
     return {
       runId: t.runId,
+      now: Date.now(),
       finished: this.summary !== null,
       summary: this.summary,
       config: mlm ? untasked : fields,
@@ -412,8 +453,8 @@ export class RunMonitor {
       workers: this.workers(),
       history: this.points(),
       evaluations: this.evals.map((e) => {
-        const { examples: _e, ...metrics } = e.result;
-        return { step: e.step, split: e.split, metrics };
+        const { examples, ...metrics } = e.result;
+        return { step: e.step, split: e.split, examples, metrics };
       }),
       lastEvaluation: this.evals.at(-1)?.result ?? t.lastEval ?? null,
       counters: this.counters(),

@@ -268,6 +268,11 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
     assert.equal(s.counters.steps, 3);
     assert.ok(s.counters.bytesIn > 0 && s.counters.bytesOut > 0);
     assert.equal(s.loss, s.history[2].loss);
+    // The per-step history carries the optimizer's view of each step, for scripts.
+    assert.equal(s.gradNorm, s.history[2].gradNorm);
+    assert.ok(s.history.every((p) => p.gradNorm > 0 && p.examples === 8 && p.t > 0));
+    assert.deepEqual(s.history[2].trustRatio, s.trustRatio);
+    assert.equal(s.evaluations[1].examples > 0, true);
 
     // promtool, on both scrapes.
     for (const text of [before.body, after.body, midText]) {

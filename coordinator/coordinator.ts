@@ -12,13 +12,17 @@ import type { RunConfig } from "./run_config.ts";
 import { Scheduler, type SchedulerEvents } from "./scheduler.ts";
 import { type MeshContext, mountMesh } from "./server.ts";
 import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
-import { mountObservability, RunMonitor } from "./observability.ts";
+import { RunMetrics } from "./metrics.ts";
+import { mountMonitorRoutes } from "./monitor_routes.ts";
+import { RunMonitor } from "./run_monitor.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
   readonly trainer: Trainer;
   readonly scheduler: Scheduler;
   readonly monitor: RunMonitor;
+  /** The Prometheus registry behind `/metrics`. */
+  readonly metrics: RunMetrics;
   /** ws://host:port/ws */
   readonly wsUrl: string;
   /** http://host:port/ */
@@ -52,6 +56,7 @@ export async function startCoordinator(
   const trainer = await Trainer.create(config);
   for (const note of trainer.notes) log(`note: ${note}`);
   const monitor = new RunMonitor(trainer);
+  const metrics = new RunMetrics(monitor);
   const events: SchedulerEvents = {
     accepted: (w, r) => {
       monitor.events.accepted?.(w, r);
@@ -84,7 +89,7 @@ export async function startCoordinator(
     // The resolved run config: a resumed run's `deterministic` comes from its checkpoint.
     requireBackend: () => trainer.config.deterministic ? firstBackend : null,
     welcome: (id) => trainer.welcome(id),
-    rejected: (code, detail) => monitor.rejected(code, detail),
+    rejected: (code) => monitor.rejected(code),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,
     silenceMs: config.workerSilenceMs,
@@ -99,7 +104,7 @@ export async function startCoordinator(
   };
   const app = new Hono();
   const meshHandle = mountMesh(app, mesh);
-  mountObservability(app, monitor, { token: config.metricsToken });
+  mountMonitorRoutes(app, { monitor, metrics, token: config.metricsToken });
   const server = Deno.serve(
     { hostname: config.host, port: config.port, onListen: () => {} },
     app.fetch,
@@ -126,6 +131,7 @@ export async function startCoordinator(
     trainer,
     scheduler,
     monitor,
+    metrics,
     wsUrl,
     httpUrl,
     token: config.token,

@@ -14,7 +14,8 @@
  */
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { DEFAULT_LR, parseRunFlags } from "../coordinator/run_config.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { DEFAULT_LR } from "../coordinator/optimizer.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 
 /** A recipe: the flags that define it, and how often (in examples) it is evaluated. */

@@ -23,7 +23,7 @@ import { loadBlas } from "../shared/native/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, ROOT, spawnDeno } from "./support/processes.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { startCoordinator } from "../coordinator/coordinator.ts";
+import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 
 const blasHere = loadBlas().blas !== null;
 if (!blasHere) console.warn("no BLAS library here: native cases are skipped");
@@ -372,44 +372,74 @@ Deno.test({
   },
 });
 
-Deno.test("a deterministic run resumed with --resume alone keeps its one-backend rule", async () => {
+/** A worker process of `backend` joining the coordinator at `url`. */
+function backendWorker(url: string, token: string, backend: string) {
+  const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
+  return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+}
+
+/**
+ * A deterministic run on one wasm worker, stopped (and checkpointed into a
+ * new folder) after its first step; `resume` then starts the coordinator of
+ * `--resume FOLDER` alone (the command line does not say deterministic).
+ */
+async function resumedDeterministicRun(
+  resume: (c: Coordinator) => Promise<void>,
+): Promise<void> {
   const model = await tinyModelDir(3);
   const task = await tinyTaskDir(48, 16);
   const save = await Deno.makeTempDir({ prefix: "adaptmesh-resume-det-" });
-  const worker = (url: string, token: string, backend: string) => {
-    const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
-    return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
-  };
   try {
-    // First run: deterministic, stopped (and checkpointed) after its first step.
     const first = await parseRunFlags(
       tinyRunArgs(model, task, ["--deterministic", "--save", save, "--steps", "6"]),
       {},
       "",
     );
-    let c: Awaited<ReturnType<typeof startCoordinator>> | null = null;
+    let c: Coordinator | null = null;
     c = await startCoordinator(first.config, {
       log: () => {},
       observer: { step: () => c?.stop() },
     });
-    const a = worker(c.wsUrl, c.token, "wasm");
+    const a = backendWorker(c.wsUrl, c.token, "wasm");
     await c.done;
     await c.close();
     await finish(a.p, [a.out, a.err]);
-    // Resumed without --deterministic on the command line: the stored config still pins it.
     const resumed = await parseRunFlags(["--resume", save], {}, "");
-    assert.equal(resumed.config.deterministic, false, "the command line alone does not say it");
+    assert.equal(
+      resumed.config.training.deterministic,
+      false,
+      "the command line alone does not say it",
+    );
     const r = await startCoordinator(resumed.config, { log: () => {} });
-    const w = worker(r.wsUrl, r.token, "wasm");
-    await w.out.waitFor(/joined run/);
-    const other = worker(r.wsUrl, r.token, "cpu");
-    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    await resume(r);
     await r.done;
     await r.close();
-    for (const x of [w, other]) await finish(x.p, [x.out, x.err]);
   } finally {
     await Deno.remove(model, { recursive: true });
     await Deno.remove(task.dir, { recursive: true });
     await Deno.remove(save, { recursive: true });
   }
+}
+
+Deno.test("a deterministic run resumed with --resume alone keeps its one-backend rule", async () => {
+  await resumedDeterministicRun(async (r) => {
+    const w = backendWorker(r.wsUrl, r.token, "wasm");
+    await w.out.waitFor(/joined run/);
+    const other = backendWorker(r.wsUrl, r.token, "cpu");
+    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    await r.done;
+    for (const x of [w, other]) await finish(x.p, [x.out, x.err]);
+  });
+});
+
+Deno.test("a resumed deterministic run keeps its pinned backend: another one joining first is refused", async () => {
+  await resumedDeterministicRun(async (r) => {
+    assert.equal(r.trainer.pinnedBackend, "wasm", "the checkpoint names the pinned backend");
+    const other = backendWorker(r.wsUrl, r.token, "cpu");
+    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    const w = backendWorker(r.wsUrl, r.token, "wasm");
+    await w.out.waitFor(/joined run/);
+    await r.done;
+    for (const x of [other, w]) await finish(x.p, [x.out, x.err]);
+  });
 });

@@ -161,18 +161,22 @@ export function optimizerStep(
     const spec = layout.specs[s];
     const start = spec.offset, end = spec.offset + spec.size;
     const lambda = spec.decay ? cfg.weightDecay : 0;
-    const w = weights.subarray(start, end), g = grad.subarray(start, end);
-    const m = state.m.subarray(start, end), v = state.v.subarray(start, end);
+    const slices: TensorSlices = {
+      g: grad.subarray(start, end),
+      m: state.m.subarray(start, end),
+      v: state.v.subarray(start, end),
+      w: weights.subarray(start, end),
+    };
     if (cfg.kind === "lamb" && spec.decay) {
       const u = scratchFor(state, layout, spec.size).subarray(0, spec.size);
-      const norms = momentsAndUpdate(k, lambda, g, m, v, w, u);
+      const norms = momentsAndUpdate(k, lambda, slices, u);
       const r = norms.wSq > 0 && norms.uSq > 0 ? Math.sqrt(norms.wSq) / Math.sqrt(norms.uSq) : 1;
       trustRatios[s] = r;
-      updateSq = applyScaled(lr * r, u, w, updateSq);
+      updateSq = applyScaled(lr * r, u, slices.w, updateSq);
     } else {
       // r = 1: one pass updates the moments and applies the step.
       trustRatios[s] = 1;
-      updateSq = onePass(k, lambda, lr, g, m, v, w, updateSq);
+      updateSq = onePass(k, lambda, lr, slices, updateSq);
     }
   }
   state.step = t;
@@ -206,6 +210,14 @@ function scratchFor(state: OptimizerState, layout: ParamLayout, size: number): F
 // The loops below are small functions called once per tensor, so that they
 // are optimised after the first few tensors (not after a whole step).
 
+/** One tensor's gradient, moments and weights (subarrays of the flat buffers). */
+interface TensorSlices {
+  readonly g: Float32Array;
+  readonly m: Float32Array;
+  readonly v: Float32Array;
+  readonly w: Float32Array;
+}
+
 /**
  * Element i of both passes: m and v updated (stored as float32 first), and
  * u_i = m·k1 / (sqrt(v) + k2) + λ·w computed in float64 from the stored values.
@@ -231,12 +243,10 @@ function updateAt(
 function momentsAndUpdate(
   k: Coefficients,
   lambda: number,
-  g: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  w: Float32Array,
+  t: TensorSlices,
   u: Float64Array,
 ): { wSq: number; uSq: number } {
+  const { g, m, v, w } = t;
   const n = w.length;
   let wSq = 0, uSq = 0;
   for (let i = 0; i < n; i++) {
@@ -264,12 +274,10 @@ function onePass(
   k: Coefficients,
   lambda: number,
   lr: number,
-  g: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  w: Float32Array,
+  t: TensorSlices,
   sq: number,
 ): number {
+  const { g, m, v, w } = t;
   const n = w.length;
   for (let i = 0; i < n; i++) {
     const d = lr * updateAt(k, lambda, g, m, v, w, i);

@@ -228,21 +228,22 @@ export class Trainer {
   /** The backend a deterministic run is pinned to: its first worker's, kept across resumes. */
   #backend: string | null;
   lastEval: EvalResult | null = null;
+  // The parts Trainer.create assembled (TrainerParts), set by the constructor.
   /** The resolved run configuration (a resumed run's comes from its checkpoint). */
-  readonly config: RunConfig;
-  readonly runId: string;
-  readonly modelConfig: ModelConfig;
-  readonly layout: ParamLayout;
-  readonly weights: Float32Array;
-  readonly optimizer: OptimizerState;
+  declare readonly config: RunConfig;
+  declare readonly runId: string;
+  declare readonly modelConfig: ModelConfig;
+  declare readonly layout: ParamLayout;
+  declare readonly weights: Float32Array;
+  declare readonly optimizer: OptimizerState;
   /** Steps completed. */
-  step: number;
-  weightsVersion: number;
-  readonly totalSteps: number;
-  readonly plan: DataPlan;
-  readonly data: TrainingData;
-  readonly tokenizerDir: string | null;
-  readonly notes: string[];
+  declare step: number;
+  declare weightsVersion: number;
+  declare readonly totalSteps: number;
+  declare readonly plan: DataPlan;
+  declare readonly data: TrainingData;
+  declare readonly tokenizerDir: string | null;
+  declare readonly notes: string[];
   /** Warmup in steps (`--warmup` resolved against the run's length). */
   readonly warmupSteps: number;
   /** How results carry gradients (row-sparse word embeddings). */
@@ -262,20 +263,9 @@ export class Trainer {
   readonly dispatchWindow: number;
 
   private constructor(parts: TrainerParts) {
-    this.config = parts.config;
-    this.runId = parts.runId;
-    this.modelConfig = parts.modelConfig;
-    this.layout = parts.layout;
-    this.weights = parts.weights;
-    this.optimizer = parts.optimizer;
-    this.step = parts.step;
-    this.weightsVersion = parts.weightsVersion;
-    this.totalSteps = parts.totalSteps;
-    this.plan = parts.plan;
-    this.data = parts.data;
-    this.tokenizerDir = parts.tokenizerDir;
-    this.notes = parts.notes;
-    this.#backend = parts.backend;
+    const { backend, ...fields } = parts;
+    Object.assign(this, fields);
+    this.#backend = backend;
     const { training, data } = parts.config;
     this.warmupSteps = resolveWarmup(training.schedule.warmup, parts.totalSteps);
     this.gradLayout = gradLayout(parts.layout, training.objective);

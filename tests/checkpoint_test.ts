@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   DEFAULT_MAX_SHARD_BYTES,
-  initHead,
   initWeights,
   loadCheckpoint,
   parseByteSize,
@@ -22,18 +21,10 @@ import {
   readSafetensors,
   writeSafetensors,
 } from "../shared/safetensors.ts";
+import { TINY_SHAPE } from "./support/tiny.ts";
+import { withTempDir } from "./support/temp_dir.ts";
 
-const TINY = {
-  model_type: "bert",
-  vocab_size: 50,
-  hidden_size: 8,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 16,
-  max_position_embeddings: 32,
-  type_vocab_size: 2,
-  num_labels: 3,
-};
+const TINY = { model_type: "bert", vocab_size: 50, ...TINY_SHAPE, num_labels: 3 };
 const bert = (over: Record<string, unknown> = {}): ModelConfig =>
   parseModelConfig({ ...TINY, ...over });
 const roberta = (over: Record<string, unknown> = {}): ModelConfig =>
@@ -46,14 +37,7 @@ function randomWeights(config: ModelConfig, seed: number): Float32Array {
   return w;
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ckpt_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withDir = (fn: (dir: string) => Promise<void>) => withTempDir("ckpt_test_", fn);
 
 /** The tensors of a checkpoint as a name → tensor map (by HF name). */
 function tensorsOf(config: ModelConfig, weights: Float32Array): Map<string, HostTensor> {
@@ -279,40 +263,34 @@ Deno.test("old LayerNorm.gamma/beta names load as weight/bias", async () => {
   });
 });
 
+/** Loading the tiny BERT's tensors after `edit` fails with `error`. */
+async function rejectsEdited(edit: (t: Map<string, HostTensor>) => void, error: RegExp) {
+  await withDir(async (dir) => {
+    const config = bert();
+    const tensors = tensorsOf(config, initWeights(config, 1));
+    edit(tensors);
+    await writeFolder(dir, TINY, tensors);
+    await assert.rejects(() => loadCheckpoint(dir), error);
+  });
+}
+
 Deno.test("a missing encoder tensor and a shape mismatch are errors naming the tensor", async () => {
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.delete("bert.encoder.layer.1.output.dense.weight");
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /missing tensor bert\.encoder\.layer\.1\.output\.dense\.weight \(expected shape \[8, 16\]\)/,
-    );
-  });
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.set("bert.embeddings.word_embeddings.weight", {
-      shape: [49, 8],
-      data: new Float32Array(49 * 8),
-    });
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /bert\.embeddings\.word_embeddings\.weight has shape \[49, 8\], expected \[50, 8\]/,
-    );
-  });
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.delete("classifier.bias");
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /incomplete classifier head.*lacks classifier\.bias/,
-    );
-  });
+  await rejectsEdited(
+    (t) => t.delete("bert.encoder.layer.1.output.dense.weight"),
+    /missing tensor bert\.encoder\.layer\.1\.output\.dense\.weight \(expected shape \[8, 16\]\)/,
+  );
+  await rejectsEdited(
+    (t) =>
+      t.set("bert.embeddings.word_embeddings.weight", {
+        shape: [49, 8],
+        data: new Float32Array(49 * 8),
+      }),
+    /bert\.embeddings\.word_embeddings\.weight has shape \[49, 8\], expected \[50, 8\]/,
+  );
+  await rejectsEdited(
+    (t) => t.delete("classifier.bias"),
+    /incomplete classifier head.*lacks classifier\.bias/,
+  );
 });
 
 Deno.test("tensors outside the layout are kept in extra and saved back", async () => {
@@ -515,18 +493,22 @@ Deno.test("initWeights follows the HF initialiser", () => {
   }
 });
 
-Deno.test("initHead re-initialises only classifier tensors, as initWeights would", () => {
-  const config = bert();
-  const layout = paramLayout(config);
-  const w = randomWeights(config, 5);
-  const before = w.slice();
-  initHead(config, w, 9);
-  const ref = initWeights(config, 9);
-  for (const s of layout.specs) {
-    if (isHeadParam(s.name)) assert.deepEqual(view(layout, w, s.name), view(layout, ref, s.name));
-    else assert.deepEqual(view(layout, w, s.name), view(layout, before, s.name));
-  }
-  assert.throws(() => initHead(config, new Float32Array(3), 1), /3 values/);
+Deno.test("loading without a classifier head initialises only the head, as initWeights would", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const layout = paramLayout(config);
+    const weights = randomWeights(config, 5);
+    const headless = tensorsOf(config, weights);
+    for (const name of [...headless.keys()]) if (isHeadParam(name)) headless.delete(name);
+    await writeFolder(dir, TINY, headless);
+    const ck = await loadCheckpoint(dir, { seed: 9 });
+    assert.equal(ck.freshHead, true);
+    const ref = initWeights(config, 9);
+    for (const s of layout.specs) {
+      const want = isHeadParam(s.name) ? ref : weights;
+      assert.deepEqual(view(ck.layout, ck.weights, s.name), view(layout, want, s.name), s.name);
+    }
+  });
 });
 
 Deno.test("an MLM checkpoint round-trips under cls.predictions.* and names the masked-LM head", async () => {

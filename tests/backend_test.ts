@@ -72,6 +72,9 @@ function workerArgs(perms: string[], extra: string[] = []): string[] {
   ];
 }
 
+/** `deno run` of the evaluate command. */
+const EVALUATE = ["run", "-A", "shared/cli/evaluate.ts"];
+
 /** Runs `fn` on a fresh fixture model and task (tinyModelDir's and tinyTaskDir's arguments), removed afterwards. */
 async function withFixtures(
   modelArgs: Parameters<typeof tinyModelDir>,
@@ -251,16 +254,7 @@ Deno.test({
             .join("\n") + "\n",
         );
         const evaluate = (args: string[], env: Record<string, string> = {}) =>
-          deno([
-            "run",
-            "-A",
-            "shared/cli/evaluate.ts",
-            "--model",
-            model,
-            "--eval",
-            task.eval,
-            ...args,
-          ], env);
+          deno([...EVALUATE, "--model", model, "--eval", task.eval, ...args], env);
         const predict = (args: string[], env: Record<string, string> = {}) =>
           deno(
             ["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input, ...args],

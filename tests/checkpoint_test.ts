@@ -48,6 +48,37 @@ function tensorsOf(config: ModelConfig, weights: Float32Array): Map<string, Host
   }]));
 }
 
+/** `tensors` under the names `rename` gives them; null leaves a tensor out. */
+function renamed(
+  tensors: Map<string, HostTensor>,
+  rename: (name: string) => string | null,
+): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  for (const [name, t] of tensors) {
+    const to = rename(name);
+    if (to !== null) out.set(to, t);
+  }
+  return out;
+}
+
+/** As saved from a bare BertModel: no head, no pooler, no "bert." prefix. */
+const bareEncoderName = (name: string): string | null =>
+  isHeadParam(name) || name.startsWith("bert.pooler.") ? null : name.slice("bert.".length);
+
+/** The LayerNorm names of old checkpoints: gamma and beta. */
+const oldLayerNormName = (name: string): string =>
+  name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(
+    /LayerNorm\.bias$/,
+    "LayerNorm.beta",
+  );
+
+/** The tensors in two halves (in layout order), for two shard files. */
+function halves(tensors: Map<string, HostTensor>): [string, HostTensor][][] {
+  const all = [...tensors];
+  const half = Math.floor(all.length / 2);
+  return [all.slice(0, half), all.slice(half)];
+}
+
 /** Writes a checkpoint folder by hand from a config object and a tensor map. */
 async function writeFolder(
   dir: string,
@@ -164,11 +195,7 @@ Deno.test("encoder-only checkpoint (bare names, no pooler/head) gets a seeded he
   await withDir(async (dir) => {
     const source = bert();
     const weights = randomWeights(source, 5);
-    const bare = new Map<string, HostTensor>();
-    for (const [name, t] of tensorsOf(source, weights)) {
-      if (isHeadParam(name) || name.startsWith("bert.pooler.")) continue;
-      bare.set(name.slice("bert.".length), t); // as saved from a bare BertModel
-    }
+    const bare = renamed(tensorsOf(source, weights), bareEncoderName);
     const { num_labels: _, ...noLabels } = TINY;
     await writeFolder(dir, noLabels, bare);
     const file = join(dir, "model.safetensors");
@@ -245,18 +272,9 @@ Deno.test("old LayerNorm.gamma/beta names load as weight/bias", async () => {
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 7);
-    const renamed = new Map<string, HostTensor>();
-    for (const [name, t] of tensorsOf(config, weights)) {
-      renamed.set(
-        name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(
-          /LayerNorm\.bias$/,
-          "LayerNorm.beta",
-        ),
-        t,
-      );
-    }
-    assert.ok(renamed.has("bert.encoder.layer.0.output.LayerNorm.gamma"));
-    await writeFolder(dir, TINY, renamed);
+    const old = renamed(tensorsOf(config, weights), oldLayerNormName);
+    assert.ok(old.has("bert.encoder.layer.0.output.LayerNorm.gamma"));
+    await writeFolder(dir, TINY, old);
     const ck = await loadCheckpoint(dir);
     assert.deepEqual(bits(ck.weights), bits(weights));
     assert.deepEqual(ck.notes, []);
@@ -394,11 +412,10 @@ Deno.test("sharded checkpoints (model.safetensors.index.json) are merged", async
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 10);
-    const all = [...tensorsOf(config, weights)];
-    const half = Math.floor(all.length / 2);
+    const [first, second] = halves(tensorsOf(config, weights));
     const shards: [string, [string, HostTensor][]][] = [
-      ["model-00001-of-00002.safetensors", all.slice(0, half)],
-      ["model-00002-of-00002.safetensors", all.slice(half)],
+      ["model-00001-of-00002.safetensors", first],
+      ["model-00002-of-00002.safetensors", second],
     ];
     const weightMap: Record<string, string> = {};
     for (const [file, list] of shards) {
@@ -766,11 +783,10 @@ Deno.test("loading reads each tensor straight into the flat buffer, also from 16
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 8);
-    const all = [...tensorsOf(config, weights)];
-    const half = Math.floor(all.length / 2);
+    const [first, second] = halves(tensorsOf(config, weights));
     const files: [string, [string, HostTensor][], "F16" | "BF16"][] = [
-      ["model-00001-of-00002.safetensors", all.slice(0, half), "F16"],
-      ["model-00002-of-00002.safetensors", all.slice(half), "BF16"],
+      ["model-00001-of-00002.safetensors", first, "F16"],
+      ["model-00002-of-00002.safetensors", second, "BF16"],
     ];
     const weightMap: Record<string, string> = {};
     for (const [file, list, dtype] of files) {

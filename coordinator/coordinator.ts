@@ -12,13 +12,17 @@ import type { RunConfig } from "./run_config.ts";
 import { Scheduler, type SchedulerEvents } from "./scheduler.ts";
 import { type MeshContext, mountMesh } from "./server.ts";
 import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
-import { mountObservability, RunMonitor } from "./observability.ts";
+import { RunMetrics } from "./metrics.ts";
+import { mountMonitorRoutes } from "./monitor_routes.ts";
+import { RunMonitor } from "./run_monitor.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
   readonly trainer: Trainer;
   readonly scheduler: Scheduler;
   readonly monitor: RunMonitor;
+  /** The Prometheus registry behind `/metrics`. */
+  readonly metrics: RunMetrics;
   /** ws://host:port/ws */
   readonly wsUrl: string;
   /** http://host:port/ */
@@ -54,6 +58,7 @@ export async function startCoordinator(
   const { network } = trainer.config;
   for (const note of trainer.notes) log(`note: ${note}`);
   const monitor = new RunMonitor(trainer);
+  const metrics = new RunMetrics(monitor);
   const events: SchedulerEvents = {
     accepted: (w, r) => {
       monitor.events.accepted?.(w, r);
@@ -85,7 +90,7 @@ export async function startCoordinator(
     // A deterministic run's pinned backend (kept across resumes by its checkpoints).
     requireBackend: () => trainer.pinnedBackend,
     welcome: (id) => trainer.welcome(id),
-    rejected: (code, detail) => monitor.rejected(code, detail),
+    rejected: (code) => monitor.rejected(code),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,
     silenceMs: network.workerSilenceMs,
@@ -100,7 +105,7 @@ export async function startCoordinator(
   };
   const app = new Hono();
   const meshHandle = mountMesh(app, mesh);
-  mountObservability(app, monitor, { token: network.metricsToken });
+  mountMonitorRoutes(app, { monitor, metrics, token: network.metricsToken });
   const server = Deno.serve(
     { hostname: network.host, port: network.port, onListen: () => {} },
     app.fetch,
@@ -127,6 +132,7 @@ export async function startCoordinator(
     trainer,
     scheduler,
     monitor,
+    metrics,
     wsUrl,
     httpUrl,
     token: network.token,

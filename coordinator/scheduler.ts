@@ -101,14 +101,23 @@ export interface EvalOptions {
   readonly window?: number;
 }
 
+/** Why a result was not used (each one counted in `/metrics` and `/status`). */
+export const DISCARD_REASONS = ["stale", "duplicate", "unknown_task", "invalid"] as const;
+
 /** Why a result was not used. */
-export type Discard = "stale" | "duplicate" | "unknown_task" | "invalid";
+export type Discard = (typeof DISCARD_REASONS)[number];
+
+/** Why a micro-batch was handed to another worker (each one counted in `/metrics` and `/status`). */
+export const REDISPATCH_REASONS = ["timeout", "disconnect", "invalid"] as const;
+
+/** Why a micro-batch was handed to another worker. */
+export type Redispatch = (typeof REDISPATCH_REASONS)[number];
 
 /** What the scheduler reports, for metrics and logs. */
 export interface SchedulerEvents {
   accepted?(worker: WorkerInfo, result: ResultMessage): void;
   discarded?(worker: WorkerInfo, reason: Discard, detail: string): void;
-  redispatched?(reason: "timeout" | "disconnect" | "invalid", step: number, index: number): void;
+  redispatched?(reason: Redispatch, step: number, index: number): void;
   weightsSent?(worker: WorkerInfo, bytes: number): void;
 }
 
@@ -544,7 +553,7 @@ export class Scheduler {
     p.queued = false;
   }
 
-  #requeue(p: Pending, reason: "timeout" | "disconnect" | "invalid"): void {
+  #requeue(p: Pending, reason: Redispatch): void {
     if (p.result || p.queued) return;
     p.queued = true;
     this.#queue.unshift(p);

@@ -29,6 +29,7 @@
  * @module
  */
 import { Packr, Unpackr } from "msgpackr";
+import { sameToken } from "./token.ts";
 
 /**
  * The protocol version a `hello` must carry (2: large tensors travel as
@@ -644,13 +645,13 @@ export function validateBatchRanges(
 
 /**
  * Coordinator-side check of a hello's token (constant time in the token's
- * content). The protocol version is already checked by {@link decodeMessage}.
+ * content: shared/token.ts). The protocol version is already checked by
+ * {@link decodeMessage}.
  */
 export function checkToken(m: HelloMessage, expectedToken: string): void {
-  const a = new TextEncoder().encode(m.token), b = new TextEncoder().encode(expectedToken);
-  let diff = a.length ^ b.length;
-  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
-  if (diff !== 0) throw new ProtocolError("bad_token", "wrong or missing run token");
+  if (!sameToken(m.token, expectedToken)) {
+    throw new ProtocolError("bad_token", "wrong or missing run token");
+  }
 }
 
 /** The `error` message that answers `e` (a ProtocolError keeps its code, anything else is `internal`). */

@@ -65,7 +65,6 @@ Deno.test({
     let worker: Promise<unknown> | null = null;
     try {
       c = await startCoordinator(config, { log: () => {} });
-      c.monitor.attach(c.scheduler);
       context = await chromium.launchPersistentContext(`${dir}/profile`, {
         executablePath: CHROMIUM,
         headless: true,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
-import type { RunStatus } from "../coordinator/observability.ts";
+import type { RunStatus } from "../coordinator/run_monitor.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { initBackend } from "../shared/backend.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
@@ -23,9 +23,15 @@ async function startTiny(
   opts: Parameters<typeof startCoordinator>[1] = {},
 ): Promise<Coordinator> {
   const { config } = await parseRunFlags(await quickRunArgs(extra), {}, "");
-  const c = await startCoordinator(config, { log: () => {}, ...opts });
-  c.monitor.attach(c.scheduler);
-  return c;
+  return await startCoordinator(config, { log: () => {}, ...opts });
+}
+
+/** Stops the run, closes the coordinator and removes `path` (the test's files). */
+async function finish(c: Coordinator, path: string): Promise<void> {
+  c.stop();
+  await c.done.catch(() => {});
+  await c.close();
+  await Deno.remove(path, { recursive: true });
 }
 
 async function startWorker(c: Coordinator, token = c.token): Promise<WorkerExit> {
@@ -122,7 +128,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
         if (r.step !== 2 || !c) return;
         midStatus = c.monitor.status();
         // The collectors run synchronously inside metrics(): this is the state at step 2.
-        c.monitor.metrics.registry.metrics().then((t) => midText = t);
+        c.metrics.registry.metrics().then((t) => midText = t);
       },
     },
   });
@@ -262,6 +268,11 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
     assert.equal(s.counters.steps, 3);
     assert.ok(s.counters.bytesIn > 0 && s.counters.bytesOut > 0);
     assert.equal(s.loss, s.history[2].loss);
+    // The per-step history carries the optimizer's view of each step, for scripts.
+    assert.equal(s.gradNorm, s.history[2].gradNorm);
+    assert.ok(s.history.every((p) => p.gradNorm > 0 && p.examples === 8 && p.t > 0));
+    assert.deepEqual(s.history[2].trustRatio, s.trustRatio);
+    assert.equal(s.evaluations[1].examples > 0, true);
 
     // promtool, on both scrapes.
     for (const text of [before.body, after.body, midText]) {
@@ -274,10 +285,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
       assert.equal(r.output.trim(), "", `promtool check metrics complained:\n${r.output}`);
     }
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -318,10 +326,7 @@ Deno.test("--metrics-token guards /metrics, /status, / and the dashboard assets"
     assert.equal(JSON.parse(s.body).finished, true);
     assert.ok(!s.body.includes("s3cret"), "/status must not echo the metrics token");
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -349,13 +354,10 @@ Deno.test("the dashboard and its assets are served (no token: open)", async () =
     for (const f of ["app.js", "style.css"]) {
       assert.equal((await get(`${base}dashboard/${f}`)).status, 200, f);
     }
-    assert.equal((await get(`${base}dashboard/../observability.ts`)).status, 404);
+    assert.equal((await get(`${base}dashboard/../monitor_routes.ts`)).status, 404);
     assert.equal((await get(`${base}dashboard/nope.js`)).status, 404);
   } finally {
-    c.stop();
-    await c.done.catch(() => {});
-    await c.close();
-    await Deno.remove(dir, { recursive: true });
+    await finish(c, dir);
   }
 });
 
@@ -370,7 +372,6 @@ Deno.test("/status of a pre-training run leaves out the classification task and 
     assert.ok(!("numLabels" in s.model), `model.numLabels is absent: ${JSON.stringify(s.model)}`);
     assert.equal(s.task.name, `mlm-file:${corpus}`);
   } finally {
-    await c.close();
-    await Deno.remove(corpus);
+    await finish(c, corpus);
   }
 });

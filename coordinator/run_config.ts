@@ -473,7 +473,7 @@ export function storedSettings(c: RunConfig): Record<string, StoredValue> {
 export function resumedConfig(given: RunConfig, stored: unknown, source: string): RunConfig {
   let r: RunConfig;
   try {
-    const args = jsonArgs(stored, source, new Set());
+    const args = jsonArgs(fromEarlierFormat(stored), source, new Set());
     for (const a of args) {
       const flag = a.slice(2).split("=")[0];
       if (!Object.hasOwn(STORED_FLAGS, flag)) {
@@ -492,6 +492,51 @@ export function resumedConfig(given: RunConfig, stored: unknown, source: string)
     network: given.network,
     ui: given.ui,
   };
+}
+
+/** A value of a checkpoint written before the settings were stored by flag name. */
+type EarlierValue = StoredValue | { readonly [key: string]: StoredValue | undefined };
+
+/**
+ * Checkpoints written before 2026-12-02 stored the flat, camelCase run
+ * configuration (`globalBatch`, `adversary: {mode, …}`, `saveShardBytes`, …)
+ * instead of flag names. This maps such a document to flag names, so it is
+ * checked like any other; anything else passes through unchanged. The
+ * network settings it held (`taskTimeoutMs`, `workerSilenceMs`) and `save`
+ * come from the command line, as for a new checkpoint.
+ */
+function fromEarlierFormat(stored: unknown): unknown {
+  if (typeof stored !== "object" || stored === null || !("globalBatch" in stored)) return stored;
+  const out: Record<string, EarlierValue> = {};
+  const renamed: Record<string, string> = {
+    globalBatch: "global-batch",
+    microBatch: "micro-batch",
+    weightsEncoding: "weights-encoding",
+    weightDecay: "weight-decay",
+    advStart: "adv-start",
+    evalEvery: "eval-every",
+    corpusFile: "corpus",
+    corpusDocs: "corpus-docs",
+    maxLen: "max-len",
+    trainLimit: "train-limit",
+    evalLimit: "eval-limit",
+    modelDir: "model",
+    checkpointEvery: "checkpoint-every",
+  };
+  const dropped = new Set(["save", "resume", "taskTimeoutMs", "workerSilenceMs"]);
+  for (const [key, value] of Object.entries(stored as Record<string, EarlierValue>)) {
+    if (dropped.has(key)) continue;
+    if (key === "shuffle") out["no-shuffle"] = value === false;
+    else if (key === "saveDtype") out["save-dtype"] = String(value).toLowerCase();
+    else if (key === "saveShardBytes") out["save-shard-size"] = String(value);
+    else if (key === "task" && typeof value === "object" && value !== null) {
+      for (const k of ["task", "data", "train", "eval"]) out[k] = value[k] ?? null;
+    } else if (key === "adversary" && typeof value === "object" && value !== null) {
+      out.adv = value.mode ?? null;
+      for (const k of ["steps", "lr", "eps", "norm", "init"]) out[`adv-${k}`] = value[k] ?? null;
+    } else out[renamed[key] ?? key] = value;
+  }
+  return out;
 }
 
 /**

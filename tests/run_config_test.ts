@@ -96,3 +96,59 @@ Deno.test("resumedConfig: a bad stored value fails the flag's own check, naming 
     /--resume \/ck: unknown setting "token"/,
   );
 });
+
+Deno.test("resumedConfig: a checkpoint of the earlier camelCase format resumes with the same settings", async () => {
+  // runConfig as trainer_state.json held it before the settings were stored by flag name.
+  const earlier = {
+    objective: "classify",
+    corpusDocs: 0,
+    corpusFile: null,
+    modelDir: "/m",
+    task: { train: "/t/train.jsonl", eval: "/t/eval.jsonl" },
+    maxLen: 16,
+    steps: 6,
+    epochs: null,
+    globalBatch: 12,
+    microBatch: 4,
+    optimizer: "adamw",
+    lr: 0.003,
+    warmup: 1,
+    schedule: "linear",
+    weightDecay: 0.02,
+    clip: 1,
+    adversary: { mode: "freelb", steps: 2, lr: 0.2, eps: 0.5, norm: "linf", init: 0.1 },
+    advStart: 2,
+    dropout: null,
+    shuffle: false,
+    seed: 7,
+    evalEvery: 3,
+    evalLimit: 0,
+    trainLimit: 0,
+    checkpointEvery: 1,
+    save: "/old",
+    saveDtype: "BF16",
+    saveShardBytes: 5000000000,
+    deterministic: true,
+    weightsEncoding: "f32",
+    taskTimeoutMs: 0,
+    workerSilenceMs: 300000,
+  };
+  const same = (await parseRunFlags(
+    [
+      ...["--model", "/m", "--train", "/t/train.jsonl", "--eval", "/t/eval.jsonl"],
+      ...["--max-len", "16", "--steps", "6", "--global-batch", "12", "--micro-batch", "4"],
+      ...["--optimizer", "adamw", "--lr", "0.003", "--warmup", "1", "--weight-decay", "0.02"],
+      ...["--clip", "1", "--adv", "freelb", "--adv-steps", "2", "--adv-lr", "0.2"],
+      ...["--adv-eps", "0.5", "--adv-norm", "linf", "--adv-init", "0.1", "--adv-start", "2"],
+      ...["--no-shuffle", "--seed", "7", "--eval-every", "3", "--checkpoint-every", "1"],
+      ...["--save-dtype", "bf16", "--deterministic"],
+    ],
+    {},
+    "",
+  )).config;
+  const given = (await parseRunFlags(["--resume", "/ck"], {}, "")).config;
+  const r = resumedConfig(given, earlier, "--resume /ck");
+  assert.deepEqual(r.training, same.training);
+  assert.deepEqual(r.data, same.data);
+  assert.deepEqual(r.io, { ...same.io, save: "/ck", resume: "/ck" });
+});

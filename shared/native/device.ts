@@ -21,6 +21,7 @@
  * @module
  */
 import type { AdversaryConfig } from "../adversary.ts";
+import type { ModelConfig } from "../model_config.ts";
 import type { GemmOn } from "./gemm.ts";
 
 /** The integer side of a micro-batch, on the host. All [B, L] row-major unless said. */
@@ -208,6 +209,17 @@ export interface Device<T> {
 
   /** One adversary ascent step and projection on delta [B, L, H] in place (shared/adversary.ts). */
   ascend(delta: T, grad: T, batch: BatchIndex, hidden: number, cfg: AdversaryConfig): void;
+}
+
+/**
+ * A part of the model (the encoder, a head) as one pass sees it: the device,
+ * the model's shape, the part's weights `w` and its buffers for the batch.
+ */
+export interface PassPart<T, W, B> {
+  readonly dev: Device<T>;
+  readonly config: ModelConfig;
+  readonly w: W;
+  readonly bufs: B;
 }
 
 /** Time and calls per kernel, filled by {@link profiled}. */

@@ -221,8 +221,13 @@ export class NativeModel {
     const none = { hidden: 0, attention: 0 };
     const ws = this.#workspace(batch.size, batch.seqLen, none);
     const masks = this.#masks(ws, 0, none);
-    encoderForward(this.#dev, this.config, enc, ws.enc, masks.enc, index, null, false);
-    classifierForward(this.#dev, this.config, this.#cls!, ws.cls, masks.cls, ws.enc.last);
+    const dev = this.#dev, config = this.config;
+    encoderForward(
+      { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index },
+      null,
+      false,
+    );
+    classifierForward({ dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls }, ws.enc.last);
     return this.#dev.read(ws.cls.logits).slice();
   }
 
@@ -241,22 +246,24 @@ export class NativeModel {
     grads: { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> } | null,
     weight: number,
   ): F32 {
-    const dev = this.#dev, c = this.config;
-    encoderForward(dev, c, enc, ws.enc, masks.enc, index, delta, true);
+    const dev = this.#dev, config = this.config;
+    const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index };
+    encoderForward(encoder, delta, true);
     const dLast = ws.enc.dLast;
     if (targets.kind === "mlm") {
-      const mlm = this.#mlmHead(targets.t.positions.length);
-      const w = this.#mlmW!;
-      mlmForwardLoss(dev, c, w, enc.word, mlm, targets.t, ws.enc.last, ws.loss, weight, true);
+      const bufs = this.#mlmHead(targets.t.positions.length);
+      const mlm = { dev, config, w: this.#mlmW!, word: enc.word, bufs, targets: targets.t };
+      mlmForwardLoss(mlm, ws.enc.last, ws.loss, weight, true);
       const g = grads ? grads.head as MlmParams<F32> : null;
-      mlmBackward(dev, c, w, enc.word, mlm, targets.t, dLast, g, grads ? grads.enc.word : null);
+      mlmBackward(mlm, dLast, g, grads ? grads.enc.word : null);
     } else {
-      classifierForward(dev, c, this.#cls!, ws.cls, masks.cls, ws.enc.last);
-      classifierLoss(dev, c, ws.cls, targets.t, ws.loss, weight, true);
+      const cls = { dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls };
+      classifierForward(cls, ws.enc.last);
+      classifierLoss(cls, targets.t, ws.loss, weight, true);
       const g = grads ? grads.head as ClassifierParams<F32> : null;
-      classifierBackward(dev, c, this.#cls!, ws.cls, masks.cls, dLast, g);
+      classifierBackward(cls, dLast, g);
     }
-    return encoderBackward(dev, c, enc, ws.enc, masks.enc, index, grads?.enc ?? null);
+    return encoderBackward(encoder, grads?.enc ?? null);
   }
 
   #needWeights(): EncoderWeights<F32> {

@@ -61,13 +61,18 @@ function layerNorm(x: M, n: number, d: number, g: M, b: M, eps: number): M {
   return y;
 }
 
-/** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
-export function referenceSequence(
+/** What the reference reads: the model's shape, the weights in layout order, the batch, and δ if any. */
+type ReferenceInput = [
   config: ModelConfig,
   layout: ParamLayout,
   w: ArrayLike<number>,
   batch: LabelledBatch,
   delta?: ArrayLike<number>,
+];
+
+/** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
+export function referenceSequence(
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize, I = config.intermediateSize;
   const { size: B, seqLen: L } = batch;
@@ -164,11 +169,7 @@ export function referenceSequence(
 
 /** Logits [B, numLabels] for the batch, word embeddings perturbed by `delta` [B, L, H] if given. */
 export function referenceLogits(
-  config: ModelConfig,
-  layout: ParamLayout,
-  w: ArrayLike<number>,
-  batch: LabelledBatch,
-  delta?: ArrayLike<number>,
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize;
   const { size: B, seqLen: L } = batch;
@@ -190,11 +191,7 @@ export function referenceLogits(
 
 /** The micro-batch mean loss: cross-entropy, or squared error when numLabels = 1. */
 export function referenceLoss(
-  config: ModelConfig,
-  layout: ParamLayout,
-  w: ArrayLike<number>,
-  batch: LabelledBatch,
-  delta?: ArrayLike<number>,
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): number {
   const logits = referenceLogits(config, layout, w, batch, delta);
   const C = config.numLabels, B = batch.size;

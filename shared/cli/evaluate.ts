@@ -7,11 +7,10 @@
  */
 import { exitOnFlagError, parseFlagsOrExit } from "./flags.ts";
 import { loadTask } from "../data/task.ts";
-import { loadTokenizer } from "../tokenizer.ts";
-import { loadCheckpoint } from "../checkpoint.ts";
 import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
-import { evaluateSet, scoringModel } from "../evaluate.ts";
+import { evaluateSet } from "../evaluate.ts";
+import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
@@ -20,7 +19,7 @@ if (import.meta.main) {
   const flags = parseFlagsOrExit(
     Deno.args,
     {
-      model: { type: "string", required: true, help: "Hugging Face checkpoint folder" },
+      ...MODEL_FLAG,
       task: { type: "string", help: "imdb or a GLUE name (with --data)" },
       data: { type: "string", help: "GLUE task folder" },
       eval: { type: "string", help: "JSONL evaluation file" },
@@ -36,8 +35,8 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
-  const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
-  try {
+  const request = exitOnFlagError(() => backendRequest(flags));
+  await runOrExit(async () => {
     const probe = JSON.parse(await Deno.readTextFile(`${flags.model}/config.json`));
     const task = await loadTask({
       task: flags.task,
@@ -45,11 +44,8 @@ if (import.meta.main) {
       eval: flags.eval,
       label2id: probe.label2id,
     });
-    const ck = await loadCheckpoint(flags.model, { numLabels: task.numLabels });
-    for (const note of ck.notes) console.error(`note: ${note}`);
-    const tokenizer = await loadTokenizer(flags.model);
-    const scoring = await scoringModel(ck, requested, opts);
-    console.error(scoring.line);
+    const { ck, tokenizer } = await loadScored(flags.model, { numLabels: task.numLabels });
+    const scoring = await startScoring(ck, request);
     const model = scoring.model;
     const maxLen = Math.min(flags["max-len"], ck.config.maxPositions);
     const result = await evaluateSet(
@@ -70,8 +66,5 @@ if (import.meta.main) {
     }
     scoring.dispose();
     console.log(JSON.stringify(result));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  });
 }

@@ -15,6 +15,22 @@ export function spawnDeno(script: string, args: string[]): Deno.ChildProcess {
   }).spawn();
 }
 
+/** Runs `deno run -A <script> ...args` from the repo root to the end: its exit code and output. */
+export async function runDeno(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
 /** A worker process on wasm joining `url`. */
 export function spawnWorker(url: string, token: string, extra: string[] = []): Deno.ChildProcess {
   return spawnDeno("worker/main.ts", [

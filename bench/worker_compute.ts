@@ -101,6 +101,7 @@ import { setExplicitTranspose } from "../shared/ops.ts";
 import { defaultModelConfigJson } from "../shared/default_model.ts";
 import { registerUnsortedSegmentSum } from "../shared/kernels/unsorted_segment_sum.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
+import { table } from "./markdown.ts";
 
 // tfjs-backend-cpu registers its own UnsortedSegmentSum on import; keep it before
 // initBackend("cpu") replaces it, so the comparison can put it back.
@@ -655,11 +656,6 @@ interface SpeedupRow {
 
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
-
-function table(header: string[], rows: (string | number)[][]): string {
-  const line = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
-  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
-}
 
 function gridTable(rows: Row[]): string {
   return table(

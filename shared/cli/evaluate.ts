@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { exitOnFlagError, parseFlagsOrExit } from "./flags.ts";
+import { exitOnFlagError, type FlagSpecs, parseFlagsOrExit } from "./flags.ts";
 import { loadTask } from "../data/task.ts";
 import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
@@ -15,20 +15,19 @@ import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
 
+/** The flags (docs/architecture.md lists the commands). */
+const FLAGS = {
+  ...MODEL_FLAG,
+  task: { type: "string", help: "imdb or a GLUE name (with --data)" },
+  data: { type: "string", help: "GLUE task folder" },
+  eval: { type: "string", help: "JSONL evaluation file" },
+  ...BACKEND_FLAGS,
+  "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
+  limit: { type: "int", default: 0, help: "score only the first N examples (0: all)" },
+} as const satisfies FlagSpecs;
+
 if (import.meta.main) {
-  const flags = parseFlagsOrExit(
-    Deno.args,
-    {
-      ...MODEL_FLAG,
-      task: { type: "string", help: "imdb or a GLUE name (with --data)" },
-      data: { type: "string", help: "GLUE task folder" },
-      eval: { type: "string", help: "JSONL evaluation file" },
-      ...BACKEND_FLAGS,
-      "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
-      limit: { type: "int", default: 0, help: "score only the first N examples (0: all)" },
-    } as const,
-    USAGE,
-  );
+  const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
   if (!flags.task && !flags.eval) {
     console.error(
       "error: give --task NAME (with --data DIR for GLUE) or --eval FILE\nRun with --help for usage.",

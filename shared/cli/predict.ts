@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { exitOnFlagError, parseFlagsOrExit } from "./flags.ts";
+import { exitOnFlagError, type FlagSpecs, parseFlagsOrExit } from "./flags.ts";
 import { readJsonl } from "../data/jsonl.ts";
 import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
@@ -16,18 +16,17 @@ import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
 
+/** The flags (docs/architecture.md lists the commands). */
+const FLAGS = {
+  ...MODEL_FLAG,
+  input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
+  ...BACKEND_FLAGS,
+  "max-len": { type: "int", default: 512, help: "maximum tokens per example" },
+  "batch-size": { type: "int", default: 32, help: "examples per forward pass" },
+} as const satisfies FlagSpecs;
+
 if (import.meta.main) {
-  const flags = parseFlagsOrExit(
-    Deno.args,
-    {
-      ...MODEL_FLAG,
-      input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
-      ...BACKEND_FLAGS,
-      "max-len": { type: "int", default: 512, help: "maximum tokens per example" },
-      "batch-size": { type: "int", default: 32, help: "examples per forward pass" },
-    } as const,
-    USAGE,
-  );
+  const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
     const { ck, tokenizer } = await loadScored(flags.model);

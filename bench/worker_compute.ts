@@ -746,7 +746,7 @@ function benchModel(): Bench {
   return { config, layout, flat: randomWeights(layout, WEIGHT_SEED), fm: flopModel(layout) };
 }
 
-/** The JSON file's content (bench/README.md, "Output"); field names are read by people. */
+/** The JSON file's content (bench/README.md, "Running": the Output paragraph); field names are read by people. */
 interface Report {
   benchmark: "worker_compute";
   date: string;

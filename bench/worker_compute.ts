@@ -746,7 +746,7 @@ function benchModel(): Bench {
   return { config, layout, flat: randomWeights(layout, WEIGHT_SEED), fm: flopModel(layout) };
 }
 
-/** The JSON file's content (bench/README.md, "Running": the Output paragraph); field names are read by people. */
+/** The JSON file (bench/README.md, "Running", Output); people read its field names. */
 interface Report {
   benchmark: "worker_compute";
   date: string;

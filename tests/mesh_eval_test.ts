@@ -12,7 +12,6 @@ import { initBackend } from "../shared/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import type { Trainer } from "../coordinator/trainer.ts";
-import type { TrainingData } from "../coordinator/training_data.ts";
 import { EVAL_TASK_ID_BASE } from "../coordinator/mesh_eval.ts";
 import { batchLogitsOf, type EvalModel, nativeLogits } from "../shared/evaluate.ts";
 import { weightTensors } from "../shared/model.ts";
@@ -26,33 +25,12 @@ import {
 } from "../shared/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
+import { observeMeshLogits } from "./support/mesh_logits.ts";
 
 await initBackend("wasm");
 const model = await tinyModelDir();
 /** 300 held-out examples: 5 evaluation batches of up to 64. */
 const task = await tinyTaskDir(48, 300);
-
-/** Records the logits of each evaluation the trainer runs on the workers (the real path, observed). */
-function observeMeshLogits(trainer: Trainer): Float32Array[][] {
-  const seen: Float32Array[][] = [];
-  const data = trainer.data as { evaluate: TrainingData["evaluate"] };
-  const real = data.evaluate;
-  data.evaluate = (m, limit) =>
-    real(
-      "logitsAll" in m
-        ? {
-          config: m.config,
-          logitsAll: async (b) => {
-            const l = await m.logitsAll(b);
-            seen.push(l);
-            return l;
-          },
-        }
-        : m,
-      limit,
-    );
-  return seen;
-}
 
 /** The trainer's held-out split scored here by `local`: its metrics and logits. */
 async function scoreHere(trainer: Trainer, local: EvalModel) {

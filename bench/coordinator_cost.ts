@@ -61,6 +61,7 @@ import {
   DEFAULT_OPTIMIZER_CONFIG,
   optimizerStep,
 } from "../coordinator/optimizer.ts";
+import { table } from "./markdown.ts";
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -687,54 +688,87 @@ const f1 = (x: unknown) => (typeof x === "number" ? x.toFixed(1) : "—");
 console.log(
   `\nbandwidth (one core): set ${bw.setGBs} GB/s, copy loop ${bw.copyLoopGBs}, accumulate loop ${bw.accumulateLoopGBs}\n`,
 );
-console.log(
-  "| model | params | add 1 result ms (per 100M) | finish ms | LAMB ms (per 100M; CPU) | LAMB without divider ms | LAMB GB/s | AdamW ms | encode ms | window | peak RSS MB |",
-);
-console.log("|---|---|---|---|---|---|---|---|---|---|---|");
-for (const r of inproc) {
-  console.log(
-    `| ${r.model} | ${f1(Number(r.parameters) / 1e6)} M | ${f1(r.addOneResultMs)} (${
-      f1(r.addOneResultMsPer100M)
-    }) | ${f1(r.finishMs)} | ${f0(r.lambWallMs)} (${f0(r.lambMsPer100M)}; ${f0(r.lambCpuMs)}) | ${
-      f0(r.lambWithoutDividerMs)
-    } | ${f1(r.lambGBs)} | ${f0(r.adamwWallMs)} | ${f0(r.encodeMs)} | ${
-      r.dispatchWindow ?? "—"
-    } | ${r.peakRssMB ?? r.failed ?? r.skipped} |`,
-  );
-}
+console.log(table(
+  [
+    "model",
+    "params",
+    "add 1 result ms (per 100M)",
+    "finish ms",
+    "LAMB ms (per 100M; CPU)",
+    "LAMB without divider ms",
+    "LAMB GB/s",
+    "AdamW ms",
+    "encode ms",
+    "window",
+    "peak RSS MB",
+  ],
+  inproc.map((r) => [
+    String(r.model),
+    `${f1(Number(r.parameters) / 1e6)} M`,
+    `${f1(r.addOneResultMs)} (${f1(r.addOneResultMsPer100M)})`,
+    f1(r.finishMs),
+    `${f0(r.lambWallMs)} (${f0(r.lambMsPer100M)}; ${f0(r.lambCpuMs)})`,
+    f0(r.lambWithoutDividerMs),
+    f1(r.lambGBs),
+    f0(r.adamwWallMs),
+    f0(r.encodeMs),
+    String(r.dispatchWindow ?? "—"),
+    String(r.peakRssMB ?? r.failed ?? r.skipped),
+  ]),
+));
 if (windowedRows.length) {
   console.log(
-    "\n| model | window | results (fresh arrays, worst order) | most waiting | result MB | coordinator peak RSS MB |",
+    "\n" + table(
+      [
+        "model",
+        "window",
+        "results (fresh arrays, worst order)",
+        "most waiting",
+        "result MB",
+        "coordinator peak RSS MB",
+      ],
+      windowedRows.map((r) =>
+        [r.model, r.window ?? "—", r.parts ?? "—", r.peakBuffered ?? "—", r.resultMB ?? "—"]
+          .concat([r.peakRssMB ?? r.failed ?? r.skipped]).map(String)
+      ),
+    ),
   );
-  console.log("|---|---|---|---|---|---|");
-  for (const r of windowedRows) {
-    console.log(
-      `| ${r.model} | ${r.window ?? "—"} | ${r.parts ?? "—"} | ${r.peakBuffered ?? "—"} | ${
-        r.resultMB ?? "—"
-      } | ${r.peakRssMB ?? r.failed ?? r.skipped} |`,
-    );
-  }
 }
 if (meshRows.length) {
   console.log(
-    "\n| model | workers | step ms | combine ms | optimizer ms | encode ms | MB in/step | MB out/step | coordinator peak RSS MB (steps / with eval) | worker peak RSS MB |",
+    "\n" + table(
+      [
+        "model",
+        "workers",
+        "step ms",
+        "combine ms",
+        "optimizer ms",
+        "encode ms",
+        "MB in/step",
+        "MB out/step",
+        "coordinator peak RSS MB (steps / with eval)",
+        "worker peak RSS MB",
+      ],
+      meshRows.map((r) => {
+        if (r.skipped || r.failed) {
+          return [String(r.model), String(r.workers ?? ""), String(r.skipped ?? r.failed)]
+            .concat(new Array<string>(7).fill(""));
+        }
+        const rss = r.coordinatorPeakRssMB as Record<string, number>;
+        return [
+          String(r.model),
+          String(r.workers),
+          f0(r.stepMs),
+          f0(r.combineMs),
+          f0(r.optimizerMs),
+          f0(r.encodeMs),
+          f1(Number(r.bytesInPerStep) / 1e6),
+          f1(Number(r.bytesOutPerStep) / 1e6),
+          `${rss.duringSteps} / ${rss.withFinalEvaluation}`,
+          (r.workersPeakRssMB as number[]).join(", "),
+        ];
+      }),
+    ),
   );
-  console.log("|---|---|---|---|---|---|---|---|---|---|");
-  for (const r of meshRows) {
-    if (r.skipped || r.failed) {
-      console.log(`| ${r.model} | ${r.workers ?? ""} | ${r.skipped ?? r.failed} | | | | | | | |`);
-      continue;
-    }
-    const rss = r.coordinatorPeakRssMB as Record<string, number>;
-    console.log(
-      `| ${r.model} | ${r.workers} | ${f0(r.stepMs)} | ${f0(r.combineMs)} | ${
-        f0(r.optimizerMs)
-      } | ${f0(r.encodeMs)} | ${f1(Number(r.bytesInPerStep) / 1e6)} | ${
-        f1(Number(r.bytesOutPerStep) / 1e6)
-      } | ${rss.duringSteps} / ${rss.withFinalEvaluation} | ${
-        (r.workersPeakRssMB as number[]).join(", ")
-      } |`,
-    );
-  }
 }
 console.log(`\nwrote ${out}`);

@@ -13,16 +13,22 @@
  * @module
  */
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
+import { table } from "./markdown.ts";
 
-interface WorkerRow {
-  backend: string;
-  threads: number | null;
+/** What a worker-grid row and a PyTorch row both say of one configuration. */
+interface TimedRow {
   mode: string;
   microBatch: number;
   seqLen: number;
   medianMs: number;
   samplesPerSec: number;
   gflops: number;
+}
+
+/** A row of worker.json (bench/worker_compute.ts's grid), the fields read here. */
+interface WorkerRow extends TimedRow {
+  backend: string;
+  threads: number | null;
   gflopPerCall: number;
   blasShare: number | null;
   blasGflops: number | null;
@@ -32,14 +38,9 @@ interface WorkerRow {
   kernels: { kernel: string; ms: number; calls: number }[] | null;
 }
 
-interface TorchRow {
+/** A row of torch.json (bench/torch_cpu.py). */
+interface TorchRow extends TimedRow {
   threads: number;
-  mode: string;
-  microBatch: number;
-  seqLen: number;
-  medianMs: number;
-  samplesPerSec: number;
-  gflops: number;
 }
 
 interface ClusterRun {
@@ -67,11 +68,6 @@ function readJson<T>(path: string): T | null {
     if (e instanceof Deno.errors.NotFound) return null;
     throw e;
   }
-}
-
-function table(header: string[], rows: (string | number)[][]): string {
-  const line = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
-  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
 const f1 = (x: number) => x.toFixed(1);

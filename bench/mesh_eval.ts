@@ -18,6 +18,7 @@ import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
 import { initBackend } from "../shared/backend.ts";
+import { flagArgs } from "./flag_args.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {
   "eval-limit": { type: "int", default: 1000, help: "held-out examples scored" },
@@ -31,23 +32,16 @@ const flags = parseFlagsOrExit(Deno.args, {
   },
 }, "deno run -A bench/mesh_eval.ts [flags]");
 
-const runArgs = [
-  "--steps",
-  "1",
-  "--global-batch",
-  "8",
-  "--micro-batch",
-  "8",
-  "--max-len",
-  String(flags["max-len"]),
-  "--eval-limit",
-  String(flags["eval-limit"]),
-  "--adv",
-  "off",
-  "--port",
-  "0",
-  "--quiet",
-];
+const runArgs = flagArgs({
+  steps: 1,
+  "global-batch": 8,
+  "micro-batch": 8,
+  "max-len": flags["max-len"],
+  "eval-limit": flags["eval-limit"],
+  adv: "off",
+  port: 0,
+  quiet: true,
+});
 
 const seconds = (lines: string[], re: RegExp) => {
   const m = lines.map((l) => l.match(re)).find((x) => x);

@@ -14,6 +14,7 @@ import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import type { StepReport } from "../coordinator/trainer.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
+import { flagArgs } from "./flag_args.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,
@@ -36,29 +37,19 @@ const flags = parseFlagsOrExit(
 const rows = [];
 for (const n of flags.workers.split(",").map(Number)) {
   const { config } = await parseRunFlags(
-    [
-      "--steps",
-      String(flags.steps),
-      "--global-batch",
-      String(flags["global-batch"]),
-      "--micro-batch",
-      String(flags["micro-batch"]),
-      "--max-len",
-      String(flags["max-len"]),
-      "--adv",
-      flags.adv,
-      "--adv-steps",
-      String(flags["adv-steps"]),
-      "--adv-start",
-      String(flags["adv-start"]),
-      "--weights-encoding",
-      flags["weights-encoding"],
-      "--port",
-      "0",
-      "--eval-limit",
-      "1",
-      "--quiet",
-    ],
+    flagArgs({
+      steps: flags.steps,
+      "global-batch": flags["global-batch"],
+      "micro-batch": flags["micro-batch"],
+      "max-len": flags["max-len"],
+      adv: flags.adv,
+      "adv-steps": flags["adv-steps"],
+      "adv-start": flags["adv-start"],
+      "weights-encoding": flags["weights-encoding"],
+      port: 0,
+      "eval-limit": 1,
+      quiet: true,
+    }),
     {},
     "",
   );

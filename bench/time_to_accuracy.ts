@@ -14,8 +14,10 @@
  */
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { DEFAULT_LR, parseRunFlags } from "../coordinator/run_config.ts";
+import { parseRunFlags } from "../coordinator/run_config.ts";
+import { DEFAULT_LR } from "../coordinator/optimizer.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
+import { flagArgs } from "./flag_args.ts";
 
 /** A recipe: the flags that define it, and how often (in examples) it is evaluated. */
 interface Recipe {
@@ -63,51 +65,32 @@ const flags = parseFlagsOrExit(
 const big = flags["big-batch"];
 /** A LAMB recipe at the large batch, with the adversary's flags. */
 function lamb(name: string, label: string, adv: string[]): Recipe {
-  const args = [
-    "--optimizer",
-    "lamb",
-    "--global-batch",
-    String(big),
-    "--micro-batch",
-    "64",
-    ...adv,
-  ];
+  const args = [...flagArgs({ optimizer: "lamb", "global-batch": big, "micro-batch": 64 }), ...adv];
   return { name, label, args, lr: DEFAULT_LR.lamb, epochs: flags["big-epochs"], globalBatch: big };
 }
 
 /** The ScaLA recipes' adversary: PGD with the α and ε of the flags. */
-const adversary = [
-  "--adv",
-  "pgd",
-  "--adv-lr",
-  String(flags["adv-lr"]),
-  "--adv-eps",
-  String(flags["adv-eps"]),
-];
+const adversary = { adv: "pgd", "adv-lr": flags["adv-lr"], "adv-eps": flags["adv-eps"] };
 const RECIPES: Record<string, Recipe> = {
   baseline: {
     name: "baseline",
     label: "AdamW, B=32, no adversary",
-    args: ["--optimizer", "adamw", "--global-batch", "32", "--micro-batch", "16", "--adv", "off"],
+    args: flagArgs({ optimizer: "adamw", "global-batch": 32, "micro-batch": 16, adv: "off" }),
     lr: DEFAULT_LR.adamw,
     epochs: flags["base-epochs"],
     globalBatch: 32,
   },
-  lamb: lamb("lamb", `LAMB, B=${big}, no adversary`, ["--adv", "off"]),
-  scala: lamb("scala", `ScaLA: LAMB, B=${big}, PGD K=1 from 30%`, [
-    ...adversary,
-    "--adv-steps",
-    "1",
-    "--adv-start",
-    "0.3",
-  ]),
-  "scala-k2": lamb("scala-k2", `ScaLA: LAMB, B=${big}, PGD K=2 from the start`, [
-    ...adversary,
-    "--adv-steps",
-    "2",
-    "--adv-start",
-    "0",
-  ]),
+  lamb: lamb("lamb", `LAMB, B=${big}, no adversary`, flagArgs({ adv: "off" })),
+  scala: lamb(
+    "scala",
+    `ScaLA: LAMB, B=${big}, PGD K=1 from 30%`,
+    flagArgs({ ...adversary, "adv-steps": 1, "adv-start": 0.3 }),
+  ),
+  "scala-k2": lamb(
+    "scala-k2",
+    `ScaLA: LAMB, B=${big}, PGD K=2 from the start`,
+    flagArgs({ ...adversary, "adv-steps": 2, "adv-start": 0 }),
+  ),
 };
 const lrOverride = new Map(
   flags.lr.split(",").filter((s) => s).map((kv) => {
@@ -140,26 +123,19 @@ async function runOnce(r: Recipe, seed: number): Promise<RunResult> {
   const { config } = await parseRunFlags(
     [
       ...r.args,
-      "--lr",
-      String(lr),
-      "--epochs",
-      String(r.epochs),
-      "--seed",
-      String(seed),
-      "--train-limit",
-      String(flags["train-limit"]),
-      "--eval-limit",
-      String(flags["eval-limit"]),
-      "--max-len",
-      String(flags["max-len"]),
-      "--eval-every",
-      String(evalEvery),
-      "--warmup",
-      "0.1",
-      "--port",
-      "0",
-      "--quiet",
-      ...(flags.model ? ["--model", flags.model] : []),
+      ...flagArgs({
+        lr,
+        epochs: r.epochs,
+        seed,
+        "train-limit": flags["train-limit"],
+        "eval-limit": flags["eval-limit"],
+        "max-len": flags["max-len"],
+        "eval-every": evalEvery,
+        warmup: 0.1,
+        port: 0,
+        quiet: true,
+        model: flags.model || undefined,
+      }),
     ],
     {},
     "",

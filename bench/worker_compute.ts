@@ -80,7 +80,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { parseArgs } from "node:util";
+import { exitOnFlagError, FlagError, type FlagSpecs, parseFlags } from "../shared/cli/flags.ts";
 import { type BackendName, disposeBackend, initBackend, nativeBlas } from "../shared/backend.ts";
 import { NativeModel } from "../shared/native/engine.ts";
 import { kernelProfile } from "../shared/native/device.ts";
@@ -102,39 +102,11 @@ import { setExplicitTranspose } from "../shared/ops.ts";
 import { defaultModelConfigJson } from "../shared/default_model.ts";
 import { registerUnsortedSegmentSum } from "../shared/kernels/unsorted_segment_sum.ts";
 import { mixSeed, Rng } from "../shared/rng.ts";
+import { table } from "./markdown.ts";
 
 // tfjs-backend-cpu registers its own UnsortedSegmentSum on import; keep it before
 // initBackend("cpu") replaces it, so the comparison can put it back.
 const builtinCpuSegmentSum = tf.getKernel(tf.UnsortedSegmentSum, "cpu");
-
-const HELP = `deno task bench [flags]   (= deno run -A bench/worker_compute.ts)
-
-Times one micro-batch gradient per backend x mode x micro-batch x sequence length.
-
-  --backends LIST      cpu,wasm,native,webgpu subset (default: wasm, native when a
-                       BLAS loads, webgpu when an adapter exists; cpu is slow
-                       and only joins when named)
-  --threads LIST       native: BLAS thread counts, one grid each (default: 1,2)
-  --modes LIST         off, pgdK, freelbK (default: off,pgd1,pgd2,freelb2)
-  --micro-batches LIST micro-batch sizes (default: 8,32)
-  --seq-lens LIST      sequence lengths (default: 64,128)
-  --min-reps N         timed calls at least (default: 3; --quick: 2)
-  --min-seconds S      timed seconds at least (default: 2; --quick: 0)
-  --quick              fewer repetitions (see above)
-  --speedup LIST       backends for the speed-up comparison, cpu,wasm subset or
-                       "none" (default: cpu,wasm). Mode off, seq 64, micro-batch
-                       32 (wasm) or 8 (cpu); toggles the JS UnsortedSegmentSum
-                       kernel (cpu only: wasm has no built-in one) and
-                       explicit-transpose matmul, and checks the gradient.
-  --builtin-segment-sum estimate|measure
-                       cpu's built-in kernel takes minutes per call: by default
-                       its cost is estimated (timed on a sample of segments,
-                       scaled, added to the default call); measure runs 1 call
-  --segment-sample N   segments the estimate times (default 256)
-  --out FILE           JSON output (default:
-                       bench/results/worker_compute-<backends>-<date>.json)
-  --help               this text
-`;
 
 /** The default small BERT shape (bert-base-uncased vocabulary). */
 const MODEL_JSON = defaultModelConfigJson(2);
@@ -142,7 +114,7 @@ const MODEL_JSON = defaultModelConfigJson(2);
 const SPEEDUP_SEQ = 64;
 /** Run seed of every benchmark task (dropout masks derive from it). */
 const TASK_SEED = 12345;
-const SPEEDUP_MB: Record<"cpu" | "wasm", number> = { cpu: 8, wasm: 32 };
+const SPEEDUP_MB: Record<SpeedupBackend, number> = { cpu: 8, wasm: 32 };
 
 interface ModeSpec {
   readonly label: string;
@@ -159,34 +131,84 @@ interface Options {
   minReps: number;
   minSeconds: number;
   quick: boolean;
-  speedup: ("cpu" | "wasm")[];
+  speedup: SpeedupBackend[];
   builtinSegmentSum: "estimate" | "measure";
   segmentSample: number;
   out: string;
 }
 
-class UsageError extends Error {}
+type SpeedupBackend = "cpu" | "wasm";
+
+const USAGE = `deno task bench [flags]   (= deno run -A bench/worker_compute.ts)
+
+Times one micro-batch gradient per backend x mode x micro-batch x sequence length.
+Lists are comma-separated. The speed-up comparison runs mode off, seq 64, micro-batch
+32 (wasm) or 8 (cpu); it toggles the JS UnsortedSegmentSum kernel (cpu only: wasm has
+no built-in one) and explicit-transpose matmul, and checks the gradient.`;
+
+/** The flags (bench/README.md, "Running"); list flags are strings split by {@link list}. */
+const FLAGS = {
+  backends: {
+    type: "string",
+    help: "cpu,wasm,native,webgpu subset (default: wasm, native when a BLAS loads, " +
+      "webgpu when an adapter exists; cpu is slow and only joins when named)",
+  },
+  threads: { type: "string", default: "1,2", help: "native: BLAS thread counts, one grid each" },
+  modes: { type: "string", default: "off,pgd1,pgd2,freelb2", help: "off, pgdK, freelbK" },
+  "micro-batches": { type: "string", default: "8,32", help: "micro-batch sizes" },
+  "seq-lens": { type: "string", default: "64,128", help: "sequence lengths" },
+  "min-reps": { type: "int", help: "timed calls at least (default: 3; --quick: 2)" },
+  "min-seconds": { type: "number", help: "timed seconds at least (default: 2; --quick: 0)" },
+  quick: { type: "boolean", help: "fewer repetitions (see --min-reps, --min-seconds)" },
+  speedup: {
+    type: "string",
+    default: "cpu,wasm",
+    help: 'backends for the speed-up comparison, cpu,wasm subset or "none"',
+  },
+  "builtin-segment-sum": {
+    type: "string",
+    default: "estimate",
+    help: "estimate|measure: cpu's built-in kernel takes minutes per call, so by default " +
+      "its cost is estimated (timed on a sample of segments, scaled); measure runs 1 call",
+  },
+  "segment-sample": { type: "int", default: 256, help: "segments the estimate times" },
+  out: {
+    type: "string",
+    help: "JSON output (default: bench/results/worker_compute-<backends>-<date>.json)",
+  },
+} as const satisfies FlagSpecs;
 
 function list(s: string, flag: string): string[] {
   const items = s.split(",").map((x) => x.trim()).filter((x) => x);
-  if (items.length === 0) throw new UsageError(`${flag}: empty list`);
+  if (items.length === 0) throw new FlagError(`--${flag}: empty list`);
   return items;
 }
 
-function posInts(s: string, flag: string): number[] {
+/** `s`'s items, each one of `allowed`. */
+function listOf<const T extends string>(s: string, flag: string, allowed: readonly T[]): T[] {
   return list(s, flag).map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: bad value ${x}`);
-    return n;
+    if (!allowed.includes(x as T)) {
+      throw new FlagError(`--${flag}: ${x} is not one of ${allowed.join(", ")}`);
+    }
+    return x as T;
   });
+}
+
+function posInt(n: number, flag: string): number {
+  if (!Number.isInteger(n) || n < 1) throw new FlagError(`--${flag}: bad value ${n}`);
+  return n;
+}
+
+function posInts(s: string, flag: string): number[] {
+  return list(s, flag).map((x) => posInt(Number(x), flag));
 }
 
 function parseMode(s: string): ModeSpec {
   if (s === "off") return { label: "off", mode: "off", steps: 0 };
   const m = /^(pgd|freelb)(\d*)$/.exec(s);
-  if (!m) throw new UsageError(`--modes: bad mode ${s} (off, pgdK or freelbK)`);
+  if (!m) throw new FlagError(`--modes: bad mode ${s} (off, pgdK or freelbK)`);
   const steps = m[2] ? Number(m[2]) : 1;
-  if (steps < 1) throw new UsageError(`--modes: K must be >= 1 in ${s}`);
+  if (steps < 1) throw new FlagError(`--modes: K must be >= 1 in ${s}`);
   return { label: `${m[1]} K=${steps}`, mode: m[1] as AdversaryMode, steps };
 }
 
@@ -199,84 +221,44 @@ async function anyAdapter(): Promise<GPUAdapter | null> {
   }
 }
 
-async function parseOptions(args: string[]): Promise<Options | null> {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      backends: { type: "string" },
-      threads: { type: "string" },
-      modes: { type: "string" },
-      "micro-batches": { type: "string" },
-      "seq-lens": { type: "string" },
-      "min-reps": { type: "string" },
-      "min-seconds": { type: "string" },
-      quick: { type: "boolean" },
-      speedup: { type: "string" },
-      "builtin-segment-sum": { type: "string" },
-      "segment-sample": { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean" },
-    },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return null;
+/** wasm, native when a BLAS loads, webgpu when an adapter exists. */
+async function defaultBackends(): Promise<BackendName[]> {
+  const backends: BackendName[] = ["wasm"];
+  if (nativeBlas().blas) backends.push("native");
+  if (await anyAdapter()) backends.push("webgpu");
+  return backends;
+}
+
+/** Parses and checks the command line; usage errors are {@link FlagError}s. */
+async function parseOptions(args: readonly string[]): Promise<Options> {
+  const f = parseFlags(args, FLAGS, USAGE);
+  const backends = [
+    ...new Set(
+      f.backends !== undefined
+        ? listOf(f.backends, "backends", ["cpu", "wasm", "native", "webgpu"] as const)
+        : await defaultBackends(),
+    ),
+  ];
+  const minSeconds = f["min-seconds"] ?? (f.quick ? 0 : 2);
+  if (minSeconds < 0) throw new FlagError(`--min-seconds: bad value ${minSeconds}`);
+  const builtin = f["builtin-segment-sum"];
+  if (builtin !== "estimate" && builtin !== "measure") {
+    throw new FlagError(`--builtin-segment-sum: estimate or measure, not ${builtin}`);
   }
-  if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`);
-  let backends: BackendName[];
-  if (values.backends) {
-    backends = list(values.backends, "--backends").map((b) => {
-      if (b !== "cpu" && b !== "wasm" && b !== "native" && b !== "webgpu") {
-        throw new UsageError(`--backends: unknown backend ${b}`);
-      }
-      return b;
-    });
-  } else {
-    backends = ["wasm"];
-    if (nativeBlas().blas) backends.push("native");
-    if (await anyAdapter()) backends.push("webgpu");
-  }
-  const quick = values.quick ?? false;
-  const minReps = values["min-reps"] ? posInts(values["min-reps"], "--min-reps")[0] : quick ? 2 : 3;
-  const minSeconds = values["min-seconds"] !== undefined
-    ? Number(values["min-seconds"])
-    : quick
-    ? 0
-    : 2;
-  if (!Number.isFinite(minSeconds) || minSeconds < 0) {
-    throw new UsageError(`--min-seconds: bad value ${values["min-seconds"]}`);
-  }
-  let speedup: ("cpu" | "wasm")[] = ["cpu", "wasm"];
-  if (values.speedup !== undefined) {
-    speedup = values.speedup === "none" ? [] : list(values.speedup, "--speedup").map((b) => {
-      if (b !== "cpu" && b !== "wasm") throw new UsageError(`--speedup: cpu or wasm, not ${b}`);
-      return b;
-    });
-  }
-  const builtinSegmentSum = values["builtin-segment-sum"] ?? "estimate";
-  if (builtinSegmentSum !== "estimate" && builtinSegmentSum !== "measure") {
-    throw new UsageError(`--builtin-segment-sum: estimate or measure, not ${builtinSegmentSum}`);
-  }
-  const segmentSample = values["segment-sample"]
-    ? posInts(values["segment-sample"], "--segment-sample")[0]
-    : 256;
   const date = new Date().toISOString().slice(0, 10);
   return {
-    backends: [...new Set(backends)],
-    threads: posInts(values.threads ?? "1,2", "--threads"),
-    modes: list(values.modes ?? "off,pgd1,pgd2,freelb2", "--modes").map(parseMode),
-    microBatches: posInts(values["micro-batches"] ?? "8,32", "--micro-batches"),
-    seqLens: posInts(values["seq-lens"] ?? "64,128", "--seq-lens"),
-    minReps,
+    backends,
+    threads: posInts(f.threads, "threads"),
+    modes: list(f.modes, "modes").map(parseMode),
+    microBatches: posInts(f["micro-batches"], "micro-batches"),
+    seqLens: posInts(f["seq-lens"], "seq-lens"),
+    minReps: f["min-reps"] !== undefined ? posInt(f["min-reps"], "min-reps") : f.quick ? 2 : 3,
     minSeconds,
-    quick,
-    speedup,
-    builtinSegmentSum,
-    segmentSample,
-    out: values.out ??
-      `bench/results/worker_compute-${[...new Set(backends)].join("+")}-${date}.json`,
+    quick: f.quick,
+    speedup: f.speedup === "none" ? [] : listOf(f.speedup, "speedup", ["cpu", "wasm"] as const),
+    builtinSegmentSum: builtin,
+    segmentSample: posInt(f["segment-sample"], "segment-sample"),
+    out: f.out ?? `bench/results/worker_compute-${backends.join("+")}-${date}.json`,
   };
 }
 
@@ -651,7 +633,7 @@ function profileNative(
 }
 
 interface SpeedupRow {
-  backend: "cpu" | "wasm";
+  backend: SpeedupBackend;
   variant: string;
   fastSegmentSum: boolean;
   explicitTranspose: boolean;
@@ -675,11 +657,6 @@ interface SpeedupRow {
 
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
-
-function table(header: string[], rows: (string | number)[][]): string {
-  const line = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
-  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
-}
 
 function gridTable(rows: Row[]): string {
   return table(
@@ -753,26 +730,49 @@ function speedupTable(rows: SpeedupRow[]): string {
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
-  let opts: Options | null;
-  try {
-    opts = await parseOptions(Deno.args);
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  if (!opts) return 0;
+/** The benchmark's model: the default small BERT with seeded random weights, and its FLOP model. */
+interface Bench {
+  readonly config: ModelConfig;
+  readonly layout: ParamLayout;
+  readonly flat: Float32Array;
+  readonly fm: FlopModel;
+}
 
+/** Seed of the random weights (in the JSON's settings). */
+const WEIGHT_SEED = 42;
+
+function benchModel(): Bench {
   const config = parseModelConfig(MODEL_JSON);
   const layout = paramLayout(config);
-  const flat = randomWeights(layout, 42);
-  const fm = flopModel(layout);
-  const gpu = await gpuInfo();
-  if (opts.backends.includes("webgpu") && !gpu) {
-    console.error("error: webgpu requested but no WebGPU adapter is available");
-    return 2;
+  return { config, layout, flat: randomWeights(layout, WEIGHT_SEED), fm: flopModel(layout) };
+}
+
+/** The JSON file (bench/README.md, "Running", Output); people read its field names. */
+interface Report {
+  benchmark: "worker_compute";
+  date: string;
+  machine: Record<string, unknown>;
+  model: { config: typeof MODEL_JSON; parameters: number; flopModel: FlopModel };
+  settings: Record<string, unknown>;
+  rows: Row[];
+  speedup: SpeedupRow[];
+  segmentSumEstimate: SegmentSumSite[] | null;
+}
+
+/** The report, rewritten to `out` after every measured row so a run cut short keeps what it did. */
+class ReportFile {
+  constructor(readonly report: Report, readonly out: string) {
+    const dir = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
+    Deno.mkdirSync(dir, { recursive: true });
   }
-  const report = {
+  save(): void {
+    Deno.writeTextFileSync(this.out, JSON.stringify(this.report, null, 2) + "\n");
+  }
+}
+
+function newReport(opts: Options, bench: Bench, gpu: Record<string, unknown> | null): Report {
+  const { config, layout, fm } = bench;
+  return {
     benchmark: "worker_compute",
     date: new Date().toISOString(),
     machine: {
@@ -795,17 +795,18 @@ async function main(): Promise<number> {
       speedup: opts.speedup,
       builtinSegmentSum: opts.builtinSegmentSum,
       segmentSample: opts.segmentSample,
-      weightSeed: 42,
+      weightSeed: WEIGHT_SEED,
       dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
     },
-    rows: [] as Row[],
-    speedup: [] as SpeedupRow[],
-    segmentSumEstimate: null as SegmentSumSite[] | null,
+    rows: [],
+    speedup: [],
+    segmentSumEstimate: null,
   };
-  const outDir = opts.out.includes("/") ? opts.out.slice(0, opts.out.lastIndexOf("/")) : ".";
-  Deno.mkdirSync(outDir, { recursive: true });
-  const save = () => Deno.writeTextFileSync(opts.out, JSON.stringify(report, null, 2) + "\n");
+}
 
+function printHeader(report: Report, opts: Options, bench: Bench): void {
+  const { config, layout } = bench;
+  const gpu = report.machine.gpuAdapter as { description: string; vendor: string } | null;
   console.log(
     `# worker_compute — ${report.date}\n\nmachine: ${cpuModel() ?? Deno.build.arch}, ` +
       `${navigator.hardwareConcurrency} threads; GPU adapter: ${
@@ -815,244 +816,338 @@ async function main(): Promise<number> {
       `${config.intermediateSize}, ${layout.total} parameters; dropout ${config.hiddenDropout}\n` +
       `timing: 1 warm-up + >= ${opts.minReps} calls and >= ${opts.minSeconds} s, median\n`,
   );
+}
 
+/** One grid backend: native once per BLAS thread count, the others once. */
+interface GridRun {
+  readonly backend: BackendName;
+  readonly threads: number | null;
+}
+
+/** A grid backend made ready: its computer, and (with a BLAS) the timed gemm behind it. */
+interface GridBackend {
+  readonly run: GridRun;
+  readonly device: string;
+  readonly computer: Computer;
+  readonly timed: ReturnType<typeof timedGemm> | null;
+  /** The untimed BLAS gemm (for the kernel profile). */
+  readonly gemm: Gemm | null;
+}
+
+async function openGridBackend(run: GridRun, bench: Bench): Promise<GridBackend> {
+  const { backend, threads } = run;
+  const { config, layout, flat } = bench;
+  const info = await initBackend(backend, threads ? { threads } : {});
+  console.error(`[${backend}${threads ? ` ${threads} threads` : ""}] ${info.device}`);
+  const timed = info.blas ? timedGemm(info.blas.gemm) : null;
+  let computer: Computer;
+  if (backend === "native") {
+    const engine = new NativeModel(config, layout, timed!.gemm);
+    engine.setWeights(flat);
+    computer = { kind: "native", config, engine };
+  } else {
+    computer = { kind: "tfjs", model: makeModel(config, layout, flat) };
+  }
+  return { run, device: info.device, computer, timed, gemm: info.blas?.gemm ?? null };
+}
+
+/** BLAS totals over the timed calls of one configuration (native rows). */
+class BlasTally {
+  readonly shares: number[] = [];
+  calls = 0;
+  flops = 0;
+  ms = 0;
+  n = 0;
+  #lastCallStart = 0;
+  constructor(readonly timed: ReturnType<typeof timedGemm> | null) {}
+  /** Called before each timed call and once after the last: closes the previous call's tally. */
+  readonly onCall = (): void => {
+    const timed = this.timed;
+    if (timed && this.#lastCallStart) {
+      this.shares.push(timed.stats.ms / (performance.now() - this.#lastCallStart));
+      this.calls += timed.stats.calls;
+      this.flops += timed.stats.flops;
+      this.ms += timed.stats.ms;
+      this.n++;
+    }
+    timed?.reset();
+    this.#lastCallStart = performance.now();
+  };
+}
+
+/** Times one grid configuration (backend, mode, B, L) into its row; `ref` is wasm's gradient. */
+async function timeGridRow(
+  gb: GridBackend,
+  bench: Bench,
+  opts: Options,
+  m: ModeSpec,
+  batch: LabelledBatch,
+  ref: Float32Array | undefined,
+): Promise<{ row: Row; grad: Float32Array }> {
+  const { config, layout, flat, fm } = bench;
+  const { backend, threads } = gb.run;
+  const B = batch.size, L = batch.seqLen;
+  const padding = 1 - batch.attentionMask.reduce((a, b) => a + b, 0) / (B * L);
+  const fc = callFlops(config, fm, m, B, L);
+  const blas = new BlasTally(gb.timed);
+  const t = await measure(gb.computer, batch, m, { ...opts, warmup: true }, blas.onCall);
+  blas.onCall();
+  const med = median(t.times);
+  const timed = gb.timed;
+  const row: Row = {
+    backend,
+    threads,
+    device: gb.device,
+    mode: m.label,
+    adversary: m.mode,
+    K: m.steps,
+    microBatch: B,
+    seqLen: L,
+    paddingFraction: Number(padding.toFixed(4)),
+    fullPasses: fc.full,
+    deltaOnlyPasses: fc.deltaOnly,
+    gflopPerCall: fc.flops / 1e9,
+    firstCallMs: t.firstMs,
+    reps: t.times.length,
+    medianMs: med,
+    minMs: Math.min(...t.times),
+    maxMs: Math.max(...t.times),
+    medianAdversaryMs: median(t.adversaryTimes),
+    samplesPerSec: B / (med / 1000),
+    gflops: fc.flops / 1e9 / (med / 1000),
+    loss: t.loss,
+    leakedTensors: t.leakedTensors,
+    blasShare: timed ? blas.shares.reduce((a, b) => a + b, 0) / blas.shares.length : null,
+    blasCallsPerCall: timed ? blas.calls / blas.n : null,
+    blasGflops: timed && blas.ms > 0 ? blas.flops / 1e9 / (blas.ms / 1000) : null,
+    maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
+    wasmGradMaxAbs: ref ? maxAbs(ref) : null,
+    kernels: backend === "native"
+      ? profileNative(config, layout, gb.gemm!, flat, benchTask(config, batch, m))
+      : null,
+  };
+  return { row, grad: t.grad };
+}
+
+function logGridRow(row: Row): void {
+  const threads = row.threads ? `/${row.threads}t` : "";
+  console.error(
+    `  ${row.backend}${threads} ${row.mode} mb ${row.microBatch} seq ${row.seqLen}: first ${
+      Math.round(row.firstCallMs)
+    } ms, ` +
+      `median ${f1(row.medianMs)} ms (${row.reps} reps), ${f1(row.samplesPerSec)} ` +
+      `samples/s, ${f2(row.gflops)} GFLOP/s` +
+      (row.blasShare !== null
+        ? `, ${(100 * row.blasShare).toFixed(0)}% in BLAS at ${f1(row.blasGflops ?? 0)} GFLOP/s`
+        : "") +
+      (row.maxAbsDiffVsWasm !== null
+        ? `, max |g - g_wasm| ${row.maxAbsDiffVsWasm.toExponential(2)}`
+        : "") +
+      (row.leakedTensors ? `, LEAKED ${row.leakedTensors} tensors` : ""),
+  );
+}
+
+/** The batch of configuration (B, L): the same seed for every backend and mode. */
+function gridBatch(config: ModelConfig, B: number, L: number): LabelledBatch {
+  return randomBatch(config, B, L, 7 + B * 1000 + L);
+}
+
+/**
+ * The grid: every backend (native once per thread count) × seq × micro-batch ×
+ * mode. Native rows are checked against the wasm row of the same
+ * configuration. Returns the webgpu device if one was opened (to destroy at exit).
+ */
+async function runGrid(
+  bench: Bench,
+  opts: Options,
+  file: ReportFile,
+): Promise<GPUDevice | undefined> {
+  let webgpuDevice: GPUDevice | undefined;
+  const runs = opts.backends.flatMap((backend): GridRun[] =>
+    backend === "native"
+      ? opts.threads.map((threads) => ({ backend, threads }))
+      : [{ backend, threads: null }]
+  );
+  /** wasm gradients by configuration, for the native rows' check. */
+  const wasmGrads = new Map<string, Float32Array>();
+  for (const run of runs) {
+    const gb = await openGridBackend(run, bench);
+    if (run.backend === "webgpu") {
+      webgpuDevice = (tf.backend() as unknown as { device?: GPUDevice }).device;
+    }
+    try {
+      for (const L of opts.seqLens) {
+        for (const B of opts.microBatches) {
+          const batch = gridBatch(bench.config, B, L);
+          for (const m of opts.modes) {
+            const key = `${m.label}/${B}/${L}`;
+            const ref = run.backend === "native" ? wasmGrads.get(key) : undefined;
+            const { row, grad } = await timeGridRow(gb, bench, opts, m, batch, ref);
+            if (run.backend === "wasm") wasmGrads.set(key, grad);
+            file.report.rows.push(row);
+            file.save();
+            logGridRow(row);
+          }
+        }
+      }
+    } finally {
+      if (gb.computer.kind === "tfjs") disposeModel(gb.computer.model);
+    }
+  }
+  return webgpuDevice;
+}
+
+/** What a speed-up row is checked by: the whole gradient, or (estimated rows) the kernel's output. */
+interface GradCheck {
+  readonly diff: number;
+  readonly gradMaxAbs: number;
+  readonly kind: SpeedupRow["gradCheck"];
+}
+
+/** The timing a speed-up row reports. */
+interface CallStats {
+  readonly firstMs: number;
+  readonly reps: number;
+  readonly medianMs: number;
+}
+
+function callStats(t: Timing): CallStats {
+  return { firstMs: t.firstMs, reps: t.times.length, medianMs: median(t.times) };
+}
+
+/**
+ * The speed-up comparison on one backend (mode off, seq 64): the project
+ * default, transpose flags instead of explicit transposes, and on cpu tfjs's
+ * built-in segment sum (estimated unless `--builtin-segment-sum measure`).
+ */
+async function runSpeedup(
+  backend: SpeedupBackend,
+  bench: Bench,
+  opts: Options,
+  file: ReportFile,
+): Promise<void> {
+  const { config, layout, flat, fm } = bench;
+  await initBackend(backend);
+  const B = SPEEDUP_MB[backend], L = SPEEDUP_SEQ;
+  const batch = gridBatch(config, B, L);
+  const off = parseMode("off");
+  const flops = callFlops(config, fm, off, B, L).flops;
+  const model = makeModel(config, layout, flat);
+  const computer: Computer = { kind: "tfjs", model };
+  const reps = { ...opts, warmup: true };
+  let defaultMs = NaN;
+  const push = (variant: string, fast: boolean, explicit: boolean, t: CallStats, c: GradCheck) => {
+    const row: SpeedupRow = {
+      backend,
+      variant,
+      fastSegmentSum: fast,
+      explicitTranspose: explicit,
+      microBatch: B,
+      seqLen: L,
+      estimated: c.kind === "kernel output",
+      firstCallMs: t.firstMs,
+      reps: t.reps,
+      medianMs: t.medianMs,
+      samplesPerSec: B / (t.medianMs / 1000),
+      gflops: flops / 1e9 / (t.medianMs / 1000),
+      defaultSpeedup: t.medianMs / defaultMs,
+      maxAbsDiff: c.diff,
+      gradMaxAbs: c.gradMaxAbs,
+      gradCheck: c.kind,
+    };
+    file.report.speedup.push(row);
+    file.save();
+    console.error(
+      `  speed-up ${backend} ${row.variant}: median ${f1(row.medianMs)} ms` +
+        `${row.estimated ? " (estimated)" : ""}, ${f2(row.samplesPerSec)} samples/s, ` +
+        `max abs diff ${row.maxAbsDiff.toExponential(2)} (${row.gradCheck})` +
+        `${row.maxAbsDiff > 1e-5 ? " ABOVE 1e-5" : ""}`,
+    );
+  };
+  try {
+    // Project default: both speed-ups on (initBackend set them).
+    const d = await measure(computer, batch, off, reps);
+    defaultMs = median(d.times);
+    const full = (t: Timing): GradCheck => ({
+      diff: maxAbsDiff(t.grad, d.grad),
+      gradMaxAbs: maxAbs(t.grad),
+      kind: "full gradient",
+    });
+    push("default", true, true, callStats(d), full(d));
+
+    // Transpose flags instead of explicit transposes.
+    setExplicitTranspose(false);
+    let t: Timing;
+    try {
+      t = await measure(computer, batch, off, reps);
+    } finally {
+      setExplicitTranspose(true);
+    }
+    push("no explicit transpose", true, false, callStats(t), full(t));
+
+    // tfjs's own cpu UnsortedSegmentSum (wasm has none to go back to).
+    if (backend !== "cpu" || !builtinCpuSegmentSum) return;
+    if (opts.builtinSegmentSum === "measure") {
+      useBuiltinSegmentSum();
+      try {
+        t = await measure(computer, batch, off, { minReps: 1, minSeconds: 0, warmup: false });
+      } finally {
+        registerUnsortedSegmentSum("cpu");
+      }
+      push("built-in segment sum", false, true, callStats(t), full(t));
+    } else {
+      const sites = await segmentSumCosts(model, batch, opts.segmentSample);
+      file.report.segmentSumEstimate = sites;
+      const extra = sites.reduce((a, s) => a + s.builtinEstimateMs - s.jsMs, 0);
+      push("built-in segment sum", false, true, {
+        firstMs: NaN,
+        reps: 0,
+        medianMs: defaultMs + extra,
+      }, {
+        diff: Math.max(...sites.map((s) => s.maxAbsDiff)),
+        gradMaxAbs: NaN,
+        kind: "kernel output",
+      });
+    }
+  } finally {
+    disposeModel(model);
+  }
+}
+
+/** The speed-up table and its verdict on stdout (progress went to stderr). */
+function printSpeedups(report: Report): void {
+  if (!report.speedup.length) return;
+  console.log(
+    `## Speed-ups (mode off; default = JS segment-sum + explicit transpose)\n\n${
+      speedupTable(report.speedup)
+    }\n`,
+  );
+  const worst = Math.max(...report.speedup.map((r) => r.maxAbsDiff));
+  console.log(
+    `max abs gradient difference vs default: ${worst.toExponential(2)} ` +
+      `(${worst <= 1e-5 ? "within" : "ABOVE"} 1e-5)\n`,
+  );
+}
+
+/** Parse, build the model, time the grid and the speed-ups, write the tables and JSON. */
+async function main(): Promise<number> {
+  const opts = await exitOnFlagError(() => parseOptions(Deno.args));
+  const bench = benchModel();
+  const gpu = await gpuInfo();
+  if (opts.backends.includes("webgpu") && !gpu) {
+    console.error("error: webgpu requested but no WebGPU adapter is available");
+    return 2;
+  }
+  const file = new ReportFile(newReport(opts, bench, gpu), opts.out);
+  const report = file.report;
+  printHeader(report, opts, bench);
   let webgpuDevice: GPUDevice | undefined;
   try {
-    // ---- the grid (native once per thread count)
-    type Run = { backend: BackendName; threads: number | null };
-    const runs = opts.backends.flatMap((backend): Run[] =>
-      backend === "native"
-        ? opts.threads.map((threads) => ({ backend, threads }))
-        : [{ backend, threads: null }]
-    );
-    /** wasm gradients by configuration, for the native rows' check. */
-    const wasmGrads = new Map<string, Float32Array>();
-    for (const { backend, threads } of runs) {
-      const info = await initBackend(backend, threads ? { threads } : {});
-      if (backend === "webgpu") {
-        webgpuDevice = (tf.backend() as unknown as { device?: GPUDevice }).device;
-      }
-      console.error(`[${backend}${threads ? ` ${threads} threads` : ""}] ${info.device}`);
-      const timed = info.blas ? timedGemm(info.blas.gemm) : null;
-      let computer: Computer;
-      if (backend === "native") {
-        const engine = new NativeModel(config, layout, timed!.gemm);
-        engine.setWeights(flat);
-        computer = { kind: "native", config, engine };
-      } else {
-        computer = { kind: "tfjs", model: makeModel(config, layout, flat) };
-      }
-      try {
-        for (const L of opts.seqLens) {
-          for (const B of opts.microBatches) {
-            const batch = randomBatch(config, B, L, 7 + B * 1000 + L);
-            const padding = 1 - batch.attentionMask.reduce((a, b) => a + b, 0) / (B * L);
-            for (const m of opts.modes) {
-              const fc = callFlops(config, fm, m, B, L);
-              const shares: number[] = [];
-              const blas = { calls: 0, flops: 0, ms: 0, n: 0 };
-              let lastCallStart = 0;
-              const onCall = () => {
-                if (timed && lastCallStart) {
-                  shares.push(timed.stats.ms / (performance.now() - lastCallStart));
-                  blas.calls += timed.stats.calls;
-                  blas.flops += timed.stats.flops;
-                  blas.ms += timed.stats.ms;
-                  blas.n++;
-                }
-                timed?.reset();
-                lastCallStart = performance.now();
-              };
-              const t = await measure(computer, batch, m, { ...opts, warmup: true }, onCall);
-              onCall();
-              const med = median(t.times);
-              const key = `${m.label}/${B}/${L}`;
-              if (backend === "wasm") wasmGrads.set(key, t.grad);
-              const ref = backend === "native" ? wasmGrads.get(key) : undefined;
-              const row: Row = {
-                backend,
-                threads,
-                device: info.device,
-                mode: m.label,
-                adversary: m.mode,
-                K: m.steps,
-                microBatch: B,
-                seqLen: L,
-                paddingFraction: Number(padding.toFixed(4)),
-                fullPasses: fc.full,
-                deltaOnlyPasses: fc.deltaOnly,
-                gflopPerCall: fc.flops / 1e9,
-                firstCallMs: t.firstMs,
-                reps: t.times.length,
-                medianMs: med,
-                minMs: Math.min(...t.times),
-                maxMs: Math.max(...t.times),
-                medianAdversaryMs: median(t.adversaryTimes),
-                samplesPerSec: B / (med / 1000),
-                gflops: fc.flops / 1e9 / (med / 1000),
-                loss: t.loss,
-                leakedTensors: t.leakedTensors,
-                blasShare: timed ? shares.reduce((a, b) => a + b, 0) / shares.length : null,
-                blasCallsPerCall: timed ? blas.calls / blas.n : null,
-                blasGflops: timed && blas.ms > 0 ? blas.flops / 1e9 / (blas.ms / 1000) : null,
-                maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
-                wasmGradMaxAbs: ref ? maxAbs(ref) : null,
-                kernels: backend === "native"
-                  ? profileNative(
-                    config,
-                    layout,
-                    info.blas!.gemm,
-                    flat,
-                    benchTask(config, batch, m),
-                  )
-                  : null,
-              };
-              report.rows.push(row);
-              save();
-              console.error(
-                `  ${backend}${threads ? `/${threads}t` : ""} ${m.label} mb ${B} seq ${L}: first ${
-                  Math.round(t.firstMs)
-                } ms, ` +
-                  `median ${f1(med)} ms (${t.times.length} reps), ${f1(row.samplesPerSec)} ` +
-                  `samples/s, ${f2(row.gflops)} GFLOP/s` +
-                  (row.blasShare !== null
-                    ? `, ${(100 * row.blasShare).toFixed(0)}% in BLAS at ${
-                      f1(row.blasGflops ?? 0)
-                    } GFLOP/s`
-                    : "") +
-                  (row.maxAbsDiffVsWasm !== null
-                    ? `, max |g - g_wasm| ${row.maxAbsDiffVsWasm.toExponential(2)}`
-                    : "") +
-                  (t.leakedTensors ? `, LEAKED ${t.leakedTensors} tensors` : ""),
-              );
-            }
-          }
-        }
-      } finally {
-        if (computer.kind === "tfjs") disposeModel(computer.model);
-      }
-    }
+    webgpuDevice = await runGrid(bench, opts, file);
     if (report.rows.length) console.log(`## Grid\n\n${gridTable(report.rows)}\n`);
-
-    // ---- the speed-up comparison
-    for (const backend of opts.speedup) {
-      await initBackend(backend);
-      const B = SPEEDUP_MB[backend], L = SPEEDUP_SEQ;
-      const batch = randomBatch(config, B, L, 7 + B * 1000 + L);
-      const off = parseMode("off");
-      const flops = callFlops(config, fm, off, B, L).flops;
-      const model = makeModel(config, layout, flat);
-      const reps = { ...opts, warmup: true };
-      const rowOf = (
-        variant: string,
-        fast: boolean,
-        explicit: boolean,
-        t: { firstMs: number; reps: number; medianMs: number },
-        check: { diff: number; gradMaxAbs: number; kind: SpeedupRow["gradCheck"] },
-        defaultMs: number,
-      ): SpeedupRow => ({
-        backend,
-        variant,
-        fastSegmentSum: fast,
-        explicitTranspose: explicit,
-        microBatch: B,
-        seqLen: L,
-        estimated: check.kind === "kernel output",
-        firstCallMs: t.firstMs,
-        reps: t.reps,
-        medianMs: t.medianMs,
-        samplesPerSec: B / (t.medianMs / 1000),
-        gflops: flops / 1e9 / (t.medianMs / 1000),
-        defaultSpeedup: t.medianMs / defaultMs,
-        maxAbsDiff: check.diff,
-        gradMaxAbs: check.gradMaxAbs,
-        gradCheck: check.kind,
-      });
-      const push = (row: SpeedupRow) => {
-        report.speedup.push(row);
-        save();
-        console.error(
-          `  speed-up ${backend} ${row.variant}: median ${f1(row.medianMs)} ms` +
-            `${row.estimated ? " (estimated)" : ""}, ${f2(row.samplesPerSec)} samples/s, ` +
-            `max abs diff ${row.maxAbsDiff.toExponential(2)} (${row.gradCheck})` +
-            `${row.maxAbsDiff > 1e-5 ? " ABOVE 1e-5" : ""}`,
-        );
-      };
-      try {
-        // Project default: both speed-ups on (initBackend set them).
-        const d = await measure({ kind: "tfjs", model }, batch, off, reps);
-        const defaultMs = median(d.times);
-        const full = (t: Timing) => ({
-          diff: maxAbsDiff(t.grad, d.grad),
-          gradMaxAbs: maxAbs(t.grad),
-          kind: "full gradient" as const,
-        });
-        const stats = (t: Timing) => ({
-          firstMs: t.firstMs,
-          reps: t.times.length,
-          medianMs: median(t.times),
-        });
-        push(rowOf("default", true, true, stats(d), full(d), defaultMs));
-
-        // Transpose flags instead of explicit transposes.
-        setExplicitTranspose(false);
-        let t: Timing;
-        try {
-          t = await measure({ kind: "tfjs", model }, batch, off, reps);
-        } finally {
-          setExplicitTranspose(true);
-        }
-        push(rowOf("no explicit transpose", true, false, stats(t), full(t), defaultMs));
-
-        // tfjs's own cpu UnsortedSegmentSum (wasm has none to go back to).
-        if (backend === "cpu" && builtinCpuSegmentSum) {
-          if (opts.builtinSegmentSum === "measure") {
-            useBuiltinSegmentSum();
-            try {
-              t = await measure({ kind: "tfjs", model }, batch, off, {
-                minReps: 1,
-                minSeconds: 0,
-                warmup: false,
-              });
-            } finally {
-              registerUnsortedSegmentSum("cpu");
-            }
-            push(rowOf("built-in segment sum", false, true, stats(t), full(t), defaultMs));
-          } else {
-            const sites = await segmentSumCosts(model, batch, opts.segmentSample);
-            report.segmentSumEstimate = sites;
-            const extra = sites.reduce((a, s) => a + s.builtinEstimateMs - s.jsMs, 0);
-            push(rowOf(
-              "built-in segment sum",
-              false,
-              true,
-              { firstMs: NaN, reps: 0, medianMs: defaultMs + extra },
-              {
-                diff: Math.max(...sites.map((s) => s.maxAbsDiff)),
-                gradMaxAbs: NaN,
-                kind: "kernel output",
-              },
-              defaultMs,
-            ));
-          }
-        }
-      } finally {
-        disposeModel(model);
-      }
-    }
-    if (report.speedup.length) {
-      console.log(
-        `## Speed-ups (mode off; default = JS segment-sum + explicit transpose)\n\n${
-          speedupTable(report.speedup)
-        }\n`,
-      );
-      const worst = Math.max(...report.speedup.map((r) => r.maxAbsDiff));
-      console.log(
-        `max abs gradient difference vs default: ${worst.toExponential(2)} ` +
-          `(${worst <= 1e-5 ? "within" : "ABOVE"} 1e-5)\n`,
-      );
-    }
-    save();
+    for (const backend of opts.speedup) await runSpeedup(backend, bench, opts, file);
+    printSpeedups(report);
+    file.save();
     console.log(`wrote ${opts.out}`);
   } finally {
     disposeBackend();

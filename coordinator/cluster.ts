@@ -55,17 +55,20 @@ try {
 }
 const cores = availableCores();
 const native = backend === "native";
-const workers = flags.workers ?? (native && !config.deterministic ? 1 : cores);
-const threads = native
-  ? (flags.threads ??
-    (config.deterministic ? 1 : Math.max(1, Math.floor(cores / Math.max(1, workers)))))
-  : undefined;
 Deno.exit(
-  await serveRun(config, "more machines can join with", (url, token, log) => {
+  await serveRun(config, "more machines can join with", (url, token, log, resolved) => {
+    // A resumed run's `deterministic` comes from its checkpoint, not from this command line.
+    const { deterministic } = resolved.training;
+    const workers = flags.workers ?? (native && !deterministic ? 1 : cores);
+    const threads = native
+      ? (flags.threads ??
+        (deterministic ? 1 : Math.max(1, Math.floor(cores / Math.max(1, workers)))))
+      : undefined;
     const children = spawnLocalWorkers(workers, url, token, {
       backend,
       threads,
       blas: flags.blas,
+      output: resolved.ui.quiet ? "null" : "inherit",
     });
     const each = threads ? `, ${threads} BLAS thread${threads === 1 ? "" : "s"} each` : "";
     const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${NATIVE_HINT}` : ""})`;

@@ -49,11 +49,13 @@ export interface CoordinatorOptions {
 
 /** Loads the run, starts listening, and starts training as workers join. */
 export async function startCoordinator(
-  config: RunConfig,
+  given: RunConfig,
   opts: CoordinatorOptions = {},
 ): Promise<Coordinator> {
   const log = opts.log ?? ((l: string) => console.log(l));
-  const trainer = await Trainer.create(config);
+  const trainer = await Trainer.create(given);
+  // The resolved run config: a resumed run's settings come from its checkpoint.
+  const { network } = trainer.config;
   for (const note of trainer.notes) log(`note: ${note}`);
   const monitor = new RunMonitor(trainer);
   const metrics = new RunMetrics(monitor);
@@ -77,24 +79,23 @@ export async function startCoordinator(
   };
   const scheduler = new Scheduler({
     gradLayout: trainer.gradLayout,
-    taskTimeoutMs: config.taskTimeoutMs,
+    taskTimeoutMs: network.taskTimeoutMs,
     events,
   });
   monitor.attach(scheduler);
-  let firstBackend: string | null = null;
   const mesh: MeshContext = {
     scheduler,
-    token: config.token,
+    token: network.token,
     maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
-    // The resolved run config: a resumed run's `deterministic` comes from its checkpoint.
-    requireBackend: () => trainer.config.deterministic ? firstBackend : null,
+    // A deterministic run's pinned backend (kept across resumes by its checkpoints).
+    requireBackend: () => trainer.pinnedBackend,
     welcome: (id) => trainer.welcome(id),
     rejected: (code) => monitor.rejected(code),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,
-    silenceMs: config.workerSilenceMs,
+    silenceMs: network.workerSilenceMs,
     joined: (link) => {
-      firstBackend ??= link.backend;
+      trainer.joinedWith(link.backend);
       monitor.joined(link);
     },
     left: (id) => {
@@ -104,18 +105,18 @@ export async function startCoordinator(
   };
   const app = new Hono();
   const meshHandle = mountMesh(app, mesh);
-  mountMonitorRoutes(app, { monitor, metrics, token: config.metricsToken });
+  mountMonitorRoutes(app, { monitor, metrics, token: network.metricsToken });
   const server = Deno.serve(
-    { hostname: config.host, port: config.port, onListen: () => {} },
+    { hostname: network.host, port: network.port, onListen: () => {} },
     app.fetch,
   );
   const port = server.addr.port;
-  const shownHost = config.host === "0.0.0.0" || config.host === "::"
+  const shownHost = network.host === "0.0.0.0" || network.host === "::"
     ? Deno.hostname()
-    : config.host;
+    : network.host;
   const wsUrl = `ws://${shownHost}:${port}/ws`;
   const httpUrl = `http://${shownHost}:${port}/`;
-  const joinCommand = `deno task worker --url ${wsUrl} --token ${config.token}`;
+  const joinCommand = `deno task worker --url ${wsUrl} --token ${network.token}`;
   const observer = monitor.observer(opts.observer);
   const done = (async () => {
     const summary = await trainer.run(scheduler, observer);
@@ -134,7 +135,7 @@ export async function startCoordinator(
     metrics,
     wsUrl,
     httpUrl,
-    token: config.token,
+    token: network.token,
     joinCommand,
     done,
     stop: () => trainer.stop(scheduler),

@@ -8,6 +8,16 @@
 /** What happens after warmup: decay linearly to 0, or hold the peak. */
 export type ScheduleKind = "linear" | "constant";
 
+/** The schedule's settings: its kind, and warmup in steps (or a fraction of the run when < 1). */
+export interface ScheduleConfig {
+  readonly kind: ScheduleKind;
+  /** Warmup steps W, or a fraction of the run when < 1 ({@link resolveWarmup}). */
+  readonly warmup: number;
+}
+
+/** The method's defaults (docs/method.md): linear decay to 0 after warming up over 10% of the run. */
+export const DEFAULT_SCHEDULE: ScheduleConfig = { kind: "linear", warmup: 0.1 };
+
 /**
  * The learning rate of optimizer step `step` (1-based, the step about to be
  * applied) in a run of `totalSteps` steps with `warmupSteps` warmup steps:

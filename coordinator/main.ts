@@ -8,7 +8,8 @@
 import { exitOnFlagError, type FlagSpec } from "../shared/cli/flags.ts";
 import { startCoordinator } from "./coordinator.ts";
 import { progressPrinter } from "./progress.ts";
-import { parseRunFlags } from "./run_config.ts";
+import { parseRunFlags, type RunConfig } from "./run_config.ts";
+import type { TrainerObserver } from "./trainer.ts";
 
 /** Parses training flags plus `extra`, printing help (exit 0) or the error (exit 2). */
 export function parseOrExit<const E extends Record<string, FlagSpec>>(
@@ -39,22 +40,30 @@ function untilSignal(): Promise<void> {
   });
 }
 
+/** Prints nothing: the observer of a `--quiet` run. */
+const SILENT: TrainerObserver = { log: () => {} };
+
 /**
  * Starts a coordinator for the parsed run, prints where to watch and how to
- * join, lets `withWorkers` start local workers, and serves the run to its
- * end: the final JSON line on stdout, `--linger`, SIGINT/SIGTERM. Returns the
- * exit status.
+ * join, lets `withWorkers` start local workers (given the resolved run
+ * config: a resumed run's comes from its checkpoint), and serves the run to
+ * its end: the final JSON line on stdout, `--linger`, SIGINT/SIGTERM. With
+ * `--quiet` that JSON line is all it prints on stdout, and errors all on
+ * stderr. Returns the exit status.
  */
 export async function serveRun(
-  config: Awaited<ReturnType<typeof parseRunFlags>>["config"],
+  config: RunConfig,
   joinLabel: string,
   withWorkers: (
     wsUrl: string,
     token: string,
     log: (l: string) => void,
+    resolved: RunConfig,
   ) => Promise<() => Promise<void>> = () => Promise.resolve(() => Promise.resolve()),
 ): Promise<number> {
-  const printer = progressPrinter({ tty: Deno.stdout.isTerminal(), everyMs: 5000 });
+  const printer = config.ui.quiet
+    ? SILENT
+    : progressPrinter({ tty: Deno.stdout.isTerminal(), everyMs: 5000 });
   const log = printer.log!;
   let c;
   try {
@@ -65,7 +74,7 @@ export async function serveRun(
   }
   log(`dashboard: ${c.httpUrl}`);
   log(`${joinLabel}:\n  ${c.joinCommand}`);
-  const stopWorkers = await withWorkers(c.wsUrl, c.token, log);
+  const stopWorkers = await withWorkers(c.wsUrl, c.token, log, c.trainer.config);
   const unlisten = stopOnSignals(() => c.stop(), log);
   let code = 0;
   try {
@@ -73,7 +82,7 @@ export async function serveRun(
     console.log(
       JSON.stringify({ steps: summary.steps, stopped: summary.stopped, ...summary.evaluation }),
     );
-    if (config.linger && !summary.stopped) {
+    if (config.ui.linger && !summary.stopped) {
       log(`run over; dashboard stays up at ${c.httpUrl} (Ctrl-C to quit)`);
       unlisten();
       await untilSignal();

@@ -261,8 +261,8 @@ export class RunMetrics {
         const c = t().config;
         this.set({
           run_id: t().runId,
-          optimizer: c.optimizer,
-          adversary: c.adversary.mode,
+          optimizer: c.training.optimizer.kind,
+          adversary: c.training.adversary.mode,
           model_type: t().modelConfig.modelType,
         }, 1);
       },

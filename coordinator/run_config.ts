@@ -5,22 +5,30 @@
  *
  * @module
  */
-import { FlagError, type Flags, parseFlags } from "../shared/cli/flags.ts";
-import { ADVERSARY_MODES, type AdversaryConfig } from "../shared/adversary.ts";
-import type { OptimizerKind } from "./optimizer.ts";
-import type { ScheduleKind } from "./lr_schedule.ts";
-import type { Objective } from "../shared/param_layout.ts";
+import { FlagError, type Flags, type FlagSpec, parseFlags } from "../shared/cli/flags.ts";
+import {
+  ADVERSARY_MODES,
+  ADVERSARY_NORMS,
+  type AdversaryConfig,
+  DEFAULT_ADVERSARY,
+} from "../shared/adversary.ts";
+import {
+  DEFAULT_LR,
+  DEFAULT_OPTIMIZER_CONFIG,
+  type OptimizerConfig,
+  type OptimizerKind,
+} from "./optimizer.ts";
+import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
+import { type Objective, OBJECTIVES } from "../shared/param_layout.ts";
 import { parseByteSize } from "../shared/checkpoint.ts";
 
-/** The training flags, shared by cluster and coordinator. */
 /**
- * Peak learning rate per optimizer when `--lr` is not given: the best of
- * the recorded sweeps on IMDB with the built-in model (README, "Set up and
- * run" and "Time to accuracy") — LAMB: the no-flag run at B = 256 (1e-2;
- * 7.5e-3 won at B = 1024), AdamW at B = 32.
+ * First adversarial step when `--adv-start` is not given: 30% into the run
+ * (docs/method.md, "Adversary schedule").
  */
-export const DEFAULT_LR: Readonly<Record<OptimizerKind, number>> = { lamb: 1e-2, adamw: 5e-4 };
+export const DEFAULT_ADVERSARY_START = 0.3;
 
+/** The training flags, shared by cluster and coordinator; defaults from the modules that own them. */
 export const TRAINING_FLAGS = {
   objective: {
     type: "string",
@@ -53,24 +61,40 @@ export const TRAINING_FLAGS = {
   epochs: { type: "number", help: "passes over the training split (instead of --steps)" },
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
   "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },
-  optimizer: { type: "string", default: "lamb", help: "lamb | adamw" },
+  optimizer: { type: "string", default: DEFAULT_OPTIMIZER_CONFIG.kind, help: "lamb | adamw" },
   lr: {
     type: "number",
     help: `peak learning rate (default: ${DEFAULT_LR.lamb} LAMB, ${DEFAULT_LR.adamw} AdamW)`,
   },
-  warmup: { type: "number", default: 0.1, help: "warmup steps, or a fraction of the run when < 1" },
-  schedule: { type: "string", default: "linear", help: "linear (decay to 0) | constant" },
-  "weight-decay": { type: "number", default: 0.01, help: "decoupled weight decay λ" },
+  warmup: {
+    type: "number",
+    default: DEFAULT_SCHEDULE.warmup,
+    help: "warmup steps, or a fraction of the run when < 1",
+  },
+  schedule: {
+    type: "string",
+    default: DEFAULT_SCHEDULE.kind,
+    help: "linear (decay to 0) | constant",
+  },
+  "weight-decay": {
+    type: "number",
+    default: DEFAULT_OPTIMIZER_CONFIG.weightDecay,
+    help: "decoupled weight decay λ",
+  },
   clip: { type: "number", default: 0, help: "global gradient-norm clip (0: off)" },
-  adv: { type: "string", default: "pgd", help: "adversary: pgd | freelb | off" },
-  "adv-steps": { type: "int", default: 1, help: "K, ascent steps" },
-  "adv-lr": { type: "number", default: 0.1, help: "α, ascent step size" },
-  "adv-eps": { type: "number", default: 1.0, help: "ε, perturbation radius" },
-  "adv-norm": { type: "string", default: "l2", help: "l2 | linf" },
-  "adv-init": { type: "number", default: 0, help: "random start scale (0: δ0 = 0)" },
+  adv: { type: "string", default: DEFAULT_ADVERSARY.mode, help: "adversary: pgd | freelb | off" },
+  "adv-steps": { type: "int", default: DEFAULT_ADVERSARY.steps, help: "K, ascent steps" },
+  "adv-lr": { type: "number", default: DEFAULT_ADVERSARY.lr, help: "α, ascent step size" },
+  "adv-eps": { type: "number", default: DEFAULT_ADVERSARY.eps, help: "ε, perturbation radius" },
+  "adv-norm": { type: "string", default: DEFAULT_ADVERSARY.norm, help: "l2 | linf" },
+  "adv-init": {
+    type: "number",
+    default: DEFAULT_ADVERSARY.init,
+    help: "random start scale (0: δ0 = 0)",
+  },
   "adv-start": {
     type: "number",
-    default: 0.3,
+    default: DEFAULT_ADVERSARY_START,
     help: "first adversarial step, or a fraction of the run when < 1",
   },
   dropout: { type: "number", help: "override the config's dropout (0 for exact checks)" },
@@ -122,47 +146,80 @@ export const TRAINING_FLAGS = {
   },
   linger: { type: "boolean", help: "keep the dashboard up after the run" },
   config: { type: "string", help: "JSON file with the same keys as these flags (flags win)" },
-  quiet: { type: "boolean", help: "no progress output" },
+  quiet: {
+    type: "boolean",
+    help: "no progress output: stdout gets only the final JSON line, stderr only errors",
+  },
 } as const;
 
 /** Parsed training flags. */
 export type TrainingFlags = Flags<typeof TRAINING_FLAGS>;
 
-/** The validated configuration of one run. */
-export interface RunConfig {
+/** Where the examples come from: a named task, a GLUE folder, or JSONL files. */
+export interface TaskSource {
+  readonly task?: string;
+  readonly data?: string;
+  readonly train?: string;
+  readonly eval?: string;
+}
+
+/** The outer optimizer's settings: its rule and moments, the peak learning rate and the clip. */
+export interface OptimizerSettings extends Readonly<OptimizerConfig> {
+  /** Peak learning rate η (the schedule scales it per step). */
+  readonly lr: number;
+  /** Global gradient-norm clip; 0: off. */
+  readonly clip: number;
+}
+
+/** What fixes the math of the run: its length, batches, optimizer, schedule and adversary. */
+export interface TrainingConfig {
   readonly objective: Objective;
-  readonly corpusDocs: number;
-  /** mlm: the user's text file instead of the built-in corpora. */
-  readonly corpusFile: string | null;
-  readonly modelDir: string | null;
-  readonly task: { task?: string; data?: string; train?: string; eval?: string };
-  readonly maxLen: number;
   readonly steps: number | null;
   readonly epochs: number | null;
   readonly globalBatch: number;
   readonly microBatch: number;
-  readonly optimizer: OptimizerKind;
-  readonly lr: number;
-  readonly warmup: number;
-  readonly schedule: ScheduleKind;
-  readonly weightDecay: number;
-  readonly clip: number;
-  readonly adversary: AdversaryConfig;
-  readonly advStart: number;
-  readonly dropout: number | null;
-  readonly shuffle: boolean;
+  /** Run seed: data order, dropout, δ init, new heads. */
   readonly seed: number;
+  readonly shuffle: boolean;
+  /** Overrides the model config's dropout; null keeps it. */
+  readonly dropout: number | null;
+  /** Bit-reproducible: one backend for all workers, f32 weights. */
+  readonly deterministic: boolean;
+  /** How weights are sent to workers (f16 rounds what they compute on). */
+  readonly weightsEncoding: "f32" | "f16";
+  readonly optimizer: OptimizerSettings;
+  readonly schedule: ScheduleConfig;
+  readonly adversary: AdversaryConfig;
+  /** First adversarial step, or a fraction of the run when < 1 (`adversaryAt`). */
+  readonly adversaryStart: number;
+  /** Evaluate every N steps; 0: only at the end. */
   readonly evalEvery: number;
-  readonly evalLimit: number;
+}
+
+/** Which examples the run trains and scores on. */
+export interface DataConfig {
+  readonly task: TaskSource;
+  /** mlm: the user's text file instead of the built-in corpora. */
+  readonly corpusFile: string | null;
+  readonly corpusDocs: number;
+  readonly maxLen: number;
   readonly trainLimit: number;
-  readonly checkpointEvery: number;
+  readonly evalLimit: number;
+}
+
+/** What is read and written: the starting model, checkpoints, the saved model, the resumed run. */
+export interface IoConfig {
+  readonly modelDir: string | null;
   readonly save: string | null;
   readonly saveDtype: "F32" | "F16" | "BF16";
   /** Largest weights file of a saved model in bytes; past it the weights are sharded. */
   readonly saveShardBytes: number;
+  readonly checkpointEvery: number;
   readonly resume: string | null;
-  readonly deterministic: boolean;
-  readonly weightsEncoding: "f32" | "f16";
+}
+
+/** Where the coordinator listens, who may talk to it, and how long it waits for workers. */
+export interface NetworkConfig {
   readonly host: string;
   readonly port: number;
   readonly token: string;
@@ -170,8 +227,26 @@ export interface RunConfig {
   readonly taskTimeoutMs: number;
   /** Silence after which a worker connection is dropped; 0: never. */
   readonly workerSilenceMs: number;
+}
+
+/** What the person running it sees. */
+export interface UiConfig {
   readonly linger: boolean;
+  /** Only errors and the final JSON line (coordinator/main.ts, `serveRun`). */
   readonly quiet: boolean;
+}
+
+/**
+ * The validated configuration of one run, by concern. A resumed run's
+ * `training`, `data` and `io` (but its paths) come from its checkpoint
+ * ({@link resumedConfig}); `network` and `ui` always from the command line.
+ */
+export interface RunConfig {
+  readonly training: TrainingConfig;
+  readonly data: DataConfig;
+  readonly io: IoConfig;
+  readonly network: NetworkConfig;
+  readonly ui: UiConfig;
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -202,6 +277,23 @@ export function newToken(): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
+/**
+ * A JSON object of flag values as `--key=value` arguments (true booleans as
+ * `--key`; false and null left out), skipping the keys in `skip`.
+ */
+function jsonArgs(json: unknown, source: string, skip: ReadonlySet<string>): string[] {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new FlagError(`${source}: expected a JSON object`);
+  }
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(json)) {
+    if (key === "config") throw new FlagError(`${source}: "config" cannot nest`);
+    if (skip.has(key) || value === null || value === false) continue;
+    out.push(value === true ? `--${key}` : `--${key}=${value}`);
+  }
+  return out;
+}
+
 /** Turns a `--config` JSON object into `--key value` arguments placed before the real ones. */
 async function configArgs(args: readonly string[]): Promise<string[]> {
   const i = args.findIndex((a) => a === "--config" || a.startsWith("--config="));
@@ -214,27 +306,97 @@ async function configArgs(args: readonly string[]): Promise<string[]> {
   } catch (e) {
     throw new FlagError(`--config ${path}: ${(e as Error).message}`);
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new FlagError(`--config ${path}: expected a JSON object`);
-  }
   const given = new Set(
     args.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]),
   );
-  const out: string[] = [];
-  for (const [key, value] of Object.entries(json)) {
-    if (key === "config") throw new FlagError(`--config ${path}: "config" cannot nest`);
-    if (given.has(key)) continue; // flags win
-    if (typeof value === "boolean") {
-      if (value) out.push(`--${key}`);
-    } else out.push(`--${key}=${value}`);
+  return jsonArgs(json, `--config ${path}`, given); // flags win
+}
+
+/** The one set of checks: parsed training flags → a RunConfig. */
+function resolve(f: TrainingFlags): RunConfig {
+  if (f.steps !== undefined && f.epochs !== undefined) {
+    throw new FlagError("give --steps or --epochs, not both");
   }
-  return out;
+  if (f.data !== undefined && f.task === undefined) throw new FlagError("--data needs --task NAME");
+  const globalBatch = positive("global-batch", f["global-batch"]);
+  const microBatch = positive("micro-batch", f["micro-batch"]);
+  const dropout = f.dropout;
+  if (dropout !== undefined && !(dropout >= 0 && dropout < 1)) {
+    throw new FlagError(`--dropout must be in [0, 1), got ${dropout}`);
+  }
+  const kind = oneOf<OptimizerKind>("optimizer", f.optimizer, ["lamb", "adamw"]);
+  return {
+    training: {
+      objective: oneOf("objective", f.objective, OBJECTIVES),
+      steps: f.steps !== undefined ? positive("steps", f.steps) : null,
+      epochs: f.epochs !== undefined ? positive("epochs", f.epochs) : null,
+      globalBatch,
+      microBatch: Math.min(microBatch, globalBatch),
+      seed: f.seed,
+      shuffle: !f["no-shuffle"],
+      dropout: dropout ?? null,
+      deterministic: f.deterministic,
+      weightsEncoding: f.deterministic
+        ? "f32"
+        : oneOf("weights-encoding", f["weights-encoding"], ["f32", "f16"] as const),
+      optimizer: {
+        ...DEFAULT_OPTIMIZER_CONFIG,
+        kind,
+        weightDecay: positive("weight-decay", f["weight-decay"], true),
+        lr: f.lr !== undefined ? positive("lr", f.lr) : DEFAULT_LR[kind],
+        clip: positive("clip", f.clip, true),
+      },
+      schedule: {
+        kind: oneOf<ScheduleKind>("schedule", f.schedule, ["linear", "constant"]),
+        warmup: positive("warmup", f.warmup, true),
+      },
+      adversary: {
+        mode: oneOf("adv", f.adv, ADVERSARY_MODES),
+        steps: positive("adv-steps", f["adv-steps"]),
+        lr: positive("adv-lr", f["adv-lr"], true),
+        eps: positive("adv-eps", f["adv-eps"]),
+        norm: oneOf("adv-norm", f["adv-norm"], ADVERSARY_NORMS),
+        init: positive("adv-init", f["adv-init"], true),
+      },
+      adversaryStart: positive("adv-start", f["adv-start"], true),
+      evalEvery: positive("eval-every", f["eval-every"], true),
+    },
+    data: {
+      task: {
+        task: f.task ?? (f.train || f.eval ? undefined : "imdb"),
+        data: f.data,
+        train: f.train,
+        eval: f.eval,
+      },
+      corpusFile: f.corpus ?? null,
+      corpusDocs: positive("corpus-docs", f["corpus-docs"], true),
+      maxLen: positive("max-len", f["max-len"]),
+      trainLimit: positive("train-limit", f["train-limit"], true),
+      evalLimit: positive("eval-limit", f["eval-limit"], true),
+    },
+    io: {
+      modelDir: f.model ?? null,
+      save: f.save ?? null,
+      saveDtype: oneOf("save-dtype", f["save-dtype"], ["f32", "f16", "bf16"] as const)
+        .toUpperCase() as IoConfig["saveDtype"],
+      saveShardBytes: byteSize("save-shard-size", f["save-shard-size"]),
+      checkpointEvery: positive("checkpoint-every", f["checkpoint-every"], true),
+      resume: f.resume ?? null,
+    },
+    network: {
+      host: f.host,
+      port: positive("port", f.port, true),
+      token: f.token ?? newToken(),
+      metricsToken: f["metrics-token"] ?? null,
+      taskTimeoutMs: positive("task-timeout", f["task-timeout"], true) * 1000,
+      workerSilenceMs: positive("worker-silence", f["worker-silence"], true) * 1000,
+    },
+    ui: { linger: f.linger, quiet: f.quiet },
+  };
 }
 
 /** Parses training flags (plus `extra` command-specific ones) into a RunConfig. */
-export async function parseRunFlags<
-  const E extends Record<string, import("../shared/cli/flags.ts").FlagSpec>,
->(
+export async function parseRunFlags<const E extends Record<string, FlagSpec>>(
   args: readonly string[],
   extra: E,
   usage: string,
@@ -242,90 +404,147 @@ export async function parseRunFlags<
   const spec = { ...TRAINING_FLAGS, ...extra };
   const fromFile = await configArgs(args);
   const flags = parseFlags([...fromFile, ...args], spec, usage) as Flags<typeof TRAINING_FLAGS & E>;
-  const f = flags as unknown as TrainingFlags;
-  if (f.steps !== undefined && f.epochs !== undefined) {
-    throw new FlagError("give --steps or --epochs, not both");
-  }
-  if (f.data !== undefined && f.task === undefined) throw new FlagError("--data needs --task NAME");
-  const globalBatch = positive("global-batch", f["global-batch"]);
-  const microBatch = positive("micro-batch", f["micro-batch"]);
-  const mode = oneOf("adv", f.adv, ADVERSARY_MODES);
-  const advSteps = positive("adv-steps", f["adv-steps"]);
-  const dropout = f.dropout;
-  if (dropout !== undefined && !(dropout >= 0 && dropout < 1)) {
-    throw new FlagError(`--dropout must be in [0, 1), got ${dropout}`);
-  }
-  const optimizer = oneOf<OptimizerKind>("optimizer", f.optimizer, ["lamb", "adamw"]);
-  const config: RunConfig = {
-    objective: oneOf<Objective>("objective", f.objective, ["classify", "mlm"]),
-    corpusDocs: positive("corpus-docs", f["corpus-docs"], true),
-    corpusFile: f.corpus ?? null,
-    modelDir: f.model ?? null,
-    task: {
-      task: f.task ?? (f.train || f.eval ? undefined : "imdb"),
-      data: f.data,
-      train: f.train,
-      eval: f.eval,
-    },
-    maxLen: positive("max-len", f["max-len"]),
-    steps: f.steps !== undefined ? positive("steps", f.steps) : null,
-    epochs: f.epochs !== undefined ? positive("epochs", f.epochs) : null,
-    globalBatch,
-    microBatch: Math.min(microBatch, globalBatch),
-    optimizer,
-    lr: f.lr !== undefined ? positive("lr", f.lr) : DEFAULT_LR[optimizer],
-    warmup: positive("warmup", f.warmup, true),
-    schedule: oneOf<ScheduleKind>("schedule", f.schedule, ["linear", "constant"]),
-    weightDecay: positive("weight-decay", f["weight-decay"], true),
-    clip: positive("clip", f.clip, true),
-    adversary: {
-      mode,
-      steps: advSteps,
-      lr: positive("adv-lr", f["adv-lr"], true),
-      eps: positive("adv-eps", f["adv-eps"]),
-      norm: oneOf("adv-norm", f["adv-norm"], ["l2", "linf"] as const),
-      init: positive("adv-init", f["adv-init"], true),
-    },
-    advStart: positive("adv-start", f["adv-start"], true),
-    dropout: dropout ?? null,
-    shuffle: !f["no-shuffle"],
-    seed: f.seed,
-    evalEvery: positive("eval-every", f["eval-every"], true),
-    evalLimit: positive("eval-limit", f["eval-limit"], true),
-    trainLimit: positive("train-limit", f["train-limit"], true),
-    checkpointEvery: positive("checkpoint-every", f["checkpoint-every"], true),
-    save: f.save ?? null,
-    saveDtype: oneOf("save-dtype", f["save-dtype"], ["f32", "f16", "bf16"] as const)
-      .toUpperCase() as "F32" | "F16" | "BF16",
-    saveShardBytes: byteSize("save-shard-size", f["save-shard-size"]),
-    resume: f.resume ?? null,
-    deterministic: f.deterministic,
-    weightsEncoding: f.deterministic
-      ? "f32"
-      : oneOf("weights-encoding", f["weights-encoding"], ["f32", "f16"] as const),
-    host: f.host,
-    port: positive("port", f.port, true),
-    token: f.token ?? newToken(),
-    metricsToken: f["metrics-token"] ?? null,
-    taskTimeoutMs: positive("task-timeout", f["task-timeout"], true) * 1000,
-    workerSilenceMs: positive("worker-silence", f["worker-silence"], true) * 1000,
-    linger: f.linger,
-    quiet: f.quiet,
-  };
-  return { config, flags };
+  return { config: resolve(flags as unknown as TrainingFlags), flags };
 }
 
-/** The training fields of a run configuration (no address, no secrets): what checkpoints store and `/status` shows. */
+/** A flag's value as a checkpoint stores it (null: not given). */
+type StoredValue = string | number | boolean | null;
+
+/**
+ * The flags a checkpoint stores, each read back from a resolved config in
+ * the flag's own units: `training`, `data` and `io` but its paths (`--save`,
+ * `--resume`). Not stored: address, tokens, timeouts, `--linger`, `--quiet`.
+ */
+const STORED_FLAGS = {
+  objective: (c) => c.training.objective,
+  steps: (c) => c.training.steps,
+  epochs: (c) => c.training.epochs,
+  "global-batch": (c) => c.training.globalBatch,
+  "micro-batch": (c) => c.training.microBatch,
+  seed: (c) => c.training.seed,
+  "no-shuffle": (c) => !c.training.shuffle,
+  dropout: (c) => c.training.dropout,
+  deterministic: (c) => c.training.deterministic,
+  "weights-encoding": (c) => c.training.weightsEncoding,
+  optimizer: (c) => c.training.optimizer.kind,
+  lr: (c) => c.training.optimizer.lr,
+  "weight-decay": (c) => c.training.optimizer.weightDecay,
+  clip: (c) => c.training.optimizer.clip,
+  schedule: (c) => c.training.schedule.kind,
+  warmup: (c) => c.training.schedule.warmup,
+  adv: (c) => c.training.adversary.mode,
+  "adv-steps": (c) => c.training.adversary.steps,
+  "adv-lr": (c) => c.training.adversary.lr,
+  "adv-eps": (c) => c.training.adversary.eps,
+  "adv-norm": (c) => c.training.adversary.norm,
+  "adv-init": (c) => c.training.adversary.init,
+  "adv-start": (c) => c.training.adversaryStart,
+  "eval-every": (c) => c.training.evalEvery,
+  task: (c) => c.data.task.task ?? null,
+  data: (c) => c.data.task.data ?? null,
+  train: (c) => c.data.task.train ?? null,
+  eval: (c) => c.data.task.eval ?? null,
+  corpus: (c) => c.data.corpusFile,
+  "corpus-docs": (c) => c.data.corpusDocs,
+  "max-len": (c) => c.data.maxLen,
+  "train-limit": (c) => c.data.trainLimit,
+  "eval-limit": (c) => c.data.evalLimit,
+  model: (c) => c.io.modelDir,
+  "save-dtype": (c) => c.io.saveDtype.toLowerCase(),
+  "save-shard-size": (c) => String(c.io.saveShardBytes),
+  "checkpoint-every": (c) => c.io.checkpointEvery,
+} satisfies Partial<Record<keyof typeof TRAINING_FLAGS, (c: RunConfig) => StoredValue>>;
+
+/**
+ * The settings a checkpoint stores (docs/model-and-data.md, "Run
+ * checkpoints"): the stored flags and their resolved values, a JSON object
+ * that {@link resumedConfig} parses back with the same checks as the command line.
+ */
+export function storedSettings(c: RunConfig): Record<string, StoredValue> {
+  return Object.fromEntries(Object.entries(STORED_FLAGS).map(([flag, read]) => [flag, read(c)]));
+}
+
+/**
+ * The configuration of a resumed run: `stored` (from {@link storedSettings},
+ * read from the checkpoint named by `source`) parsed and checked like flags,
+ * so the data order and the schedule cannot change; the address, tokens,
+ * timeouts and UI from `given` (the command line), and the run saved to
+ * `--save`, else back into the folder it was resumed from.
+ */
+export function resumedConfig(given: RunConfig, stored: unknown, source: string): RunConfig {
+  let r: RunConfig;
+  try {
+    const args = jsonArgs(fromEarlierFormat(stored), source, new Set());
+    for (const a of args) {
+      const flag = a.slice(2).split("=")[0];
+      if (!Object.hasOwn(STORED_FLAGS, flag)) {
+        throw new FlagError(`${source}: unknown setting "${flag}"`);
+      }
+    }
+    r = resolve(parseFlags(args, TRAINING_FLAGS, ""));
+  } catch (e) {
+    if (!(e instanceof FlagError) || e.message.startsWith(source)) throw e;
+    throw new FlagError(`${source}: ${e.message}`);
+  }
+  const { resume } = given.io;
+  return {
+    ...r,
+    io: { ...r.io, save: given.io.save ?? resume, resume },
+    network: given.network,
+    ui: given.ui,
+  };
+}
+
+/** A value of a checkpoint written before the settings were stored by flag name. */
+type EarlierValue = StoredValue | { readonly [key: string]: StoredValue | undefined };
+
+/**
+ * Checkpoints written before 2026-12-02 stored the flat, camelCase run
+ * configuration (`globalBatch`, `adversary: {mode, …}`, `saveShardBytes`, …)
+ * instead of flag names. This maps such a document to flag names, so it is
+ * checked like any other; anything else passes through unchanged. The
+ * network settings it held (`taskTimeoutMs`, `workerSilenceMs`) and `save`
+ * come from the command line, as for a new checkpoint.
+ */
+function fromEarlierFormat(stored: unknown): unknown {
+  if (typeof stored !== "object" || stored === null || !("globalBatch" in stored)) return stored;
+  const out: Record<string, EarlierValue> = {};
+  const renamed: Record<string, string> = {
+    globalBatch: "global-batch",
+    microBatch: "micro-batch",
+    weightsEncoding: "weights-encoding",
+    weightDecay: "weight-decay",
+    advStart: "adv-start",
+    evalEvery: "eval-every",
+    corpusFile: "corpus",
+    corpusDocs: "corpus-docs",
+    maxLen: "max-len",
+    trainLimit: "train-limit",
+    evalLimit: "eval-limit",
+    modelDir: "model",
+    checkpointEvery: "checkpoint-every",
+  };
+  const dropped = new Set(["save", "resume", "taskTimeoutMs", "workerSilenceMs"]);
+  for (const [key, value] of Object.entries(stored as Record<string, EarlierValue>)) {
+    if (dropped.has(key)) continue;
+    if (key === "shuffle") out["no-shuffle"] = value === false;
+    else if (key === "saveDtype") out["save-dtype"] = String(value).toLowerCase();
+    else if (key === "saveShardBytes") out["save-shard-size"] = String(value);
+    else if (key === "task" && typeof value === "object" && value !== null) {
+      for (const k of ["task", "data", "train", "eval"]) out[k] = value[k] ?? null;
+    } else if (key === "adversary" && typeof value === "object" && value !== null) {
+      out.adv = value.mode ?? null;
+      for (const k of ["steps", "lr", "eps", "norm", "init"]) out[`adv-${k}`] = value[k] ?? null;
+    } else out[renamed[key] ?? key] = value;
+  }
+  return out;
+}
+
+/**
+ * The `/status` view of a run configuration: `training`, `data` and `io`
+ * merged one level deep (no address, no secrets).
+ */
 export function trainingFields(c: RunConfig): Record<string, unknown> {
-  const {
-    host: _h,
-    port: _p,
-    token: _t,
-    metricsToken: _m,
-    linger: _l,
-    quiet: _q,
-    resume: _r,
-    ...rest
-  } = c;
-  return rest as unknown as Record<string, unknown>;
+  const { resume: _r, ...io } = c.io;
+  return { ...c.training, ...c.data, ...io };
 }

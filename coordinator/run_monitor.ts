@@ -418,7 +418,7 @@ export class RunMonitor {
     const t = this.trainer;
     const last = this.history.at(-1);
     const m = t.modelConfig;
-    const mlm = t.config.objective === "mlm";
+    const mlm = t.config.training.objective === "mlm";
     // A pre-training run has no classification task or labels: leave their fields out.
     const fields = trainingFields(t.config);
     const { task: _task, ...untasked } = fields;

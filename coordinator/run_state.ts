@@ -26,7 +26,15 @@ export interface RunState {
   readonly step: number;
   readonly weightsVersion: number;
   readonly runId: string;
-  /** The training part of the run configuration (JSON-safe). */
+  /**
+   * The backend the first worker of a deterministic run pinned it to (null:
+   * not deterministic, or no worker yet): a resumed run keeps it.
+   */
+  readonly backend: string | null;
+  /**
+   * The run's stored settings (coordinator/run_config.ts, `storedSettings`):
+   * flag names and resolved values, checked on resume like flags.
+   */
   readonly runConfig: Record<string, unknown>;
 }
 
@@ -56,6 +64,7 @@ export async function saveRunState(
         weightsVersion: state.weightsVersion,
         runId: state.runId,
         objective: state.objective,
+        backend: state.backend,
         runConfig: state.runConfig,
       },
       null,
@@ -102,6 +111,7 @@ export async function loadRunState(dir: string): Promise<RunState & { folder: st
     step: meta.step,
     weightsVersion: meta.weightsVersion,
     runId: meta.runId,
+    backend: typeof meta.backend === "string" ? meta.backend : null,
     runConfig: meta.runConfig,
   };
 }

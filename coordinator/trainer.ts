@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { adversaryAt } from "../shared/adversary.ts";
 import { initBackend } from "../shared/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
+import type { TaskData } from "../shared/data/example.ts";
 import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
@@ -31,12 +32,17 @@ import {
   maxResultBytes,
 } from "./grad_accumulator.ts";
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
-import { createOptimizerState, type OptimizerState, optimizerStep } from "./optimizer.ts";
+import {
+  createOptimizerState,
+  type OptimizerState,
+  optimizerStep,
+  type StepStats,
+} from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
 import { replaceDirectory } from "../shared/atomic_write.ts";
 import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
-import { type RunConfig, trainingFields } from "./run_config.ts";
+import { resumedConfig, type RunConfig, storedSettings } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
 import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";
 import { meshLogits } from "./mesh_eval.ts";
@@ -72,6 +78,8 @@ export interface StepReport {
   readonly lr: number;
   readonly gradNorm: number;
   readonly clipped: boolean;
+  /** ‖η·r·u‖₂: the l2 norm of the update applied (coordinator/optimizer.ts, `StepStats`). */
+  readonly updateNorm: number;
   readonly trustRatio: { readonly min: number; readonly mean: number; readonly max: number };
   readonly examples: number;
   readonly tokens: number;
@@ -103,6 +111,9 @@ export interface RunSummary {
   readonly elapsedMs: number;
   readonly savedTo: string | null;
 }
+
+/** Optimizer steps of a run given neither `--steps` nor `--epochs`. */
+const DEFAULT_STEPS = 40;
 
 /** Copies a folder's tokenizer files into a new temp folder. */
 async function copyTokenizerFiles(from: string): Promise<string> {
@@ -162,6 +173,50 @@ function stepTimings(
   };
 }
 
+/** Everything a {@link Trainer} is made of, as {@link Trainer.create} assembles it. */
+interface TrainerParts {
+  readonly config: RunConfig;
+  readonly runId: string;
+  readonly modelConfig: ModelConfig;
+  readonly layout: ParamLayout;
+  readonly weights: Float32Array;
+  readonly optimizer: OptimizerState;
+  /** Steps completed (0 for a new run). */
+  readonly step: number;
+  readonly weightsVersion: number;
+  readonly totalSteps: number;
+  readonly plan: DataPlan;
+  readonly data: TrainingData;
+  readonly tokenizerDir: string | null;
+  readonly notes: string[];
+  /** The backend a resumed deterministic run is pinned to. */
+  readonly backend: string | null;
+}
+
+/** The model a run starts from: the checkpoint resumed, a given folder, or a fresh one. */
+async function startingModel(
+  config: RunConfig,
+  resumed: (RunState & { folder: string }) | null,
+  task: TaskData | null,
+) {
+  if (resumed) {
+    return {
+      config: resumed.modelConfig,
+      weights: resumed.weights,
+      notes: [`resumed from ${resumed.folder}`],
+      freshHead: false,
+      dir: resumed.folder,
+    };
+  }
+  const { modelDir } = config.io, { seed } = config.training;
+  if (!task) return await loadPretrainingModel(modelDir, seed);
+  return await loadModel(modelDir, {
+    numLabels: task.numLabels,
+    labelNames: task.labelNames ?? undefined,
+    seed,
+  });
+}
+
 /** A run: its data, model, optimizer state and the loop that trains it. */
 export class Trainer {
   readonly startedAt = performance.now();
@@ -170,7 +225,27 @@ export class Trainer {
   #evalRounds = 0;
   #weightsFrame: Outgoing = new Uint8Array();
   readonly #weightsOut = new WeightsOut();
+  /** The backend a deterministic run is pinned to: its first worker's, kept across resumes. */
+  #backend: string | null;
   lastEval: EvalResult | null = null;
+  // The parts Trainer.create assembled (TrainerParts), set by the constructor.
+  /** The resolved run configuration (a resumed run's comes from its checkpoint). */
+  declare readonly config: RunConfig;
+  declare readonly runId: string;
+  declare readonly modelConfig: ModelConfig;
+  declare readonly layout: ParamLayout;
+  declare readonly weights: Float32Array;
+  declare readonly optimizer: OptimizerState;
+  /** Steps completed. */
+  declare step: number;
+  declare weightsVersion: number;
+  declare readonly totalSteps: number;
+  declare readonly plan: DataPlan;
+  declare readonly data: TrainingData;
+  declare readonly tokenizerDir: string | null;
+  declare readonly notes: string[];
+  /** Warmup in steps (`--warmup` resolved against the run's length). */
+  readonly warmupSteps: number;
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
   /** Sums each step's results as they arrive (its float64 buffer lives for the run). */
@@ -187,64 +262,34 @@ export class Trainer {
    */
   readonly dispatchWindow: number;
 
-  private constructor(
-    readonly config: RunConfig,
-    readonly runId: string,
-    readonly modelConfig: ModelConfig,
-    readonly layout: ParamLayout,
-    readonly weights: Float32Array,
-    readonly optimizer: OptimizerState,
-    public step: number,
-    public weightsVersion: number,
-    readonly totalSteps: number,
-    readonly plan: DataPlan,
-    readonly data: TrainingData,
-    readonly tokenizerDir: string | null,
-    readonly notes: string[],
-  ) {
-    this.gradLayout = gradLayout(layout, config.objective);
+  private constructor(parts: TrainerParts) {
+    const { backend, ...fields } = parts;
+    Object.assign(this, fields);
+    this.#backend = backend;
+    const { training, data } = parts.config;
+    this.warmupSteps = resolveWarmup(training.schedule.warmup, parts.totalSteps);
+    this.gradLayout = gradLayout(parts.layout, training.objective);
     this.accumulator = new GradAccumulator(this.gradLayout, {
       release: (p) => this.releaseResult(p),
     });
-    const tokens = config.microBatch * Math.min(config.maxLen, modelConfig.maxPositions);
+    const tokens = training.microBatch * Math.min(data.maxLen, parts.modelConfig.maxPositions);
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
   }
 
   /** Loads data, model (or the run being resumed) and sets up the plan. */
   static async create(given: RunConfig): Promise<Trainer> {
-    let resumed: (RunState & { folder: string }) | null = null;
-    let config = given;
-    if (given.resume) {
-      resumed = await loadRunState(given.resume);
-      // The stored training configuration wins: the data order and schedule must not change.
-      config = {
-        ...given,
-        ...(resumed.runConfig as Partial<RunConfig>),
-        resume: given.resume,
-        save: given.save ?? given.resume,
-      };
-    }
-    const objective = config.objective;
-    const loaded = objective === "classify" ? await loadTask(config.task) : null;
-    const task = loaded && config.trainLimit > 0
-      ? { ...loaded, train: loaded.train.slice(0, config.trainLimit) }
+    const resumed = given.io.resume ? await loadRunState(given.io.resume) : null;
+    // The stored settings win: the data order and schedule must not change.
+    const config = resumed
+      ? resumedConfig(given, resumed.runConfig, `--resume ${given.io.resume}`)
+      : given;
+    const { training, data: dataConfig } = config;
+    const loaded = training.objective === "classify" ? await loadTask(dataConfig.task) : null;
+    const task = loaded && dataConfig.trainLimit > 0
+      ? { ...loaded, train: loaded.train.slice(0, dataConfig.trainLimit) }
       : loaded;
-    const model = resumed
-      ? {
-        config: resumed.modelConfig,
-        weights: resumed.weights,
-        notes: [`resumed from ${resumed.folder}`],
-        freshHead: false,
-        dir: resumed.folder,
-      }
-      : task
-      ? await loadModel(config.modelDir, {
-        numLabels: task.numLabels,
-        labelNames: task.labelNames ?? undefined,
-        seed: config.seed,
-      })
-      : await loadPretrainingModel(config.modelDir, config.seed);
-    const layout = paramLayout(model.config, objective);
+    const model = await startingModel(config, resumed, task);
+    const layout = paramLayout(model.config, training.objective);
     // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
     const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
     const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
@@ -253,12 +298,12 @@ export class Trainer {
         `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings`,
       );
     }
-    const maxLen = Math.min(config.maxLen, model.config.maxPositions);
+    const maxLen = Math.min(dataConfig.maxLen, model.config.maxPositions);
     const data = task
       ? classificationData(task, tokenizer, maxLen)
-      : await pretrainingData(tokenizer, maxLen, config.seed, {
-        maxDocumentsPerSource: config.corpusDocs,
-        file: config.corpusFile,
+      : await pretrainingData(tokenizer, maxLen, training.seed, {
+        maxDocumentsPerSource: dataConfig.corpusDocs,
+        file: dataConfig.corpusFile,
       });
     if (data.train instanceof MlmSet && model.freshHead) {
       const bias = layout.byName.get("cls.predictions.bias")!;
@@ -267,28 +312,38 @@ export class Trainer {
     }
     const plan = new DataPlan(
       data.train.size,
-      config.globalBatch,
-      config.microBatch,
-      config.seed,
-      config.shuffle,
+      training.globalBatch,
+      training.microBatch,
+      training.seed,
+      training.shuffle,
     );
-    const totalSteps = config.steps ?? (config.epochs ? plan.stepsForEpochs(config.epochs) : 40);
-    const runId = resumed?.runId ?? crypto.randomUUID();
-    return new Trainer(
+    return new Trainer({
       config,
-      runId,
-      model.config,
+      runId: resumed?.runId ?? crypto.randomUUID(),
+      modelConfig: model.config,
       layout,
-      model.weights,
-      resumed?.optimizer ?? createOptimizerState(layout.total),
-      resumed?.step ?? 0,
-      resumed?.weightsVersion ?? 0,
-      totalSteps,
+      weights: model.weights,
+      optimizer: resumed?.optimizer ?? createOptimizerState(layout.total),
+      step: resumed?.step ?? 0,
+      weightsVersion: resumed?.weightsVersion ?? 0,
+      totalSteps: training.steps ??
+        (training.epochs ? plan.stepsForEpochs(training.epochs) : DEFAULT_STEPS),
       plan,
       data,
       tokenizerDir,
-      model.notes,
-    );
+      notes: model.notes,
+      backend: resumed?.backend ?? null,
+    });
+  }
+
+  /** The backend every worker must use (deterministic runs, once pinned); null: any. */
+  get pinnedBackend(): string | null {
+    return this.#backend;
+  }
+
+  /** A worker joined on `backend`: the first one pins a deterministic run to it. */
+  joinedWith(backend: string): void {
+    if (this.config.training.deterministic) this.#backend ??= backend;
   }
 
   /** The welcome every worker receives. */
@@ -298,9 +353,9 @@ export class Trainer {
       workerId,
       runId: this.runId,
       modelConfig: toHfConfig(this.modelConfig),
-      objective: this.config.objective,
-      dropout: this.config.dropout,
-      deterministic: this.config.deterministic,
+      objective: this.config.training.objective,
+      dropout: this.config.training.dropout,
+      deterministic: this.config.training.deterministic,
     };
   }
 
@@ -311,7 +366,7 @@ export class Trainer {
 
   #encodeWeights(): number {
     const t0 = performance.now();
-    const f16 = this.config.weightsEncoding === "f16";
+    const f16 = this.config.training.weightsEncoding === "f16";
     this.#weightsFrame = this.#weightsOut.prepare(
       this.runId,
       this.weightsVersion,
@@ -330,7 +385,8 @@ export class Trainer {
 
   /** The micro-batch tasks of step t, encoded. */
   #tasks(t: number): { tasks: StepTask[]; items: number[]; tokens: number; mode: string } {
-    const adversary = adversaryAt(this.config.adversary, t, this.totalSteps, this.config.advStart);
+    const { adversary: adv, adversaryStart } = this.config.training;
+    const adversary = adversaryAt(adv, t, this.totalSteps, adversaryStart);
     let tokens = 0;
     const items: number[] = [];
     const tasks = this.plan.step(t).microBatches.map((indices, index) => {
@@ -349,7 +405,7 @@ export class Trainer {
           step: t,
           index,
           weightsVersion: this.weightsVersion,
-          seed: this.config.seed,
+          seed: this.config.training.seed,
           adversary,
           batch,
         }),
@@ -365,111 +421,114 @@ export class Trainer {
 
   /** Trains until the last step (or a stop), then evaluates and saves. */
   async run(scheduler: Scheduler, observer: TrainerObserver = {}): Promise<RunSummary> {
-    const log = observer.log ?? (() => {});
-    const warmup = resolveWarmup(this.config.warmup, this.totalSteps);
     this.#encodeWeights();
     scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
-    let stopped = false;
-    while (this.step < this.totalSteps) {
-      // A stop asked for between steps (during an evaluation or a checkpoint).
-      if (this.#stopping) {
-        stopped = true;
-        break;
-      }
-      const t = this.step;
-      const t0 = performance.now();
-      const { tasks, items, tokens, mode } = this.#tasks(t);
-      const acc = this.accumulator;
-      // n_j comes from the batch the coordinator made, not from the worker.
-      acc.begin(items);
-      let results;
+    // A stop asked for between steps (during an evaluation or a checkpoint) ends the loop too.
+    while (this.step < this.totalSteps && !this.#stopping) {
+      let report: StepReport;
       try {
-        results = await scheduler.runStep(t, tasks, {
-          window: this.dispatchWindow,
-          accept: (r) => acc.add({ index: r.index, grad: r.grad, rows: r.rows, loss: r.loss }),
-        });
+        report = await this.trainStep(this.step, scheduler);
       } catch (e) {
-        if (e instanceof StopRequested) {
-          stopped = true;
-          break;
-        }
+        if (e instanceof StopRequested) break;
         throw e;
       }
-      const t1 = performance.now();
-      const { grad, loss, norm: gradNorm } = acc.finish();
-      const { norm, clipped } = this.config.clip > 0
-        ? clipByGlobalNorm(grad, this.config.clip, gradNorm)
-        : { norm: gradNorm, clipped: false };
-      const t2 = performance.now();
-      const lr = learningRate(t + 1, this.totalSteps, this.config.lr, warmup, this.config.schedule);
-      const stats = optimizerStep(this.layout, this.weights, grad, this.optimizer, lr, {
-        kind: this.config.optimizer,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-6,
-        weightDecay: this.config.weightDecay,
-      });
-      const t3 = performance.now();
-      this.step = t + 1;
-      this.weightsVersion++;
-      const encodeMs = this.#encodeWeights();
-      scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
-      observer.step?.({
-        step: this.step,
-        totalSteps: this.totalSteps,
-        loss,
-        lr,
-        gradNorm: norm,
-        clipped,
-        trustRatio: trustSummary(this.layout, stats.trustRatios),
-        examples: results.reduce((a, r) => a + r.count, 0),
-        tokens,
-        adversary: mode,
-        microBatches: results.length,
-        weightsBytes: this.#weightsFrame.byteLength,
-        timings: stepTimings(
-          results,
-          { t0, t1, t2, t3, encodeMs, sumMs: acc.sumMs },
-          scheduler.workers.size,
-        ),
-        elapsedMs: performance.now() - this.startedAt,
-      });
-      const last = this.step === this.totalSteps;
-      if (this.config.evalEvery > 0 && this.step % this.config.evalEvery === 0 && !last) {
-        await this.evaluate(observer, scheduler);
-      }
-      if (
-        this.config.save && this.config.checkpointEvery > 0 &&
-        this.step % this.config.checkpointEvery === 0 && !last
-      ) {
-        await this.checkpoint(observer);
-      }
+      observer.step?.(report);
+      await this.#betweenSteps(scheduler, observer);
     }
-    if (stopped) {
-      log(`stopping at step ${this.step}/${this.totalSteps}`);
-      if (this.config.save) await this.checkpoint(observer);
-      return {
-        steps: this.step,
-        stopped,
-        evaluation: null,
-        elapsedMs: performance.now() - this.startedAt,
-        savedTo: this.config.save,
-      };
-    }
-    const evaluation = await this.evaluate(observer, scheduler);
-    let savedTo: string | null = null;
-    if (this.config.save) {
-      await this.checkpoint(observer);
-      savedTo = this.config.save;
-      await this.saveModel(this.config.save);
-    }
+    return this.step < this.totalSteps
+      ? await this.#stopped(observer)
+      : await this.#finish(scheduler, observer);
+  }
+
+  /**
+   * Step t (0-based) of docs/method.md: its micro-batches computed by the
+   * workers and summed in index order, clipped, applied by the optimizer,
+   * and the new weights version published. Returns the step's report; throws
+   * {@link StopRequested} when the run is stopped during it.
+   */
+  async trainStep(t: number, scheduler: Scheduler): Promise<StepReport> {
+    const t0 = performance.now();
+    const { tasks, items, tokens, mode } = this.#tasks(t);
+    const acc = this.accumulator;
+    // n_j comes from the batch the coordinator made, not from the worker.
+    acc.begin(items);
+    const results = await scheduler.runStep(t, tasks, {
+      window: this.dispatchWindow,
+      accept: (r) => acc.add({ index: r.index, grad: r.grad, rows: r.rows, loss: r.loss }),
+    });
+    const t1 = performance.now();
+    const { grad, loss, norm: gradNorm } = acc.finish();
+    const { clip } = this.config.training.optimizer;
+    const { norm, clipped } = clip > 0
+      ? clipByGlobalNorm(grad, clip, gradNorm)
+      : { norm: gradNorm, clipped: false };
+    const t2 = performance.now();
+    const { lr, stats } = this.#applyOptimizer(t, grad);
+    const t3 = performance.now();
+    this.step = t + 1;
+    this.weightsVersion++;
+    const encodeMs = this.#encodeWeights();
+    scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
     return {
-      steps: this.step,
-      stopped,
-      evaluation,
+      step: this.step,
+      totalSteps: this.totalSteps,
+      loss,
+      lr,
+      gradNorm: norm,
+      clipped,
+      updateNorm: stats.updateNorm,
+      trustRatio: trustSummary(this.layout, stats.trustRatios),
+      examples: results.reduce((a, r) => a + r.count, 0),
+      tokens,
+      adversary: mode,
+      microBatches: results.length,
+      weightsBytes: this.#weightsFrame.byteLength,
+      timings: stepTimings(
+        results,
+        { t0, t1, t2, t3, encodeMs, sumMs: acc.sumMs },
+        scheduler.workers.size,
+      ),
       elapsedMs: performance.now() - this.startedAt,
-      savedTo,
     };
+  }
+
+  /** The scheduled learning rate of step t and the optimizer step applied with it. */
+  #applyOptimizer(t: number, grad: Float32Array): { lr: number; stats: StepStats } {
+    const opt = this.config.training.optimizer;
+    const { kind } = this.config.training.schedule;
+    const lr = learningRate(t + 1, this.totalSteps, opt.lr, this.warmupSteps, kind);
+    return { lr, stats: optimizerStep(this.layout, this.weights, grad, this.optimizer, lr, opt) };
+  }
+
+  /** The evaluations and checkpoints due after a step (not after the last: the end does those). */
+  async #betweenSteps(scheduler: Scheduler, observer: TrainerObserver): Promise<void> {
+    if (this.step === this.totalSteps) return;
+    const due = (every: number) => every > 0 && this.step % every === 0;
+    if (due(this.config.training.evalEvery)) await this.evaluate(observer, scheduler);
+    if (this.config.io.save && due(this.config.io.checkpointEvery)) await this.checkpoint(observer);
+  }
+
+  /** A stopped run: checkpointed (with `--save`), not evaluated. */
+  async #stopped(observer: TrainerObserver): Promise<RunSummary> {
+    observer.log?.(`stopping at step ${this.step}/${this.totalSteps}`);
+    if (this.config.io.save) await this.checkpoint(observer);
+    return this.#summary(true, null, this.config.io.save);
+  }
+
+  /** A finished run: evaluated, then checkpointed and saved (with `--save`). */
+  async #finish(scheduler: Scheduler, observer: TrainerObserver): Promise<RunSummary> {
+    const evaluation = await this.evaluate(observer, scheduler);
+    const { save } = this.config.io;
+    if (save) {
+      await this.checkpoint(observer);
+      await this.saveModel(save);
+    }
+    return this.#summary(false, evaluation, save);
+  }
+
+  #summary(stopped: boolean, evaluation: EvalResult | null, savedTo: string | null): RunSummary {
+    const elapsedMs = performance.now() - this.startedAt;
+    return { steps: this.step, stopped, evaluation, elapsedMs, savedTo };
   }
 
   /**
@@ -517,7 +576,7 @@ export class Trainer {
     }
     // An f16 run's workers hold f16-rounded weights: the evaluation sends them
     // the f32 ones, and training the f16 ones again afterwards.
-    const f16 = this.config.weightsEncoding === "f16";
+    const f16 = this.config.training.weightsEncoding === "f16";
     if (f16) {
       const out = this.#weightsOut.prepare(this.runId, this.weightsVersion, this.weights, "f32");
       scheduler.setWeights(this.weightsVersion, out);
@@ -534,7 +593,7 @@ export class Trainer {
           round: this.#evalRounds++,
         }),
       };
-      const result = await this.data.evaluate(model, this.config.evalLimit);
+      const result = await this.data.evaluate(model, this.config.data.evalLimit);
       if (result) {
         observer.log?.(
           `evaluated ${result.examples} examples on ${workers} worker(s) in ${
@@ -555,11 +614,11 @@ export class Trainer {
     const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
     // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
     const model = withHostLogits(tensors, this.weights, {
-      deterministic: this.config.deterministic,
+      deterministic: this.config.training.deterministic,
     });
     const t0 = performance.now();
     try {
-      const result = await this.data.evaluate(model, this.config.evalLimit);
+      const result = await this.data.evaluate(model, this.config.data.evalLimit);
       if (!result) return null;
       observer.log?.(
         `evaluated ${result.examples} examples on the coordinator in ${
@@ -580,20 +639,21 @@ export class Trainer {
     return {
       modelConfig: this.modelConfig,
       weights: this.weights,
-      objective: this.config.objective,
+      objective: this.config.training.objective,
       optimizer: this.optimizer,
       step: this.step,
       weightsVersion: this.weightsVersion,
       runId: this.runId,
-      runConfig: trainingFields(this.config),
+      backend: this.#backend,
+      runConfig: storedSettings(this.config),
     };
   }
 
   /** Writes a resumable checkpoint under --save. */
   async checkpoint(observer: TrainerObserver = {}): Promise<void> {
-    if (!this.config.save) return;
+    if (!this.config.io.save) return;
     const dir = await this.#tokenizerSource();
-    const folder = await saveRunState(this.config.save, this.state(), dir);
+    const folder = await saveRunState(this.config.io.save, this.state(), dir);
     observer.checkpointed?.(this.step, folder);
   }
 
@@ -606,10 +666,10 @@ export class Trainer {
       saveCheckpoint(tmp, {
         config: this.modelConfig,
         weights: this.weights,
-        objective: this.config.objective,
+        objective: this.config.training.objective,
       }, {
-        dtype: this.config.saveDtype,
-        maxShardBytes: this.config.saveShardBytes,
+        dtype: this.config.io.saveDtype,
+        maxShardBytes: this.config.io.saveShardBytes,
         copyTokenizerFrom: tokenizerFrom,
       }));
     return out;

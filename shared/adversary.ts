@@ -58,19 +58,27 @@ export const DEFAULT_ADVERSARY: AdversaryConfig = {
 export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };
 
 /**
- * δ_0 on the host, [B, L, H] flat: zero, or U(-1, 1)·m·init/sqrt(len·H) per
- * example, drawn from a stream keyed by (seed, step, index) so every backend
- * (and the native engine) agrees. Writes into `out` when given.
+ * What δ_0 depends on: the batch's mask [B, L] and shape (B = size, L =
+ * seqLen, H = hidden), the scale of the random start, and the task's key.
  */
-export function initialDeltaHost(
+export type DeltaStart = [
   mask: Uint8Array,
   size: number,
   seqLen: number,
   hidden: number,
   init: number,
   key: { seed: number; step: number; index: number },
-  out: Float32Array = new Float32Array(size * seqLen * hidden),
+];
+
+/**
+ * δ_0 on the host, [B, L, H] flat: zero, or U(-1, 1)·m·init/sqrt(len·H) per
+ * example, drawn from a stream keyed by (seed, step, index) so every backend
+ * (and the native engine) agrees. Writes into `out` when given.
+ */
+export function initialDeltaHost(
+  ...[mask, size, seqLen, hidden, init, key, given]: [...DeltaStart, out?: Float32Array]
 ): Float32Array {
+  const out = given ?? new Float32Array(size * seqLen * hidden);
   if (out.length !== size * seqLen * hidden) {
     throw new Error(
       `initialDeltaHost: out holds ${out.length}, expected ${size * seqLen * hidden}`,
@@ -94,17 +102,11 @@ export function initialDeltaHost(
 }
 
 /** δ_0 as a tensor [B, L, H]: {@link initialDeltaHost} uploaded (zeros made on the device). */
-export function initialDelta(
-  mask: Uint8Array,
-  size: number,
-  seqLen: number,
-  hidden: number,
-  init: number,
-  key: { seed: number; step: number; index: number },
-): tf.Tensor3D {
+export function initialDelta(...start: DeltaStart): tf.Tensor3D {
+  const [, size, seqLen, hidden, init] = start;
   const shape: [number, number, number] = [size, seqLen, hidden];
   if (init === 0) return tf.zeros(shape);
-  return tf.tensor3d(initialDeltaHost(mask, size, seqLen, hidden, init, key), shape);
+  return tf.tensor3d(initialDeltaHost(...start), shape);
 }
 
 /**

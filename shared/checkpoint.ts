@@ -152,20 +152,6 @@ export function initWeights(
   return weights;
 }
 
-/**
- * Re-initialises only the classifier head (`classifier.*`) of `weights` in
- * place; the result equals the head of `initWeights(config, seed)`.
- */
-export function initHead(config: ModelConfig, weights: Float32Array, seed: number): void {
-  const layout = paramLayout(config);
-  checkLength(layout, weights);
-  for (const s of layout.specs) {
-    if (isHeadParam(s.name)) {
-      initTensor(config, s.name, weights.subarray(s.offset, s.offset + s.size), seed);
-    }
-  }
-}
-
 function checkLength(layout: ParamLayout, weights: Float32Array): void {
   if (weights.length !== layout.total) {
     throw new Error(
@@ -382,12 +368,24 @@ const fmt = (shape: readonly number[]): string => `[${shape.join(", ")}]`;
  * A missing classifier head, or one whose label count differs from
  * `opts.numLabels`, is freshly initialised (normal std 0.02, seeded) with a
  * note; so is a missing BERT pooler. Any other missing tensor or shape
- * mismatch is an error naming the tensor.
+ * mismatch is an error naming the tensor. Format and tensor names:
+ * docs/model-and-data.md, "Checkpoint folder" and "Tensor names".
  */
 export async function loadCheckpoint(
   dir: string,
   opts: LoadOptions = {},
 ): Promise<LoadedCheckpoint> {
+  const base = await readModelConfig(dir);
+  const sources = await openCheckpointTensors(dir);
+  try {
+    return await loadFromSources(dir, base, sources, opts);
+  } finally {
+    closeSources(sources);
+  }
+}
+
+/** The folder's config.json, parsed; a missing or broken one is an error that says so. */
+async function readModelConfig(dir: string): Promise<ModelConfig> {
   const configPath = join(dir, "config.json");
   let configText: string;
   try {
@@ -396,19 +394,218 @@ export async function loadCheckpoint(
     if (isNotFound(e)) throw new Error(`${dir}: no config.json (not a checkpoint folder?)`);
     throw e;
   }
-  let rawConfig: unknown;
   try {
-    rawConfig = JSON.parse(configText);
+    return parseModelConfig(JSON.parse(configText));
   } catch (e) {
-    throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`);
+    if (!(e instanceof SyntaxError)) throw e;
+    throw new Error(`${configPath}: not valid JSON (${e.message})`);
   }
-  const base = parseModelConfig(rawConfig);
-  const sources = await openCheckpointTensors(dir);
-  try {
-    return await loadFromSources(dir, base, sources, opts);
-  } finally {
-    closeSources(sources);
+}
+
+/** The file's tensors under their layout names, and each layout name's name in the file. */
+interface NamedTensors {
+  readonly tensors: Map<string, TensorSource>;
+  readonly original: Map<string, string>;
+}
+
+/** Maps the file's tensor names onto the layout's; two that map to one name are an error. */
+function layoutNames(dir: string, sources: CheckpointSources, prefix: string): NamedTensors {
+  const tensors = new Map<string, TensorSource>();
+  const original = new Map<string, string>();
+  for (const [name, t] of sources.tensors) {
+    const n = normaliseName(name, prefix);
+    if (tensors.has(n)) {
+      throw new Error(`${dir}: tensors "${original.get(n)}" and "${name}" both map to ${n}`);
+    }
+    tensors.set(n, t);
+    original.set(n, name);
   }
+  return { tensors, original };
+}
+
+/** The label count asked for (`numLabels`, else the label names' count), checked; undefined: none. */
+function requestedLabels(opts: LoadOptions): number | undefined {
+  const { numLabels: asked, labelNames } = opts;
+  if (labelNames && asked !== undefined && labelNames.length !== asked) {
+    throw new Error(`numLabels ${asked} disagrees with ${labelNames.length} label names`);
+  }
+  const requested = asked ?? labelNames?.length;
+  if (requested !== undefined && (!Number.isInteger(requested) || requested < 1)) {
+    throw new Error(`numLabels must be a positive integer, got ${requested}`);
+  }
+  return requested;
+}
+
+/** Whether the head is initialised here, and the note that tells the user so. */
+interface HeadChoice {
+  readonly fresh: boolean;
+  readonly note?: string;
+}
+
+/** MLM: the file's `cls.predictions.*` head, or a fresh one when it has none. */
+function mlmHead(
+  dir: string,
+  base: ModelConfig,
+  tensors: ReadonlyMap<string, unknown>,
+  seed: number,
+): HeadChoice {
+  const names = paramLayout(base, "mlm").specs.map((s) => s.name).filter(isHeadParam);
+  const present = names.filter((n) => tensors.has(n));
+  if (present.length === 0) {
+    return {
+      fresh: true,
+      note: `no MLM head (cls.predictions.*) in checkpoint: initialised a new one (seed ${seed})`,
+    };
+  }
+  if (present.length < names.length) {
+    throw new Error(
+      `${dir}: incomplete MLM head: lacks ${names.filter((n) => !tensors.has(n)).join(", ")}`,
+    );
+  }
+  return { fresh: false };
+}
+
+/**
+ * Classification: the file's classifier head, or a fresh one when it has
+ * none or one of another label count than was asked for (without a request,
+ * a head that disagrees with config.json is an error).
+ */
+function classifierHead(
+  dir: string,
+  prefix: string,
+  tensors: ReadonlyMap<string, TensorSource>,
+  numLabels: number,
+  requested: number | undefined,
+  seed: number,
+): HeadChoice {
+  const headNames = prefix === "bert" ? ["classifier.weight", "classifier.bias"] : [
+    "classifier.dense.weight",
+    "classifier.dense.bias",
+    "classifier.out_proj.weight",
+    "classifier.out_proj.bias",
+  ];
+  const outName = prefix === "bert" ? "classifier.weight" : "classifier.out_proj.weight";
+  const presentHead = headNames.filter((n) => tensors.has(n));
+  if (presentHead.length > 0 && presentHead.length < headNames.length) {
+    const missing = headNames.filter((n) => !tensors.has(n));
+    throw new Error(
+      `${dir}: incomplete classifier head: has ${presentHead.join(", ")} but lacks ${
+        missing.join(", ")
+      }`,
+    );
+  }
+  const fileLabels = presentHead.length > 0 ? tensors.get(outName)!.shape[0] : undefined;
+  if (fileLabels === undefined) {
+    return {
+      fresh: true,
+      note:
+        `no classifier head in checkpoint: initialised a new one (${numLabels} labels, seed ${seed})`,
+    };
+  }
+  if (fileLabels === numLabels) return { fresh: false };
+  if (requested === undefined) {
+    throw new Error(
+      `${dir}: config.json says num_labels ${numLabels} but ${outName} has ${fileLabels} rows; ` +
+        `pass numLabels to replace the head`,
+    );
+  }
+  return {
+    fresh: true,
+    note: `checkpoint classifier head has ${fileLabels} labels but ${numLabels} were requested: ` +
+      `initialised a new head (${numLabels} labels, seed ${seed})`,
+  };
+}
+
+/**
+ * id2label of the loaded model: the given label names, else the
+ * checkpoint's when the label count is unchanged; a note when given names
+ * replace other real names on a kept head.
+ */
+function labelMap(
+  base: ModelConfig,
+  labelNames: readonly string[] | undefined,
+  numLabels: number,
+  freshHead: boolean,
+  notes: string[],
+): string[] | undefined {
+  const named = base.id2label && !base.id2label.every((l, i) => l === `LABEL_${i}`);
+  if (labelNames && !freshHead && named && !base.id2label!.every((l, i) => l === labelNames[i])) {
+    notes.push(
+      `label names [${labelNames.join(", ")}] replace the checkpoint's [${
+        base.id2label!.join(", ")
+      }] for the same head rows: check that the order matches`,
+    );
+  }
+  if (labelNames) return [...labelNames];
+  return numLabels === base.numLabels ? base.id2label?.slice() : undefined;
+}
+
+/** BERT classification without a pooler in the file: its names, to initialise; else none. */
+function freshPoolerNames(
+  prefix: string,
+  objective: Objective,
+  tensors: ReadonlyMap<string, unknown>,
+): string[] {
+  if (prefix !== "bert" || objective !== "classify") return [];
+  const names = [`${prefix}.pooler.dense.weight`, `${prefix}.pooler.dense.bias`];
+  return names.every((n) => !tensors.has(n)) ? names : [];
+}
+
+/**
+ * The flat weights: tensors named in `fresh` initialised (seeded, as
+ * `initWeights`), the rest read from the file straight into the buffer (no
+ * second copy of the model). Missing tensors and shape mismatches are one
+ * error naming them.
+ */
+async function fillWeights(
+  dir: string,
+  config: ModelConfig,
+  layout: ParamLayout,
+  named: NamedTensors,
+  fresh: (name: string) => boolean,
+  seed: number,
+): Promise<Float32Array> {
+  const weights = new Float32Array(layout.total);
+  const problems: string[] = [];
+  const reads: [TensorSource, Float32Array][] = [];
+  for (const s of layout.specs) {
+    const out = weights.subarray(s.offset, s.offset + s.size);
+    if (fresh(s.name)) {
+      initTensor(config, s.name, out, seed);
+      continue;
+    }
+    const t = named.tensors.get(s.name);
+    if (!t) {
+      problems.push(`missing tensor ${s.name} (expected shape ${fmt(s.shape)})`);
+    } else if (!sameShape(t.shape, s.shape)) {
+      problems.push(
+        `tensor ${named.original.get(s.name)} has shape ${fmt(t.shape)}, expected ${fmt(s.shape)}`,
+      );
+    } else {
+      reads.push([t, out]);
+    }
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, 8).join("; ");
+    const more = problems.length > 8 ? `; and ${problems.length - 8} more` : "";
+    throw new Error(`${dir}: checkpoint does not match its config.json: ${shown}${more}`);
+  }
+  for (const [t, out] of reads) await readTensor(t, out);
+  return weights;
+}
+
+/** The file's tensors that are not in the layout, read whole. */
+async function extraTensors(
+  tensors: ReadonlyMap<string, TensorSource>,
+  layout: ParamLayout,
+): Promise<Map<string, HostTensor>> {
+  const extra = new Map<string, HostTensor>();
+  for (const [name, t] of tensors) {
+    if (!layout.byName.has(name)) {
+      extra.set(name, { shape: [...t.shape], data: await readTensor(t) });
+    }
+  }
+  return extra;
 }
 
 /** {@link loadCheckpoint} once config.json is parsed and the weights files are open. */
@@ -420,144 +617,28 @@ async function loadFromSources(
 ): Promise<LoadedCheckpoint> {
   const seed = opts.seed ?? 0;
   const objective = opts.objective ?? "classify";
-  const p = base.modelType;
-  const tensors = new Map<string, TensorSource>();
-  const original = new Map<string, string>();
-  for (const [name, t] of sources.tensors) {
-    const n = normaliseName(name, p);
-    if (tensors.has(n)) {
-      throw new Error(`${dir}: tensors "${original.get(n)}" and "${name}" both map to ${n}`);
-    }
-    tensors.set(n, t);
-    original.set(n, name);
-  }
-
-  // Label count: requested, else config.json.
-  const { numLabels: askedLabels, labelNames } = opts;
-  if (labelNames && askedLabels !== undefined && labelNames.length !== askedLabels) {
-    throw new Error(`numLabels ${askedLabels} disagrees with ${labelNames.length} label names`);
-  }
-  const requested = askedLabels ?? labelNames?.length;
-  if (requested !== undefined && (!Number.isInteger(requested) || requested < 1)) {
-    throw new Error(`numLabels must be a positive integer, got ${requested}`);
-  }
+  const prefix = base.modelType;
+  const named = layoutNames(dir, sources, prefix);
+  const requested = requestedLabels(opts);
   const numLabels = requested ?? base.numLabels;
-
-  const notes: string[] = [];
-  let freshHead = false;
-  if (objective === "mlm") {
-    const mlmNames = paramLayout(base, "mlm").specs.map((s) => s.name).filter(isHeadParam);
-    const present = mlmNames.filter((n) => tensors.has(n));
-    if (present.length === 0) {
-      freshHead = true;
-      notes.push(
-        `no MLM head (cls.predictions.*) in checkpoint: initialised a new one (seed ${seed})`,
-      );
-    } else if (present.length < mlmNames.length) {
-      throw new Error(
-        `${dir}: incomplete MLM head: lacks ${mlmNames.filter((n) => !tensors.has(n)).join(", ")}`,
-      );
-    }
-  } else {
-    // The classifier head in the file, if any.
-    const headNames = p === "bert" ? ["classifier.weight", "classifier.bias"] : [
-      "classifier.dense.weight",
-      "classifier.dense.bias",
-      "classifier.out_proj.weight",
-      "classifier.out_proj.bias",
-    ];
-    const outName = p === "bert" ? "classifier.weight" : "classifier.out_proj.weight";
-    const presentHead = headNames.filter((n) => tensors.has(n));
-    if (presentHead.length > 0 && presentHead.length < headNames.length) {
-      const missing = headNames.filter((n) => !tensors.has(n));
-      throw new Error(
-        `${dir}: incomplete classifier head: has ${presentHead.join(", ")} but lacks ${
-          missing.join(", ")
-        }`,
-      );
-    }
-    const fileLabels = presentHead.length > 0 ? tensors.get(outName)!.shape[0] : undefined;
-    if (fileLabels === undefined) {
-      freshHead = true;
-      notes.push(
-        `no classifier head in checkpoint: initialised a new one (${numLabels} labels, seed ${seed})`,
-      );
-    } else if (fileLabels !== numLabels) {
-      if (requested === undefined) {
-        throw new Error(
-          `${dir}: config.json says num_labels ${numLabels} but ${outName} has ${fileLabels} rows; ` +
-            `pass numLabels to replace the head`,
-        );
-      }
-      freshHead = true;
-      notes.push(
-        `checkpoint classifier head has ${fileLabels} labels but ${numLabels} were requested: ` +
-          `initialised a new head (${numLabels} labels, seed ${seed})`,
-      );
-    }
-  }
-
-  let id2label = labelNames ? [...labelNames] : undefined;
-  if (!id2label && numLabels === base.numLabels) id2label = base.id2label?.slice();
-  if (
-    labelNames && !freshHead && base.id2label && !base.id2label.every((l, i) => l === `LABEL_${i}`)
-  ) {
-    if (!base.id2label.every((l, i) => l === labelNames[i])) {
-      notes.push(
-        `label names [${labelNames.join(", ")}] replace the checkpoint's [${
-          base.id2label.join(", ")
-        }] for the same head rows: check that the order matches`,
-      );
-    }
-  }
+  const head = objective === "mlm"
+    ? mlmHead(dir, base, named.tensors, seed)
+    : classifierHead(dir, prefix, named.tensors, numLabels, requested, seed);
+  const notes = head.note ? [head.note] : [];
+  const id2label = labelMap(base, opts.labelNames, numLabels, head.fresh, notes);
   const config: ModelConfig = { ...base, numLabels, id2label };
   const layout = paramLayout(config, objective);
-  const weights = new Float32Array(layout.total);
-
-  const poolerNames = p === "bert" ? [`${p}.pooler.dense.weight`, `${p}.pooler.dense.bias`] : [];
-  const freshPooler = objective === "classify" && poolerNames.length > 0 &&
-    poolerNames.every((n) => !tensors.has(n));
-  if (freshPooler) {
+  const pooler = freshPoolerNames(prefix, objective, named.tensors);
+  if (pooler.length > 0) {
     notes.push(
       `no pooler in checkpoint (encoder saved without its pooling layer): ` +
-        `initialised ${p}.pooler.dense with seed ${seed}`,
+        `initialised ${prefix}.pooler.dense with seed ${seed}`,
     );
   }
-
-  const problems: string[] = [];
-  const reads: [TensorSource, Float32Array][] = [];
-  for (const s of layout.specs) {
-    const out = weights.subarray(s.offset, s.offset + s.size);
-    if ((freshHead && isHeadParam(s.name)) || (freshPooler && poolerNames.includes(s.name))) {
-      initTensor(config, s.name, out, seed);
-      continue;
-    }
-    const t = tensors.get(s.name);
-    if (!t) {
-      problems.push(`missing tensor ${s.name} (expected shape ${fmt(s.shape)})`);
-    } else if (!sameShape(t.shape, s.shape)) {
-      problems.push(
-        `tensor ${original.get(s.name)} has shape ${fmt(t.shape)}, expected ${fmt(s.shape)}`,
-      );
-    } else {
-      reads.push([t, out]);
-    }
-  }
-  if (problems.length > 0) {
-    const shown = problems.slice(0, 8).join("; ");
-    const more = problems.length > 8 ? `; and ${problems.length - 8} more` : "";
-    throw new Error(`${dir}: checkpoint does not match its config.json: ${shown}${more}`);
-  }
-  // Each tensor goes from its file straight into the flat buffer: no second copy of the model.
-  for (const [t, out] of reads) await readTensor(t, out);
-
-  const extra = new Map<string, HostTensor>();
-  for (const [name, t] of tensors) {
-    if (!layout.byName.has(name)) {
-      extra.set(name, { shape: [...t.shape], data: await readTensor(t) });
-    }
-  }
-  return { config, layout, weights, extra, notes, freshHead };
+  const fresh = (name: string) => (head.fresh && isHeadParam(name)) || pooler.includes(name);
+  const weights = await fillWeights(dir, config, layout, named, fresh, seed);
+  const extra = await extraTensors(named.tensors, layout);
+  return { config, layout, weights, extra, notes, freshHead: head.fresh };
 }
 
 /** Reads one tensor (into `out` when given), prefixing errors with its file's path. */

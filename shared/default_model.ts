@@ -10,6 +10,7 @@ import { initWeights, loadCheckpoint, type LoadedCheckpoint } from "./checkpoint
 import { parseModelConfig } from "./model_config.ts";
 import { type Objective, paramLayout } from "./param_layout.ts";
 import { bertBaseUncasedVocab } from "./vocab.ts";
+import { pathExists } from "./path_exists.ts";
 
 /** Where the embedded default checkpoint lives. */
 export const DEFAULT_MODEL_DIR: string = fileURLToPath(
@@ -36,21 +37,13 @@ export function defaultModelConfigJson(numLabels: number): Record<string, unknow
   };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Loads `dir`, or the default model (pre-trained if shipped, else seeded init). */
 export async function loadModel(
   dir: string | null,
   opts: { numLabels: number; labelNames?: string[]; seed: number },
 ): Promise<LoadedCheckpoint & { dir: string | null }> {
-  const path = dir ?? (await exists(`${DEFAULT_MODEL_DIR}/config.json`) ? DEFAULT_MODEL_DIR : null);
+  const path = dir ??
+    (await pathExists(`${DEFAULT_MODEL_DIR}/config.json`) ? DEFAULT_MODEL_DIR : null);
   const labelNames = opts.labelNames?.length === opts.numLabels ? opts.labelNames : undefined;
   if (path) return { ...(await loadCheckpoint(path, { ...opts, labelNames })), dir: path };
   return {

@@ -35,6 +35,7 @@
  *
  * @module
  */
+import { lowbias32 } from "./hash32.ts";
 import { mixSeed } from "./rng.ts";
 
 /** Site number of the classifier head's first dropout (later ones count up from it). */
@@ -43,16 +44,6 @@ export const HEAD_SITE = 1_000_000;
 /** The per-site key every element's bits derive from. */
 export function dropoutKey(seed: number, site: number): number {
   return mixSeed(seed, site);
-}
-
-function lowbias32(v: number): number {
-  let x = v >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
 }
 
 /** The 32 random bits of element `index` under `key` (both u32). */

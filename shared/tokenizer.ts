@@ -191,110 +191,120 @@ function countIds(json: Record<string, unknown>, model: Record<string, unknown>)
   return max + 1;
 }
 
-/** A {@link TextTokenizer} over an `@huggingface/tokenizers` Tokenizer. */
-class HfTextTokenizer implements TextTokenizer {
-  readonly kind: "wordpiece" | "bpe";
-  readonly vocabSize: number;
-  readonly padId: number;
-  readonly clsId: number;
-  readonly sepId: number;
-  readonly maskId: number;
-  readonly unkId: number;
-  readonly #tok: Tokenizer;
-  readonly #cleanUnassigned: boolean;
-  readonly #splitAstralCjk: boolean;
+/** The layout of a `tokenizer.json` model: WordPiece (BERT) or BPE (RoBERTa). */
+function modelKind(model: Record<string, unknown>): TextTokenizer["kind"] {
+  if (model.type === "WordPiece") return "wordpiece";
+  if (model.type === "BPE") return "bpe";
+  throw new Error(
+    `tokenizer.json: unsupported model type ${JSON.stringify(model.type)} ` +
+      `(expected "WordPiece" or "BPE")`,
+  );
+}
 
-  constructor(json: Record<string, unknown>) {
-    const model = json.model;
-    if (!isRecord(model)) throw new Error("tokenizer.json: no model object");
-    if (model.type === "WordPiece") this.kind = "wordpiece";
-    else if (model.type === "BPE") this.kind = "bpe";
-    else {
-      throw new Error(
-        `tokenizer.json: unsupported model type ${JSON.stringify(model.type)} ` +
-          `(expected "WordPiece" or "BPE")`,
-      );
+/**
+ * The reference cleaning steps the library misses (see module docs): drop
+ * unassigned code points, and split astral CJK ideographs, when the
+ * `tokenizer.json` has a BERT normalizer that asks for them.
+ */
+function preCleaner(json: Record<string, unknown>): (text: string) => string {
+  const norm = json.normalizer;
+  const bert = isRecord(norm) && norm.type === "BertNormalizer";
+  const cleanUnassigned = bert && norm.clean_text !== false;
+  const splitAstralCjk = bert && norm.handle_chinese_chars !== false;
+  return (text) => {
+    if (cleanUnassigned) text = text.replace(UNASSIGNED, "");
+    if (splitAstralCjk) text = text.replace(ASTRAL_CJK, " $& ");
+    return text;
+  };
+}
+
+/** Adds the specials of `kind`'s layout around one or two token lists already truncated. */
+function withSpecials(
+  kind: TextTokenizer["kind"],
+  cls: number,
+  sep: number,
+  a: number[],
+  b: number[] | undefined,
+): Encoding {
+  if (kind === "wordpiece") {
+    const inputIds = [cls, ...a, sep];
+    const tokenTypeIds = new Array<number>(inputIds.length).fill(0);
+    if (b !== undefined) {
+      inputIds.push(...b, sep);
+      tokenTypeIds.push(...new Array<number>(b.length + 1).fill(1));
     }
-    const full = {
-      normalizer: null,
-      pre_tokenizer: null,
-      post_processor: null,
-      decoder: null,
-      ...json,
-      added_tokens: Array.isArray(json.added_tokens) ? json.added_tokens : [],
-    };
-    this.#tok = new Tokenizer(full, {});
-    const norm = json.normalizer;
-    const bert = isRecord(norm) && norm.type === "BertNormalizer";
-    this.#cleanUnassigned = bert && norm.clean_text !== false;
-    this.#splitAstralCjk = bert && norm.handle_chinese_chars !== false;
-    this.vocabSize = countIds(json, model);
-    const names = SPECIAL_NAMES[this.kind];
-    const unkName = typeof model.unk_token === "string" ? model.unk_token : names.unk;
-    this.padId = this.#special(names.pad);
-    this.unkId = this.#special(unkName);
-    this.clsId = this.#special(names.cls);
-    this.sepId = this.#special(names.sep);
-    this.maskId = this.#special(names.mask);
+    return { inputIds, tokenTypeIds };
   }
+  const inputIds = b === undefined ? [cls, ...a, sep] : [cls, ...a, sep, sep, ...b, sep];
+  return { inputIds, tokenTypeIds: new Array<number>(inputIds.length).fill(0) };
+}
 
-  #special(name: string): number {
-    const id = this.#tok.token_to_id(name);
+/** A {@link TextTokenizer} over an `@huggingface/tokenizers` Tokenizer. */
+function hfTextTokenizer(json: Record<string, unknown>): TextTokenizer {
+  const model = json.model;
+  if (!isRecord(model)) throw new Error("tokenizer.json: no model object");
+  const kind = modelKind(model);
+  const full = {
+    normalizer: null,
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    ...json,
+    added_tokens: Array.isArray(json.added_tokens) ? json.added_tokens : [],
+  };
+  const tok = new Tokenizer(full, {});
+  const preClean = preCleaner(json);
+  const special = (name: string): number => {
+    const id = tok.token_to_id(name);
     if (id === undefined) throw new Error(`tokenizer: vocabulary has no ${name} token`);
     return id;
-  }
-
-  /** Applies the reference cleaning steps the library misses (see module docs). */
-  #preClean(text: string): string {
-    if (this.#cleanUnassigned) text = text.replace(UNASSIGNED, "");
-    if (this.#splitAstralCjk) text = text.replace(ASTRAL_CJK, " $& ");
-    return text;
-  }
-
-  tokenize(text: string): number[] {
-    const cleaned = this.#preClean(text);
+  };
+  const names = SPECIAL_NAMES[kind];
+  const tokenize = (text: string): number[] => {
+    const cleaned = preClean(text);
     if (cleaned.length === 0) return [];
-    return this.#tok.encode(cleaned, { add_special_tokens: false }).ids;
-  }
-
-  encode(text: string, pair: string | undefined, maxLen: number): Encoding {
-    const hasPair = pair !== undefined;
-    const specials = this.kind === "wordpiece" ? (hasPair ? 3 : 2) : (hasPair ? 4 : 2);
-    if (!Number.isInteger(maxLen) || maxLen < specials) {
-      throw new RangeError(
-        `maxLen must be an integer >= ${specials} (the special tokens), got ${maxLen}`,
-      );
-    }
-    const [a, b] = truncateLongestFirst(
-      this.tokenize(text),
-      hasPair ? this.tokenize(pair) : undefined,
-      maxLen - specials,
-    );
-    const { clsId: cls, sepId: sep } = this;
-    if (this.kind === "wordpiece") {
-      const inputIds = [cls, ...a, sep];
-      const tokenTypeIds = new Array<number>(inputIds.length).fill(0);
-      if (b !== undefined) {
-        inputIds.push(...b, sep);
-        tokenTypeIds.push(...new Array<number>(b.length + 1).fill(1));
+    return tok.encode(cleaned, { add_special_tokens: false }).ids;
+  };
+  const vocabSize = countIds(json, model);
+  const padId = special(names.pad);
+  const unkId = special(typeof model.unk_token === "string" ? model.unk_token : names.unk);
+  const clsId = special(names.cls), sepId = special(names.sep), maskId = special(names.mask);
+  return {
+    kind,
+    vocabSize,
+    padId,
+    clsId,
+    sepId,
+    maskId,
+    unkId,
+    tokenize,
+    encode(text: string, pair: string | undefined, maxLen: number): Encoding {
+      const hasPair = pair !== undefined;
+      const specials = kind === "wordpiece" ? (hasPair ? 3 : 2) : (hasPair ? 4 : 2);
+      if (!Number.isInteger(maxLen) || maxLen < specials) {
+        throw new RangeError(
+          `maxLen must be an integer >= ${specials} (the special tokens), got ${maxLen}`,
+        );
       }
-      return { inputIds, tokenTypeIds };
-    }
-    const inputIds = b === undefined ? [cls, ...a, sep] : [cls, ...a, sep, sep, ...b, sep];
-    return { inputIds, tokenTypeIds: new Array<number>(inputIds.length).fill(0) };
-  }
-
-  idToToken(id: number): string {
-    const token = Number.isInteger(id) && id >= 0 ? this.#tok.id_to_token(id) : undefined;
-    if (token === undefined) throw new RangeError(`token id ${id} is not in the vocabulary`);
-    return token;
-  }
+      const [a, b] = truncateLongestFirst(
+        tokenize(text),
+        hasPair ? tokenize(pair) : undefined,
+        maxLen - specials,
+      );
+      return withSpecials(kind, clsId, sepId, a, b);
+    },
+    idToToken(id: number): string {
+      const token = Number.isInteger(id) && id >= 0 ? tok.id_to_token(id) : undefined;
+      if (token === undefined) throw new RangeError(`token id ${id} is not in the vocabulary`);
+      return token;
+    },
+  };
 }
 
 /** Builds a tokenizer from a parsed Hugging Face `tokenizer.json` object. */
 export function tokenizerFromJson(json: unknown): TextTokenizer {
   if (!isRecord(json)) throw new Error("tokenizer.json: expected a JSON object");
-  return new HfTextTokenizer(json);
+  return hfTextTokenizer(json);
 }
 
 /** A WordPiece tokenizer over a `vocab.txt`-style list (uncased unless told otherwise). */
@@ -302,7 +312,7 @@ export function wordPieceTokenizer(
   vocab: readonly string[],
   opts: { lowercase?: boolean } = {},
 ): TextTokenizer {
-  return new HfTextTokenizer(wordPieceTokenizerJson(vocab, opts));
+  return hfTextTokenizer(wordPieceTokenizerJson(vocab, opts));
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {

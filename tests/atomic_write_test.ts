@@ -1,15 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { atomicWriteFile, atomicWriteStream, replaceDirectory } from "../shared/atomic_write.ts";
+import { withTempDir } from "./support/temp_dir.ts";
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "atomic_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withDir = (fn: (dir: string) => Promise<void>) => withTempDir("atomic_test_", fn);
 
 const names = (dir: string): string[] => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
 

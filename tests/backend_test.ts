@@ -23,7 +23,7 @@ import { loadBlas } from "../shared/native/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, ROOT, spawnDeno } from "./support/processes.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { startCoordinator } from "../coordinator/coordinator.ts";
+import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 
 const blasHere = loadBlas().blas !== null;
 if (!blasHere) console.warn("no BLAS library here: native cases are skipped");
@@ -70,6 +70,25 @@ function workerArgs(perms: string[], extra: string[] = []): string[] {
     "0.2",
     ...extra,
   ];
+}
+
+/** `deno run` of the evaluate command. */
+const EVALUATE = ["run", "-A", "shared/cli/evaluate.ts"];
+
+/** Runs `fn` on a fresh fixture model and task (tinyModelDir's and tinyTaskDir's arguments), removed afterwards. */
+async function withFixtures(
+  modelArgs: Parameters<typeof tinyModelDir>,
+  taskArgs: Parameters<typeof tinyTaskDir>,
+  fn: (model: string, task: Awaited<ReturnType<typeof tinyTaskDir>>) => Promise<void>,
+): Promise<void> {
+  const model = await tinyModelDir(...modelArgs);
+  const task = await tinyTaskDir(...taskArgs);
+  try {
+    await fn(model, task);
+  } finally {
+    await Deno.remove(model, { recursive: true });
+    await Deno.remove(task.dir, { recursive: true });
+  }
 }
 
 Deno.test("one list of backend names; bad names and flags are errors that list them", () => {
@@ -173,9 +192,7 @@ Deno.test({
   name: "cluster with no BLAS falls back to wasm workers (one per core) and still trains",
   ignore: gpuHere,
   async fn() {
-    const model = await tinyModelDir();
-    const task = await tinyTaskDir();
-    try {
+    await withFixtures([], [], async (model, task) => {
       const r = await deno(["run", "-A", "coordinator/cluster.ts", ...tinyRunArgs(model, task)], {
         ADAPTMESH_BLAS: "none",
       });
@@ -187,10 +204,7 @@ Deno.test({
       );
       // The held-out evaluation runs on the workers: the coordinator computes nothing itself.
       assertTinyRunEnd(r.out, "\\d+");
-    } finally {
-      await Deno.remove(model, { recursive: true });
-      await Deno.remove(task.dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -199,10 +213,8 @@ Deno.test({
     "cluster picks native where a BLAS loads: one worker on every core (deterministic: one per core)",
   ignore: gpuHere || !blasHere,
   async fn() {
-    const model = await tinyModelDir();
-    const task = await tinyTaskDir();
-    const cores = navigator.hardwareConcurrency;
-    try {
+    await withFixtures([], [], async (model, task) => {
+      const cores = navigator.hardwareConcurrency;
       for (const deterministic of [false, true]) {
         const r = await deno([
           "run",
@@ -222,10 +234,7 @@ Deno.test({
         assert.equal(r.out.match(/backend native on /g)?.length, n);
         assertTinyRunEnd(r.out, `${n}`);
       }
-    } finally {
-      await Deno.remove(model, { recursive: true });
-      await Deno.remove(task.dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -234,76 +243,67 @@ Deno.test({
     "evaluate and predict: native by default, the same answers as wasm; no BLAS falls back, a missing --blas fails",
   ignore: gpuHere,
   async fn() {
-    const model = await tinyModelDir(5);
-    const task = await tinyTaskDir(8, 24);
-    const input = await Deno.makeTempFile({ suffix: ".jsonl" });
-    try {
-      await Deno.writeTextFile(
-        input,
-        ["a very good film", "the plot was dull and boring"].map((t) => JSON.stringify({ text: t }))
-          .join("\n") + "\n",
-      );
-      const evaluate = (args: string[], env: Record<string, string> = {}) =>
-        deno([
-          "run",
-          "-A",
-          "shared/cli/evaluate.ts",
-          "--model",
-          model,
-          "--eval",
-          task.eval,
-          ...args,
-        ], env);
-      const predict = (args: string[], env: Record<string, string> = {}) =>
-        deno(
-          ["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input, ...args],
-          env,
+    await withFixtures([5], [8, 24], async (model, task) => {
+      const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+      try {
+        await Deno.writeTextFile(
+          input,
+          ["a very good film", "the plot was dull and boring"].map((t) =>
+            JSON.stringify({ text: t })
+          )
+            .join("\n") + "\n",
         );
-      const wasmEval = await evaluate(["--backend", "wasm"]);
-      assert.equal(wasmEval.code, 0, wasmEval.err);
-      assert.match(wasmEval.err, /^backend wasm on /m);
-      const off = await evaluate([], { ADAPTMESH_BLAS: "none" });
-      assert.equal(off.code, 0, off.err);
-      assert.match(
-        off.err,
-        /backend wasm \(auto\) on .*BLAS turned off.*apt-get install libopenblas0-pthread/,
-      );
-      assert.equal(off.out.trim().split("\n").at(-1), wasmEval.out.trim().split("\n").at(-1));
-      const bad = await evaluate(["--blas", "/nonexistent/libopenblas.so.0"]);
-      assert.equal(bad.code, 1);
-      assert.match(bad.err, /error: cannot load BLAS library \/nonexistent\/libopenblas\.so\.0/);
-      if (blasHere) {
-        const nat = await evaluate(["--threads", "1"]);
-        assert.equal(nat.code, 0, nat.err);
-        assert.match(nat.err, /^backend native \(auto\) on .*1 thread/m);
-        const a = JSON.parse(nat.out.trim().split("\n").at(-1)!);
-        const b = JSON.parse(wasmEval.out.trim().split("\n").at(-1)!);
-        assert.equal(a.examples, 24);
-        // Logits agree to 1e-4 (below); a prediction on the fence may still flip.
-        assert.ok(
-          Math.abs(a.accuracy - b.accuracy) <= 1 / 24,
-          `accuracy ${a.accuracy} vs ${b.accuracy}`,
-        );
-        const pn = await predict([]), pw = await predict(["--backend", "wasm"]);
-        assert.equal(pn.code, 0, pn.err);
-        const rows = (s: string) => s.trim().split("\n").map((l) => JSON.parse(l));
-        const [rn, rw] = [rows(pn.out), rows(pw.out)];
-        assert.equal(rn.length, 2);
-        rn.forEach((r, i) => {
-          assert.equal(r.label, rw[i].label);
-          r.logits.forEach((x: number, j: number) =>
-            assert.ok(
-              Math.abs(x - rw[i].logits[j]) <= 1e-4,
-              `logit ${i},${j}: ${x} vs ${rw[i].logits[j]}`,
-            )
+        const evaluate = (args: string[], env: Record<string, string> = {}) =>
+          deno([...EVALUATE, "--model", model, "--eval", task.eval, ...args], env);
+        const predict = (args: string[], env: Record<string, string> = {}) =>
+          deno(
+            ["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input, ...args],
+            env,
           );
-        });
+        const wasmEval = await evaluate(["--backend", "wasm"]);
+        assert.equal(wasmEval.code, 0, wasmEval.err);
+        assert.match(wasmEval.err, /^backend wasm on /m);
+        const off = await evaluate([], { ADAPTMESH_BLAS: "none" });
+        assert.equal(off.code, 0, off.err);
+        assert.match(
+          off.err,
+          /backend wasm \(auto\) on .*BLAS turned off.*apt-get install libopenblas0-pthread/,
+        );
+        assert.equal(off.out.trim().split("\n").at(-1), wasmEval.out.trim().split("\n").at(-1));
+        const bad = await evaluate(["--blas", "/nonexistent/libopenblas.so.0"]);
+        assert.equal(bad.code, 1);
+        assert.match(bad.err, /error: cannot load BLAS library \/nonexistent\/libopenblas\.so\.0/);
+        if (blasHere) {
+          const nat = await evaluate(["--threads", "1"]);
+          assert.equal(nat.code, 0, nat.err);
+          assert.match(nat.err, /^backend native \(auto\) on .*1 thread/m);
+          const a = JSON.parse(nat.out.trim().split("\n").at(-1)!);
+          const b = JSON.parse(wasmEval.out.trim().split("\n").at(-1)!);
+          assert.equal(a.examples, 24);
+          // Logits agree to 1e-4 (below); a prediction on the fence may still flip.
+          assert.ok(
+            Math.abs(a.accuracy - b.accuracy) <= 1 / 24,
+            `accuracy ${a.accuracy} vs ${b.accuracy}`,
+          );
+          const pn = await predict([]), pw = await predict(["--backend", "wasm"]);
+          assert.equal(pn.code, 0, pn.err);
+          const rows = (s: string) => s.trim().split("\n").map((l) => JSON.parse(l));
+          const [rn, rw] = [rows(pn.out), rows(pw.out)];
+          assert.equal(rn.length, 2);
+          rn.forEach((r, i) => {
+            assert.equal(r.label, rw[i].label);
+            r.logits.forEach((x: number, j: number) =>
+              assert.ok(
+                Math.abs(x - rw[i].logits[j]) <= 1e-4,
+                `logit ${i},${j}: ${x} vs ${rw[i].logits[j]}`,
+              )
+            );
+          });
+        }
+      } finally {
+        await Deno.remove(input);
       }
-    } finally {
-      await Deno.remove(model, { recursive: true });
-      await Deno.remove(task.dir, { recursive: true });
-      await Deno.remove(input);
-    }
+    });
   },
 });
 
@@ -313,103 +313,130 @@ Deno.test({
   ignore: !blasHere,
   async fn() {
     // Wide enough that OpenBLAS threads its products (at 2 threads they change bits).
-    const model = await tinyModelDir(3, { hidden_size: 64, intermediate_size: 256 });
-    const task = await tinyTaskDir(96, 16);
-    const args = tinyRunArgs(model, task, [
-      "--steps",
-      "6",
-      "--global-batch",
-      "32",
-      "--micro-batch",
-      "16",
-      "--max-len",
-      "64",
-    ]);
-    /** One run with a native worker per entry of `threads` (its --threads), and maybe a wasm one. */
-    const run = async (threads: number[], wasm: boolean) => {
-      const { config } = await parseRunFlags(args, {}, "");
-      const c = await startCoordinator(config, { log: () => {} });
-      const spawn = (backend: string, t = 1) => {
-        const p = spawnDeno("worker/main.ts", [
-          "--url",
-          c.wsUrl,
-          "--token",
-          c.token,
-          "--backend",
-          backend,
-          "--threads",
-          String(t),
+    await withFixtures(
+      [3, { hidden_size: 64, intermediate_size: 256 }],
+      [96, 16],
+      async (model, task) => {
+        const args = tinyRunArgs(model, task, [
+          "--steps",
+          "6",
+          "--global-batch",
+          "32",
+          "--micro-batch",
+          "16",
+          "--max-len",
+          "64",
         ]);
-        return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
-      };
-      const ws = threads.map((t) => spawn("native", t));
-      for (const w of ws) await w.out.waitFor(/joined run/);
-      const late = wasm ? spawn("wasm") : null;
-      if (late) {
-        await late.out.waitFor(/coordinator refused: .*every worker must use backend native/);
-      }
-      await c.done;
-      await c.close();
-      for (const w of [...ws, ...(late ? [late] : [])]) await finish(w.p, [w.out, w.err]);
-      assert.match(
-        ws[0].out.lines.join("\n"),
-        new RegExp(`backend native on .*${threads[0]} thread`),
-      );
-      return c.trainer.weights;
-    };
-    try {
-      // Asked for 1 and for 2 BLAS threads: pinned to one, the same bits.
-      const one = await run([1], false);
-      const two = await run([2, 2], true);
-      assert.equal(two.length, one.length);
-      let differ = 0;
-      for (let i = 0; i < one.length; i++) if (!Object.is(one[i], two[i])) differ++;
-      assert.equal(differ, 0, `${differ} of ${one.length} weights differ`);
-    } finally {
-      await Deno.remove(model, { recursive: true });
-      await Deno.remove(task.dir, { recursive: true });
-    }
+        /** One run with a native worker per entry of `threads` (its --threads), and maybe a wasm one. */
+        const run = async (threads: number[], wasm: boolean) => {
+          const { config } = await parseRunFlags(args, {}, "");
+          const c = await startCoordinator(config, { log: () => {} });
+          const spawn = (backend: string, t = 1) => {
+            const p = spawnDeno("worker/main.ts", [
+              "--url",
+              c.wsUrl,
+              "--token",
+              c.token,
+              "--backend",
+              backend,
+              "--threads",
+              String(t),
+            ]);
+            return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+          };
+          const ws = threads.map((t) => spawn("native", t));
+          for (const w of ws) await w.out.waitFor(/joined run/);
+          const late = wasm ? spawn("wasm") : null;
+          if (late) {
+            await late.out.waitFor(/coordinator refused: .*every worker must use backend native/);
+          }
+          await c.done;
+          await c.close();
+          for (const w of [...ws, ...(late ? [late] : [])]) await finish(w.p, [w.out, w.err]);
+          assert.match(
+            ws[0].out.lines.join("\n"),
+            new RegExp(`backend native on .*${threads[0]} thread`),
+          );
+          return c.trainer.weights;
+        };
+        // Asked for 1 and for 2 BLAS threads: pinned to one, the same bits.
+        const one = await run([1], false);
+        const two = await run([2, 2], true);
+        assert.equal(two.length, one.length);
+        let differ = 0;
+        for (let i = 0; i < one.length; i++) if (!Object.is(one[i], two[i])) differ++;
+        assert.equal(differ, 0, `${differ} of ${one.length} weights differ`);
+      },
+    );
   },
 });
 
+/** A worker process of `backend` joining the coordinator at `url`. */
+function backendWorker(url: string, token: string, backend: string) {
+  const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
+  return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+}
+
+/**
+ * A deterministic run on one wasm worker, stopped (and checkpointed into a
+ * new folder) after its first step; `resume` then starts the coordinator of
+ * `--resume FOLDER` alone (the command line does not say deterministic).
+ */
+async function resumedDeterministicRun(
+  resume: (c: Coordinator) => Promise<void>,
+): Promise<void> {
+  await withFixtures([3], [48, 16], async (model, task) => {
+    const save = await Deno.makeTempDir({ prefix: "adaptmesh-resume-det-" });
+    try {
+      const first = await parseRunFlags(
+        tinyRunArgs(model, task, ["--deterministic", "--save", save, "--steps", "6"]),
+        {},
+        "",
+      );
+      let c: Coordinator | null = null;
+      c = await startCoordinator(first.config, {
+        log: () => {},
+        observer: { step: () => c?.stop() },
+      });
+      const a = backendWorker(c.wsUrl, c.token, "wasm");
+      await c.done;
+      await c.close();
+      await finish(a.p, [a.out, a.err]);
+      const resumed = await parseRunFlags(["--resume", save], {}, "");
+      assert.equal(
+        resumed.config.training.deterministic,
+        false,
+        "the command line alone does not say it",
+      );
+      const r = await startCoordinator(resumed.config, { log: () => {} });
+      await resume(r);
+      await r.done;
+      await r.close();
+    } finally {
+      await Deno.remove(save, { recursive: true });
+    }
+  });
+}
+
 Deno.test("a deterministic run resumed with --resume alone keeps its one-backend rule", async () => {
-  const model = await tinyModelDir(3);
-  const task = await tinyTaskDir(48, 16);
-  const save = await Deno.makeTempDir({ prefix: "adaptmesh-resume-det-" });
-  const worker = (url: string, token: string, backend: string) => {
-    const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
-    return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
-  };
-  try {
-    // First run: deterministic, stopped (and checkpointed) after its first step.
-    const first = await parseRunFlags(
-      tinyRunArgs(model, task, ["--deterministic", "--save", save, "--steps", "6"]),
-      {},
-      "",
-    );
-    let c: Awaited<ReturnType<typeof startCoordinator>> | null = null;
-    c = await startCoordinator(first.config, {
-      log: () => {},
-      observer: { step: () => c?.stop() },
-    });
-    const a = worker(c.wsUrl, c.token, "wasm");
-    await c.done;
-    await c.close();
-    await finish(a.p, [a.out, a.err]);
-    // Resumed without --deterministic on the command line: the stored config still pins it.
-    const resumed = await parseRunFlags(["--resume", save], {}, "");
-    assert.equal(resumed.config.deterministic, false, "the command line alone does not say it");
-    const r = await startCoordinator(resumed.config, { log: () => {} });
-    const w = worker(r.wsUrl, r.token, "wasm");
+  await resumedDeterministicRun(async (r) => {
+    const w = backendWorker(r.wsUrl, r.token, "wasm");
     await w.out.waitFor(/joined run/);
-    const other = worker(r.wsUrl, r.token, "cpu");
+    const other = backendWorker(r.wsUrl, r.token, "cpu");
     await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
     await r.done;
-    await r.close();
     for (const x of [w, other]) await finish(x.p, [x.out, x.err]);
-  } finally {
-    await Deno.remove(model, { recursive: true });
-    await Deno.remove(task.dir, { recursive: true });
-    await Deno.remove(save, { recursive: true });
-  }
+  });
+});
+
+Deno.test("a resumed deterministic run keeps its pinned backend: another one joining first is refused", async () => {
+  await resumedDeterministicRun(async (r) => {
+    assert.equal(r.trainer.pinnedBackend, "wasm", "the checkpoint names the pinned backend");
+    const other = backendWorker(r.wsUrl, r.token, "cpu");
+    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    const w = backendWorker(r.wsUrl, r.token, "wasm");
+    await w.out.waitFor(/joined run/);
+    await r.done;
+    for (const x of [other, w]) await finish(x.p, [x.out, x.err]);
+  });
 });

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   DEFAULT_MAX_SHARD_BYTES,
-  initHead,
   initWeights,
   loadCheckpoint,
   parseByteSize,
@@ -15,18 +14,10 @@ import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
 import { isHeadParam, paramLayout, view } from "../shared/param_layout.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
 import { type HostTensor, readSafetensors, writeSafetensors } from "../shared/safetensors.ts";
+import { TINY_SHAPE } from "./support/tiny.ts";
+import { withTempDir } from "./support/temp_dir.ts";
 
-const TINY = {
-  model_type: "bert",
-  vocab_size: 50,
-  hidden_size: 8,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 16,
-  max_position_embeddings: 32,
-  type_vocab_size: 2,
-  num_labels: 3,
-};
+const TINY = { model_type: "bert", vocab_size: 50, ...TINY_SHAPE, num_labels: 3 };
 const bert = (over: Record<string, unknown> = {}): ModelConfig =>
   parseModelConfig({ ...TINY, ...over });
 const roberta = (over: Record<string, unknown> = {}): ModelConfig =>
@@ -39,14 +30,7 @@ function randomWeights(config: ModelConfig, seed: number): Float32Array {
   return w;
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ckpt_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withDir = (fn: (dir: string) => Promise<void>) => withTempDir("ckpt_test_", fn);
 
 /** The tensors of a checkpoint as a name → tensor map (by HF name). */
 function tensorsOf(config: ModelConfig, weights: Float32Array): Map<string, HostTensor> {
@@ -55,6 +39,37 @@ function tensorsOf(config: ModelConfig, weights: Float32Array): Map<string, Host
     shape: [...s.shape],
     data: view(layout, weights, s.name).slice(),
   }]));
+}
+
+/** `tensors` under the names `rename` gives them; null leaves a tensor out. */
+function renamed(
+  tensors: Map<string, HostTensor>,
+  rename: (name: string) => string | null,
+): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  for (const [name, t] of tensors) {
+    const to = rename(name);
+    if (to !== null) out.set(to, t);
+  }
+  return out;
+}
+
+/** As saved from a bare BertModel: no head, no pooler, no "bert." prefix. */
+const bareEncoderName = (name: string): string | null =>
+  isHeadParam(name) || name.startsWith("bert.pooler.") ? null : name.slice("bert.".length);
+
+/** The LayerNorm names of old checkpoints: gamma and beta. */
+const oldLayerNormName = (name: string): string =>
+  name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(
+    /LayerNorm\.bias$/,
+    "LayerNorm.beta",
+  );
+
+/** The tensors in two halves (in layout order), for two shard files. */
+function halves(tensors: Map<string, HostTensor>): [string, HostTensor][][] {
+  const all = [...tensors];
+  const half = Math.floor(all.length / 2);
+  return [all.slice(0, half), all.slice(half)];
 }
 
 /** Writes a checkpoint folder by hand from a config object and a tensor map. */
@@ -173,11 +188,7 @@ Deno.test("encoder-only checkpoint (bare names, no pooler/head) gets a seeded he
   await withDir(async (dir) => {
     const source = bert();
     const weights = randomWeights(source, 5);
-    const bare = new Map<string, HostTensor>();
-    for (const [name, t] of tensorsOf(source, weights)) {
-      if (isHeadParam(name) || name.startsWith("bert.pooler.")) continue;
-      bare.set(name.slice("bert.".length), t); // as saved from a bare BertModel
-    }
+    const bare = renamed(tensorsOf(source, weights), bareEncoderName);
     const { num_labels: _, ...noLabels } = TINY;
     await writeFolder(dir, noLabels, bare);
     const file = join(dir, "model.safetensors");
@@ -254,58 +265,43 @@ Deno.test("old LayerNorm.gamma/beta names load as weight/bias", async () => {
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 7);
-    const renamed = new Map<string, HostTensor>();
-    for (const [name, t] of tensorsOf(config, weights)) {
-      renamed.set(
-        name.replace(/LayerNorm\.weight$/, "LayerNorm.gamma").replace(
-          /LayerNorm\.bias$/,
-          "LayerNorm.beta",
-        ),
-        t,
-      );
-    }
-    assert.ok(renamed.has("bert.encoder.layer.0.output.LayerNorm.gamma"));
-    await writeFolder(dir, TINY, renamed);
+    const old = renamed(tensorsOf(config, weights), oldLayerNormName);
+    assert.ok(old.has("bert.encoder.layer.0.output.LayerNorm.gamma"));
+    await writeFolder(dir, TINY, old);
     const ck = await loadCheckpoint(dir);
     assert.deepEqual(bits(ck.weights), bits(weights));
     assert.deepEqual(ck.notes, []);
   });
 });
 
+/** Loading the tiny BERT's tensors after `edit` fails with `error`. */
+async function rejectsEdited(edit: (t: Map<string, HostTensor>) => void, error: RegExp) {
+  await withDir(async (dir) => {
+    const config = bert();
+    const tensors = tensorsOf(config, initWeights(config, 1));
+    edit(tensors);
+    await writeFolder(dir, TINY, tensors);
+    await assert.rejects(() => loadCheckpoint(dir), error);
+  });
+}
+
 Deno.test("a missing encoder tensor and a shape mismatch are errors naming the tensor", async () => {
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.delete("bert.encoder.layer.1.output.dense.weight");
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /missing tensor bert\.encoder\.layer\.1\.output\.dense\.weight \(expected shape \[8, 16\]\)/,
-    );
-  });
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.set("bert.embeddings.word_embeddings.weight", {
-      shape: [49, 8],
-      data: new Float32Array(49 * 8),
-    });
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /bert\.embeddings\.word_embeddings\.weight has shape \[49, 8\], expected \[50, 8\]/,
-    );
-  });
-  await withDir(async (dir) => {
-    const config = bert();
-    const tensors = tensorsOf(config, initWeights(config, 1));
-    tensors.delete("classifier.bias");
-    await writeFolder(dir, TINY, tensors);
-    await assert.rejects(
-      () => loadCheckpoint(dir),
-      /incomplete classifier head.*lacks classifier\.bias/,
-    );
-  });
+  await rejectsEdited(
+    (t) => t.delete("bert.encoder.layer.1.output.dense.weight"),
+    /missing tensor bert\.encoder\.layer\.1\.output\.dense\.weight \(expected shape \[8, 16\]\)/,
+  );
+  await rejectsEdited(
+    (t) =>
+      t.set("bert.embeddings.word_embeddings.weight", {
+        shape: [49, 8],
+        data: new Float32Array(49 * 8),
+      }),
+    /bert\.embeddings\.word_embeddings\.weight has shape \[49, 8\], expected \[50, 8\]/,
+  );
+  await rejectsEdited(
+    (t) => t.delete("classifier.bias"),
+    /incomplete classifier head.*lacks classifier\.bias/,
+  );
 });
 
 Deno.test("tensors outside the layout are kept in extra and saved back", async () => {
@@ -409,11 +405,10 @@ Deno.test("sharded checkpoints (model.safetensors.index.json) are merged", async
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 10);
-    const all = [...tensorsOf(config, weights)];
-    const half = Math.floor(all.length / 2);
+    const [first, second] = halves(tensorsOf(config, weights));
     const shards: [string, [string, HostTensor][]][] = [
-      ["model-00001-of-00002.safetensors", all.slice(0, half)],
-      ["model-00002-of-00002.safetensors", all.slice(half)],
+      ["model-00001-of-00002.safetensors", first],
+      ["model-00002-of-00002.safetensors", second],
     ];
     const weightMap: Record<string, string> = {};
     for (const [file, list] of shards) {
@@ -508,18 +503,22 @@ Deno.test("initWeights follows the HF initialiser", () => {
   }
 });
 
-Deno.test("initHead re-initialises only classifier tensors, as initWeights would", () => {
-  const config = bert();
-  const layout = paramLayout(config);
-  const w = randomWeights(config, 5);
-  const before = w.slice();
-  initHead(config, w, 9);
-  const ref = initWeights(config, 9);
-  for (const s of layout.specs) {
-    if (isHeadParam(s.name)) assert.deepEqual(view(layout, w, s.name), view(layout, ref, s.name));
-    else assert.deepEqual(view(layout, w, s.name), view(layout, before, s.name));
-  }
-  assert.throws(() => initHead(config, new Float32Array(3), 1), /3 values/);
+Deno.test("loading without a classifier head initialises only the head, as initWeights would", async () => {
+  await withDir(async (dir) => {
+    const config = bert();
+    const layout = paramLayout(config);
+    const weights = randomWeights(config, 5);
+    const headless = tensorsOf(config, weights);
+    for (const name of [...headless.keys()]) if (isHeadParam(name)) headless.delete(name);
+    await writeFolder(dir, TINY, headless);
+    const ck = await loadCheckpoint(dir, { seed: 9 });
+    assert.equal(ck.freshHead, true);
+    const ref = initWeights(config, 9);
+    for (const s of layout.specs) {
+      const want = isHeadParam(s.name) ? ref : weights;
+      assert.deepEqual(view(ck.layout, ck.weights, s.name), view(layout, want, s.name), s.name);
+    }
+  });
 });
 
 Deno.test("an MLM checkpoint round-trips under cls.predictions.* and names the masked-LM head", async () => {
@@ -777,11 +776,10 @@ Deno.test("loading reads each tensor straight into the flat buffer, also from 16
   await withDir(async (dir) => {
     const config = bert();
     const weights = randomWeights(config, 8);
-    const all = [...tensorsOf(config, weights)];
-    const half = Math.floor(all.length / 2);
+    const [first, second] = halves(tensorsOf(config, weights));
     const files: [string, [string, HostTensor][], "F16" | "BF16"][] = [
-      ["model-00001-of-00002.safetensors", all.slice(0, half), "F16"],
-      ["model-00002-of-00002.safetensors", all.slice(half), "BF16"],
+      ["model-00001-of-00002.safetensors", first, "F16"],
+      ["model-00002-of-00002.safetensors", second, "BF16"],
     ];
     const weightMap: Record<string, string> = {};
     for (const [file, list, dtype] of files) {

@@ -3,18 +3,31 @@ import assert from "node:assert/strict";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { ROOT } from "./support/processes.ts";
 
-Deno.test("deno task cluster trains over real WebSockets with 2 worker processes and evaluates", async () => {
+/** `deno task cluster ARGS` on the tiny fixtures (2 wasm workers), run to its end. */
+async function cluster(extra: string[] = []) {
   const model = await tinyModelDir();
   const task = await tinyTaskDir();
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "cluster", ...tinyRunArgs(model, task), "--workers", "2", "--backend", "wasm"],
+    args: [
+      "task",
+      "cluster",
+      ...tinyRunArgs(model, task, extra),
+      "--workers",
+      "2",
+      "--backend",
+      "wasm",
+    ],
     cwd: ROOT,
     stdin: "null",
     env: { NO_COLOR: "1" },
   }).output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stdout + stderr);
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("deno task cluster trains over real WebSockets with 2 worker processes and evaluates", async () => {
+  const { code, stdout, stderr } = await cluster();
+  assert.equal(code, 0, stdout + stderr);
   assert.match(stdout, /dashboard: http:\/\/127\.0\.0\.1:\d+\//);
   assert.match(stdout, /deno task worker --url ws:\/\/127\.0\.0\.1:\d+\/ws --token test-token/);
   assert.equal(stdout.match(/joined run/g)?.length, 2, stdout);
@@ -22,6 +35,18 @@ Deno.test("deno task cluster trains over real WebSockets with 2 worker processes
   const last = JSON.parse(stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
   assert.equal(last.steps, 4);
   assert.equal(last.examples, 16);
+});
+
+Deno.test("cluster --quiet prints only the final JSON line: no progress, no notes", async () => {
+  const { code, stdout, stderr } = await cluster(["--quiet"]);
+  assert.equal(code, 0, stdout + stderr);
+  const lines = stdout.trim().split("\n");
+  assert.equal(lines.length, 1, stdout);
+  const last = JSON.parse(lines[0]);
+  assert.equal(last.steps, 4);
+  assert.equal(last.examples, 16);
+  // `deno task` itself names the task on stderr; nothing else may appear there.
+  assert.deepEqual(stderr.split("\n").filter((l) => l && !l.startsWith("Task ")), [], stderr);
 });
 
 Deno.test("cluster refuses unknown flags and bad values with a message naming them", async () => {

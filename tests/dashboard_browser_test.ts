@@ -13,18 +13,10 @@ import { parseRunFlags } from "../coordinator/run_config.ts";
 import { initBackend } from "../shared/backend.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker } from "../worker/client.ts";
+import { pathExists } from "../shared/path_exists.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const STEPS = 60;
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** What the page shows now. */
 interface Seen {
@@ -39,7 +31,7 @@ interface Seen {
   canvases: number;
 }
 
-const haveChromium = await exists(CHROMIUM);
+const haveChromium = await pathExists(CHROMIUM);
 if (!haveChromium) {
   console.warn(
     `${CHROMIUM} missing (apt-get install chromium): skipping the dashboard browser test`,

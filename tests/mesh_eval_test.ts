@@ -24,8 +24,8 @@ import {
   PROTOCOL_VERSION,
 } from "../shared/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { observeMeshLogits } from "./support/mesh_logits.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
+import { observeMeshLogits } from "./support/mesh_logits.ts";
 
 await initBackend("wasm");
 const model = await tinyModelDir();

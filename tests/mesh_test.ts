@@ -48,9 +48,28 @@ async function coordinator(extra: string[] = [], maxFrameBytes?: number): Promis
   return await startCoordinator(config, { log: () => {}, maxFrameBytes });
 }
 
+/** A worker process joined to `c`, its output read line by line; `finish()` waits for it and drains. */
 function worker(c: Coordinator) {
   const p = spawnWorker(c.wsUrl, c.token);
-  return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+  const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
+  return { p, out, err, finish: () => finish(p, [out, err]) };
+}
+
+type WorkerProc = ReturnType<typeof worker>;
+
+/** The end of a run a `watch` interval steers: the summary, once `c` is closed and `first` drained. */
+async function endRun(c: Coordinator, watch: ReturnType<typeof setInterval>, first: WorkerProc) {
+  const summary = await c.done;
+  clearInterval(watch);
+  await c.close();
+  await first.finish();
+  return summary;
+}
+
+/** A worker the watch was to start: asserted started. */
+function started(w: WorkerProc | null, what: string): WorkerProc {
+  assert.ok(w, what);
+  return w;
 }
 
 Deno.test("a worker process killed with SIGKILL mid-step: the run finishes bit-identical", async () => {
@@ -63,11 +82,8 @@ Deno.test("a worker process killed with SIGKILL mid-step: the run finishes bit-i
       a.p.kill("SIGKILL");
     }
   }, 5);
-  const summary = await c.done;
-  clearInterval(watch);
-  await c.close();
-  await finish(a.p, [a.out, a.err]);
-  const sb = await finish(b.p, [b.out, b.err]);
+  const summary = await endRun(c, watch, a);
+  const sb = await b.finish();
   assert.ok(killed, "a worker was killed during the run");
   assert.equal(summary.steps, 4);
   assert.equal(sb.code, 0, b.err.lines.join("\n"));
@@ -77,7 +93,7 @@ Deno.test("a worker process killed with SIGKILL mid-step: the run finishes bit-i
 Deno.test("a worker process that joins mid-run gets the weights first; result unchanged", async () => {
   const c = await coordinator();
   const a = worker(c);
-  let late: ReturnType<typeof worker> | null = null;
+  let late: WorkerProc | null = null;
   let paused = false;
   const watch = setInterval(() => {
     // The first worker is frozen until the late one has joined, so that it joins mid-run
@@ -92,13 +108,9 @@ Deno.test("a worker process that joins mid-run gets the weights first; result un
       a.p.kill("SIGCONT");
     }
   }, 5);
-  await c.done;
-  clearInterval(watch);
-  await c.close();
-  await finish(a.p, [a.out, a.err]);
-  assert.ok(late, "a second worker was started mid-run");
-  const l = late as ReturnType<typeof worker>;
-  await finish(l.p, [l.out, l.err]);
+  await endRun(c, watch, a);
+  const l = started(late, "a second worker was started mid-run");
+  await l.finish();
   assert.ok(l.out.lines.some((x) => /joined run/.test(x)), l.out.lines.join("\n"));
   assert.deepEqual(c.trainer.weights, reference);
 });
@@ -227,7 +239,7 @@ Deno.test("bad peers are refused with clear errors; the run is unaffected", asyn
   const w = worker(c);
   await c.done;
   await c.close();
-  assert.equal((await finish(w.p, [w.out, w.err])).code, 0);
+  assert.equal((await w.finish()).code, 0);
   assert.deepEqual(c.trainer.weights, reference);
   assert.ok((c.monitor.rejectedByReason.get("bad_token") ?? 0) >= 1);
 });
@@ -260,7 +272,7 @@ Deno.test("a worker that joins, takes a task and goes silent is dropped; the run
   );
   await c.done;
   await c.close();
-  assert.equal((await finish(w.p, [w.out, w.err])).code, 0);
+  assert.equal((await w.finish()).code, 0);
   assert.deepEqual(c.trainer.weights, reference);
 });
 
@@ -300,8 +312,8 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
   });
   // B starts only once A is dead, so every byte counted before the kill went to A.
   const a = worker(c);
-  let b: ReturnType<typeof worker> | null = null;
-  let third: ReturnType<typeof worker> | null = null;
+  let b: WorkerProc | null = null;
+  let third: WorkerProc | null = null;
   let killedA = false, killedB = false, bytesOutAtKill = 0, stopping = false;
   const watch = setInterval(() => {
     // A: killed while the first weights (70 MB) stream to it (and maybe to B).
@@ -328,18 +340,14 @@ Deno.test("weights and gradients over 64 MiB travel chunked; workers killed mid-
       }, 300);
     }
   }, 2);
-  const summary = await c.done;
-  clearInterval(watch);
-  await c.close();
-  await finish(a.p, [a.out, a.err]);
-  assert.ok(b, "B was started");
-  const bw = b as ReturnType<typeof worker>;
-  await finish(bw.p, [bw.out, bw.err]);
+  const summary = await endRun(c, watch, a);
+  const bw = started(b, "B was started");
+  await bw.finish();
   assert.ok(killedA && killedB && third, "both kills happened");
   // Less than one copy of the weights had been sent in all: A died before it had its weights.
   assert.ok(bytesOutAtKill < weightsBytes, `${bytesOutAtKill} bytes out when A was killed`);
-  const t = third as ReturnType<typeof worker>;
-  const st = await finish(t.p, [t.out, t.err]);
+  const t = third as WorkerProc;
+  const st = await t.finish();
   assert.equal(st.code, 0, [...t.out.lines, ...t.err.lines, ...logs].join("\n"));
   assert.equal(summary.steps, 2);
   assert.deepEqual(c.trainer.weights, ref.weights, "bit-identical to the in-process run");

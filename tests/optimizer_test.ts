@@ -32,6 +32,17 @@ const W0 = [0.5, -1, 2, 0, 0.1, -0.2];
 const G1 = [0.2, -0.4, 0.1, 0.3, 0.5, -0.05];
 const G2 = [-0.1, -0.2, 0.3, 0.0, 0.25, 0.05];
 
+/**
+ * u of the first step by hand: m̂ = g, v̂ = g², so u = g/(|g|+1e-6) + λ·w
+ * (λ = 0.01 on the decayed weight 0..3 only).
+ */
+const U1 = G1.map((g, i) => g / (Math.abs(g) + 1e-6) + (i < 4 ? 0.01 * W0[i] : 0));
+
+/** The fake layout, its weights W0 and a fresh optimizer state. */
+function fresh() {
+  return { layout: fakeLayout(), w: new Float32Array(W0), st: createOptimizerState(6) };
+}
+
 function assertClose(actual: ArrayLike<number>, expected: number[], tol: number, what: string) {
   assert.equal(actual.length, expected.length, `${what}: length`);
   for (let i = 0; i < expected.length; i++) {
@@ -50,19 +61,11 @@ Deno.test("defaults are the method's", () => {
 });
 
 Deno.test("LAMB: first and second step by hand", () => {
-  const layout = fakeLayout();
-  const w = new Float32Array(W0);
-  const st = createOptimizerState(6);
+  const { layout, w, st } = fresh();
   const lr = 0.1;
 
-  // Step 1: m = 0.1·g, v = 0.001·g², m̂ = g, v̂ = g², u = g/(|g|+1e-6) + λ·w (λ only on 0..3).
-  const u1w = [
-    0.2 / (0.2 + 1e-6) + 0.01 * 0.5,
-    -0.4 / (0.4 + 1e-6) + 0.01 * -1,
-    0.1 / (0.1 + 1e-6) + 0.01 * 2,
-    0.3 / (0.3 + 1e-6) + 0.01 * 0,
-  ];
-  const u1b = [0.5 / (0.5 + 1e-6), -0.05 / (0.05 + 1e-6)];
+  // Step 1: m = 0.1·g, v = 0.001·g² (U1).
+  const u1w = U1.slice(0, 4), u1b = U1.slice(4);
   const r1 = Math.sqrt(0.25 + 1 + 4 + 0) / norm(u1w);
   const w1 = [
     0.5 - lr * r1 * u1w[0],
@@ -105,19 +108,10 @@ Deno.test("LAMB: first and second step by hand", () => {
 });
 
 Deno.test("AdamW: trust ratio 1 everywhere, decay only on the decayed tensor", () => {
-  const layout = fakeLayout();
-  const w = new Float32Array(W0);
-  const st = createOptimizerState(6);
+  const { layout, w, st } = fresh();
   const lr = 0.01;
-  // Step 1: u = g/(|g|+1e-6) + 0.01·w on 0..3, g/(|g|+1e-6) on 4..5; w ← w − lr·u.
-  const u1 = [
-    0.2 / (0.2 + 1e-6) + 0.01 * 0.5,
-    -0.4 / (0.4 + 1e-6) + 0.01 * -1,
-    0.1 / (0.1 + 1e-6) + 0.01 * 2,
-    0.3 / (0.3 + 1e-6) + 0.01 * 0,
-    0.5 / (0.5 + 1e-6),
-    -0.05 / (0.05 + 1e-6),
-  ];
+  // Step 1: u = U1; w ← w − lr·u.
+  const u1 = U1;
   const w1 = W0.map((x, i) => x - lr * u1[i]);
   const s1 = optimizerStep(layout, w, new Float32Array(G1), st, lr, ADAMW);
   assert.deepEqual([...s1.trustRatios], [1, 1]);

@@ -5,18 +5,8 @@ import { loadTokenizer } from "../shared/tokenizer.ts";
 import { EncodedSet } from "../shared/batching.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { tinyModelDir, tinyTaskDir } from "./support/fixtures.ts";
-import { ROOT } from "./support/processes.ts";
+import { runDeno } from "./support/processes.ts";
 import { tinyRobertaDir } from "./support/roberta_fixture.ts";
-
-async function run(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env: { NO_COLOR: "1" } })
-    .output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
 
 /** One line of predict's output. */
 interface Prediction {
@@ -31,7 +21,7 @@ async function predict(
   rows: readonly { text: string; text_pair?: string }[],
 ): Promise<Prediction[]> {
   await Deno.writeTextFile(input, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-  const r = await run(["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input]);
+  const r = await runDeno("shared/cli/predict.ts", ["--model", model, "--input", input]);
   assert.equal(r.code, 0, r.stderr);
   const lines: Prediction[] = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
   assert.equal(lines.length, rows.length);
@@ -68,20 +58,12 @@ Deno.test("predict prints the logits of an independent float64 BERT for each inp
 Deno.test("evaluate ends with one JSON line of metrics and the example count", async () => {
   const model = await tinyModelDir(5);
   const task = await tinyTaskDir(8, 10);
-  const r = await run([
-    "run",
-    "-A",
-    "shared/cli/evaluate.ts",
-    "--model",
-    model,
-    "--eval",
-    task.eval,
-  ]);
+  const r = await runDeno("shared/cli/evaluate.ts", ["--model", model, "--eval", task.eval]);
   assert.equal(r.code, 0, r.stderr);
   const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
   assert.equal(last.examples, 10);
   assert.ok(last.accuracy >= 0 && last.accuracy <= 1);
-  const bad = await run(["run", "-A", "shared/cli/evaluate.ts", "--model", model]);
+  const bad = await runDeno("shared/cli/evaluate.ts", ["--model", model]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--task NAME.*--eval FILE/);
 });

@@ -43,7 +43,7 @@ async function train(
   const trainer = await Trainer.create(config);
   const scheduler = new Scheduler({
     gradLayout: trainer.gradLayout,
-    taskTimeoutMs: config.taskTimeoutMs,
+    taskTimeoutMs: config.network.taskTimeoutMs,
     events: setup.events,
   });
   const workers = Array.from(

@@ -23,8 +23,20 @@ function ids(...pieces: [string, number][]): number[] {
   return pieces.map(([, id]) => id);
 }
 
+/** The [token, id] pieces of space-separated `tokens`, with their ids in order (for {@link ids}). */
+function words(tokens: string, wordIds: number[]): [string, number][] {
+  const t = tokens.split(" ");
+  assert.equal(t.length, wordIds.length, `${tokens}: ${wordIds.length} ids`);
+  return t.map((token, i) => [token, wordIds[i]]);
+}
+
 const CLS: [string, number] = ["[CLS]", 101];
 const SEP: [string, number] = ["[SEP]", 102];
+
+/** [CLS] a [SEP] b [SEP], checked by {@link ids}. */
+function pairIds(a: [string, number][], b: [string, number][]): number[] {
+  return ids(CLS, ...a, SEP, ...b, SEP);
+}
 const UNK: [string, number] = ["[UNK]", 100];
 
 function encodeIds(text: string, pair?: string, maxLen = 512): number[] {
@@ -158,19 +170,9 @@ Deno.test("bert: pairs, token types, empty pair", () => {
   const e = BERT.encode("The quick brown fox", "jumps over the lazy dog", 512);
   assert.deepEqual(
     e.inputIds,
-    ids(
-      CLS,
-      ["the", 1996],
-      ["quick", 4248],
-      ["brown", 2829],
-      ["fox", 4419],
-      SEP,
-      ["jumps", 14523],
-      ["over", 2058],
-      ["the", 1996],
-      ["lazy", 13971],
-      ["dog", 3899],
-      SEP,
+    pairIds(
+      words("the quick brown fox", [1996, 4248, 2829, 4419]),
+      words("jumps over the lazy dog", [14523, 2058, 1996, 13971, 3899]),
     ),
   );
   assert.deepEqual(e.tokenTypeIds, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
@@ -186,17 +188,7 @@ Deno.test("bert: longest-first truncation", () => {
   const e = BERT.encode("one two three four five six", "a b c d", 9);
   assert.deepEqual(
     e.inputIds,
-    ids(
-      CLS,
-      ["one", 2028],
-      ["two", 2048],
-      ["three", 2093],
-      SEP,
-      ["a", 1037],
-      ["b", 1038],
-      ["c", 1039],
-      SEP,
-    ),
+    pairIds(words("one two three", [2028, 2048, 2093]), words("a b c", [1037, 1038, 1039])),
   );
   assert.deepEqual(e.tokenTypeIds, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
   // Tie with an odd budget: 4 + 4 into 7 → the second loses the extra token.
@@ -313,98 +305,41 @@ Deno.test("loadTokenizer: vocab.txt, tokenizer_config.json, tokenizer.json, erro
 });
 
 /**
- * A tiny byte-level BPE tokenizer.json in the RoBERTa layout: "Ġ" is the
- * byte-level form of a space; merges build "hello" and "Ġworld".
+ * A tiny byte-level BPE vocabulary in the RoBERTa layout, as the `vocab.json`
+ * and `merges.txt` a RoBERTa-style folder holds: "Ġ" is the byte-level form
+ * of a space; merges build "hello" and "Ġworld".
  */
-function tinyRobertaJson(): Record<string, unknown> {
-  const vocab: Record<string, number> = {
-    "<s>": 0,
-    "<pad>": 1,
-    "</s>": 2,
-    "<unk>": 3,
-    "h": 4,
-    "e": 5,
-    "l": 6,
-    "o": 7,
-    "Ġ": 8,
-    "w": 9,
-    "r": 10,
-    "d": 11,
-    "!": 12,
-    "he": 13,
-    "ll": 14,
-    "hell": 15,
-    "hello": 16,
-    "Ġw": 17,
-    "or": 18,
-    "Ġwor": 19,
-    "Ġworl": 20,
-    "Ġworld": 21,
-    "<mask>": 22,
-  };
-  const special = (id: number, content: string, lstrip = false) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  return {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [
-      special(0, "<s>"),
-      special(1, "<pad>"),
-      special(2, "</s>"),
-      special(3, "<unk>"),
-      special(22, "<mask>", true),
-    ],
-    normalizer: null,
-    pre_tokenizer: {
-      type: "ByteLevel",
-      add_prefix_space: false,
-      trim_offsets: true,
-      use_regex: true,
-    },
-    post_processor: {
-      type: "RobertaProcessing",
-      sep: ["</s>", 2],
-      cls: ["<s>", 0],
-      trim_offsets: true,
-      add_prefix_space: false,
-    },
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: "",
-      end_of_word_suffix: "",
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges: ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "Ġwor l", "Ġworl d"],
-    },
-  };
+async function writeTinyRoberta(dir: string): Promise<void> {
+  const tokens = ["<s>", "<pad>", "</s>", "<unk>", "h", "e", "l", "o", "Ġ", "w", "r", "d", "!"]
+    .concat(["he", "ll", "hell", "hello", "Ġw", "or", "Ġwor", "Ġworl", "Ġworld", "<mask>"]);
+  const vocab = Object.fromEntries(tokens.map((t, id) => [t, id]));
+  const merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "Ġwor l", "Ġworl d"];
+  await Deno.writeTextFile(`${dir}/vocab.json`, JSON.stringify(vocab));
+  await Deno.writeTextFile(`${dir}/merges.txt`, ["#version: 0.2", ...merges].join("\n") + "\n");
 }
 
-Deno.test("roberta: byte-level BPE from tokenizer.json", async () => {
-  const dir = await Deno.makeTempDir();
-  let tok: TextTokenizer;
+/** `fn` on a fresh temporary folder, removed afterwards. */
+async function inTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "roberta_tok_" });
   try {
-    await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(tinyRobertaJson()));
-    tok = await loadTokenizer(dir);
+    return await fn(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** [cls, pad, sep, unk, mask, vocabSize]: RoBERTa's layout puts them at 0, 1, 2, 3, last, last + 1. */
+function specialIds(tok: TextTokenizer): number[] {
+  return [tok.clsId, tok.padId, tok.sepId, tok.unkId, tok.maskId, tok.vocabSize];
+}
+
+Deno.test("roberta: byte-level BPE from vocab.json and merges.txt", async () => {
+  const tok = await inTempDir(async (dir) => {
+    await writeTinyRoberta(dir);
+    return await loadTokenizer(dir);
+  });
   assert.equal(tok.kind, "bpe");
-  assert.deepEqual(
-    [tok.clsId, tok.padId, tok.sepId, tok.unkId, tok.maskId, tok.vocabSize],
-    [0, 1, 2, 3, 22, 23],
-  );
+  assert.deepEqual(specialIds(tok), [0, 1, 2, 3, 22, 23]);
   assert.deepEqual(tok.tokenize("hello world!"), [16, 21, 12]);
   assert.deepEqual(tok.tokenize("hello"), [16]);
   // No prefix space: " world" and "world" differ.
@@ -423,28 +358,16 @@ Deno.test("roberta: byte-level BPE from tokenizer.json", async () => {
   assert.equal(tok.idToToken(21), "Ġworld");
 });
 
-/** A folder with RoBERTa's real tokenizer files (tokenizer.json, vocab.json, merges.txt). */
-async function robertaFolder(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "roberta_tok_" });
-  await writeRobertaTokenizer(dir);
-  return dir;
-}
-
 Deno.test("roberta-base/large tokenizer: known token ids of real strings", async () => {
-  const dir = await robertaFolder();
-  let tok: TextTokenizer, fromVocabJson: TextTokenizer;
-  try {
-    tok = await loadTokenizer(dir);
+  // RoBERTa's real tokenizer files: tokenizer.json, vocab.json, merges.txt.
+  const [tok, fromVocabJson] = await inTempDir(async (dir) => {
+    await writeRobertaTokenizer(dir);
+    const tok = await loadTokenizer(dir);
     await Deno.remove(`${dir}/tokenizer.json`);
-    fromVocabJson = await loadTokenizer(dir); // vocab.json + merges.txt, as RobertaTokenizer reads
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    return [tok, await loadTokenizer(dir)]; // vocab.json + merges.txt, as RobertaTokenizer reads
+  });
   assert.equal(tok.kind, "bpe");
-  assert.deepEqual(
-    [tok.clsId, tok.padId, tok.sepId, tok.unkId, tok.maskId, tok.vocabSize],
-    [0, 1, 2, 3, 50264, 50265],
-  );
+  assert.deepEqual(specialIds(tok), [0, 1, 2, 3, 50264, 50265]);
   // The ids roberta-base / roberta-large give (transformers' RobertaTokenizer docs).
   const single = (t: string) => tok.encode(t, undefined, 512).inputIds;
   assert.deepEqual(single("Hello world"), [0, 31414, 232, 2]);

@@ -132,3 +132,22 @@ Deno.test("a fresh MLM head starts from the corpus's unigram log-frequencies", a
   assert.ok(Math.abs(at("movie") - Math.log(1.5 / total)) < 1e-5, `movie: ${at("movie")}`);
   assert.ok(trainer.notes.some((n) => n.includes("unigram")), trainer.notes.join("; "));
 });
+
+Deno.test("a step reports the norm of the update it applied", async () => {
+  const { config } = await parseRunFlags(tinyRunArgs(model, task, ["--steps", "1"]), {}, "");
+  const trainer = await Trainer.create(config);
+  const before = trainer.weights.slice();
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+  const w = new InProcessWorker("w", scheduler, trainer);
+  let updateNorm = NaN;
+  await trainer.run(scheduler, { step: (r) => updateNorm = r.updateNorm });
+  await w.settle();
+  let sq = 0;
+  for (let i = 0; i < before.length; i++) sq += (trainer.weights[i] - before[i]) ** 2;
+  assert.ok(updateNorm > 0, `updateNorm ${updateNorm}`);
+  // The report is the float64 update; the weights moved by its float32 rounding.
+  assert.ok(
+    Math.abs(Math.sqrt(sq) - updateNorm) <= 1e-3 * updateNorm,
+    `${Math.sqrt(sq)} vs ${updateNorm}`,
+  );
+});

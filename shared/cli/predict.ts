@@ -6,34 +6,30 @@
  *
  * @module
  */
-import { exitOnFlagError, parseFlagsOrExit } from "./flags.ts";
+import { exitOnFlagError, type FlagSpecs, parseFlagsOrExit } from "./flags.ts";
 import { readJsonl } from "../data/jsonl.ts";
-import { loadTokenizer } from "../tokenizer.ts";
-import { loadCheckpoint } from "../checkpoint.ts";
 import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
-import { logitsOf, predictionsFromLogits, scoringModel } from "../evaluate.ts";
+import { logitsOf, predictionsFromLogits } from "../evaluate.ts";
+import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
 
+/** The flags (docs/architecture.md lists the commands). */
+const FLAGS = {
+  ...MODEL_FLAG,
+  input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
+  ...BACKEND_FLAGS,
+  "max-len": { type: "int", default: 512, help: "maximum tokens per example" },
+  "batch-size": { type: "int", default: 32, help: "examples per forward pass" },
+} as const satisfies FlagSpecs;
+
 if (import.meta.main) {
-  const flags = parseFlagsOrExit(
-    Deno.args,
-    {
-      model: { type: "string", required: true, help: "Hugging Face checkpoint folder" },
-      input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
-      ...BACKEND_FLAGS,
-      "max-len": { type: "int", default: 512, help: "maximum tokens per example" },
-      "batch-size": { type: "int", default: 32, help: "examples per forward pass" },
-    } as const,
-    USAGE,
-  );
-  const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
-  try {
-    const ck = await loadCheckpoint(flags.model);
-    for (const note of ck.notes) console.error(`note: ${note}`);
-    const tokenizer = await loadTokenizer(flags.model);
+  const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
+  const request = exitOnFlagError(() => backendRequest(flags));
+  await runOrExit(async () => {
+    const { ck, tokenizer } = await loadScored(flags.model);
     const records = await readJsonl(flags.input);
     const examples = records.map((r) => ({ text: r.text, textPair: r.textPair, label: 0 }));
     const set = new EncodedSet(
@@ -41,8 +37,7 @@ if (import.meta.main) {
       tokenizer,
       Math.min(flags["max-len"], ck.config.maxPositions),
     );
-    const scoring = await scoringModel(ck, requested, opts);
-    console.error(scoring.line);
+    const scoring = await startScoring(ck, request);
     const logitsFn = logitsOf(scoring.model);
     const N = ck.config.numLabels, bs = flags["batch-size"];
     for (let i = 0; i < examples.length; i += bs) {
@@ -57,8 +52,5 @@ if (import.meta.main) {
       console.log(lines.join("\n"));
     }
     scoring.dispose();
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  });
 }

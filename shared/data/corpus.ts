@@ -22,6 +22,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { fmix32, fnv1a } from "../hash32.ts";
 
 /** One unit of pre-training text. */
 export interface CorpusDocument {
@@ -67,24 +68,6 @@ const LEAK_SHINGLE = 8;
 
 // ---------------------------------------------------------------------------
 // Held-out split.
-
-function fnv1a(text: string, seed = 0x811c9dc5): number {
-  let h = seed >>> 0;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /**
  * A fixed hash of (source, id) mapped to [0, 1). A document is held out when

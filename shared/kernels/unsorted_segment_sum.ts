@@ -12,14 +12,16 @@ import type { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 
 type TypedArray = Float32Array | Int32Array | Uint8Array;
 
-function scatterAdd(
-  x: TypedArray,
-  ids: TypedArray,
-  out: TypedArray,
-  rows: number,
-  width: number,
-  numSegments: number,
-): void {
+/** The sizes of one scatter: `rows` ids, each moving a row of `width` into one of `numSegments`. */
+interface ScatterShape {
+  readonly rows: number;
+  readonly width: number;
+  readonly numSegments: number;
+}
+
+/** out = the sum of x's rows per segment id (out-of-range ids dropped, as in tf). */
+function scatterAdd(x: TypedArray, ids: TypedArray, out: TypedArray, shape: ScatterShape): void {
+  const { rows, width, numSegments } = shape;
   out.fill(0);
   for (let r = 0; r < rows; r++) {
     const s = ids[r];
@@ -29,50 +31,63 @@ function scatterAdd(
   }
 }
 
-/** The kernel's inputs and the sizes of its scatter. */
-function unpack({ inputs, attrs }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap }) {
+/** The kernel's inputs, the sizes of its scatter, and the output's shape. */
+interface Unpacked {
+  readonly x: tf.TensorInfo;
+  readonly segmentIds: tf.TensorInfo;
+  readonly scatter: ScatterShape;
+  readonly outShape: number[];
+}
+
+function unpack(
+  { inputs, attrs }: { inputs: tf.NamedTensorInfoMap; attrs?: tf.NamedAttrMap },
+): Unpacked {
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as { numSegments: number }).numSegments;
   const rows = segmentIds.shape.reduce((a, b) => a * b, 1);
   const inner = x.shape.slice(segmentIds.shape.length);
   const width = inner.reduce((a, b) => a * b, 1);
-  return { x, segmentIds, numSegments, rows, width, outShape: [numSegments, ...inner] };
+  return {
+    x,
+    segmentIds,
+    scatter: { rows, width, numSegments },
+    outShape: [numSegments, ...inner],
+  };
 }
 
-const wasmKernel: tf.KernelConfig = {
-  kernelName: tf.UnsortedSegmentSum,
-  backendName: "wasm",
-  kernelFunc: (args) => {
-    const b = args.backend as BackendWasm;
-    const { x, segmentIds, numSegments, rows, width, outShape } = unpack(args);
+/** The kernel on `backendName`: `run` gets the backend and the unpacked inputs. */
+function segmentSumKernel<B>(
+  backendName: "cpu" | "wasm",
+  run: (backend: B, u: Unpacked) => tf.TensorInfo,
+): tf.KernelConfig {
+  return {
+    kernelName: tf.UnsortedSegmentSum,
+    backendName,
+    kernelFunc: (args) => run(args.backend as B, unpack(args)),
+  };
+}
+
+const wasmKernel = segmentSumKernel<BackendWasm>(
+  "wasm",
+  (b, { x, segmentIds, scatter, outShape }) => {
     const out = b.makeOutput(outShape, x.dtype);
     // Views are taken after allocating the output: allocation may grow the heap.
-    scatterAdd(
-      b.typedArrayFromHeap(x) as TypedArray,
-      b.typedArrayFromHeap(segmentIds) as TypedArray,
-      b.typedArrayFromHeap(out) as TypedArray,
-      rows,
-      width,
-      numSegments,
-    );
+    const view = (t: tf.TensorInfo) => b.typedArrayFromHeap(t) as TypedArray;
+    scatterAdd(view(x), view(segmentIds), view(out), scatter);
     return out;
   },
-};
+);
 
-const cpuKernel: tf.KernelConfig = {
-  kernelName: tf.UnsortedSegmentSum,
-  backendName: "cpu",
-  kernelFunc: (args) => {
-    const b = args.backend as MathBackendCPU;
-    const { x, segmentIds, numSegments, rows, width, outShape } = unpack(args);
-    const xv = b.data.get(x.dataId).values as TypedArray;
-    const iv = b.data.get(segmentIds.dataId).values as TypedArray;
-    const size = numSegments * width;
+const cpuKernel = segmentSumKernel<MathBackendCPU>(
+  "cpu",
+  (b, { x, segmentIds, scatter, outShape }) => {
+    const values = (t: tf.TensorInfo) => b.data.get(t.dataId).values as TypedArray;
+    const size = scatter.numSegments * scatter.width;
     const out = x.dtype === "int32" ? new Int32Array(size) : new Float32Array(size);
-    scatterAdd(xv, iv, out, rows, width, numSegments);
+    scatterAdd(values(x), values(segmentIds), out, scatter);
     return b.makeTensorInfo(outShape, x.dtype, out);
   },
-};
+);
 
 /** Registers the fast kernel for `backendName` ("cpu" or "wasm"), replacing any built-in one. */
 export function registerUnsortedSegmentSum(backendName: "cpu" | "wasm"): void {

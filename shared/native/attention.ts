@@ -108,6 +108,19 @@ function softmaxBackward(
   }
 }
 
+/** The sizes of one attention call over the first `rows` queries; qkv rows are ld = 3H apart. */
+function attentionDims(shape: AttentionShape, rows: number) {
+  const { batch, heads: nh, headDim: hd } = shape;
+  const L = batch.seqLen, H = nh * hd;
+  return { B: batch.size, L, nh, hd, H, ld: 3 * H, RL: rows * L, scale: 1 / Math.sqrt(hd) };
+}
+
+/** One head's block of `n` probabilities at `offset`, and what multiplies V (dropped, or p itself). */
+function headProbs(probs: F32, dropMask: F32 | null, dropped: F32, offset: number, n: number) {
+  const p = probs.subarray(offset, offset + n);
+  return { p, pd: dropMask ? dropped.subarray(offset, offset + n) : p };
+}
+
 /**
  * Attention for the first `rows` queries of each example: L, every query
  * (shared/native/device.ts `attention`); 1, the first only (`attentionFirst`,
@@ -125,17 +138,15 @@ export function attentionForward(
   shape: AttentionShape,
   rows: number,
 ): void {
-  const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, RL = rows * L;
-  const scale = 1 / Math.sqrt(hd);
+  const { batch } = shape;
+  const { B, L, nh, hd, H, ld, RL, scale } = attentionDims(shape, rows);
   for (let b = 0; b < B; b++) {
     const base = b * L * ld;
     for (let a = 0; a < nh; a++) {
       const po = (b * nh + a) * RL;
-      const p = probs.subarray(po, po + RL);
+      const { p, pd } = headProbs(probs, dropMask, dropped, po, RL);
       const q = qkv.subarray(base + a * hd), k = qkv.subarray(base + H + a * hd);
       gemm(false, true, rows, L, hd, scale, q, ld, k, ld, 0, p, L);
-      const pd = dropMask ? dropped.subarray(po, po + RL) : p;
       maskedSoftmax(p, batch.attentionMask, b, L, rows, dropMask, po, pd);
       const v = qkv.subarray(base + 2 * H + a * hd);
       gemm(false, false, rows, hd, L, 1, pd, L, v, ld, 0, ctx.subarray(b * rows * H + a * hd), H);
@@ -160,17 +171,14 @@ export function attentionBackward(
   scratch: F32,
   rows: number,
 ): void {
-  const { batch, heads: nh, headDim: hd } = shape;
-  const B = batch.size, L = batch.seqLen, H = nh * hd, ld = 3 * H, RL = rows * L;
-  const scale = 1 / Math.sqrt(hd);
+  const { B, L, nh, hd, H, ld, RL, scale } = attentionDims(shape, rows);
   const dp = scratch.subarray(0, RL);
   for (let b = 0; b < B; b++) {
     const base = b * L * ld;
     for (let i = rows; i < L; i++) dqkv.fill(0, base + i * ld, base + i * ld + H);
     for (let a = 0; a < nh; a++) {
       const po = (b * nh + a) * RL;
-      const p = probs.subarray(po, po + RL);
-      const pd = dropMask ? dropped.subarray(po, po + RL) : p;
+      const { p, pd } = headProbs(probs, dropMask, dropped, po, RL);
       const dc = dctx.subarray(b * rows * H + a * hd);
       const qo = base + a * hd, ko = qo + H, vo = ko + H;
       gemm(false, true, rows, L, hd, 1, dc, H, qkv.subarray(vo), ld, 0, dp, L);

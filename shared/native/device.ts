@@ -21,6 +21,8 @@
  * @module
  */
 import type { AdversaryConfig } from "../adversary.ts";
+import type { ModelConfig } from "../model_config.ts";
+import type { GemmOn } from "./gemm.ts";
 
 /** The integer side of a micro-batch, on the host. All [B, L] row-major unless said. */
 export interface BatchIndex {
@@ -46,6 +48,30 @@ export interface AttentionShape {
   readonly headDim: number;
 }
 
+/**
+ * An attention forward (see {@link Device.attention}): qkv [N, 3H] in; probs,
+ * dropped (probs·dropMask) and ctx written.
+ */
+export type AttentionKernel<T> = (
+  qkv: T,
+  probs: T,
+  dropMask: T | null,
+  dropped: T,
+  ctx: T,
+  shape: AttentionShape,
+) => void;
+
+/** An attention backward: dqkv [N, 3H] (overwrite) from dctx, through dropout and softmax. */
+export type AttentionBackwardKernel<T> = (
+  dctx: T,
+  qkv: T,
+  probs: T,
+  dropMask: T | null,
+  dropped: T,
+  dqkv: T,
+  shape: AttentionShape,
+) => void;
+
 /** The buffers and kernels of a training pass on one device. */
 export interface Device<T> {
   /** A new zero-filled buffer of `n` floats. */
@@ -60,21 +86,7 @@ export interface Device<T> {
   write(t: T, data: Float32Array): void;
 
   /** C = alpha·op(A)·op(B) + beta·C (shared/native/gemm.ts's meaning). */
-  gemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: T,
-    lda: number,
-    b: T,
-    ldb: number,
-    beta: number,
-    c: T,
-    ldc: number,
-  ): void;
+  readonly gemm: GemmOn<T>;
 
   /**
    * Fills `mask` with dropout multipliers of (seed, site) (shared/dropout_mask.ts):
@@ -154,47 +166,17 @@ export interface Device<T> {
    * [B, heads, L, L] = softmax(Q·Kᵀ/√d, padding keys masked), dropped =
    * probs·dropMask (null: no dropout, dropped unused), ctx [N, H] = dropped·V.
    */
-  attention(
-    qkv: T,
-    probs: T,
-    dropMask: T | null,
-    dropped: T,
-    ctx: T,
-    shape: AttentionShape,
-  ): void;
+  readonly attention: AttentionKernel<T>;
   /**
    * {@link Device.attention} for the first query of each example only (the
    * last layer under a classifier): probs, dropMask, dropped [B, heads, L]
    * (rows q = 0 of the full tensors), ctx [B, H].
    */
-  attentionFirst(
-    qkv: T,
-    probs: T,
-    dropMask: T | null,
-    dropped: T,
-    ctx: T,
-    shape: AttentionShape,
-  ): void;
+  readonly attentionFirst: AttentionKernel<T>;
   /** The backward of {@link Device.attentionFirst} into dqkv [N, 3H] (overwrite). */
-  attentionFirstBackward(
-    dctx: T,
-    qkv: T,
-    probs: T,
-    dropMask: T | null,
-    dropped: T,
-    dqkv: T,
-    shape: AttentionShape,
-  ): void;
+  readonly attentionFirstBackward: AttentionBackwardKernel<T>;
   /** dqkv [N, 3H] (overwrite) from dctx [N, H], through dropout and softmax. */
-  attentionBackward(
-    dctx: T,
-    qkv: T,
-    probs: T,
-    dropMask: T | null,
-    dropped: T,
-    dqkv: T,
-    shape: AttentionShape,
-  ): void;
+  readonly attentionBackward: AttentionBackwardKernel<T>;
 
   /** out[i, :] = x[rows[i], :]: rows of x (width `cols`) at the given row indices. */
   gatherRows(x: T, rows: Int32Array, cols: number, out: T): void;
@@ -227,6 +209,17 @@ export interface Device<T> {
 
   /** One adversary ascent step and projection on delta [B, L, H] in place (shared/adversary.ts). */
   ascend(delta: T, grad: T, batch: BatchIndex, hidden: number, cfg: AdversaryConfig): void;
+}
+
+/**
+ * A part of the model (the encoder, a head) as one pass sees it: the device,
+ * the model's shape, the part's weights `w` and its buffers for the batch.
+ */
+export interface PassPart<T, W, B> {
+  readonly dev: Device<T>;
+  readonly config: ModelConfig;
+  readonly w: W;
+  readonly bufs: B;
 }
 
 /** Time and calls per kernel, filled by {@link profiled}. */

@@ -15,7 +15,7 @@
  */
 import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
-import type { AttentionShape, BatchIndex, Device } from "./device.ts";
+import type { AttentionShape, BatchIndex, Device, PassPart } from "./device.ts";
 
 /** One layer's parameters after Q, K and V (weights or their gradients). */
 export interface LayerTail<T> {
@@ -324,23 +324,26 @@ export class EncoderBuffers<T> {
   }
 }
 
+/** One pass's encoder: its weights, and the buffers and dropout masks of the batch. */
+export interface EncoderPass<T> extends PassPart<T, EncoderWeights<T>, EncoderBuffers<T>> {
+  readonly masks: EncoderMasks<T>;
+  readonly batch: BatchIndex;
+}
+
+/** The shape of every attention call of a pass over `batch`. */
+function attentionShape(config: ModelConfig, batch: BatchIndex): AttentionShape {
+  return { batch, heads: config.numHeads, headDim: config.hiddenSize / config.numHeads };
+}
+
 /**
  * The forward pass from (E + δ) to the last hidden states (`bufs.last`).
  * `derivs` false skips what only the backward needs (GELU derivatives).
  */
-export function encoderForward<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: EncoderWeights<T>,
-  bufs: EncoderBuffers<T>,
-  masks: EncoderMasks<T>,
-  batch: BatchIndex,
-  delta: T | null,
-  derivs: boolean,
-): void {
+export function encoderForward<T>(pass: EncoderPass<T>, delta: T | null, derivs: boolean): void {
+  const { dev, config, w, bufs, masks, batch } = pass;
   const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
   const eps = config.layerNormEps;
-  const shape: AttentionShape = { batch, heads: config.numHeads, headDim: H / config.numHeads };
+  const shape = attentionShape(config, batch);
   dev.embed(bufs.x0, w.word, w.pos, w.type, delta, batch, H);
   dev.layerNorm(bufs.x0, w.lnG, w.lnB, bufs.h0, bufs.mean0, bufs.rstd0, N, H, eps);
   if (masks.embedding) dev.mul(bufs.h0, masks.embedding, bufs.h0);
@@ -370,17 +373,10 @@ export function encoderForward<T>(
  * the head; overwritten) to ∂loss/∂(E + δ), which it returns (a buffer of
  * `bufs`). Parameter gradients accumulate into `grads`; null skips them all.
  */
-export function encoderBackward<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: EncoderWeights<T>,
-  bufs: EncoderBuffers<T>,
-  masks: EncoderMasks<T>,
-  batch: BatchIndex,
-  grads: EncoderGrads<T> | null,
-): T {
+export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> | null): T {
+  const { dev, config, w, bufs, masks, batch } = pass;
   const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
-  const shape: AttentionShape = { batch, heads: config.numHeads, headDim: H / config.numHeads };
+  const shape = attentionShape(config, batch);
   let dh = bufs.dLast; // ∂/∂(this layer's output); after the layer, ∂/∂(its input)
   for (let l = config.numLayers - 1; l >= 0; l--) {
     const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l], M = a.rows;

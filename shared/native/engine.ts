@@ -96,6 +96,44 @@ type Targets =
   | { readonly kind: "classify"; readonly t: ClassifierTargets }
   | { readonly kind: "mlm"; readonly t: MlmTargets };
 
+/** Where a pass's parameter gradients go: the encoder's and the head's. */
+type PassGrads = { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> };
+
+/** What a mode's passes need of one task, bound to its batch, buffers and adversary. */
+interface ModeRun {
+  /** One pass at δ (null: clean), gradients into `grads` (null: δ only) scaled by `weight`; returns ∂/∂δ. */
+  pass(delta: F32 | null, grads: PassGrads | null, weight: number): F32;
+  /** The ascent step and projection on δ in place, from its gradient. */
+  ascend(delta: F32, g: F32): void;
+  /** Restarts the loss the passes add to. */
+  resetLoss(): void;
+}
+
+/**
+ * Mode pgd: K δ-only passes, each followed by the ascent step, then one full
+ * pass at δ_K (whose loss is the result's). Returns the adversary's time.
+ */
+function pgdPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number): number {
+  for (let k = 0; k < steps; k++) run.ascend(delta, run.pass(delta, null, 1));
+  const adversaryMs = performance.now() - t0;
+  run.resetLoss(); // the loss is the final pass's
+  run.pass(delta, grads, 1);
+  return adversaryMs;
+}
+
+/**
+ * Mode freelb: K full passes at δ_0 … δ_{K−1}, each weighted 1/K and followed
+ * (but the last) by the ascent step. Returns the adversary's time: all of it.
+ */
+function freelbPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number) {
+  if (!(steps >= 1)) throw new Error(`freelb needs at least one step, got ${steps}`);
+  for (let k = 0; k < steps; k++) {
+    const g = run.pass(delta, grads, 1 / steps);
+    if (k < steps - 1) run.ascend(delta, g);
+  }
+  return performance.now() - t0; // in FreeLB every pass is both
+}
+
 /** Options of {@link NativeModel}. */
 export interface NativeOptions {
   /** Time every kernel into this profile (by `clock`, default wall time). */
@@ -180,31 +218,18 @@ export class NativeModel {
       ? mlmParams(dev, this.layout, grad)
       : classifierParams(dev, this.config, this.layout, grad);
     const grads = { enc: gEnc, head: gHead };
-    let delta: F32 | null = null;
-    if (adv.mode !== "off") {
-      const { attentionMask: m, size, seqLen } = batch;
-      delta = initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
-    }
+    const run: ModeRun = {
+      pass: (delta, g, weight) => this.#pass(ws, masks, index, targets, enc, delta, g, weight),
+      ascend: (delta, g) => dev.ascend(delta, g, index, H, adv),
+      resetLoss: () => dev.fill(ws.loss, 0),
+    };
+    const { attentionMask: m, size, seqLen } = batch;
+    const start = () => initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
+    run.resetLoss();
     let adversaryMs = 0;
-    dev.fill(ws.loss, 0);
-    if (adv.mode === "pgd" && delta) {
-      for (let k = 0; k < adv.steps; k++) {
-        const g = this.#pass(ws, masks, index, targets, enc, delta, null, 1);
-        dev.ascend(delta, g, index, H, adv);
-      }
-      adversaryMs = performance.now() - t0;
-      dev.fill(ws.loss, 0); // the loss is the final pass's
-      this.#pass(ws, masks, index, targets, enc, delta, grads, 1);
-    } else if (adv.mode === "freelb" && delta) {
-      if (!(adv.steps >= 1)) throw new Error(`freelb needs at least one step, got ${adv.steps}`);
-      for (let k = 0; k < adv.steps; k++) {
-        const g = this.#pass(ws, masks, index, targets, enc, delta, grads, 1 / adv.steps);
-        if (k < adv.steps - 1) dev.ascend(delta, g, index, H, adv);
-      }
-      adversaryMs = performance.now() - t0; // in FreeLB every pass is both
-    } else {
-      this.#pass(ws, masks, index, targets, enc, null, grads, 1);
-    }
+    if (adv.mode === "pgd") adversaryMs = pgdPasses(run, start(), grads, adv.steps, t0);
+    else if (adv.mode === "freelb") adversaryMs = freelbPasses(run, start(), grads, adv.steps, t0);
+    else run.pass(null, grads, 1);
     const loss = dev.read(ws.loss)[0];
     return {
       grad,
@@ -222,8 +247,13 @@ export class NativeModel {
     const none = { hidden: 0, attention: 0 };
     const ws = this.#workspace(batch.size, batch.seqLen, none);
     const masks = this.#masks(ws, 0, none);
-    encoderForward(this.#dev, this.config, enc, ws.enc, masks.enc, index, null, false);
-    classifierForward(this.#dev, this.config, this.#cls!, ws.cls, masks.cls, ws.enc.last);
+    const dev = this.#dev, config = this.config;
+    encoderForward(
+      { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index },
+      null,
+      false,
+    );
+    classifierForward({ dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls }, ws.enc.last);
     return this.#dev.read(ws.cls.logits).slice();
   }
 
@@ -239,25 +269,27 @@ export class NativeModel {
     targets: Targets,
     enc: EncoderWeights<F32>,
     delta: F32 | null,
-    grads: { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> } | null,
+    grads: PassGrads | null,
     weight: number,
   ): F32 {
-    const dev = this.#dev, c = this.config;
-    encoderForward(dev, c, enc, ws.enc, masks.enc, index, delta, true);
+    const dev = this.#dev, config = this.config;
+    const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index };
+    encoderForward(encoder, delta, true);
     const dLast = ws.enc.dLast;
     if (targets.kind === "mlm") {
-      const mlm = this.#mlmHead(targets.t.positions.length);
-      const w = this.#mlmW!;
-      mlmForwardLoss(dev, c, w, enc.word, mlm, targets.t, ws.enc.last, ws.loss, weight, true);
+      const bufs = this.#mlmHead(targets.t.positions.length);
+      const mlm = { dev, config, w: this.#mlmW!, word: enc.word, bufs, targets: targets.t };
+      mlmForwardLoss(mlm, ws.enc.last, ws.loss, weight, true);
       const g = grads ? grads.head as MlmParams<F32> : null;
-      mlmBackward(dev, c, w, enc.word, mlm, targets.t, dLast, g, grads ? grads.enc.word : null);
+      mlmBackward(mlm, dLast, g, grads ? grads.enc.word : null);
     } else {
-      classifierForward(dev, c, this.#cls!, ws.cls, masks.cls, ws.enc.last);
-      classifierLoss(dev, c, ws.cls, targets.t, ws.loss, weight, true);
+      const cls = { dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls };
+      classifierForward(cls, ws.enc.last);
+      classifierLoss(cls, targets.t, ws.loss, weight, true);
       const g = grads ? grads.head as ClassifierParams<F32> : null;
-      classifierBackward(dev, c, this.#cls!, ws.cls, masks.cls, dLast, g);
+      classifierBackward(cls, dLast, g);
     }
-    return encoderBackward(dev, c, enc, ws.enc, masks.enc, index, grads?.enc ?? null);
+    return encoderBackward(encoder, grads?.enc ?? null);
   }
 
   #needWeights(): EncoderWeights<F32> {

@@ -14,21 +14,24 @@
  * strides (in elements) as stored (A stored k×m when transposed, and so on).
  * With beta = 0, C is overwritten (its old contents, even NaN, are ignored).
  */
-export type Gemm = (
+export type GemmOn<T> = (
   transA: boolean,
   transB: boolean,
   m: number,
   n: number,
   k: number,
   alpha: number,
-  a: Float32Array,
+  a: T,
   lda: number,
-  b: Float32Array,
+  b: T,
   ldb: number,
   beta: number,
-  c: Float32Array,
+  c: T,
   ldc: number,
 ) => void;
+
+/** {@link GemmOn} over host arrays: what BLAS and {@link jsGemm} provide. */
+export type Gemm = GemmOn<Float32Array>;
 
 /** Throws unless the views hold the matrices the arguments describe. */
 export function checkGemmArgs(

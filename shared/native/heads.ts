@@ -16,7 +16,7 @@
  */
 import type { ModelConfig } from "../model_config.ts";
 import type { ParamLayout } from "../param_layout.ts";
-import type { Device } from "./device.ts";
+import type { Device, PassPart } from "./device.ts";
 import { paramView } from "./encoder.ts";
 
 /** The classifier's two dense layers (weights, or their gradients). */
@@ -96,15 +96,14 @@ export interface ClassifierTargets {
   readonly scores: Float32Array;
 }
 
+/** One pass's classifier head: its weights, buffers and dropout masks. */
+export interface ClassifierPass<T> extends PassPart<T, ClassifierParams<T>, ClassifierBuffers<T>> {
+  readonly masks: ClassifierMasks<T>;
+}
+
 /** The classifier's logits (`bufs.logits`) from the last hidden states ([N, H] or [B, H]). */
-export function classifierForward<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: ClassifierParams<T>,
-  bufs: ClassifierBuffers<T>,
-  masks: ClassifierMasks<T>,
-  last: T,
-): void {
+export function classifierForward<T>(pass: ClassifierPass<T>, last: T): void {
+  const { dev, config, w, bufs, masks } = pass;
   const H = config.hiddenSize, C = config.numLabels, B = bufs.size;
   dev.gatherRows(last, bufs.firstRows, H, bufs.pre);
   if (masks.pre) dev.mul(bufs.pre, masks.pre, bufs.pre);
@@ -118,14 +117,13 @@ export function classifierForward<T>(
 
 /** Adds `weight`·(mean loss) to loss[0] and, with `dlogits`, fills `bufs.dlogits`. */
 export function classifierLoss<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  bufs: ClassifierBuffers<T>,
+  pass: ClassifierPass<T>,
   targets: ClassifierTargets,
   loss: T,
   weight: number,
   withGrad: boolean,
 ): void {
+  const { dev, config, bufs } = pass;
   const d = withGrad ? bufs.dlogits : null;
   if (config.numLabels === 1) {
     dev.meanSquaredError(bufs.logits, targets.scores, bufs.size, loss, weight, d);
@@ -140,14 +138,11 @@ export function classifierLoss<T>(
  * into `grads` unless it is null.
  */
 export function classifierBackward<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: ClassifierParams<T>,
-  bufs: ClassifierBuffers<T>,
-  masks: ClassifierMasks<T>,
+  pass: ClassifierPass<T>,
   dLast: T,
   grads: ClassifierParams<T> | null,
 ): void {
+  const { dev, config, w, bufs, masks } = pass;
   const H = config.hiddenSize, C = config.numLabels, B = bufs.size;
   const post = masks.post ? bufs.post : bufs.t;
   if (grads) {
@@ -240,19 +235,21 @@ export class MlmBuffers<T> {
   }
 }
 
+/** One pass's MLM head: its weights and buffers, the word embeddings (the tied decoder), the targets. */
+export interface MlmPass<T> extends PassPart<T, MlmParams<T>, MlmBuffers<T>> {
+  readonly word: T;
+  readonly targets: MlmTargets;
+}
+
 /** MLM logits, loss (`weight`·mean added to loss[0]) and, with `withGrad`, the logits' gradient. */
 export function mlmForwardLoss<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: MlmParams<T>,
-  word: T,
-  bufs: MlmBuffers<T>,
-  targets: MlmTargets,
+  pass: MlmPass<T>,
   last: T,
   loss: T,
   weight: number,
   withGrad: boolean,
 ): void {
+  const { dev, config, w, word, bufs, targets } = pass;
   const H = config.hiddenSize, V = config.vocabSize, M = targets.positions.length;
   const b = bufs.rows(M);
   dev.gatherRows(last, targets.positions, H, b.x);
@@ -271,16 +268,12 @@ export function mlmForwardLoss<T>(
  * `grads` is null.
  */
 export function mlmBackward<T>(
-  dev: Device<T>,
-  config: ModelConfig,
-  w: MlmParams<T>,
-  word: T,
-  bufs: MlmBuffers<T>,
-  targets: MlmTargets,
+  pass: MlmPass<T>,
   dLast: T,
   grads: MlmParams<T> | null,
   dword: T | null,
 ): void {
+  const { dev, config, w, word, bufs, targets } = pass;
   const H = config.hiddenSize, V = config.vocabSize, M = targets.positions.length;
   const b = bufs.rows(M);
   const dlogits = b.logits;

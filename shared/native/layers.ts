@@ -17,7 +17,7 @@
 import type { AdversaryConfig } from "../adversary.ts";
 import { ascendHost } from "../adversary.ts";
 import { fillDropoutMask } from "../dropout_mask.ts";
-import type { BatchIndex, MaskRows } from "./device.ts";
+import type { BatchIndex, Device, MaskRows } from "./device.ts";
 import { fastExp, geluTable } from "./fast_math.ts";
 
 type F32 = Float32Array;
@@ -54,15 +54,7 @@ export function add(x: F32, out: F32): void {
 }
 
 /** x0[n, :] = word[id] + pos[position] + type[tokenType] (+ delta[n, :]). */
-export function embed(
-  x0: F32,
-  word: F32,
-  pos: F32,
-  type: F32,
-  delta: F32 | null,
-  batch: BatchIndex,
-  H: number,
-): void {
+export const embed: Device<F32>["embed"] = (x0, word, pos, type, delta, batch, H) => {
   const N = batch.size * batch.seqLen;
   const { inputIds, positionIds, tokenTypeIds } = batch;
   for (let n = 0; n < N; n++) {
@@ -73,17 +65,10 @@ export function embed(
       for (let j = 0; j < H; j++) x0[o + j] = word[w + j] + pos[p + j] + type[t + j];
     }
   }
-}
+};
 
 /** Scatter-add of dx0's rows into the rows each token looked up (accumulate). */
-export function embedBackward(
-  dx0: F32,
-  dword: F32 | null,
-  dpos: F32,
-  dtype: F32,
-  batch: BatchIndex,
-  H: number,
-): void {
+export const embedBackward: Device<F32>["embedBackward"] = (dx0, dword, dpos, dtype, batch, H) => {
   const N = batch.size * batch.seqLen;
   const { inputIds, positionIds, tokenTypeIds } = batch;
   for (let n = 0; n < N; n++) {
@@ -98,7 +83,7 @@ export function embedBackward(
       for (let j = 0; j < H; j++) dword[w + j] += dx0[o + j];
     }
   }
-}
+};
 
 /** y[r, :] += bias. */
 export function addBias(y: F32, bias: F32, rows: number, cols: number): void {

@@ -102,7 +102,6 @@ export function tinyRunArgs(
     port: "0",
     token: "test-token",
     deterministic: null,
-    quiet: null,
   };
   const overridden = new Set(
     extra.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]),

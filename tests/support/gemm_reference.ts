@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Gemm } from "../../shared/native/gemm.ts";
 
 /**
  * alpha·op(A)·op(B) + beta·C0 in float64, as a packed m×n matrix: op
@@ -12,19 +13,7 @@
  * C0 is not read.
  */
 export function referenceGemm(
-  tA: boolean,
-  tB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c0: Float32Array,
-  ldc: number,
+  ...[tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc]: Parameters<Gemm>
 ): Float64Array {
   const out = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {

@@ -8,6 +8,7 @@ import { WorkerCompute } from "../../worker/compute.ts";
 import { deliver, type Outgoing, prepareMessage } from "../../shared/transfer.ts";
 import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
+import type { Message } from "../../shared/protocol.ts";
 
 /** A worker living in this process; `detach()` simulates it dying. */
 export class InProcessWorker {
@@ -37,23 +38,26 @@ export class InProcessWorker {
       else if (m.type === "task") {
         if (!this.beforeTask(m.step, m.index)) return;
         const result = await this.compute.task(m);
-        if (!this.#alive) return;
-        this.tasksDone++;
-        const back = deliver(prepareMessage(result, { runId: m.runId }));
-        if (back.type !== "result") throw new Error("unreachable");
-        this.scheduler.result(this.id, back);
-        this.scheduler.request(this.id, 1);
+        if (this.#alive) this.#reply(result, m.runId);
       } else if (m.type === "eval_task") {
         if (!this.beforeEval(m.index)) return;
         const result = await this.compute.evaluate(m);
-        if (!this.#alive) return;
-        this.evalsDone++;
-        const back = deliver(prepareMessage(result, { runId: m.runId }));
-        if (back.type !== "eval_result") throw new Error("unreachable");
-        this.scheduler.evalResult(this.id, back);
-        this.scheduler.request(this.id, 1);
+        if (this.#alive) this.#reply(result, m.runId);
       }
     });
+  }
+
+  /** Sends a result back through the wire format to the scheduler, then asks for the next task. */
+  #reply(result: Message, runId: string): void {
+    const back = deliver(prepareMessage(result, { runId }));
+    if (back.type === "result") {
+      this.tasksDone++;
+      this.scheduler.result(this.id, back);
+    } else if (back.type === "eval_result") {
+      this.evalsDone++;
+      this.scheduler.evalResult(this.id, back);
+    } else throw new Error(`unreachable: a worker sent ${back.type}`);
+    this.scheduler.request(this.id, 1);
   }
 
   /** Disconnects: the scheduler forgets it and its tasks go elsewhere. */

@@ -3,16 +3,31 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-/** Spawns `deno run -A <script> ...args` from the repo root with piped output. */
-export function spawnDeno(script: string, args: string[]): Deno.ChildProcess {
+/** Spawns `deno run -A <script> ...args` from the repo root with piped output (`env` added). */
+export function spawnDeno(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", script, ...args],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
+}
+
+/** Runs `deno run -A <script> ...args` from the repo root to the end: its exit code and output. */
+export async function runDeno(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await spawnDeno(script, args, env).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
 /** A worker process on wasm joining `url`. */

@@ -7,24 +7,20 @@ import type { ModelConfig } from "../../shared/model_config.ts";
 import type { ParamLayout } from "../../shared/param_layout.ts";
 import type { LabelledBatch } from "../../shared/batch.ts";
 
-/** erf to ~1e-15: Taylor series near 0, continued fraction for the tail. */
+/**
+ * erf(x) = 2/√π · e^(−x²) · Σ_{n≥0} 2ⁿ x^(2n+1) / (1·3·…·(2n+1)) (Abramowitz &
+ * Stegun 7.1.6), to ~1e-15: every term is positive, so the sum does not cancel.
+ * A different route from the engine's erf (shared/native/fast_math.ts), so the
+ * two check each other.
+ */
 export function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax < 3) {
-    let term = ax, sum = ax;
-    for (let n = 1; n < 200; n++) {
-      term *= -ax * ax / n;
-      const add = term / (2 * n + 1);
-      sum += add;
-      if (Math.abs(add) < 1e-17) break;
-    }
-    return Math.sign(x) * sum * 2 / Math.sqrt(Math.PI);
+  const ax = Math.min(Math.abs(x), 6); // erf(6) = 1 in float64
+  let term = ax, sum = ax;
+  for (let n = 1; term > 1e-17 * sum; n++) {
+    term *= 2 * ax * ax / (2 * n + 1);
+    sum += term;
   }
-  // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
-  let f = 0;
-  for (let n = 60; n >= 1; n--) f = (n / 2) / (ax + f);
-  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f);
-  return Math.sign(x) * (1 - erfc);
+  return Math.sign(x) * 2 / Math.sqrt(Math.PI) * Math.exp(-ax * ax) * sum;
 }
 
 type M = Float64Array<ArrayBuffer>; // row-major matrices
@@ -65,13 +61,18 @@ function layerNorm(x: M, n: number, d: number, g: M, b: M, eps: number): M {
   return y;
 }
 
-/** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
-export function referenceSequence(
+/** What the reference reads: the model's shape, the weights in layout order, the batch, and δ if any. */
+type ReferenceInput = [
   config: ModelConfig,
   layout: ParamLayout,
   w: ArrayLike<number>,
   batch: LabelledBatch,
   delta?: ArrayLike<number>,
+];
+
+/** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
+export function referenceSequence(
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize, I = config.intermediateSize;
   const { size: B, seqLen: L } = batch;
@@ -168,11 +169,7 @@ export function referenceSequence(
 
 /** Logits [B, numLabels] for the batch, word embeddings perturbed by `delta` [B, L, H] if given. */
 export function referenceLogits(
-  config: ModelConfig,
-  layout: ParamLayout,
-  w: ArrayLike<number>,
-  batch: LabelledBatch,
-  delta?: ArrayLike<number>,
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize;
   const { size: B, seqLen: L } = batch;
@@ -194,11 +191,7 @@ export function referenceLogits(
 
 /** The micro-batch mean loss: cross-entropy, or squared error when numLabels = 1. */
 export function referenceLoss(
-  config: ModelConfig,
-  layout: ParamLayout,
-  w: ArrayLike<number>,
-  batch: LabelledBatch,
-  delta?: ArrayLike<number>,
+  ...[config, layout, w, batch, delta]: ReferenceInput
 ): number {
   const logits = referenceLogits(config, layout, w, batch, delta);
   const C = config.numLabels, B = batch.size;

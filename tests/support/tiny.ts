@@ -15,16 +15,21 @@ export interface Tiny {
   batch: LabelledBatch;
 }
 
-/** The tiny model's config.json (dropout off). */
-export const TINY_HF_CONFIG = {
-  model_type: "bert",
-  vocab_size: 40,
+/** The tiny model's shape in config.json terms (shared with the checkpoint tests' model). */
+export const TINY_SHAPE = {
   hidden_size: 8,
   num_hidden_layers: 2,
   num_attention_heads: 2,
   intermediate_size: 16,
   max_position_embeddings: 32,
   type_vocab_size: 2,
+} as const;
+
+/** The tiny model's config.json (dropout off). */
+export const TINY_HF_CONFIG = {
+  model_type: "bert",
+  vocab_size: 40,
+  ...TINY_SHAPE,
   layer_norm_eps: 1e-12,
   hidden_dropout_prob: 0,
   attention_probs_dropout_prob: 0,

@@ -1,0 +1,47 @@
+/**
+ * What the scoring commands (`deno task evaluate`, `deno task predict`)
+ * share: the `--model` flag, loading a checkpoint with its tokenizer, starting
+ * the scoring backend, and exiting 1 with one `error:` line on failure (usage
+ * errors exit 2 before; see shared/cli/flags.ts).
+ *
+ * @module
+ */
+import { loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from "../checkpoint.ts";
+import type { BackendOptions } from "../backend.ts";
+import { scoringModel } from "../evaluate.ts";
+import { loadTokenizer, type TextTokenizer } from "../tokenizer.ts";
+
+/** `--model DIR`: the Hugging Face checkpoint folder a scoring command reads. */
+export const MODEL_FLAG = {
+  model: { type: "string", required: true, help: "Hugging Face checkpoint folder" },
+} as const;
+
+/** The checkpoint at `dir` (its notes printed to stderr) and the tokenizer beside it. */
+export async function loadScored(
+  dir: string,
+  opts: LoadOptions = {},
+): Promise<{ ck: LoadedCheckpoint; tokenizer: TextTokenizer }> {
+  const ck = await loadCheckpoint(dir, opts);
+  for (const note of ck.notes) console.error(`note: ${note}`);
+  return { ck, tokenizer: await loadTokenizer(dir) };
+}
+
+/** {@link scoringModel} on the requested backend, its one-line description printed to stderr. */
+export async function startScoring(
+  ck: LoadedCheckpoint,
+  request: { requested: string | undefined; opts: BackendOptions },
+): Promise<Awaited<ReturnType<typeof scoringModel>>> {
+  const scoring = await scoringModel(ck, request.requested, request.opts);
+  console.error(scoring.line);
+  return scoring;
+}
+
+/** Runs a command's body; any error is printed as `error: message` and the process exits 1. */
+export async function runOrExit(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -3,8 +3,8 @@
  * string, and two xorshift-multiply finalizers of the same shape (MurmurHash3's
  * `fmix32`, Chris Wellons's `lowbias32`). Unsigned 32-bit arithmetic only
  * (`Math.imul`, `>>>`, `^`), so the same bits on every platform and in WGSL.
- * Used by shared/data/corpus.ts (the held-out split of docs/model-and-data.md,
- * "Pre-training corpora") and shared/dropout_mask.ts (the dropout rule).
+ * Used by shared/data/corpus.ts (the held-out split of a pre-training corpus,
+ * docs/model-and-data.md, "Data") and shared/dropout_mask.ts (the dropout rule).
  *
  * @module
  */

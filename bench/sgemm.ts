@@ -29,7 +29,7 @@ import { NativeModel } from "../shared/native/engine.ts";
 import { parseModelConfig } from "../shared/model_config.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 import { defaultModelConfigJson } from "../shared/default_model.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary.ts";
+import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import type { LabelledBatch } from "../shared/batch.ts";
 import { Rng } from "../shared/rng.ts";
 

@@ -17,7 +17,7 @@ import { loadTokenizer } from "../shared/tokenizer.ts";
 import { EncodedSet } from "../shared/batching.ts";
 import { weightTensors } from "../shared/model.ts";
 import { microBatchGradient } from "../shared/gradient.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary.ts";
+import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../shared/half_float.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 

@@ -86,7 +86,7 @@ import { NativeModel } from "../shared/native/engine.ts";
 import { kernelProfile } from "../shared/native/device.ts";
 import type { Gemm } from "../shared/native/gemm.ts";
 import type { GradientResult, GradientTask } from "../shared/gradient.ts";
-import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
+import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import type { LabelledBatch } from "../shared/batch.ts";
 import { deltaGradient, microBatchGradient } from "../shared/gradient.ts";
 import {

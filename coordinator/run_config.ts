@@ -11,7 +11,7 @@ import {
   ADVERSARY_NORMS,
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
-} from "../shared/adversary.ts";
+} from "../shared/adversary_config.ts";
 import {
   DEFAULT_LR,
   DEFAULT_OPTIMIZER_CONFIG,

@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { adversaryAt } from "../shared/adversary.ts";
+import { adversaryAt } from "../shared/adversary_config.ts";
 import { initBackend } from "../shared/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
 import type { TaskData } from "../shared/data/example.ts";

@@ -6,56 +6,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
+import type { AdversaryConfig } from "./adversary_config.ts";
 import { mixSeed, Rng } from "./rng.ts";
-
-/**
- * How g_j is made: adversarial (PGD or FreeLB) or clean (docs/method.md, "One
- * micro-batch gradient"). The list is what `--adv` and the wire's
- * `task.adversary.mode` accept.
- */
-export const ADVERSARY_MODES = ["pgd", "freelb", "off"] as const;
-
-/** One of {@link ADVERSARY_MODES}. */
-export type AdversaryMode = typeof ADVERSARY_MODES[number];
-
-/**
- * The ball δ is projected onto (docs/method.md, "Projections"): what
- * `--adv-norm` and the wire's `task.adversary.norm` accept.
- */
-export const ADVERSARY_NORMS = ["l2", "linf"] as const;
-
-/** One of {@link ADVERSARY_NORMS}. */
-export type AdversaryNorm = typeof ADVERSARY_NORMS[number];
-
-/**
- * The adversary's settings for one micro-batch: the one definition, which the
- * run config holds and a `task` message carries (shared/protocol.ts).
- */
-export interface AdversaryConfig {
-  readonly mode: AdversaryMode;
-  /** K: ascent steps (≥ 1 unless mode is `off`). */
-  readonly steps: number;
-  /** α: ascent step size. */
-  readonly lr: number;
-  /** ε: radius of the ball δ is projected onto. */
-  readonly eps: number;
-  readonly norm: AdversaryNorm;
-  /** Scale of the random start; 0 starts from δ = 0. */
-  readonly init: number;
-}
-
-/** The project defaults (docs/method.md): PGD, K = 1, α = 0.1, ε = 1, l2, zero init. */
-export const DEFAULT_ADVERSARY: AdversaryConfig = {
-  mode: "pgd",
-  steps: 1,
-  lr: 0.1,
-  eps: 1.0,
-  norm: "l2",
-  init: 0,
-};
-
-/** The clean configuration (no adversary). */
-export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };
 
 /**
  * What δ_0 depends on: the batch's mask [B, L] and shape (B = size, L =
@@ -198,18 +150,4 @@ export function ascend(
     const scale = tf.where(tf.greater(n, cfg.eps), tf.div(cfg.eps, n), tf.onesLike(n));
     return tf.mul(stepped, scale) as tf.Tensor3D;
   });
-}
-
-/**
- * The adversary in effect at `step` (0-based) of a run of `totalSteps`: mode
- * `off` before `start` (a step number, or a fraction of the run when < 1).
- */
-export function adversaryAt(
-  cfg: AdversaryConfig,
-  step: number,
-  totalSteps: number,
-  start: number,
-): AdversaryConfig {
-  const first = start < 1 ? Math.floor(start * totalSteps) : start;
-  return step < first ? { ...cfg, mode: "off" } : cfg;
 }

@@ -6,7 +6,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type AdversaryConfig, ascend, initialDelta } from "./adversary.ts";
+import { ascend, initialDelta } from "./adversary.ts";
+import type { AdversaryConfig } from "./adversary_config.ts";
 import type { LabelledBatch } from "./batch.ts";
 import {
   type BatchTensors,

@@ -34,7 +34,7 @@
  * @module
  */
 import { Packr, Unpackr } from "msgpackr";
-import { ADVERSARY_MODES, ADVERSARY_NORMS, type AdversaryConfig } from "./adversary.ts";
+import { ADVERSARY_MODES, ADVERSARY_NORMS, type AdversaryConfig } from "./adversary_config.ts";
 import type { HostBatch, LabelledBatch } from "./batch.ts";
 import { type Objective, OBJECTIVES } from "./param_layout.ts";
 import { denseLayout, packedGradProblem, type SparseLayout } from "./sparse_grad.ts";

@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
-import {
-  adversaryAt,
-  ascend,
-  ascendHost,
-  DEFAULT_ADVERSARY,
-  initialDelta,
-  initialDeltaHost,
-} from "../shared/adversary.ts";
+import { ascend, ascendHost, initialDelta, initialDeltaHost } from "../shared/adversary.ts";
+import { adversaryAt, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import { Rng } from "../shared/rng.ts";
 
 await initBackend("cpu");

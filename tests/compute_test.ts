@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { initBackend } from "../shared/backend.ts";
-import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/adversary.ts";
+import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import { jsGemm } from "../shared/native/gemm.ts";
 import { IGNORE_INDEX } from "../shared/model.ts";
 import type { Objective } from "../shared/param_layout.ts";

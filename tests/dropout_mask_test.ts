@@ -17,7 +17,7 @@ import {
 } from "../shared/dropout_mask.ts";
 import { mixSeed } from "../shared/rng.ts";
 import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary.ts";
+import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
 import { weightTensors } from "../shared/model.ts";
 import { tiny } from "./support/tiny.ts";
 import { testBackends } from "./support/backends.ts";

@@ -3,7 +3,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
 import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/model.ts";
 import { deltaGradient, type GradientTask, microBatchGradient } from "../shared/gradient.ts";
-import { type AdversaryConfig, DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/adversary.ts";
+import {
+  type AdversaryConfig,
+  DEFAULT_ADVERSARY,
+  NO_ADVERSARY,
+} from "../shared/adversary_config.ts";
 import { setExplicitTranspose } from "../shared/ops.ts";
 import { sampleCoordinates, type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, referenceLoss } from "./support/reference_bert.ts";

@@ -13,7 +13,11 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/backend.ts";
 import { predictLogits, weightTensors } from "../shared/model.ts";
 import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
-import { type AdversaryConfig, DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/adversary.ts";
+import {
+  type AdversaryConfig,
+  DEFAULT_ADVERSARY,
+  NO_ADVERSARY,
+} from "../shared/adversary_config.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 import { NativeModel } from "../shared/native/engine.ts";
 import { jsGemm } from "../shared/native/gemm.ts";

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { AdversaryConfig } from "../adversary.ts";
+import type { AdversaryConfig } from "../adversary_config.ts";
 import type { ModelConfig } from "../model_config.ts";
 import type { GemmOn } from "./gemm.ts";
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { AdversaryConfig } from "../adversary.ts";
+import type { AdversaryConfig } from "../adversary_config.ts";
 import { ascendHost } from "../adversary.ts";
 import { fillDropoutMask } from "../dropout_mask.ts";
 import type { BatchIndex, Device, MaskRows } from "./device.ts";

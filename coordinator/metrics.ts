@@ -121,6 +121,11 @@ const SCALARS: readonly Scalar[] = [
     (m) => num(last(m)?.gradNorm),
   ],
   [
+    "adaptmesh_update_norm",
+    "Global L2 norm of the update the optimizer applied to the weights, last step.",
+    (m) => num(last(m)?.updateNorm),
+  ],
+  [
     "adaptmesh_lamb_trust_ratio_min",
     "Smallest LAMB trust ratio ||w||/||update|| over the decayed tensors, last step.",
     (m) => num(last(m)?.trustRatio.min),

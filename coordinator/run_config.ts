@@ -21,6 +21,7 @@ import {
 import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
 import { type Objective, OBJECTIVES } from "../shared/param_layout.ts";
 import { parseByteSize } from "../shared/checkpoint.ts";
+import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/protocol.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
@@ -186,7 +187,7 @@ export interface TrainingConfig {
   /** Bit-reproducible: one backend for all workers, f32 weights. */
   readonly deterministic: boolean;
   /** How weights are sent to workers (f16 rounds what they compute on). */
-  readonly weightsEncoding: "f32" | "f16";
+  readonly weightsEncoding: WeightsEncoding;
   readonly optimizer: OptimizerSettings;
   readonly schedule: ScheduleConfig;
   readonly adversary: AdversaryConfig;
@@ -338,7 +339,7 @@ function resolve(f: TrainingFlags): RunConfig {
       deterministic: f.deterministic,
       weightsEncoding: f.deterministic
         ? "f32"
-        : oneOf("weights-encoding", f["weights-encoding"], ["f32", "f16"] as const),
+        : oneOf("weights-encoding", f["weights-encoding"], WEIGHTS_ENCODINGS),
       optimizer: {
         ...DEFAULT_OPTIMIZER_CONFIG,
         kind,

@@ -78,6 +78,7 @@ export interface HistoryPoint extends
     | "loss"
     | "lr"
     | "gradNorm"
+    | "updateNorm"
     | "clipped"
     | "trustRatio"
     | "examples"
@@ -392,6 +393,7 @@ export class RunMonitor {
       loss: r.loss,
       lr: r.lr,
       gradNorm: r.gradNorm,
+      updateNorm: r.updateNorm,
       clipped: r.clipped,
       trustRatio: r.trustRatio,
       examples: r.examples,

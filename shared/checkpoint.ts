@@ -21,6 +21,8 @@ import { join, resolve } from "node:path";
 import { atomicWriteFile, atomicWriteStream } from "./atomic_write.ts";
 import { type ModelConfig, parseModelConfig, toHfConfig } from "./model_config.ts";
 import { isHeadParam, type Objective, type ParamLayout, paramLayout } from "./param_layout.ts";
+import { fnv1a } from "./hash32.ts";
+import { pathExists } from "./path_exists.ts";
 import { mixSeed, Rng } from "./rng.ts";
 import {
   type DType,
@@ -95,13 +97,6 @@ export const TOKENIZER_FILES = [
   "merges.txt",
 ];
 
-/** FNV-1a hash of a tensor name: each tensor draws from its own seeded stream. */
-function hashName(name: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
 /** Fills `out` with normal(0, std) draws, both Box–Muller outputs used. */
 function fillNormal(out: Float32Array, rng: Rng, std: number): void {
   for (let i = 0; i < out.length; i += 2) {
@@ -127,7 +122,7 @@ function initTensor(config: ModelConfig, name: string, out: Float32Array, seed: 
     out.fill(0);
     return;
   }
-  fillNormal(out, new Rng(mixSeed(seed, hashName(name))), INIT_STD);
+  fillNormal(out, new Rng(mixSeed(seed, fnv1a(name))), INIT_STD);
   const p = config.modelType;
   const padded = name === `${p}.embeddings.word_embeddings.weight` ||
     // RoBERTa's position embeddings also carry padding_idx = pad_token_id.
@@ -162,16 +157,6 @@ function checkLength(layout: ParamLayout, weights: Float32Array): void {
 
 function isNotFound(e: unknown): boolean {
   return e instanceof Deno.errors.NotFound;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (isNotFound(e)) return false;
-    throw e;
-  }
 }
 
 /** A tensor of a checkpoint folder: the open file that holds it and its header entry. */
@@ -268,7 +253,7 @@ async function openShards(dir: string, indexPath: string): Promise<CheckpointSou
   const shards = [...byShard.keys()].sort();
   const missing: string[] = [];
   for (const shard of shards) {
-    if (!(await exists(join(dir, shard)))) {
+    if (!(await pathExists(join(dir, shard)))) {
       const names = byShard.get(shard)!;
       missing.push(`${shard} (${names.length} tensors, e.g. ${names[0]})`);
     }
@@ -333,8 +318,8 @@ async function openCheckpointTensors(dir: string): Promise<CheckpointSources> {
     if (!isNotFound(e)) throw e;
   }
   const indexPath = join(dir, WEIGHTS_INDEX_NAME);
-  if (await exists(indexPath)) return await openShards(dir, indexPath);
-  if (await exists(join(dir, "pytorch_model.bin"))) {
+  if (await pathExists(indexPath)) return await openShards(dir, indexPath);
+  if (await pathExists(join(dir, "pytorch_model.bin"))) {
     throw new Error(
       `${dir} holds pytorch_model.bin but no model.safetensors: the PyTorch pickle format is ` +
         `not supported (it can run arbitrary code). Convert it once with Python:\n` +

@@ -4,7 +4,8 @@
  * `fmix32`, Chris Wellons's `lowbias32`). Unsigned 32-bit arithmetic only
  * (`Math.imul`, `>>>`, `^`), so the same bits on every platform and in WGSL.
  * Used by shared/data/corpus.ts (the held-out split of a pre-training corpus,
- * docs/model-and-data.md, "Data") and shared/dropout_mask.ts (the dropout rule).
+ * docs/model-and-data.md, "Data"), shared/dropout_mask.ts (the dropout rule)
+ * and shared/checkpoint.ts (one seeded stream per fresh tensor, by name).
  *
  * @module
  */

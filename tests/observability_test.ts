@@ -176,6 +176,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
       "adaptmesh_lamb_trust_ratio_mean",
       "adaptmesh_lamb_trust_ratio_max",
       "adaptmesh_gradient_norm",
+      "adaptmesh_update_norm",
       "adaptmesh_step_phase_seconds",
       "adaptmesh_step_duration_seconds",
       "adaptmesh_received_bytes_total",
@@ -272,6 +273,9 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
     assert.equal(s.gradNorm, s.history[2].gradNorm);
     assert.ok(s.history.every((p) => p.gradNorm > 0 && p.examples === 8 && p.t > 0));
     assert.deepEqual(s.history[2].trustRatio, s.trustRatio);
+    // The update applied: what the optimizer moved the weights by, as /metrics shows it.
+    assert.ok(s.history[0].updateNorm > 0);
+    assert.equal(value(a, "adaptmesh_update_norm"), s.history[2].updateNorm);
     assert.equal(s.evaluations[1].examples > 0, true);
 
     // promtool, on both scrapes.

@@ -295,7 +295,7 @@ function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
   const required = ctx.requireBackend();
   if (required && m.backend !== required) {
     throw new ProtocolError(
-      "bad_version",
+      "wrong_backend",
       `deterministic run: every worker must use backend ${required}, this one uses ${m.backend}`,
     );
   }

@@ -43,9 +43,10 @@ import { sameToken } from "./token.ts";
 /**
  * The protocol version a `hello` must carry (2: large tensors travel as
  * chunked transfers; 3: held-out evaluation on the workers, `eval_task` and
- * `eval_result`).
+ * `eval_result`; 4: `wrong_backend`, the refusal of a worker whose backend is
+ * not a deterministic run's).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * Deno's WebSocket refuses to *receive* a message of this many bytes or more
@@ -68,6 +69,8 @@ export const MAX_FRAME_BYTES = 32 * 1024 * 1024;
 export const ERROR_CODES = [
   "bad_token",
   "bad_version",
+  /** A worker whose backend is not the one a deterministic run is pinned to. */
+  "wrong_backend",
   "malformed",
   "too_large",
   "bad_shape",

@@ -348,7 +348,9 @@ Deno.test({
           for (const w of ws) await w.out.waitFor(/joined run/);
           const late = wasm ? spawn("wasm") : null;
           if (late) {
-            await late.out.waitFor(/coordinator refused: .*every worker must use backend native/);
+            await late.out.waitFor(
+              /coordinator refused: wrong_backend: .*every worker must use backend native/,
+            );
           }
           await c.done;
           await c.close();
@@ -423,7 +425,10 @@ Deno.test("a deterministic run resumed with --resume alone keeps its one-backend
     const w = backendWorker(r.wsUrl, r.token, "wasm");
     await w.out.waitFor(/joined run/);
     const other = backendWorker(r.wsUrl, r.token, "cpu");
-    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    await other.out.waitFor(
+      /coordinator refused: wrong_backend: .*every worker must use backend wasm/,
+      60_000,
+    );
     await r.done;
     for (const x of [w, other]) await finish(x.p, [x.out, x.err]);
   });
@@ -433,7 +438,10 @@ Deno.test("a resumed deterministic run keeps its pinned backend: another one joi
   await resumedDeterministicRun(async (r) => {
     assert.equal(r.trainer.pinnedBackend, "wasm", "the checkpoint names the pinned backend");
     const other = backendWorker(r.wsUrl, r.token, "cpu");
-    await other.out.waitFor(/coordinator refused: .*every worker must use backend wasm/, 60_000);
+    await other.out.waitFor(
+      /coordinator refused: wrong_backend: .*every worker must use backend wasm/,
+      60_000,
+    );
     const w = backendWorker(r.wsUrl, r.token, "wasm");
     await w.out.waitFor(/joined run/);
     await r.done;

@@ -176,7 +176,7 @@ Deno.test("constants", () => {
   assert.ok(MAX_FRAME_BYTES < DENO_WEBSOCKET_MESSAGE_LIMIT);
   // Every code a peer may see, the transfer layer's included (a wire format: pinned whole).
   const codes =
-    "bad_chunk bad_shape bad_token bad_transfer bad_version chunk_dtype chunk_out_of_range duplicate_chunk incomplete_transfer internal malformed non_finite overlapping_chunk oversized_chunk stale too_large unknown_task unknown_transfer";
+    "bad_chunk bad_shape bad_token bad_transfer bad_version chunk_dtype chunk_out_of_range duplicate_chunk incomplete_transfer internal malformed non_finite overlapping_chunk oversized_chunk stale too_large unknown_task unknown_transfer wrong_backend";
   assert.equal([...ERROR_CODES].sort().join(" "), codes);
 });
 

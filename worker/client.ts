@@ -12,6 +12,7 @@
 import {
   DTYPES,
   encodeMessage,
+  type ErrorCode,
   type EvalResultMessage,
   type Message,
   PROTOCOL_VERSION,
@@ -44,7 +45,8 @@ export interface WorkerOptions {
 /** Why the worker stopped. */
 export type WorkerExit = { code: 0; reason: string } | { code: 1 | 2; reason: string };
 
-const FATAL = new Set(["bad_token", "bad_version"]);
+/** Refusals of the handshake that no retry can cure: the worker exits 2. */
+const FATAL: ReadonlySet<ErrorCode> = new Set(["bad_token", "bad_version", "wrong_backend"]);
 
 /**
  * What outlives one connection: the compute, and the weights arrays to

@@ -514,7 +514,15 @@ function labelMap(
   notes: string[],
 ): string[] | undefined {
   const named = base.id2label && !base.id2label.every((l, i) => l === `LABEL_${i}`);
-  if (labelNames && !freshHead && named && !base.id2label!.every((l, i) => l === labelNames[i])) {
+  const order = headRowOrder(base, labelNames, freshHead);
+  if (order) {
+    notes.push(
+      `classifier rows reordered to the task's labels [${labelNames!.join(", ")}] ` +
+        `(the checkpoint's order: [${base.id2label!.join(", ")}])`,
+    );
+  } else if (
+    labelNames && !freshHead && named && !base.id2label!.every((l, i) => l === labelNames[i])
+  ) {
     notes.push(
       `label names [${labelNames.join(", ")}] replace the checkpoint's [${
         base.id2label!.join(", ")
@@ -523,6 +531,41 @@ function labelMap(
   }
   if (labelNames) return [...labelNames];
   return numLabels === base.numLabels ? base.id2label?.slice() : undefined;
+}
+
+/**
+ * When the checkpoint's head names the same labels as the task in another
+ * order: for each of the task's labels, the checkpoint row that scores it
+ * (so training starts from the head's real knowledge, not a permutation of
+ * it). Null when no reordering applies (fresh head, unnamed or other labels,
+ * same order).
+ */
+function headRowOrder(
+  base: ModelConfig,
+  labelNames: readonly string[] | undefined,
+  freshHead: boolean,
+): number[] | null {
+  const own = base.id2label;
+  if (freshHead || !labelNames || !own || own.length !== labelNames.length) return null;
+  if (new Set(own).size !== own.length) return null;
+  const order = labelNames.map((n) => own.indexOf(n));
+  if (order.some((i) => i < 0) || new Set(order).size !== order.length) return null;
+  return order.every((i, k) => i === k) ? null : order;
+}
+
+/** Reorders the classifier's output rows (weight [N, H] and bias [N]) to `order`. */
+function reorderHeadRows(layout: ParamLayout, weights: Float32Array, order: number[]): void {
+  for (const s of layout.specs) {
+    const isOut = s.name === "classifier.weight" || s.name === "classifier.bias" ||
+      s.name === "classifier.out_proj.weight" || s.name === "classifier.out_proj.bias";
+    if (!isOut) continue;
+    const rowSize = s.size / order.length;
+    const t = weights.subarray(s.offset, s.offset + s.size);
+    const old = t.slice();
+    order.forEach((from, to) =>
+      t.set(old.subarray(from * rowSize, (from + 1) * rowSize), to * rowSize)
+    );
+  }
 }
 
 /** BERT classification without a pooler in the file: its names, to initialise; else none. */
@@ -622,6 +665,8 @@ async function loadFromSources(
   }
   const fresh = (name: string) => (head.fresh && isHeadParam(name)) || pooler.includes(name);
   const weights = await fillWeights(dir, config, layout, named, fresh, seed);
+  const order = objective === "classify" ? headRowOrder(base, opts.labelNames, head.fresh) : null;
+  if (order) reorderHeadRows(layout, weights, order);
   const extra = await extraTensors(named.tensors, layout);
   return { config, layout, weights, extra, notes, freshHead: head.fresh };
 }

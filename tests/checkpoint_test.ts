@@ -807,3 +807,35 @@ Deno.test("loading reads each tensor straight into the flat buffer, also from 16
     assert.equal(ck.extra.size, 0, "position_ids is not a parameter");
   });
 });
+
+Deno.test("a head trained on the task's labels in another order is reordered to the task's", async () => {
+  for (const [make, out] of [[bert, "classifier"], [roberta, "classifier.out_proj"]] as const) {
+    await withDir(async (dir) => {
+      const config = make({ id2label: { 0: "neg", 1: "neu", 2: "pos" } });
+      const weights = randomWeights(config, 8);
+      await saveCheckpoint(dir, { config, weights });
+      const ck = await loadCheckpoint(dir, { labelNames: ["pos", "neg", "neu"] });
+      assert.deepEqual(ck.config.id2label, ["pos", "neg", "neu"]);
+      assert.match(ck.notes.join(), /reordered to the task's labels \[pos, neg, neu\]/);
+      const layout = paramLayout(config);
+      const before = (name: string) => view(layout, weights, name);
+      const after = (name: string) => view(ck.layout, ck.weights, name);
+      // Task label k is scored by the checkpoint's row of that name: pos was 2, neg 0, neu 1.
+      const H = config.hiddenSize;
+      [2, 0, 1].forEach((from, to) => {
+        assert.deepEqual(
+          after(`${out}.weight`).subarray(to * H, (to + 1) * H),
+          before(`${out}.weight`).subarray(from * H, (from + 1) * H),
+        );
+        assert.equal(after(`${out}.bias`)[to], before(`${out}.bias`)[from]);
+      });
+      for (const s of layout.specs.filter((s) => !s.name.startsWith(out))) {
+        assert.deepEqual(bits(after(s.name)), bits(before(s.name)), s.name);
+      }
+      // Other names than the checkpoint's: the rows stay, with the warning.
+      const other = await loadCheckpoint(dir, { labelNames: ["a", "b", "c"] });
+      assert.deepEqual(bits(other.weights), bits(weights));
+      assert.match(other.notes.join(), /check that the order matches/);
+    });
+  }
+});

@@ -49,12 +49,15 @@ export function packSequences(
 /** Masked-LM batches over packed sequences. */
 export class MlmSet {
   readonly #special: Set<number>;
+  /** The longest sequence held: no batch is padded past it (nor past the model's positions). */
+  readonly #longest: number;
   constructor(
     readonly sequences: readonly Int32Array[],
     readonly tokenizer: TextTokenizer,
     readonly seed: number,
     readonly maskRate = 0.15,
   ) {
+    this.#longest = sequences.reduce((m, s) => Math.max(m, s.length), 0);
     this.#special = new Set([
       tokenizer.clsId,
       tokenizer.sepId,
@@ -92,7 +95,8 @@ export class MlmSet {
   batch(indices: readonly number[], step: number): LabelledBatch {
     const seqs = indices.map((i) => this.sequences[i]);
     const longest = Math.max(...seqs.map((s) => s.length));
-    const seqLen = Math.ceil(longest / 8) * 8;
+    // Padded to a multiple of 8 for the kernels, but never past the packing length.
+    const seqLen = Math.min(Math.ceil(longest / 8) * 8, this.#longest);
     const size = seqs.length;
     const inputIds = new Int32Array(size * seqLen).fill(this.tokenizer.padId);
     const tokenTypeIds = new Int32Array(size * seqLen);

@@ -15,7 +15,7 @@ import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/evaluate.ts";
-import { type ModelConfig, toHfConfig } from "../shared/model_config.ts";
+import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model_config.ts";
 import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
 import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
 import { encodeMessage, type WelcomeMessage } from "../shared/protocol.ts";
@@ -272,7 +272,8 @@ export class Trainer {
     this.accumulator = new GradAccumulator(this.gradLayout, {
       release: (p) => this.releaseResult(p),
     });
-    const tokens = training.microBatch * Math.min(data.maxLen, parts.modelConfig.maxPositions);
+    const tokens = training.microBatch *
+      Math.min(data.maxLen, maxSequenceLength(parts.modelConfig));
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
   }
 
@@ -298,7 +299,7 @@ export class Trainer {
         `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings`,
       );
     }
-    const maxLen = Math.min(dataConfig.maxLen, model.config.maxPositions);
+    const maxLen = Math.min(dataConfig.maxLen, maxSequenceLength(model.config));
     const data = task
       ? classificationData(task, tokenizer, maxLen)
       : await pretrainingData(tokenizer, maxLen, training.seed, {

@@ -28,6 +28,18 @@ export interface ModelConfig {
   readonly id2label?: readonly string[];
 }
 
+/**
+ * The longest sequence the model can embed. BERT gives token i position i, so
+ * every one of `max_position_embeddings` is usable; RoBERTa numbers real
+ * tokens from `pad_token_id + 1` (docs/model-and-data.md, "The forward pass"),
+ * so `pad + 1` positions fewer: 512 tokens for RoBERTa's 514 positions.
+ */
+export function maxSequenceLength(
+  c: Pick<ModelConfig, "modelType" | "maxPositions" | "padTokenId">,
+): number {
+  return c.modelType === "roberta" ? c.maxPositions - c.padTokenId - 1 : c.maxPositions;
+}
+
 function int(json: Record<string, unknown>, key: string, fallback?: number): number {
   const v = json[key] ?? fallback;
   if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {

@@ -37,6 +37,7 @@ import { Packr, Unpackr } from "msgpackr";
 import { ADVERSARY_MODES, ADVERSARY_NORMS, type AdversaryConfig } from "./adversary_config.ts";
 import type { HostBatch, LabelledBatch } from "./batch.ts";
 import { type Objective, OBJECTIVES } from "./param_layout.ts";
+import { maxSequenceLength, type ModelConfig } from "./model_config.ts";
 import { denseLayout, packedGradProblem, type SparseLayout } from "./sparse_grad.ts";
 import { sameToken } from "./token.ts";
 
@@ -599,16 +600,20 @@ export function validateWeightsShape(m: WeightsMessage, expectedLength: number):
 /**
  * Worker-side check of a batch against the model: token ids below
  * `vocabSize`, token types below `typeVocabSize`, `seqLen` at most
- * `maxPositions`.
+ * {@link maxSequenceLength}.
  */
 export function validateBatchRanges(
   batch: HostBatch,
-  model: { vocabSize: number; typeVocabSize: number; maxPositions: number },
+  model: Pick<
+    ModelConfig,
+    "modelType" | "vocabSize" | "typeVocabSize" | "maxPositions" | "padTokenId"
+  >,
 ): void {
-  if (batch.seqLen > model.maxPositions) {
+  const longest = maxSequenceLength(model);
+  if (batch.seqLen > longest) {
     throw new ProtocolError(
       "bad_shape",
-      `batch.seqLen ${batch.seqLen} exceeds the model's ${model.maxPositions} positions`,
+      `batch.seqLen ${batch.seqLen} exceeds the ${longest} tokens the model can embed`,
     );
   }
   const bad = firstAtLeast(batch.inputIds, model.vocabSize);

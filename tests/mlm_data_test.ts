@@ -61,3 +61,13 @@ Deno.test("unigram prior: log of add-½ smoothed counts of the predictable token
   const mass = prior.reduce((s, l) => s + Math.exp(l), 0);
   assert.ok(Math.abs(mass - 1) < 1e-5, `probabilities sum to ${mass}`);
 });
+
+Deno.test("a batch is padded to a multiple of 8 but never past the packing length", () => {
+  const text = Array.from({ length: 60 }, (_, i) => ["good", "bad", "movie"][i % 3]).join(" ");
+  const seqs = packSequences([text], tok, 13); // 13 = a model's whole length, not a multiple of 8
+  assert.ok(seqs.length > 2 && seqs[0].length === 13);
+  const set = new MlmSet(seqs, tok, 1);
+  assert.equal(set.batch([0, 1], 0).seqLen, 13, "full sequences: the packing length, not 16");
+  const last = seqs.length - 1;
+  if (seqs[last].length <= 8) assert.equal(set.batch([last], 0).seqLen, 8);
+});

@@ -8,7 +8,8 @@ import {
   predictLogits,
   weightTensors,
 } from "../shared/model.ts";
-import { tiny } from "./support/tiny.ts";
+import { tiny, tinyConfig } from "./support/tiny.ts";
+import { maxSequenceLength } from "../shared/model_config.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { testBackends } from "./support/backends.ts";
 
@@ -99,4 +100,24 @@ Deno.test("lossItems: examples for one label per example, predicted tokens for t
     attentionMask: new Uint8Array(2),
   };
   assert.equal(lossItems(Float32Array.from([I, 3]), single), 2);
+});
+
+Deno.test("maxSequenceLength: the longest sequence whose position ids stay inside the table", () => {
+  for (const [type, pad, positions] of [["bert", 0, 12], ["roberta", 1, 14]] as const) {
+    const config = tinyConfig({
+      model_type: type,
+      pad_token_id: pad,
+      max_position_embeddings: positions,
+    });
+    const L = maxSequenceLength(config);
+    const batch = {
+      inputIds: new Int32Array(L).fill(5),
+      tokenTypeIds: new Int32Array(L),
+      attentionMask: new Uint8Array(L).fill(1),
+      size: 1,
+      seqLen: L,
+    };
+    // The last real token takes the last row of the position table, and no further.
+    assert.equal(Math.max(...positionIds(config, batch)), positions - 1, type);
+  }
 });

@@ -169,7 +169,7 @@ function expectRefused(code: ErrorCode, cases: readonly (readonly [unknown, RegE
 }
 
 Deno.test("constants", () => {
-  assert.equal(PROTOCOL_VERSION, 3);
+  assert.equal(PROTOCOL_VERSION, 4);
   // One frame must stay below what a Deno WebSocket can receive at all.
   assert.equal(DENO_WEBSOCKET_MESSAGE_LIMIT, 64 * 1024 * 1024);
   assert.equal(MAX_FRAME_BYTES, 32 * 1024 * 1024);
@@ -501,21 +501,30 @@ Deno.test("batch shape and value checks", () => {
     /attentionMask must be a Uint8Array, got array/,
   );
   // Ranges against the model.
-  validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 2, maxPositions: 512 });
+  const bert = { modelType: "bert", padTokenId: 0, vocabSize: 30522, typeVocabSize: 2 } as const;
+  validateBatchRanges(t.batch, { ...bert, maxPositions: 512 });
   expectError(
-    () => validateBatchRanges(t.batch, { vocabSize: 2000, typeVocabSize: 2, maxPositions: 512 }),
+    () => validateBatchRanges(t.batch, { ...bert, vocabSize: 2000, maxPositions: 512 }),
     "malformed",
     /inputIds\[1\] = 2009/,
   );
   expectError(
-    () => validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 1, maxPositions: 512 }),
+    () => validateBatchRanges(t.batch, { ...bert, typeVocabSize: 1, maxPositions: 512 }),
     "malformed",
     /tokenTypeIds\[6\]/,
   );
   expectError(
-    () => validateBatchRanges(t.batch, { vocabSize: 30522, typeVocabSize: 2, maxPositions: 3 }),
+    () => validateBatchRanges(t.batch, { ...bert, maxPositions: 3 }),
     "bad_shape",
-    /seqLen 4/,
+    /seqLen 4 exceeds the 3 tokens/,
+  );
+  // RoBERTa numbers tokens from pad + 1: 6 positions with pad 1 embed 4 tokens, 5 only 3.
+  const roberta = { ...bert, modelType: "roberta", padTokenId: 1 } as const;
+  validateBatchRanges(t.batch, { ...roberta, maxPositions: 6 });
+  expectError(
+    () => validateBatchRanges(t.batch, { ...roberta, maxPositions: 5 }),
+    "bad_shape",
+    /seqLen 4 exceeds the 3 tokens/,
   );
 });
 
@@ -524,7 +533,7 @@ Deno.test("hello: version and token", () => {
   expectError(
     () => decodeRaw({ ...hello, protocol: 1 }),
     "bad_version",
-    /hello\.protocol 1 is not supported \(this side speaks 3\)/,
+    /hello\.protocol 1 is not supported \(this side speaks 4\)/,
   );
   // A future hello with other fields still gets the version error, not a shape error.
   expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");

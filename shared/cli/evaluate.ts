@@ -11,6 +11,7 @@ import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
 import { evaluateSet } from "../evaluate.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
+import { maxSequenceLength } from "../model_config.ts";
 
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
@@ -46,7 +47,7 @@ if (import.meta.main) {
     const { ck, tokenizer } = await loadScored(flags.model, { numLabels: task.numLabels });
     const scoring = await startScoring(ck, request);
     const model = scoring.model;
-    const maxLen = Math.min(flags["max-len"], ck.config.maxPositions);
+    const maxLen = Math.min(flags["max-len"], maxSequenceLength(ck.config));
     const result = await evaluateSet(
       model,
       new EncodedSet(task.eval, tokenizer, maxLen),

@@ -12,6 +12,7 @@ import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
 import { EncodedSet } from "../batching.ts";
 import { logitsOf, predictionsFromLogits } from "../evaluate.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
+import { maxSequenceLength } from "../model_config.ts";
 
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
@@ -35,7 +36,7 @@ if (import.meta.main) {
     const set = new EncodedSet(
       examples,
       tokenizer,
-      Math.min(flags["max-len"], ck.config.maxPositions),
+      Math.min(flags["max-len"], maxSequenceLength(ck.config)),
     );
     const scoring = await startScoring(ck, request);
     const logitsFn = logitsOf(scoring.model);

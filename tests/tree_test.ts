@@ -156,3 +156,21 @@ Deno.test("every repository path the README and docs name exists", async () => {
   }
   assert.deepEqual(bad, []);
 });
+
+Deno.test("the README's table of Prometheus families matches the ones coordinator/metrics.ts registers", async () => {
+  const source = await Deno.readTextFile(join(ROOT, "coordinator/metrics.ts"));
+  const registered = new Set([...source.matchAll(/"adaptmesh_([a-z_]+)"/g)].map((m) => m[1]));
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  const start = readme.indexOf("| families (`adaptmesh_");
+  const table = readme.slice(readme.lastIndexOf("\n", start) + 1, readme.indexOf("\n\n", start));
+  const listed = new Set<string>();
+  for (const row of table.split("\n").slice(2)) {
+    const families = (row.split("|")[2] ?? "").replace(/\([^)]*\)/g, ""); // notes, labels
+    for (const m of families.matchAll(/`([a-z_]*[a-z])(?:_\{([a-z,]+)\}|\{[a-z_,]+\})?`/g)) {
+      if (m[2]) { for (const part of m[2].split(",")) listed.add(`${m[1]}_${part}`); }
+      else listed.add(m[1]);
+    }
+  }
+  assert.ok(registered.size > 30, `only ${registered.size} families found in metrics.ts`);
+  assert.deepEqual([...listed].sort(), [...registered].sort());
+});

@@ -451,7 +451,8 @@ export class Scheduler {
    * Checks an answer in a fixed order — whose task it is, whether it was
    * answered already, whether it is stale, whether it is valid — and accepts
    * it when every check passes. The first refusal decides how the answer is
-   * counted (one both duplicate and stale is a duplicate).
+   * counted (one both duplicate and stale is a duplicate). The order and
+   * each check's outcome: docs/protocol.md, "Result acceptance".
    */
   #answer(id: string, m: Answer, kind: JobKind): ErrorReply | null {
     const w = this.workers.get(id);

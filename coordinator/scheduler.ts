@@ -452,7 +452,7 @@ export class Scheduler {
    * answered already, whether it is stale, whether it is valid — and accepts
    * it when every check passes. The first refusal decides how the answer is
    * counted (one both duplicate and stale is a duplicate). The order and
-   * each check's outcome: docs/protocol.md, "Result acceptance".
+   * each check's outcome: docs/protocol.md, "The connection" (Result acceptance).
    */
   #answer(id: string, m: Answer, kind: JobKind): ErrorReply | null {
     const w = this.workers.get(id);

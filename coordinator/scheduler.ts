@@ -32,7 +32,7 @@
  * @module
  */
 import {
-  type ErrorCode,
+  type ErrorMessage,
   type EvalResultMessage,
   type Frame,
   ProtocolError,
@@ -168,6 +168,39 @@ interface Pending {
   queued: boolean;
 }
 
+/** The running job (a step or an evaluation): its tasks, progress and callbacks. */
+interface Job {
+  kind: JobKind;
+  step: number;
+  remaining: number;
+  resolve: (r: (ResultSummary | EvalSummary)[]) => void;
+  reject: (e: Error) => void;
+  accept: (r: Answer) => void;
+  /** Evaluation: logits per example. */
+  numLabels: number;
+  window: number;
+  /** The step's micro-batches by index. */
+  tasks: Pending[];
+  /** Micro-batches 0 … prefix−1 are all accepted. */
+  prefix: number;
+  /** Micro-batches at index ≥ prefix dispatched at least once (≤ window). */
+  ahead: number;
+}
+
+/** What one batch of each job is called in messages. */
+const BATCH_NOUN: Record<JobKind, string> = { train: "micro-batch", eval: "evaluation batch" };
+
+/** The error sent back to a worker whose answer is refused (an `error` message's fields). */
+export type ErrorReply = Pick<ErrorMessage, "code" | "message">;
+
+/**
+ * A check's refusal of an answer: the error to send back to its worker, or
+ * null when nothing needs saying (a duplicate).
+ */
+interface Refusal {
+  readonly reply: ErrorReply | null;
+}
+
 /**
  * Thrown when no connected worker can produce a valid gradient for a
  * micro-batch (or valid logits for an evaluation batch).
@@ -196,23 +229,7 @@ export class Scheduler {
   #pending = new Map<number, Pending>();
   #queue: Pending[] = [];
   /** The running job: a step, or an evaluation. */
-  #step: {
-    kind: JobKind;
-    step: number;
-    remaining: number;
-    resolve: (r: (ResultSummary | EvalSummary)[]) => void;
-    reject: (e: Error) => void;
-    accept: (r: Answer) => void;
-    /** Evaluation: logits per example. */
-    numLabels: number;
-    window: number;
-    /** The step's micro-batches by index. */
-    tasks: Pending[];
-    /** Micro-batches 0 … prefix−1 are all accepted. */
-    prefix: number;
-    /** Micro-batches at index ≥ prefix dispatched at least once (≤ window). */
-    ahead: number;
-  } | null = null;
+  #step: Job | null = null;
   #peakOutstanding = 0;
   /** Tasks of finished steps, to tell duplicates from unknown tasks. */
   #finished = new Set<number>();
@@ -417,7 +434,7 @@ export class Scheduler {
    * Takes a decoded result from worker `id`. Returns the error to send back
    * to that worker, or null when nothing needs saying.
    */
-  result(id: string, m: ResultMessage): { code: ErrorCode; message: string } | null {
+  result(id: string, m: ResultMessage): ErrorReply | null {
     return this.#answer(id, m, "train");
   }
 
@@ -426,101 +443,148 @@ export class Scheduler {
    * as {@link result}: unknown, duplicate, stale and invalid ones (logits
    * not count · numLabels long) are refused and never handed on.
    */
-  evalResult(id: string, m: EvalResultMessage): { code: ErrorCode; message: string } | null {
+  evalResult(id: string, m: EvalResultMessage): ErrorReply | null {
     return this.#answer(id, m, "eval");
   }
 
-  #answer(id: string, m: Answer, kind: JobKind): { code: ErrorCode; message: string } | null {
+  /**
+   * Checks an answer in a fixed order — whose task it is, whether it was
+   * answered already, whether it is stale, whether it is valid — and accepts
+   * it when every check passes. The first refusal decides how the answer is
+   * counted (one both duplicate and stale is a duplicate). The order and
+   * each check's outcome: docs/protocol.md, "The connection" (Result acceptance).
+   */
+  #answer(id: string, m: Answer, kind: JobKind): ErrorReply | null {
     const w = this.workers.get(id);
     if (!w) return null;
     const p = this.#pending.get(m.taskId);
     const wasAssigned = w.inflight.delete(m.taskId);
-    if (!p) {
-      if (this.#finished.has(m.taskId) && wasAssigned) {
-        this.options.events?.discarded?.(w, "duplicate", `task ${m.taskId} already done`);
-        return null;
-      }
-      w.rejected++;
-      const message = `${m.type} for task ${m.taskId} (step ${m.step}, ${
-        kind === "train" ? "micro-batch" : "evaluation batch"
-      } ${m.index}), which was never assigned to you`;
-      this.options.events?.discarded?.(w, "unknown_task", message);
-      return { code: "unknown_task", message };
-    }
-    if (!p.assigned.has(id)) {
-      if (wasAssigned) {
-        this.options.events?.discarded?.(w, "duplicate", `task ${m.taskId} reassigned`);
-        return null;
-      }
-      w.rejected++;
-      const message = `${m.type} for task ${m.taskId}, which is not assigned to you`;
-      this.options.events?.discarded?.(w, "unknown_task", message);
-      return { code: "unknown_task", message };
-    }
-    p.assigned.delete(id);
+    if (!p) return this.#unknownTask(w, m, kind, wasAssigned).reply;
     const s = this.#step!;
-    if (p.result) {
-      const what = s.kind === "train" ? "micro-batch" : "evaluation batch";
-      this.options.events?.discarded?.(w, "duplicate", `${what} ${m.index} already answered`);
-      return null;
+    const refusal = this.#claim(w, m, p, wasAssigned) ??
+      this.#answeredAlready(w, m, p, s) ??
+      this.#stale(w, m, p) ??
+      this.#invalid(w, m, p, s, kind);
+    if (refusal) return refusal.reply;
+    this.#accept(w, m, p, s);
+    return null;
+  }
+
+  /**
+   * An answer for no task of the running job: a duplicate when the task was
+   * this worker's in a finished job, else one it was never given.
+   */
+  #unknownTask(w: ConnectedWorker, m: Answer, kind: JobKind, wasAssigned: boolean): Refusal {
+    if (this.#finished.has(m.taskId) && wasAssigned) {
+      return this.#duplicate(w, `task ${m.taskId} already done`);
     }
-    if (m.weightsVersion !== this.weightsVersion || m.step !== p.step) {
-      this.options.events?.discarded?.(
-        w,
-        "stale",
-        `weights ${m.weightsVersion}, step ${m.step}; current ${this.weightsVersion}, ${p.step}`,
-      );
-      if (p.assigned.size === 0) this.#requeue(p, "invalid");
-      this.#pump();
-      return {
+    return this.#notYours(
+      w,
+      `${m.type} for task ${m.taskId} (step ${m.step}, ${
+        BATCH_NOUN[kind]
+      } ${m.index}), which was never assigned to you`,
+    );
+  }
+
+  /**
+   * Takes the task off the worker's assignment; refuses the answer when the
+   * task is not assigned to it (a duplicate when it was, before a re-dispatch
+   * took it back).
+   */
+  #claim(w: ConnectedWorker, m: Answer, p: Pending, wasAssigned: boolean): Refusal | null {
+    if (!p.assigned.has(w.id)) {
+      return wasAssigned
+        ? this.#duplicate(w, `task ${m.taskId} reassigned`)
+        : this.#notYours(w, `${m.type} for task ${m.taskId}, which is not assigned to you`);
+    }
+    p.assigned.delete(w.id);
+    return null;
+  }
+
+  /** Refuses, silently, a second answer for a task another worker answered first. */
+  #answeredAlready(w: ConnectedWorker, m: Answer, p: Pending, s: Job): Refusal | null {
+    if (!p.result) return null;
+    return this.#duplicate(w, `${BATCH_NOUN[s.kind]} ${m.index} already answered`);
+  }
+
+  /** Refuses an answer computed on other weights or for another step; the task goes to another worker. */
+  #stale(w: ConnectedWorker, m: Answer, p: Pending): Refusal | null {
+    if (m.weightsVersion === this.weightsVersion && m.step === p.step) return null;
+    this.options.events?.discarded?.(
+      w,
+      "stale",
+      `weights ${m.weightsVersion}, step ${m.step}; current ${this.weightsVersion}, ${p.step}`,
+    );
+    if (p.assigned.size === 0) this.#requeue(p, "invalid");
+    this.#pump();
+    return {
+      reply: {
         code: "stale",
         message: `stale result: weights version ${m.weightsVersion} is not ${this.weightsVersion}`,
-      };
-    }
+      },
+    };
+  }
+
+  /**
+   * Refuses an answer of the wrong kind, index or shape ({@link checkAnswerShape});
+   * this worker is not given the task again, and the job fails when no worker is left for it.
+   */
+  #invalid(w: ConnectedWorker, m: Answer, p: Pending, s: Job, kind: JobKind): Refusal | null {
     try {
-      if (kind !== s.kind) {
-        throw new ProtocolError(
-          "malformed",
-          s.kind === "train"
-            ? `task ${m.taskId} is a training micro-batch: answer it with a result, not an ${m.type}`
-            : `task ${m.taskId} is an evaluation batch: answer it with an eval_result, not a ${m.type}`,
-        );
-      }
-      if (m.index !== p.task.index) {
-        throw new ProtocolError(
-          "bad_shape",
-          `task ${m.taskId} is ${
-            s.kind === "train" ? "micro-batch" : "evaluation batch"
-          } ${p.task.index}, ${m.type} says ${m.index}`,
-        );
-      }
-      if (m.type === "result") {
-        validateResultShape(m, this.options.gradLayout, p.task.count);
-      } else {
-        validateEvalResultShape(m, p.task.count, s.numLabels);
-      }
+      checkAnswerShape(m, kind, s, p.task, this.options.gradLayout);
+      return null;
     } catch (e) {
       w.rejected++;
-      p.excluded.add(id);
-      const err = e as ProtocolError;
-      this.options.events?.discarded?.(w, "invalid", err.message);
+      p.excluded.add(w.id);
+      const reply: ErrorReply = {
+        code: e instanceof ProtocolError ? e.code : "malformed",
+        message: e instanceof Error ? e.message : String(e),
+      };
+      this.options.events?.discarded?.(w, "invalid", reply.message);
       if (p.assigned.size === 0) this.#requeue(p, "invalid");
       this.#checkStuck();
       this.#pump();
-      return { code: err.code ?? "malformed", message: err.message };
+      return { reply };
     }
+  }
+
+  /** Counts a duplicate answer; nothing is said back (the worker did nothing wrong). */
+  #duplicate(w: WorkerInfo, detail: string): Refusal {
+    this.options.events?.discarded?.(w, "duplicate", detail);
+    return { reply: null };
+  }
+
+  /** Refuses an answer for a task this worker was not given. */
+  #notYours(w: WorkerInfo, message: string): Refusal {
+    w.rejected++;
+    this.options.events?.discarded?.(w, "unknown_task", message);
+    return { reply: { code: "unknown_task", message } };
+  }
+
+  /**
+   * Takes an answer that passed every check: hands it on, advances the
+   * accepted prefix, credits the worker, and ends the job on its last answer.
+   */
+  #accept(w: ConnectedWorker, m: Answer, p: Pending, s: Job): void {
     p.result = summarize(m);
     this.#retire(p);
     try {
       s.accept(m);
     } catch (e) {
       this.abort(e instanceof Error ? e : new Error(String(e)));
-      return null;
+      return;
     }
     while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
       s.prefix++;
       s.ahead--;
     }
+    this.#credit(w, m, p);
+    if (--s.remaining === 0) this.#finish(s);
+    this.#pump();
+  }
+
+  /** Records an accepted answer's worker speed (which sets its deadlines) and counts. */
+  #credit(w: ConnectedWorker, m: Answer, p: Pending): void {
     w.lastResultAt = Date.now();
     if (m.type === "result") {
       const ms = m.timings.computeMs / Math.max(1, m.count);
@@ -533,16 +597,16 @@ export class Scheduler {
       const ms = m.timings.computeMs / Math.max(1, p.task.count);
       w.evalMsPerExample = w.evalMsPerExample === 0 ? ms : 0.7 * w.evalMsPerExample + 0.3 * ms;
     }
-    if (--s.remaining === 0) {
-      const results = s.tasks.map((q) => q.result!);
-      for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
-      if (this.#finished.size > 100_000) this.#finished.clear();
-      this.#pending.clear();
-      this.#step = null;
-      s.resolve(results);
-    }
-    this.#pump();
-    return null;
+  }
+
+  /** Every task of the job is answered: resolves it with their summaries, in index order. */
+  #finish(s: Job): void {
+    const results = s.tasks.map((q) => q.result!);
+    for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
+    if (this.#finished.size > 100_000) this.#finished.clear();
+    this.#pending.clear();
+    this.#step = null;
+    s.resolve(results);
   }
 
   #retire(p: Pending): void {
@@ -659,4 +723,35 @@ function summarize(m: Answer): ResultSummary | EvalSummary {
   }
   const { logits: _logits, ...summary } = m;
   return summary;
+}
+
+/**
+ * Throws the ProtocolError that refuses an answer of the wrong kind (a
+ * `result` for an evaluation batch, or the reverse), for another batch index,
+ * or whose gradient or logits do not fit the task (validateResultShape,
+ * validateEvalResultShape).
+ */
+function checkAnswerShape(
+  m: Answer,
+  kind: JobKind,
+  job: Job,
+  task: StepTask,
+  gradLayout: SparseLayout,
+): void {
+  if (kind !== job.kind) {
+    throw new ProtocolError(
+      "malformed",
+      job.kind === "train"
+        ? `task ${m.taskId} is a training micro-batch: answer it with a result, not an ${m.type}`
+        : `task ${m.taskId} is an evaluation batch: answer it with an eval_result, not a ${m.type}`,
+    );
+  }
+  if (m.index !== task.index) {
+    throw new ProtocolError(
+      "bad_shape",
+      `task ${m.taskId} is ${BATCH_NOUN[job.kind]} ${task.index}, ${m.type} says ${m.index}`,
+    );
+  }
+  if (m.type === "result") validateResultShape(m, gradLayout, task.count);
+  else validateEvalResultShape(m, task.count, job.numLabels);
 }

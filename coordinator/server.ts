@@ -27,8 +27,14 @@ import {
   toErrorMessage,
   type WelcomeMessage,
 } from "../shared/protocol.ts";
-import { type BufferPool, describeClose, Reassembler, Sender } from "../shared/transfer.ts";
-import type { Scheduler, WorkerLink } from "./scheduler.ts";
+import {
+  type BufferPool,
+  describeClose,
+  type Dropped,
+  Reassembler,
+  Sender,
+} from "../shared/transfer.ts";
+import type { ErrorReply, Scheduler, WorkerLink } from "./scheduler.ts";
 
 /** What the WebSocket endpoint needs from the rest of the coordinator. */
 export interface MeshContext {
@@ -67,58 +73,227 @@ export interface MeshHandle {
   close(): void;
 }
 
-/** One open connection. */
-interface Peer {
+/**
+ * Adds `/ws` to `app`. Connections silent for longer than `ctx.silenceMs`
+ * are closed and their workers forgotten (a hung machine whose socket stays
+ * open would otherwise hold tasks until their deadlines, step after step).
+ * Every close is logged with its code, reason and socket error.
+ */
+export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
+  const peers = new Set<Peer>();
+  const sweep = startSilenceSweep(peers, ctx);
+  app.get(
+    "/ws",
+    upgradeWebSocket(() => {
+      let peer: Peer | null = null;
+      return {
+        onOpen(_evt, ws) {
+          peer = new Peer(ws, ctx, peers);
+        },
+        onMessage(evt) {
+          // A peer dropped as silent is out of `peers`: its stragglers are ignored.
+          if (peer && peers.has(peer)) peer.receive(evt.data);
+        },
+        onError(evt) {
+          peer?.socketError(evt);
+        },
+        onClose(evt) {
+          peer?.closed(evt.code, evt.reason);
+        },
+      };
+    }),
+  );
+  return { close: () => clearInterval(sweep) };
+}
+
+/**
+ * Every so often, drops the connections that sent nothing for
+ * `ctx.silenceMs` (none when it is 0 or unset).
+ */
+function startSilenceSweep(
+  peers: ReadonlySet<Peer>,
+  ctx: MeshContext,
+): ReturnType<typeof setInterval> | undefined {
+  const silenceMs = ctx.silenceMs ?? 0;
+  if (!(silenceMs > 0)) return undefined;
+  return setInterval(() => {
+    const now = performance.now();
+    for (const peer of peers) {
+      if (now - peer.lastSeen > silenceMs) peer.dropSilent(silenceMs);
+    }
+  }, Math.min(5000, Math.max(50, silenceMs / 4)));
+}
+
+/** One open connection: its state, and one handler for each thing that happens to it. */
+class Peer {
   /** The worker id while it is registered with the scheduler. */
-  id: string | null;
+  id: string | null = null;
   /** The worker id it joined as (kept after it is forgotten, for the close log). */
-  joinedAs: string | null;
-  lastSeen: number;
-  readonly ws: WSContext;
+  joinedAs: string | null = null;
+  lastSeen: number = performance.now();
   /** The connection's send queue (flow-controlled on the socket's bufferedAmount). */
   readonly sender: Sender;
   /** Chunked transfers from the worker, reassembled (after the handshake). */
   readonly receiver: Reassembler;
   /** Why we closed it, when we did. */
-  closing: string | null;
+  closing: string | null = null;
   /** The last error the socket reported. */
-  error: string | null;
-}
+  error: string | null = null;
 
-function sendMessage(peer: Peer, m: Message): void {
-  try {
-    peer.sender.send(encodeMessage(m));
-  } catch {
-    // The connection is closed; its close handler cleans up.
+  /** Opens the connection's queues and adds it to `peers` (the mesh's open connections). */
+  constructor(
+    readonly ws: WSContext,
+    readonly ctx: MeshContext,
+    readonly peers: Set<Peer>,
+  ) {
+    const raw = ws.raw as WebSocket;
+    raw.binaryType = "arraybuffer";
+    this.sender = new Sender({
+      send: (f) => ws.send(f),
+      get bufferedAmount() {
+        return raw.bufferedAmount;
+      },
+    }, { sent: (n) => ctx.bytes?.("out", n) });
+    this.receiver = new Reassembler({
+      maxTransferBytes: 0,
+      maxFrameBytes: ctx.maxFrameBytes,
+      pool: ctx.receivePool,
+    });
+    peers.add(this);
   }
-}
 
-/** Closes a connection on purpose, after what is queued for it (an error reply) is written. */
-function closePeer(peer: Peer, code: number, reason: string): void {
-  peer.closing ??= reason;
-  void peer.sender.drained().then(() => {
+  /** Queues `m` for the peer (nothing when the connection is closed: its close handler cleans up). */
+  send(m: Message): void {
     try {
-      peer.ws.close(code, reason);
+      this.sender.send(encodeMessage(m));
     } catch {
-      // Already closing.
+      // The connection is closed; its close handler cleans up.
     }
-  });
-}
+  }
 
-/**
- * Answers a refused frame or message: reports it, sends the peer an `error`
- * with its code, and, before the handshake, closes the connection (policy
- * violation) once that reply is written.
- */
-function refuse(
-  ctx: MeshContext,
-  peer: Peer,
-  err: { code: ErrorCode; message: string },
-  beforeHandshake: boolean,
-): void {
-  ctx.rejected?.(err.code, err.message);
-  sendMessage(peer, { type: "error", code: err.code, message: err.message });
-  if (beforeHandshake) closePeer(peer, 1008, err.code);
+  /** Closes the connection on purpose, after what is queued for it (an error reply) is written. */
+  close(code: number, reason: string): void {
+    this.closing ??= reason;
+    void this.sender.drained().then(() => {
+      try {
+        this.ws.close(code, reason);
+      } catch {
+        // Already closing.
+      }
+    });
+  }
+
+  /**
+   * Answers a refused frame or message: reports it, sends the peer an `error`
+   * with its code, and, before the handshake, closes the connection (policy
+   * violation) once that reply is written.
+   */
+  refuse(err: ErrorReply, beforeHandshake: boolean): void {
+    this.ctx.rejected?.(err.code, err.message);
+    this.send({ type: "error", code: err.code, message: err.message });
+    if (beforeHandshake) this.close(1008, err.code);
+  }
+
+  /**
+   * A frame arrived: decodes it (reassembling transfers after the handshake)
+   * and handles its message; anything wrong with it is refused.
+   */
+  receive(data: unknown): void {
+    this.lastSeen = performance.now();
+    const id = this.id;
+    try {
+      const m = this.#decode(data, id === null);
+      if (m === null) return; // a transfer declaration or chunk
+      if (id === null) this.#hello(m);
+      else this.#handle(id, m);
+    } catch (e) {
+      this.refuse(toErrorMessage(e), id === null);
+    }
+  }
+
+  #decode(data: unknown, beforeHandshake: boolean): Message | null {
+    const bytes = frameBytes(data);
+    this.ctx.bytes?.("in", bytes.byteLength);
+    // Before the handshake only a plain hello is accepted: no transfers.
+    return beforeHandshake
+      ? decodeMessage(bytes, { maxBytes: this.ctx.maxFrameBytes })
+      : this.receiver.receive(bytes);
+  }
+
+  /** The first message: it must be a hello that passes the {@link handshake}. */
+  #hello(m: Message): void {
+    if (m.type !== "hello") {
+      throw new ProtocolError("malformed", `first message must be hello, got ${m.type}`);
+    }
+    this.id = this.joinedAs = handshake(m, this, this.ctx);
+    // A worker sends at most one tensor of the model's size (a dense gradient).
+    this.receiver.maxTransferBytes = DTYPES.f32.bytes * this.ctx.scheduler.options.gradLayout.total;
+  }
+
+  /** A message from joined worker `id`. */
+  #handle(id: string, m: Message): void {
+    const { scheduler } = this.ctx;
+    switch (m.type) {
+      case "request":
+        return scheduler.request(id, m.capacity);
+      case "result":
+        return this.#answered(scheduler.result(id, m));
+      case "eval_result":
+        return this.#answered(scheduler.evalResult(id, m));
+      case "heartbeat":
+        return;
+      case "bye":
+        this.closing = `the worker said bye: ${m.reason}`;
+        return this.ws.close(1000, "bye");
+      case "error":
+        return this.ctx.log(`worker ${id} reports ${m.code}: ${m.message}`);
+      default:
+        throw new ProtocolError("malformed", `a worker does not send ${m.type} messages`);
+    }
+  }
+
+  /** What the scheduler said of a result: its refusal goes back to the worker. */
+  #answered(err: ErrorReply | null): void {
+    if (err) this.refuse(err, false);
+  }
+
+  /** The socket reported an error: kept for the close log. */
+  socketError(evt: Event): void {
+    this.error = evt instanceof ErrorEvent ? evt.message : String(evt.type);
+  }
+
+  /** The connection sent nothing for `silenceMs`: closed, and its worker forgotten. */
+  dropSilent(silenceMs: number): void {
+    const what = this.id === null ? "a connection" : `worker ${this.id}`;
+    this.ctx.log(`${what} sent nothing for ${silenceMs / 1000} s: dropped`);
+    this.closing = "silent";
+    this.forget("silent");
+    try {
+      this.ws.close(4000, "silent");
+    } catch {
+      // Already closing: nothing left to do.
+    }
+  }
+
+  /** The socket closed: logs why and what it cost, and forgets the worker. */
+  closed(code: number, reason: string): void {
+    const queued = this.sender.close();
+    const dropped = this.receiver.clear();
+    if (this.joinedAs !== null || this.error || this.closing) {
+      this.ctx.log(closeLine(this, describeClose(code, reason, this.error), queued, dropped));
+    }
+    this.forget(this.closing ?? "disconnected");
+  }
+
+  /** Leaves the mesh's open connections and, once joined, the scheduler's workers. */
+  forget(reason: string): void {
+    this.peers.delete(this);
+    if (this.id === null) return;
+    const id = this.id;
+    this.id = null;
+    this.ctx.scheduler.removeWorker(id);
+    this.ctx.left?.(id, reason);
+  }
 }
 
 function frameBytes(data: unknown): Uint8Array {
@@ -132,163 +307,30 @@ function frameBytes(data: unknown): Uint8Array {
 
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
-/**
- * Adds `/ws` to `app`. Connections silent for longer than `ctx.silenceMs`
- * are closed and their workers forgotten (a hung machine whose socket stays
- * open would otherwise hold tasks until their deadlines, step after step).
- * Every close is logged with its code, reason and socket error.
- */
-export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
-  const peers = new Set<Peer>();
-  const forget = (peer: Peer, reason: string) => {
-    peers.delete(peer);
-    if (peer.id === null) return;
-    const id = peer.id;
-    peer.id = null;
-    ctx.scheduler.removeWorker(id);
-    ctx.left?.(id, reason);
-  };
-  const silenceMs = ctx.silenceMs ?? 0;
-  const sweep = silenceMs > 0
-    ? setInterval(() => {
-      const now = performance.now();
-      for (const peer of peers) {
-        if (now - peer.lastSeen <= silenceMs) continue;
-        const what = peer.id === null ? "a connection" : `worker ${peer.id}`;
-        ctx.log(`${what} sent nothing for ${silenceMs / 1000} s: dropped`);
-        peer.closing = "silent";
-        forget(peer, "silent");
-        try {
-          peer.ws.close(4000, "silent");
-        } catch {
-          // Already closing: nothing left to do.
-        }
-      }
-    }, Math.min(5000, Math.max(50, silenceMs / 4)))
-    : undefined;
-  // A worker sends at most one tensor of the model's size (a dense gradient).
-  const maxTransferBytes = () => DTYPES.f32.bytes * ctx.scheduler.options.gradLayout.total;
-  app.get(
-    "/ws",
-    upgradeWebSocket(() => {
-      let peer: Peer | null = null;
-      return {
-        onOpen(_evt, ws) {
-          const raw = ws.raw as WebSocket;
-          raw.binaryType = "arraybuffer";
-          const p: Peer = {
-            id: null,
-            joinedAs: null,
-            lastSeen: performance.now(),
-            ws,
-            sender: new Sender({
-              send: (f) => ws.send(f),
-              get bufferedAmount() {
-                return raw.bufferedAmount;
-              },
-            }, { sent: (n) => ctx.bytes?.("out", n) }),
-            receiver: new Reassembler({
-              maxTransferBytes: 0,
-              maxFrameBytes: ctx.maxFrameBytes,
-              pool: ctx.receivePool,
-            }),
-            closing: null,
-            error: null,
-          };
-          peer = p;
-          peers.add(p);
-        },
-        onMessage(evt, ws) {
-          const p = peer;
-          if (!p || !peers.has(p)) return; // dropped as silent: ignore stragglers
-          p.lastSeen = performance.now();
-          const id = p.id;
-          let m: Message | null;
-          try {
-            const bytes = frameBytes(evt.data);
-            ctx.bytes?.("in", bytes.byteLength);
-            // Before the handshake only a plain hello is accepted: no transfers.
-            m = id === null
-              ? decodeMessage(bytes, { maxBytes: ctx.maxFrameBytes })
-              : p.receiver.receive(bytes);
-          } catch (e) {
-            refuse(ctx, p, toErrorMessage(e), id === null);
-            return;
-          }
-          if (m === null) return; // a transfer declaration or chunk
-          try {
-            if (id === null) {
-              if (m.type !== "hello") {
-                throw new ProtocolError("malformed", `first message must be hello, got ${m.type}`);
-              }
-              p.id = p.joinedAs = handshake(m, p, ctx);
-              p.receiver.maxTransferBytes = maxTransferBytes();
-              return;
-            }
-            switch (m.type) {
-              case "request":
-                ctx.scheduler.request(id, m.capacity);
-                return;
-              case "result":
-              case "eval_result": {
-                const err = m.type === "result"
-                  ? ctx.scheduler.result(id, m)
-                  : ctx.scheduler.evalResult(id, m);
-                if (err) refuse(ctx, p, err, false);
-                return;
-              }
-              case "heartbeat":
-                return;
-              case "bye":
-                p.closing = `the worker said bye: ${m.reason}`;
-                ws.close(1000, "bye");
-                return;
-              case "error":
-                ctx.log(`worker ${id} reports ${m.code}: ${m.message}`);
-                return;
-              default:
-                throw new ProtocolError("malformed", `a worker does not send ${m.type} messages`);
-            }
-          } catch (e) {
-            refuse(ctx, p, toErrorMessage(e), id === null);
-          }
-        },
-        onError(evt) {
-          if (peer) peer.error = evt instanceof ErrorEvent ? evt.message : String(evt.type);
-        },
-        onClose(evt) {
-          const p = peer;
-          if (!p) return;
-          const id = p.joinedAs;
-          const queued = p.sender.close();
-          const dropped = p.receiver.clear();
-          const what = id === null ? "a connection that never joined" : `worker ${id}`;
-          const who = p.closing === null
-            ? "closed by the worker or the network"
-            : `closed by the coordinator (${p.closing})`;
-          const lost = [
-            dropped.transfers > 0
-              ? `dropped ${dropped.transfers} partial transfer(s) from it (${
-                mb(dropped.receivedBytes)
-              } of ${mb(dropped.declaredBytes)})`
-              : "",
-            queued > 0 ? `${queued} message(s) to it unsent` : "",
-          ].filter((x) => x).join("; ");
-          if (id !== null || p.error || p.closing) {
-            ctx.log(
-              `${what}: connection ${who}: ${describeClose(evt.code, evt.reason, p.error)}${
-                lost ? `; ${lost}` : ""
-              }`,
-            );
-          }
-          forget(p, p.closing ?? "disconnected");
-        },
-      };
-    }),
-  );
-  return { close: () => clearInterval(sweep) };
+/** The close log: who closed it, how (`how`: code, reason, socket error) and what was lost. */
+function closeLine(peer: Peer, how: string, queued: number, dropped: Dropped): string {
+  const what = peer.joinedAs === null
+    ? "a connection that never joined"
+    : `worker ${peer.joinedAs}`;
+  const who = peer.closing === null
+    ? "closed by the worker or the network"
+    : `closed by the coordinator (${peer.closing})`;
+  const lost = [
+    dropped.transfers > 0
+      ? `dropped ${dropped.transfers} partial transfer(s) from it (${
+        mb(dropped.receivedBytes)
+      } of ${mb(dropped.declaredBytes)})`
+      : "",
+    queued > 0 ? `${queued} message(s) to it unsent` : "",
+  ].filter((x) => x).join("; ");
+  return `${what}: connection ${who}: ${how}${lost ? `; ${lost}` : ""}`;
 }
 
+/**
+ * Checks a hello (docs/protocol.md, "The connection"): run token, then, in a
+ * deterministic run, the backend; then names the worker, sends the welcome
+ * and registers the worker. Returns its id.
+ */
 function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
   // The protocol version was checked by decodeMessage (a hello of another is `bad_version`).
   checkToken(m, ctx.token);
@@ -304,7 +346,7 @@ function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
     : crypto.randomUUID().slice(0, 8);
   const welcome = ctx.welcome(id);
   peer.receiver.runId = welcome.runId;
-  sendMessage(peer, welcome);
+  peer.send(welcome);
   const link: WorkerLink = {
     id,
     backend: m.backend,

@@ -119,7 +119,7 @@ function session(
 
 /**
  * One WebSocket's life: open → `hello` → `welcome` → weights and tasks, one
- * at a time → close (see docs/protocol.md, "Worker loop"). The fields are the
+ * at a time → close (see docs/protocol.md, "The connection"). The fields are the
  * per-connection state; everything that outlives it is in {@link WorkerState}.
  */
 class Connection {

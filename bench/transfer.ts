@@ -12,7 +12,10 @@
  *   coordinator's acknowledgement;
  *
  * and, for comparison, the old path (one msgpack frame each way, which only
- * works below Deno's 64 MiB message limit) at `--baseline-mb`.
+ * works below Deno's 64 MiB message limit) at `--baseline-mb`. Up is measured
+ * twice per size: each result into fresh memory, and into recycled memory
+ * (path "chunked, results recycled"), as coordinator/coordinator.ts does
+ * since 2026-12-02: a summed result's gradient goes back to the receive pool.
  *
  *   deno run -A bench/transfer.ts [--sizes-mb 100,1000] [--reps 3] [--baseline-mb 48]
  *     [--out bench/results/transfer-DATE.json]
@@ -156,6 +159,11 @@ const flags = parseFlagsOrExit(Deno.args, {
   out: { type: "string", help: "JSON output (default bench/results/transfer-DATE.json)" },
 }, "deno run -A bench/transfer.ts [flags]");
 
+/** The coordinator side's receive pool, as coordinator/coordinator.ts makes it (room for the largest). */
+const serverPool = new BufferPool(
+  2,
+  Math.floor(Math.max(...flags["sizes-mb"].split(",").map(Number)) * 1e6 / 4),
+);
 let serverSender: Sender | null = null;
 let onServerMessage: (m: Message) => void = () => {};
 const connected = Promise.withResolvers<void>();
@@ -164,7 +172,7 @@ app.get(
   "/ws",
   upgradeWebSocket(() => ({
     onOpen(_evt, ws) {
-      serverSender = endpoint(ws.raw as WebSocket, (m) => onServerMessage(m));
+      serverSender = endpoint(ws.raw as WebSocket, (m) => onServerMessage(m), serverPool);
       connected.resolve();
     },
   })),
@@ -249,9 +257,12 @@ async function down(bytes: number, mode: "chunked" | "single"): Promise<Trial> {
   return { ms, serverCpuMs, clientCpuMs: line.cpuMs };
 }
 
-async function up(bytes: number, mode: "chunked" | "single"): Promise<Trial> {
+async function up(bytes: number, mode: "chunked" | "single", recycle: boolean): Promise<Trial> {
   onServerMessage = (m) => {
-    if (m.type === "result") sender.send(encodeMessage({ type: "heartbeat", time: 0 }));
+    if (m.type !== "result") return;
+    sender.send(encodeMessage({ type: "heartbeat", time: 0 }));
+    // The accumulator, once it has summed a result, hands its gradient back (or frees it).
+    if (recycle) serverPool.recycle(m.grad);
   };
   const floats = Math.floor(bytes / 4);
   const c0 = cpuMs();
@@ -264,7 +275,7 @@ async function up(bytes: number, mode: "chunked" | "single"): Promise<Trial> {
 }
 
 interface Row {
-  path: "chunked" | "single frame (msgpack, the old path)";
+  path: "chunked" | "chunked, results recycled" | "single frame (msgpack, the old path)";
   direction: "down (coordinator → worker, weights)" | "up (worker → coordinator, result)";
   bytes: number;
   ms: number[];
@@ -281,10 +292,16 @@ interface Row {
 const rows: Row[] = [];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function measure(bytes: number, mode: "chunked" | "single") {
-  for (const dir of ["down", "up"] as const) {
+  const runs = mode === "chunked"
+    ? ["down", "up", "up recycled"] as const
+    : ["down", "up"] as const;
+  for (const run of runs) {
+    const dir = run === "down" ? "down" : "up";
+    const recycle = run === "up recycled";
+    serverPool.clear(); // each run starts from no recycled memory
     const trials: Trial[] = [];
     for (let r = 0; r < flags.reps; r++) {
-      trials.push(dir === "down" ? await down(bytes, mode) : await up(bytes, mode));
+      trials.push(dir === "down" ? await down(bytes, mode) : await up(bytes, mode, recycle));
     }
     const mbps = trials.map((t) => bytes / 1e6 / (t.ms / 1000));
     const round = (x: number) => Math.round(x * 10) / 10;
@@ -293,7 +310,11 @@ async function measure(bytes: number, mode: "chunked" | "single") {
       median(trials.map((t) => t.clientCpuMs)),
     );
     const row: Row = {
-      path: mode === "chunked" ? "chunked" : "single frame (msgpack, the old path)",
+      path: mode === "single"
+        ? "single frame (msgpack, the old path)"
+        : recycle
+        ? "chunked, results recycled"
+        : "chunked",
       direction: dir === "down"
         ? "down (coordinator → worker, weights)"
         : "up (worker → coordinator, result)",

@@ -15,6 +15,7 @@ import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
 import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
+import { BufferPool } from "../shared/transfer.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
@@ -45,6 +46,11 @@ export interface CoordinatorOptions {
   readonly maxFrameBytes?: number;
   /** Scheduler event hooks added to the monitor's (tests). */
   readonly events?: SchedulerEvents;
+  /**
+   * Receive results into recycled memory (default true); false: each into
+   * fresh memory, freed once summed (benchmarks compare the two).
+   */
+  readonly recycleResults?: boolean;
 }
 
 /** Loads the run, starts listening, and starts training as workers join. */
@@ -83,8 +89,15 @@ export async function startCoordinator(
     events,
   });
   monitor.attach(scheduler);
+  // Results land in recycled memory: once summed, a result's gradient goes back to the pool
+  // (docs/platform.md, "Large frames and BLAS": fresh pages, not copies, bound the upload).
+  const receivePool = opts.recycleResults === false
+    ? undefined
+    : new BufferPool(trainer.dispatchWindow, trainer.gradLayout.total);
+  if (receivePool) trainer.releaseResult = (part) => receivePool.recycle(part.grad);
   const mesh: MeshContext = {
     scheduler,
+    receivePool,
     token: network.token,
     maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
     // A deterministic run's pinned backend (kept across resumes by its checkpoints).

@@ -401,47 +401,82 @@ export class Sender {
 // ---------------------------------------------------------------------------
 
 /**
- * Arrays a {@link Reassembler} may fill instead of allocating, keyed by dtype
- * and length. Only arrays nobody reads any more may be recycled into it.
+ * Arrays a {@link Reassembler} may fill instead of allocating fresh memory
+ * (on some hosts a never-touched page costs far more than a copy:
+ * docs/platform.md, "Large frames and BLAS"). An array of a dtype is reused
+ * for any later tensor of that dtype that fits in its buffer, as a view of
+ * exactly the tensor's length; so results whose length varies (row-sparse
+ * gradients) share buffers when the pool allocates them with room to spare
+ * (`reserveElements`). Only arrays nobody reads any more may be recycled.
  */
 export class BufferPool {
-  #free = new Map<string, TensorArray[]>();
-  #count = 0;
+  #free: TensorArray[] = [];
 
-  /** Keeps at most this many arrays (the oldest are let go). */
-  constructor(readonly capacity = 2) {}
+  /**
+   * Keeps at most `capacity` arrays (the oldest are let go); for a miss on
+   * a tensor of at least half of `reserveElements`, it allocates
+   * `reserveElements`, so that later, longer ones fit.
+   */
+  constructor(readonly capacity = 2, readonly reserveElements = 0) {}
 
   /** Arrays held. */
   get size(): number {
-    return this.#count;
+    return this.#free.length;
   }
 
-  /** Offers `a` for reuse: the caller promises nothing reads or writes it any more. */
+  /** Offers `a` (its whole buffer) for reuse: the caller promises nothing reads or writes it any more. */
   recycle(a: TensorArray): void {
-    if (this.capacity <= 0) return;
-    if (this.#count >= this.capacity) {
-      const [key, list] = this.#free.entries().next().value!;
-      list.shift();
-      if (list.length === 0) this.#free.delete(key);
-      this.#count--;
-    }
-    const key = `${dtypeOf(a)}:${a.length}`;
-    const list = this.#free.get(key) ?? [];
-    if (list.includes(a)) return;
-    list.push(a);
-    this.#free.set(key, list);
-    this.#count++;
+    if (this.capacity <= 0 || !(a.buffer instanceof ArrayBuffer) || a.buffer.detached) return;
+    if (this.#free.some((f) => f.buffer === a.buffer)) return;
+    const elements = a.buffer.byteLength / a.BYTES_PER_ELEMENT;
+    const whole = a.byteOffset === 0 && a.length === elements
+      ? a
+      : viewOf(dtypeOf(a), a.buffer, elements);
+    if (this.#free.length >= this.capacity) this.#free.shift();
+    this.#free.push(whole);
   }
 
-  /** A recycled array of exactly this dtype and length, or null. */
+  /** A recycled array of this dtype viewed at exactly `length` (the smallest that fits), or null. */
   take(dtype: Dtype, length: number): TensorArray | null {
-    const key = `${dtype}:${length}`;
-    const list = this.#free.get(key);
-    if (!list) return null;
-    const a = list.pop()!;
-    if (list.length === 0) this.#free.delete(key);
-    this.#count--;
-    return a;
+    let best = -1;
+    for (let i = 0; i < this.#free.length; i++) {
+      const f = this.#free[i];
+      if (dtypeOf(f) !== dtype || f.length < length) continue;
+      if (best < 0 || f.length < this.#free[best].length) best = i;
+    }
+    if (best < 0) return null;
+    const [f] = this.#free.splice(best, 1);
+    return f.length === length ? f : viewOf(dtype, f.buffer as ArrayBuffer, length);
+  }
+
+  /** Lets every held array go. */
+  clear(): void {
+    this.#free = [];
+  }
+
+  /** {@link take}, or a new array with room for `reserveElements`, viewed at `length`. */
+  allocate(dtype: Dtype, length: number): TensorArray {
+    const reused = this.take(dtype, length);
+    if (reused) return reused;
+    // The reserve is for tensors of its kind (a gradient, dense or row-sparse), not for small ones.
+    if (length >= this.reserveElements || 2 * length < this.reserveElements) {
+      return DTYPES[dtype].make(length);
+    }
+    return viewOf(dtype, DTYPES[dtype].make(this.reserveElements).buffer as ArrayBuffer, length);
+  }
+}
+
+/** The first `length` elements of `buffer` as a `dtype` array. */
+function viewOf(dtype: Dtype, buffer: ArrayBuffer, length: number): TensorArray {
+  switch (dtype) {
+    case "f32":
+      return new Float32Array(buffer, 0, length);
+    case "f16":
+      return new Uint16Array(buffer, 0, length);
+    case "i32":
+      return new Int32Array(buffer, 0, length);
+    case "u8":
+      return new Uint8Array(buffer, 0, length);
   }
 }
 
@@ -585,7 +620,7 @@ export class Reassembler {
       fail("bad_transfer", `${this.#open.size} transfers already open (at most ${this.#maxOpen})`);
     }
     // A complete transfer overwrites every element, so a recycled array needs no clearing.
-    const data = this.#pool?.take(d.dtype, d.length) ?? DTYPES[d.dtype].make(d.length);
+    const data = this.#pool?.allocate(d.dtype, d.length) ?? DTYPES[d.dtype].make(d.length);
     this.#refused.delete(d.transfer);
     this.#open.set(d.transfer, {
       decl: d,

@@ -504,3 +504,32 @@ Deno.test("describeClose names the code, the reason and the socket error", () =>
   assert.equal(describeClose(4000, "silent"), 'code 4000 (silent too long), reason "silent"');
   assert.equal(describeClose(1000, "bye", null), 'code 1000 (normal), reason "bye"');
 });
+
+Deno.test("a pool reuses a buffer for any later tensor that fits, and reserves room on a miss", () => {
+  const pool = new BufferPool(2, 1000);
+  const r = receiver({ pool });
+  const receive = (n: number, seed: number) => {
+    const data = f32Bits(n, seed);
+    let got: Message | null = null;
+    for (const f of wire(prepareMessage(weights(data), { inlineBytes: 8 }))) got = r.receive(f);
+    assert.ok(got?.type === "weights");
+    sameBits(got.data, data);
+    return got.data;
+  };
+  // A miss allocates 1000 elements and hands out a view of the tensor's 600.
+  const a = receive(600, 1);
+  assert.equal(a.length, 600);
+  assert.equal(a.buffer.byteLength, 4000);
+  pool.recycle(a);
+  // A longer tensor (as a row-sparse gradient with more rows) fills the same buffer.
+  const b = receive(900, 2);
+  assert.equal(b.buffer, a.buffer, "the recycled buffer was reused");
+  pool.recycle(b);
+  // One longer than the buffer gets its own memory; the pooled buffer stays for later.
+  const c = receive(1200, 3);
+  assert.notEqual(c.buffer, a.buffer);
+  assert.equal(pool.size, 1);
+  // The smallest buffer that fits is the one taken.
+  pool.recycle(c);
+  assert.equal(receive(700, 4).buffer, a.buffer);
+});

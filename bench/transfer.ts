@@ -160,10 +160,10 @@ const flags = parseFlagsOrExit(Deno.args, {
 }, "deno run -A bench/transfer.ts [flags]");
 
 /** The coordinator side's receive pool, as coordinator/coordinator.ts makes it (room for the largest). */
-const serverPool = new BufferPool(
-  2,
-  Math.floor(Math.max(...flags["sizes-mb"].split(",").map(Number)) * 1e6 / 4),
-);
+const serverPool = new BufferPool(2, {
+  reserveElements: Math.floor(Math.max(...flags["sizes-mb"].split(",").map(Number)) * 1e6 / 4),
+  minBytes: CHUNK_BYTES,
+});
 let serverSender: Sender | null = null;
 let onServerMessage: (m: Message) => void = () => {};
 const connected = Promise.withResolvers<void>();

@@ -15,7 +15,7 @@ import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
 import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
-import { BufferPool } from "../shared/transfer.ts";
+import { BufferPool, CHUNK_BYTES } from "../shared/transfer.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
@@ -93,7 +93,10 @@ export async function startCoordinator(
   // (docs/platform.md, "Large frames and BLAS": fresh pages, not copies, bound the upload).
   const receivePool = opts.recycleResults === false
     ? undefined
-    : new BufferPool(trainer.dispatchWindow, trainer.gradLayout.total);
+    : new BufferPool(trainer.dispatchWindow, {
+      reserveElements: trainer.gradLayout.total,
+      minBytes: CHUNK_BYTES,
+    });
   if (receivePool) trainer.releaseResult = (part) => receivePool.recycle(part.grad);
   const mesh: MeshContext = {
     scheduler,

@@ -469,7 +469,7 @@ function classifierHead(
     "classifier.out_proj.weight",
     "classifier.out_proj.bias",
   ];
-  const outName = prefix === "bert" ? "classifier.weight" : "classifier.out_proj.weight";
+  const outName = classifierOutput(prefix).weight;
   const presentHead = headNames.filter((n) => tensors.has(n));
   if (presentHead.length > 0 && presentHead.length < headNames.length) {
     const missing = headNames.filter((n) => !tensors.has(n));
@@ -503,18 +503,19 @@ function classifierHead(
 
 /**
  * id2label of the loaded model: the given label names, else the
- * checkpoint's when the label count is unchanged; a note when given names
- * replace other real names on a kept head.
+ * checkpoint's when the label count is unchanged; a note when the head's rows
+ * are reordered to the given names (`order`, from {@link headRowOrder}), or
+ * when given names replace other real names on a kept head.
  */
 function labelMap(
   base: ModelConfig,
   labelNames: readonly string[] | undefined,
   numLabels: number,
   freshHead: boolean,
+  order: readonly number[] | null,
   notes: string[],
 ): string[] | undefined {
   const named = base.id2label && !base.id2label.every((l, i) => l === `LABEL_${i}`);
-  const order = headRowOrder(base, labelNames, freshHead);
   if (order) {
     notes.push(
       `classifier rows reordered to the task's labels [${labelNames!.join(", ")}] ` +
@@ -553,12 +554,22 @@ function headRowOrder(
   return order.every((i, k) => i === k) ? null : order;
 }
 
+/** The classifier's output projection, one row per label: weight [N, H] and bias [N]. */
+function classifierOutput(prefix: string): { weight: string; bias: string } {
+  const p = prefix === "bert" ? "classifier" : "classifier.out_proj";
+  return { weight: `${p}.weight`, bias: `${p}.bias` };
+}
+
 /** Reorders the classifier's output rows (weight [N, H] and bias [N]) to `order`. */
-function reorderHeadRows(layout: ParamLayout, weights: Float32Array, order: number[]): void {
+function reorderHeadRows(
+  layout: ParamLayout,
+  weights: Float32Array,
+  prefix: string,
+  order: readonly number[],
+): void {
+  const out = classifierOutput(prefix);
   for (const s of layout.specs) {
-    const isOut = s.name === "classifier.weight" || s.name === "classifier.bias" ||
-      s.name === "classifier.out_proj.weight" || s.name === "classifier.out_proj.bias";
-    if (!isOut) continue;
+    if (s.name !== out.weight && s.name !== out.bias) continue;
     const rowSize = s.size / order.length;
     const t = weights.subarray(s.offset, s.offset + s.size);
     const old = t.slice();
@@ -653,7 +664,8 @@ async function loadFromSources(
     ? mlmHead(dir, base, named.tensors, seed)
     : classifierHead(dir, prefix, named.tensors, numLabels, requested, seed);
   const notes = head.note ? [head.note] : [];
-  const id2label = labelMap(base, opts.labelNames, numLabels, head.fresh, notes);
+  const order = objective === "classify" ? headRowOrder(base, opts.labelNames, head.fresh) : null;
+  const id2label = labelMap(base, opts.labelNames, numLabels, head.fresh, order, notes);
   const config: ModelConfig = { ...base, numLabels, id2label };
   const layout = paramLayout(config, objective);
   const pooler = freshPoolerNames(prefix, objective, named.tensors);
@@ -665,8 +677,7 @@ async function loadFromSources(
   }
   const fresh = (name: string) => (head.fresh && isHeadParam(name)) || pooler.includes(name);
   const weights = await fillWeights(dir, config, layout, named, fresh, seed);
-  const order = objective === "classify" ? headRowOrder(base, opts.labelNames, head.fresh) : null;
-  if (order) reorderHeadRows(layout, weights, order);
+  if (order) reorderHeadRows(layout, weights, prefix, order);
   const extra = await extraTensors(named.tensors, layout);
   return { config, layout, weights, extra, notes, freshHead: head.fresh };
 }

@@ -411,13 +411,23 @@ export class Sender {
  */
 export class BufferPool {
   #free: TensorArray[] = [];
+  readonly reserveElements: number;
+  readonly minBytes: number;
 
   /**
-   * Keeps at most `capacity` arrays (the oldest are let go); for a miss on
-   * a tensor of at least half of `reserveElements`, it allocates
+   * Keeps at most `capacity` arrays (the oldest are let go), and only those
+   * of at least `minBytes` (smaller tensors travel inside their message and
+   * are never asked for: the coordinator passes {@link CHUNK_BYTES}). For a
+   * miss on a tensor of at least half of `reserveElements`, it allocates
    * `reserveElements`, so that later, longer ones fit.
    */
-  constructor(readonly capacity = 2, readonly reserveElements = 0) {}
+  constructor(
+    readonly capacity = 2,
+    opts: { readonly reserveElements?: number; readonly minBytes?: number } = {},
+  ) {
+    this.reserveElements = opts.reserveElements ?? 0;
+    this.minBytes = opts.minBytes ?? 0;
+  }
 
   /** Arrays held. */
   get size(): number {
@@ -427,6 +437,7 @@ export class BufferPool {
   /** Offers `a` (its whole buffer) for reuse: the caller promises nothing reads or writes it any more. */
   recycle(a: TensorArray): void {
     if (this.capacity <= 0 || !(a.buffer instanceof ArrayBuffer) || a.buffer.detached) return;
+    if (a.buffer.byteLength < this.minBytes) return;
     if (this.#free.some((f) => f.buffer === a.buffer)) return;
     const elements = a.buffer.byteLength / a.BYTES_PER_ELEMENT;
     const whole = a.byteOffset === 0 && a.length === elements

@@ -506,7 +506,7 @@ Deno.test("describeClose names the code, the reason and the socket error", () =>
 });
 
 Deno.test("a pool reuses a buffer for any later tensor that fits, and reserves room on a miss", () => {
-  const pool = new BufferPool(2, 1000);
+  const pool = new BufferPool(2, { reserveElements: 1000 });
   const r = receiver({ pool });
   const receive = (n: number, seed: number) => {
     const data = f32Bits(n, seed);
@@ -532,4 +532,14 @@ Deno.test("a pool reuses a buffer for any later tensor that fits, and reserves r
   // The smallest buffer that fits is the one taken.
   pool.recycle(c);
   assert.equal(receive(700, 4).buffer, a.buffer);
+});
+
+Deno.test("a pool keeps only arrays a transfer could fill (minBytes)", () => {
+  const pool = new BufferPool(4, { minBytes: 4096 });
+  pool.recycle(new Float32Array(100)); // 400 bytes: travels inline, never asked for
+  assert.equal(pool.size, 0);
+  const big = new Float32Array(1024);
+  pool.recycle(big);
+  assert.equal(pool.size, 1);
+  assert.equal(pool.take("f32", 1024), big);
 });

@@ -40,13 +40,13 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { initWeights, saveCheckpoint } from "../shared/checkpoint.ts";
-import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
+import { initWeights, saveCheckpoint } from "../shared/io/checkpoint.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { writeRobertaTokenizer } from "../shared/text/roberta_vocab.ts";
 import { BERT_BASE_CONFIG, ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
-import { expectedGradLength, sparseLayout } from "../shared/sparse_grad.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { expectedGradLength, sparseLayout } from "../shared/model/sparse_grad.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 import {
   type CombinedStep,
   dispatchWindow,
@@ -55,7 +55,7 @@ import {
   maxResultBytes,
 } from "../coordinator/grad_accumulator.ts";
 import { WeightsOut } from "../coordinator/weights_out.ts";
-import { outgoingBytes } from "../shared/transfer.ts";
+import { outgoingBytes } from "../shared/wire/transfer.ts";
 import {
   createOptimizerState,
   DEFAULT_OPTIMIZER_CONFIG,

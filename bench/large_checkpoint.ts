@@ -21,12 +21,17 @@ import {
   loadCheckpoint,
   parseByteSize,
   saveCheckpoint,
-} from "../shared/checkpoint.ts";
-import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { paramLayout } from "../shared/param_layout.ts";
-import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
-import { type DType } from "../shared/safetensors.ts";
+} from "../shared/io/checkpoint.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
+import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../shared/text/roberta_vocab.ts";
+import {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+} from "../shared/wire/half_float.ts";
+import { type DType } from "../shared/io/safetensors.ts";
 import { ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
 
 const USAGE =

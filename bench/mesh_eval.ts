@@ -17,7 +17,7 @@ import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { flagArgs } from "./flag_args.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {

@@ -1,10 +1,10 @@
 /**
  * The config.json of the paper's model shapes, for benchmarks that need a
- * model at their size (random weights): parse with shared/model_config.ts.
+ * model at their size (random weights): parse with shared/model/config.ts.
  *
  * @module
  */
-import { ROBERTA_VOCAB_SIZE } from "../shared/roberta_vocab.ts";
+import { ROBERTA_VOCAB_SIZE } from "../shared/text/roberta_vocab.ts";
 
 /** bert-base-uncased's config.json (110 M parameters). */
 export const BERT_BASE_CONFIG: Readonly<Record<string, unknown>> = {

@@ -18,11 +18,11 @@
  *
  * @module
  */
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import type { Example } from "../shared/data/example.ts";
-import { EncodedSet } from "../shared/batching.ts";
+import { EncodedSet } from "../shared/data/batching.ts";
 import { FEATURES, frozenFeatures, loadNamedModel, MODELS_FLAG } from "./frozen_features.ts";
 import { fitRidge, ridgeAccuracy } from "./ridge.ts";
 

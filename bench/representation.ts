@@ -14,10 +14,10 @@
  *
  * @module
  */
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
-import { EncodedSet } from "../shared/batching.ts";
+import { EncodedSet } from "../shared/data/batching.ts";
 import { frozenFeatures, loadNamedModel, MODELS_FLAG } from "./frozen_features.ts";
 
 const flags = parseFlagsOrExit(

@@ -23,15 +23,15 @@
  * @module
  */
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { type Blas, loadBlas } from "../shared/native/blas.ts";
-import type { Gemm } from "../shared/native/gemm.ts";
-import { NativeModel } from "../shared/native/engine.ts";
-import { parseModelConfig } from "../shared/model_config.ts";
-import { paramLayout } from "../shared/param_layout.ts";
-import { defaultModelConfigJson } from "../shared/default_model.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import type { LabelledBatch } from "../shared/batch.ts";
-import { Rng } from "../shared/rng.ts";
+import { type Blas, loadBlas } from "../shared/engine/devices/cpu/blas.ts";
+import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
+import { NativeModel } from "../shared/engine/engine.ts";
+import { parseModelConfig } from "../shared/model/config.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
+import { defaultModelConfigJson } from "../shared/model/default_model.ts";
+import { DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
+import { Rng } from "../shared/method/rng.ts";
 
 /** One product C[m×n] = op(A)·op(B), op(A) m×k. */
 export interface Shape {

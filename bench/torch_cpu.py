@@ -8,7 +8,7 @@ same micro-batch, sequence length and thread counts as bench/worker_compute.ts.
 
 Debian's python3-torch (apt-get install python3-torch); no transformers
 needed: a plain BERT is written out below (post-LN encoder, erf GELU, tanh
-pooler, linear classifier), the shape of shared/default_model.ts.
+pooler, linear classifier), the shape of shared/model/default_model.ts.
 
 What one call is (docs/method.md, "One micro-batch gradient"):
 - off: a forward and backward pass for every parameter's gradient.

@@ -2,7 +2,7 @@
  * Tensor transfer speed over a real WebSocket on loopback: this process is
  * the server (Hono's `upgradeWebSocket` on `Deno.serve`, as the coordinator),
  * a child process is the client (as a worker); both send through
- * shared/transfer.ts exactly as the mesh does. Measures, per payload size:
+ * shared/wire/transfer.ts exactly as the mesh does. Measures, per payload size:
  *
  * - down: coordinator → worker, a `weights` message (prepare and validate,
  *   declaration, chunks, reassembly and the receiver's validation) until the
@@ -38,7 +38,7 @@ import {
   type Message,
   type ResultMessage,
   type WeightsMessage,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 import {
   BufferPool,
   CHUNK_BYTES,
@@ -47,7 +47,7 @@ import {
   prepareMessage,
   Reassembler,
   Sender,
-} from "../shared/transfer.ts";
+} from "../shared/wire/transfer.ts";
 
 const RUN = "bench-run";
 

@@ -10,16 +10,16 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { initBackend } from "../shared/backend.ts";
-import { loadModel } from "../shared/default_model.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { loadModel } from "../shared/model/default_model.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
-import { loadTokenizer } from "../shared/tokenizer.ts";
-import { EncodedSet } from "../shared/batching.ts";
-import { weightTensors } from "../shared/model.ts";
-import { microBatchGradient } from "../shared/gradient.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../shared/half_float.ts";
-import { paramLayout } from "../shared/param_layout.ts";
+import { loadTokenizer } from "../shared/text/tokenizer.ts";
+import { EncodedSet } from "../shared/data/batching.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../shared/wire/half_float.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,

@@ -81,27 +81,32 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { exitOnFlagError, FlagError, type FlagSpecs, parseFlags } from "../shared/cli/flags.ts";
-import { type BackendName, disposeBackend, initBackend, nativeBlas } from "../shared/backend.ts";
-import { NativeModel } from "../shared/native/engine.ts";
-import { kernelProfile } from "../shared/native/device.ts";
-import type { Gemm } from "../shared/native/gemm.ts";
-import type { GradientResult, GradientTask } from "../shared/gradient.ts";
-import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import type { LabelledBatch } from "../shared/batch.ts";
-import { deltaGradient, microBatchGradient } from "../shared/gradient.ts";
+import {
+  type BackendName,
+  disposeBackend,
+  initBackend,
+  nativeBlas,
+} from "../shared/compute/backend.ts";
+import { NativeModel } from "../shared/engine/engine.ts";
+import { kernelProfile } from "../shared/engine/device.ts";
+import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
+import type { GradientResult, GradientTask } from "../shared/tfjs/gradient.ts";
+import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
+import { deltaGradient, microBatchGradient } from "../shared/tfjs/gradient.ts";
 import {
   batchTensors,
   type DeviceModel,
   positionIds,
   targetTensors,
   weightTensors,
-} from "../shared/model.ts";
-import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { setExplicitTranspose } from "../shared/ops.ts";
-import { defaultModelConfigJson } from "../shared/default_model.ts";
-import { registerUnsortedSegmentSum } from "../shared/kernels/unsorted_segment_sum.ts";
-import { mixSeed, Rng } from "../shared/rng.ts";
+} from "../shared/tfjs/model.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { setExplicitTranspose } from "../shared/tfjs/ops.ts";
+import { defaultModelConfigJson } from "../shared/model/default_model.ts";
+import { registerUnsortedSegmentSum } from "../shared/tfjs/unsorted_segment_sum.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
 import { table } from "./markdown.ts";
 
 // tfjs-backend-cpu registers its own UnsortedSegmentSum on import; keep it before

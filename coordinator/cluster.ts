@@ -18,7 +18,7 @@ import {
   backendRequest,
   NATIVE_HINT,
   pickBackend,
-} from "../shared/backend.ts";
+} from "../shared/compute/backend.ts";
 import { parseOrExit, serveRun } from "./main.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "./local_workers.ts";
 

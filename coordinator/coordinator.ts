@@ -6,7 +6,7 @@
  * @module
  */
 import { Hono } from "hono";
-import { encodeMessage, MAX_FRAME_BYTES } from "../shared/protocol.ts";
+import { encodeMessage, MAX_FRAME_BYTES } from "../shared/wire/protocol.ts";
 import { formatMetrics } from "./progress.ts";
 import type { RunConfig } from "./run_config.ts";
 import { Scheduler, type SchedulerEvents } from "./scheduler.ts";
@@ -15,7 +15,7 @@ import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
 import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
-import { BufferPool, CHUNK_BYTES } from "../shared/transfer.ts";
+import { BufferPool, CHUNK_BYTES } from "../shared/wire/transfer.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { mixSeed, Rng } from "../shared/rng.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
 
 /** The examples of one step, split into micro-batches of at most b (the last may be smaller). */
 export interface StepPlan {

@@ -14,14 +14,19 @@
  * j < next + window (coordinator/scheduler.ts), so at most window − 1
  * results ever wait here.
  *
- * Row-sparse results (shared/sparse_grad.ts) stay packed while they wait and
+ * Row-sparse results (shared/model/sparse_grad.ts) stay packed while they wait and
  * are added without being expanded. Every part is trusted to fit the layout:
  * a result's gradient is checked once, where it enters (`validateResultShape`
- * in shared/protocol.ts, called by the scheduler on receipt).
+ * in shared/wire/protocol.ts, called by the scheduler on receipt).
  *
  * @module
  */
-import { addSpan, applyPacked, type SpanKernel, type SparseLayout } from "../shared/sparse_grad.ts";
+import {
+  addSpan,
+  applyPacked,
+  type SpanKernel,
+  type SparseLayout,
+} from "../shared/model/sparse_grad.ts";
 
 /** One micro-batch result as the accumulator takes it. */
 export interface AccumulatorPart {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { addPacked, denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
+import { addPacked, denseLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
 
 /**
  * One micro-batch gradient g_j of the micro-batch mean loss over n_j =
@@ -65,7 +65,7 @@ function ordered<T extends { index: number; count: number }>(parts: readonly T[]
  * expansion would. Throws on an empty list, a duplicate index or a
  * non-positive count. Each part's gradient is trusted to fit `layout`: a
  * result's is checked once, where it enters (`validateResultShape`,
- * shared/protocol.ts, called by the scheduler on receipt).
+ * shared/wire/protocol.ts, called by the scheduler on receipt).
  */
 export function combineGradients(
   parts: readonly GradPart[],

@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { encodeMessage } from "../shared/protocol.ts";
-import type { BatchLogitsFn } from "../shared/evaluate.ts";
+import { encodeMessage } from "../shared/wire/protocol.ts";
+import type { BatchLogitsFn } from "../shared/eval/held_out.ts";
 import type { Scheduler, StepTask } from "./scheduler.ts";
 
 /**

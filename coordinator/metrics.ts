@@ -14,8 +14,8 @@
  * @module
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { ERROR_CODES } from "../shared/protocol.ts";
-import { BACKEND_NAMES } from "../shared/backend.ts";
+import { ERROR_CODES } from "../shared/wire/protocol.ts";
+import { BACKEND_NAMES } from "../shared/compute/backend.ts";
 import { DISCARD_REASONS, REDISPATCH_REASONS } from "./scheduler.ts";
 import type { RunMonitor, WorkerView } from "./run_monitor.ts";
 import type { StepReport } from "./trainer.ts";

@@ -7,10 +7,10 @@
  *
  * @module
  */
-import type { LabelledBatch } from "../shared/batch.ts";
-import { IGNORE_INDEX } from "../shared/model.ts";
-import { mixSeed, Rng } from "../shared/rng.ts";
-import type { TextTokenizer } from "../shared/tokenizer.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
+import { IGNORE_INDEX } from "../shared/tfjs/model.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
+import type { TextTokenizer } from "../shared/text/tokenizer.ts";
 
 /**
  * Packs documents into sequences of exactly `maxLen` tokens (the last may be

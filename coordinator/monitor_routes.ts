@@ -7,14 +7,14 @@
  *
  * With `--metrics-token T` every one of these routes (the dashboard's assets
  * included) needs `Authorization: Bearer T` or `?token=T`, compared in
- * constant time (shared/token.ts). The worker socket `/ws` is not here: it is
+ * constant time (shared/wire/token.ts). The worker socket `/ws` is not here: it is
  * coordinator/server.ts's and takes the run token instead.
  *
  * @module
  */
 import { fileURLToPath } from "node:url";
 import type { Context, Hono } from "hono";
-import { sameToken } from "../shared/token.ts";
+import { sameToken } from "../shared/wire/token.ts";
 import type { RunMetrics } from "./metrics.ts";
 import type { RunMonitor } from "./run_monitor.ts";
 

@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { LITTLE_ENDIAN } from "../shared/endian.ts";
-import type { ParamLayout } from "../shared/param_layout.ts";
+import { LITTLE_ENDIAN } from "../shared/io/endian.ts";
+import type { ParamLayout } from "../shared/model/param_layout.ts";
 
 /** Which update rule to apply. */
 export type OptimizerKind = "lamb" | "adamw";

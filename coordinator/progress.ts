@@ -5,7 +5,7 @@
  * @module
  */
 import type { StepReport, TrainerObserver } from "./trainer.ts";
-import type { EvalResult } from "../shared/evaluate.ts";
+import type { EvalResult } from "../shared/eval/held_out.ts";
 
 function duration(ms: number): string {
   if (!isFinite(ms)) return "?";

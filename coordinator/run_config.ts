@@ -11,7 +11,7 @@ import {
   ADVERSARY_NORMS,
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
-} from "../shared/adversary_config.ts";
+} from "../shared/method/adversary_config.ts";
 import {
   DEFAULT_LR,
   DEFAULT_OPTIMIZER_CONFIG,
@@ -19,9 +19,9 @@ import {
   type OptimizerKind,
 } from "./optimizer.ts";
 import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
-import { type Objective, OBJECTIVES } from "../shared/param_layout.ts";
-import { parseByteSize } from "../shared/checkpoint.ts";
-import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/protocol.ts";
+import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
+import { parseByteSize } from "../shared/io/checkpoint.ts";
+import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run

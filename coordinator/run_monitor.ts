@@ -13,8 +13,8 @@
  *
  * @module
  */
-import type { ErrorCode, ResultMessage } from "../shared/protocol.ts";
-import type { EvalResult } from "../shared/evaluate.ts";
+import type { ErrorCode, ResultMessage } from "../shared/wire/protocol.ts";
+import type { EvalResult } from "../shared/eval/held_out.ts";
 import type {
   Discard,
   Redispatch,

@@ -9,10 +9,10 @@
  * @module
  */
 import { join } from "node:path";
-import { loadCheckpoint, saveCheckpoint } from "../shared/checkpoint.ts";
-import { atomicWriteFile } from "../shared/atomic_write.ts";
-import type { ModelConfig } from "../shared/model_config.ts";
-import type { Objective } from "../shared/param_layout.ts";
+import { loadCheckpoint, saveCheckpoint } from "../shared/io/checkpoint.ts";
+import { atomicWriteFile } from "../shared/io/atomic_write.ts";
+import type { ModelConfig } from "../shared/model/config.ts";
+import type { Objective } from "../shared/model/param_layout.ts";
 import { decodeOptimizerState, encodeOptimizerState, type OptimizerState } from "./optimizer.ts";
 
 /** Everything a resumed run needs. */

@@ -26,7 +26,7 @@
  * runs at a time.
  *
  * The scheduler knows nothing of sockets: a worker is a {@link WorkerLink}
- * that takes encoded frames or prepared chunked messages (shared/transfer.ts),
+ * that takes encoded frames or prepared chunked messages (shared/wire/transfer.ts),
  * so the same code runs in-process and over WebSockets.
  *
  * @module
@@ -39,9 +39,9 @@ import {
   type ResultMessage,
   validateEvalResultShape,
   validateResultShape,
-} from "../shared/protocol.ts";
-import type { SparseLayout } from "../shared/sparse_grad.ts";
-import type { Outgoing } from "../shared/transfer.ts";
+} from "../shared/wire/protocol.ts";
+import type { SparseLayout } from "../shared/model/sparse_grad.ts";
+import type { Outgoing } from "../shared/wire/transfer.ts";
 
 /** A connected worker, as the scheduler sees it. */
 export interface WorkerLink {

@@ -6,7 +6,7 @@
  * Every frame a peer sends is decoded and validated by the protocol module;
  * a bad one is answered with an `error` message and dropped. Each connection
  * sends through its own flow-controlled queue and reassembles the worker's
- * chunked transfers (shared/transfer.ts); every close is logged with its
+ * chunked transfers (shared/wire/transfer.ts); every close is logged with its
  * code, reason and socket error, and what it cost (partial transfers
  * dropped, messages unsent).
  *
@@ -26,14 +26,14 @@ import {
   ProtocolError,
   toErrorMessage,
   type WelcomeMessage,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 import {
   type BufferPool,
   describeClose,
   type Dropped,
   Reassembler,
   Sender,
-} from "../shared/transfer.ts";
+} from "../shared/wire/transfer.ts";
 import type { ErrorReply, Scheduler, WorkerLink } from "./scheduler.ts";
 
 /** What the WebSocket endpoint needs from the rest of the coordinator. */

@@ -7,22 +7,22 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { adversaryAt } from "../shared/adversary_config.ts";
-import { initBackend } from "../shared/backend.ts";
+import { adversaryAt } from "../shared/method/adversary_config.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
 import type { TaskData } from "../shared/data/example.ts";
-import { freshDefaultModel, loadModel } from "../shared/default_model.ts";
-import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/checkpoint.ts";
+import { freshDefaultModel, loadModel } from "../shared/model/default_model.ts";
+import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/io/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/evaluate.ts";
-import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model_config.ts";
-import { type DeviceModel, lossItems, weightTensors } from "../shared/model.ts";
-import { type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { encodeMessage, type WelcomeMessage } from "../shared/protocol.ts";
-import type { Outgoing } from "../shared/transfer.ts";
+import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/eval/held_out.ts";
+import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model/config.ts";
+import { type DeviceModel, lossItems, weightTensors } from "../shared/tfjs/model.ts";
+import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { encodeMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
+import type { Outgoing } from "../shared/wire/transfer.ts";
 import { WeightsOut } from "./weights_out.ts";
-import { loadTokenizer } from "../shared/tokenizer.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { loadTokenizer } from "../shared/text/tokenizer.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 import { clipByGlobalNorm } from "./grad_combine.ts";
 import {
   type AccumulatorPart,
@@ -39,9 +39,9 @@ import {
   type StepStats,
 } from "./optimizer.ts";
 import { DataPlan } from "./data_plan.ts";
-import { replaceDirectory } from "../shared/atomic_write.ts";
+import { replaceDirectory } from "../shared/io/atomic_write.ts";
 import { MlmSet } from "./mlm_data.ts";
-import { gradLayout, type SparseLayout } from "../shared/sparse_grad.ts";
+import { gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
 import { resumedConfig, type RunConfig, storedSettings } from "./run_config.ts";
 import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
 import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";

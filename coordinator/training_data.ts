@@ -6,11 +6,11 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { EncodedSet } from "../shared/batching.ts";
+import { EncodedSet } from "../shared/data/batching.ts";
 import type { TaskData } from "../shared/data/example.ts";
 import { loadCorpus, loadTextCorpus } from "../shared/data/corpus.ts";
-import { type EvalModel, type EvalResult, evaluateSet } from "../shared/evaluate.ts";
-import type { LabelledBatch } from "../shared/batch.ts";
+import { type EvalModel, type EvalResult, evaluateSet } from "../shared/eval/held_out.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
 import {
   batchTensors,
   type DeviceModel,
@@ -19,8 +19,8 @@ import {
   NO_DROPOUT,
   targetTensors,
   wordEmbeddings,
-} from "../shared/model.ts";
-import type { TextTokenizer } from "../shared/tokenizer.ts";
+} from "../shared/tfjs/model.ts";
+import type { TextTokenizer } from "../shared/text/tokenizer.ts";
 import { MlmSet, packSequences } from "./mlm_data.ts";
 
 /** Batches of training examples by index; `step` seeds any per-step randomness (masking). */

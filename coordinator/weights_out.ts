@@ -1,6 +1,6 @@
 /**
  * The weights message the coordinator sends each version, prepared once for
- * every worker (shared/transfer.ts: chunked when large).
+ * every worker (shared/wire/transfer.ts: chunked when large).
  *
  * The optimizer updates the weights in place, while a slow worker may still
  * be receiving the previous version, so what is sent is a snapshot. Two
@@ -21,9 +21,9 @@
  *
  * @module
  */
-import { type WeightsEncoding } from "../shared/protocol.ts";
-import { f32ToF16Bits } from "../shared/half_float.ts";
-import { type Outgoing, prepareMessage } from "../shared/transfer.ts";
+import { type WeightsEncoding } from "../shared/wire/protocol.ts";
+import { f32ToF16Bits } from "../shared/wire/half_float.ts";
+import { type Outgoing, prepareMessage } from "../shared/wire/transfer.ts";
 
 /** Prepares each version's weights message from a buffer updated in place. */
 export class WeightsOut {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
-import { ascend, ascendHost, initialDelta, initialDeltaHost } from "../shared/adversary.ts";
-import { adversaryAt, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import { Rng } from "../shared/rng.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { ascend, ascendHost, initialDelta, initialDeltaHost } from "../shared/tfjs/adversary.ts";
+import { adversaryAt, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { Rng } from "../shared/method/rng.ts";
 
 await initBackend("cpu");
 

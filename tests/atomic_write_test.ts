@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { atomicWriteFile, atomicWriteStream, replaceDirectory } from "../shared/atomic_write.ts";
+import { atomicWriteFile, atomicWriteStream, replaceDirectory } from "../shared/io/atomic_write.ts";
 import { withTempDir } from "./support/temp_dir.ts";
 
 const withDir = (fn: (dir: string) => Promise<void>) => withTempDir("atomic_test_", fn);

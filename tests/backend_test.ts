@@ -1,5 +1,5 @@
 /**
- * shared/backend.ts: the backend names, the automatic choice (webgpu on a
+ * shared/compute/backend.ts: the backend names, the automatic choice (webgpu on a
  * hardware GPU, else native when a BLAS loads, else wasm), the one start
  * line, and that nothing breaks where FFI or the library is missing — as
  * real worker processes and a real cluster run see it.
@@ -17,9 +17,9 @@ import {
   parseBackendName,
   pickBackend,
   startBackend,
-} from "../shared/backend.ts";
+} from "../shared/compute/backend.ts";
 import { FlagError } from "../shared/cli/flags.ts";
-import { loadBlas } from "../shared/native/blas.ts";
+import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, ROOT, spawnDeno } from "./support/processes.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";

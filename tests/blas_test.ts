@@ -1,12 +1,12 @@
 /**
- * shared/native/blas.ts: cblas_sgemm through FFI against a float64 triple
+ * shared/engine/devices/cpu/blas.ts: cblas_sgemm through FFI against a float64 triple
  * loop (every transpose combination, padded strides, offset views, alpha and
  * beta), thread control, and loading that fails softly.
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { blasCandidates, isNoBlas, loadBlas } from "../shared/native/blas.ts";
-import { Rng } from "../shared/rng.ts";
+import { blasCandidates, isNoBlas, loadBlas } from "../shared/engine/devices/cpu/blas.ts";
+import { Rng } from "../shared/method/rng.ts";
 import { referenceGemm } from "./support/gemm_reference.ts";
 
 const loaded = loadBlas();
@@ -118,7 +118,7 @@ Deno.test("loadBlas returns a reason, never throws, for a library that is not th
 });
 
 Deno.test("loadBlas without FFI permission says so instead of throwing", async () => {
-  const blasTs = new URL("../shared/native/blas.ts", import.meta.url).href;
+  const blasTs = new URL("../shared/engine/devices/cpu/blas.ts", import.meta.url).href;
   const dir = await Deno.makeTempDir();
   const script = `${dir}/probe.ts`;
   await Deno.writeTextFile(

@@ -9,11 +9,16 @@ import {
   saveCheckpoint,
   shardFileName,
   shardIndexJson,
-} from "../shared/checkpoint.ts";
-import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { isHeadParam, paramLayout, view } from "../shared/param_layout.ts";
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
-import { type HostTensor, readSafetensors, writeSafetensors } from "../shared/safetensors.ts";
+} from "../shared/io/checkpoint.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { isHeadParam, paramLayout, view } from "../shared/model/param_layout.ts";
+import {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+} from "../shared/wire/half_float.ts";
+import { type HostTensor, readSafetensors, writeSafetensors } from "../shared/io/safetensors.ts";
 import { TINY_SHAPE } from "./support/tiny.ts";
 import { withTempDir } from "./support/temp_dir.ts";
 

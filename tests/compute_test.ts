@@ -6,17 +6,17 @@
  * same bits for the same task; deterministic runs pin the BLAS to one thread.
  */
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/backend.ts";
-import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import { jsGemm } from "../shared/native/gemm.ts";
-import { IGNORE_INDEX } from "../shared/model.ts";
-import type { Objective } from "../shared/param_layout.ts";
-import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/protocol.ts";
-import { Rng } from "../shared/rng.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
+import { IGNORE_INDEX } from "../shared/tfjs/model.ts";
+import type { Objective } from "../shared/model/param_layout.ts";
+import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/wire/protocol.ts";
+import { Rng } from "../shared/method/rng.ts";
 import { type NativeCompute, WorkerCompute } from "../worker/compute.ts";
 import { TINY_HF_CONFIG, tinyBatch, tinyConfig, tinyWeights } from "./support/tiny.ts";
 import { testGemms } from "./support/backends.ts";
-import { paramLayout } from "../shared/param_layout.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
 
 const gemms = testGemms();
 const blas = gemms.find((g) => g.blas)?.blas ?? null;

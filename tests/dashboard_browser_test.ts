@@ -10,10 +10,10 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker } from "../worker/client.ts";
-import { pathExists } from "../shared/path_exists.ts";
+import { pathExists } from "../shared/io/path_exists.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const STEPS = 60;

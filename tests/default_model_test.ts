@@ -3,7 +3,11 @@
  * and adapted with a fresh pooler and classifier.
  */
 import assert from "node:assert/strict";
-import { DEFAULT_MODEL_DIR, defaultModelConfigJson, loadModel } from "../shared/default_model.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  defaultModelConfigJson,
+  loadModel,
+} from "../shared/model/default_model.ts";
 
 Deno.test("the default model is the shipped checkpoint: F16, the documented architecture, fresh head", async () => {
   const m = await loadModel(null, { numLabels: 2, seed: 5 });

@@ -1,24 +1,24 @@
 /**
- * Dropout masks (shared/dropout_mask.ts): the documented rule recomputed with
+ * Dropout masks (shared/method/dropout_mask.ts): the documented rule recomputed with
  * BigInt arithmetic, the same multipliers from the host function and from
  * tfjs's dropout op on cpu and wasm, the keep rate, and independence across
  * seeds and sites.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
-import { dropout } from "../shared/ops.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { dropout } from "../shared/tfjs/ops.ts";
 import {
   dropoutBits,
   dropoutKey,
   dropoutMask,
   dropoutScale,
   dropoutThreshold,
-} from "../shared/dropout_mask.ts";
-import { mixSeed } from "../shared/rng.ts";
-import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
-import { weightTensors } from "../shared/model.ts";
+} from "../shared/method/dropout_mask.ts";
+import { mixSeed } from "../shared/method/rng.ts";
+import { type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
 import { tiny } from "./support/tiny.ts";
 import { testBackends } from "./support/backends.ts";
 

@@ -5,8 +5,8 @@ import {
   combineLosses,
   globalNorm,
 } from "../coordinator/grad_combine.ts";
-import { mixSeed, Rng } from "../shared/rng.ts";
-import { compactGrad, type SparseLayout } from "../shared/sparse_grad.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
+import { compactGrad, type SparseLayout } from "../shared/model/sparse_grad.ts";
 
 const bits = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
 

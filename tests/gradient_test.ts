@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
-import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/model.ts";
-import { deltaGradient, type GradientTask, microBatchGradient } from "../shared/gradient.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/tfjs/model.ts";
+import { deltaGradient, type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
   NO_ADVERSARY,
-} from "../shared/adversary_config.ts";
-import { setExplicitTranspose } from "../shared/ops.ts";
+} from "../shared/method/adversary_config.ts";
+import { setExplicitTranspose } from "../shared/tfjs/ops.ts";
 import { sampleCoordinates, type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, referenceLoss } from "./support/reference_bert.ts";
 import { testBackends } from "./support/backends.ts";
@@ -195,7 +195,7 @@ Deno.test("no tensors leak across gradient calls", async () => {
 });
 
 Deno.test("MLM objective: gradient (tied decoder, cls head) matches central differences", async () => {
-  const { paramLayout } = await import("../shared/param_layout.ts");
+  const { paramLayout } = await import("../shared/model/param_layout.ts");
   const { tinyWeights } = await import("./support/tiny.ts");
   const { referenceMlmLoss } = await import("./support/reference_bert.ts");
   for (const backend of ["cpu", "wasm"] as const) {

@@ -8,21 +8,21 @@
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import type { Trainer } from "../coordinator/trainer.ts";
 import { EVAL_TASK_ID_BASE } from "../coordinator/mesh_eval.ts";
-import { batchLogitsOf, type EvalModel, nativeLogits } from "../shared/evaluate.ts";
-import { weightTensors } from "../shared/model.ts";
-import { loadBlas } from "../shared/native/blas.ts";
+import { batchLogitsOf, type EvalModel, nativeLogits } from "../shared/eval/held_out.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
+import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import {
   decodeMessage,
   encodeMessage,
   type Message,
   packFrame,
   PROTOCOL_VERSION,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
 import { observeMeshLogits } from "./support/mesh_logits.ts";

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import { Trainer } from "../coordinator/trainer.ts";
@@ -23,7 +23,7 @@ import {
   packFrame,
   PROTOCOL_VERSION,
   writeChunkHeader,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnWorker } from "./support/processes.ts";

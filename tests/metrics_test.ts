@@ -8,7 +8,7 @@ import {
   type MetricName,
   pearson,
   spearman,
-} from "../shared/metrics.ts";
+} from "../shared/eval/glue_metrics.ts";
 
 const close = (actual: number, expected: number, tol = 1e-12) =>
   assert.ok(Math.abs(actual - expected) <= tol, `${actual} != ${expected}`);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { MlmSet, packSequences } from "../coordinator/mlm_data.ts";
-import { wordPieceTokenizer } from "../shared/tokenizer.ts";
+import { wordPieceTokenizer } from "../shared/text/tokenizer.ts";
 import { TINY_VOCAB } from "./support/fixtures.ts";
 
 const tok = wordPieceTokenizer(TINY_VOCAB);

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import {
   IGNORE_INDEX,
   lossItems,
   positionIds,
   predictLogits,
   weightTensors,
-} from "../shared/model.ts";
+} from "../shared/tfjs/model.ts";
 import { tiny, tinyConfig } from "./support/tiny.ts";
-import { maxSequenceLength } from "../shared/model_config.ts";
+import { maxSequenceLength } from "../shared/model/config.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { testBackends } from "./support/backends.ts";
 

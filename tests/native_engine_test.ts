@@ -1,6 +1,6 @@
 /**
- * The native engine (shared/native/engine.ts) against tfjs's path
- * (shared/gradient.ts `microBatchGradient`, shared/model.ts `predictLogits`)
+ * The native engine (shared/engine/engine.ts) against tfjs's path
+ * (shared/tfjs/gradient.ts `microBatchGradient`, shared/tfjs/model.ts `predictLogits`)
  * on cpu and wasm, and against central finite differences of the float64
  * reference (tests/support/reference_bert.ts).
  *
@@ -10,17 +10,17 @@
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/backend.ts";
-import { predictLogits, weightTensors } from "../shared/model.ts";
-import { type GradientTask, microBatchGradient } from "../shared/gradient.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
+import { type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
   NO_ADVERSARY,
-} from "../shared/adversary_config.ts";
-import { paramLayout } from "../shared/param_layout.ts";
-import { NativeModel } from "../shared/native/engine.ts";
-import { jsGemm } from "../shared/native/gemm.ts";
+} from "../shared/method/adversary_config.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
+import { NativeModel } from "../shared/engine/engine.ts";
+import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { sampleCoordinates, type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
 import {
   centralDiff,
@@ -142,9 +142,9 @@ Deno.test("linf from δ = 0: the first G has no element near 0 (so sign(G) is we
   // The precondition of MODES' linf entry: at every real position G_i is exactly 0 (no path to
   // the loss: an MLM example without labels) or |G_i| ≥ 1e-5·max|G| (float32 noise in G is
   // ~1e-7·max|G|).
-  const { deltaGradient } = await import("../shared/gradient.ts");
-  const { batchTensors } = await import("../shared/model.ts");
-  const { mixSeed } = await import("../shared/rng.ts");
+  const { deltaGradient } = await import("../shared/tfjs/gradient.ts");
+  const { batchTensors } = await import("../shared/tfjs/model.ts");
+  const { mixSeed } = await import("../shared/method/rng.ts");
   await initBackend("wasm");
   for (const { over, mlm } of MODELS) {
     const t = model(over, mlm);

@@ -1,7 +1,7 @@
-/** shared/native/fast_math.ts against Math.exp and the float64 reference erf. */
+/** shared/engine/devices/cpu/fast_math.ts against Math.exp and the float64 reference erf. */
 import assert from "node:assert/strict";
-import { erf as fastMathErf, fastExp, geluTable } from "../shared/native/fast_math.ts";
-import { biasGelu } from "../shared/native/layers.ts";
+import { erf as fastMathErf, fastExp, geluTable } from "../shared/engine/devices/cpu/fast_math.ts";
+import { biasGelu } from "../shared/engine/devices/cpu/layers.ts";
 import { erf } from "./support/reference_bert.ts";
 
 Deno.test("fastExp is within 1e-8 (relative) of Math.exp over the float32 range", () => {

@@ -1,7 +1,7 @@
-/** jsGemm (shared/native/gemm.ts) against a float64 triple loop: every transpose pair, strides. */
+/** jsGemm (shared/engine/devices/cpu/gemm.ts) against a float64 triple loop: every transpose pair, strides. */
 import assert from "node:assert/strict";
-import { checkGemmArgs, jsGemm } from "../shared/native/gemm.ts";
-import { Rng } from "../shared/rng.ts";
+import { checkGemmArgs, jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
+import { Rng } from "../shared/method/rng.ts";
 import { referenceGemm } from "./support/gemm_reference.ts";
 
 /** A rows×cols matrix stored at row stride ld ≥ cols, with noise in the gaps, after `lead` floats. */

@@ -9,7 +9,7 @@ import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import type { RunStatus } from "../coordinator/run_monitor.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker, type WorkerExit } from "../worker/client.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ParamLayout, ParamSpec } from "../shared/param_layout.ts";
+import type { ParamLayout, ParamSpec } from "../shared/model/param_layout.ts";
 import {
   createOptimizerState,
   decodeOptimizerState,
@@ -8,7 +8,7 @@ import {
   type OptimizerConfig,
   optimizerStep,
 } from "../coordinator/optimizer.ts";
-import { mixSeed, Rng } from "../shared/rng.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
 
 /** A hand-built layout: a decayed weight [2,2] at 0..3, an excluded bias [2] at 4..5. */
 function fakeLayout(): ParamLayout {

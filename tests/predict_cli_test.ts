@@ -1,8 +1,8 @@
 /** `deno task predict` and `deno task evaluate` as subprocesses on a tiny HF folder. */
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../shared/checkpoint.ts";
-import { loadTokenizer } from "../shared/tokenizer.ts";
-import { EncodedSet } from "../shared/batching.ts";
+import { loadCheckpoint } from "../shared/io/checkpoint.ts";
+import { loadTokenizer } from "../shared/text/tokenizer.ts";
+import { EncodedSet } from "../shared/data/batching.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
 import { tinyModelDir, tinyTaskDir } from "./support/fixtures.ts";
 import { runDeno } from "./support/processes.ts";

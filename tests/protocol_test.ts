@@ -30,8 +30,8 @@ import {
   validateResultShape,
   validateWeightsShape,
   writeChunkHeader,
-} from "../shared/protocol.ts";
-import { denseLayout, type SparseLayout } from "../shared/sparse_grad.ts";
+} from "../shared/wire/protocol.ts";
+import { denseLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
 import { expectError } from "./support/protocol.ts";
 
 /** A peer that sends whatever it likes, with no validation. */

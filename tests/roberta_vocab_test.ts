@@ -7,7 +7,7 @@ import {
   robertaTokenizerJson,
   vocabJsonText,
   writeRobertaTokenizer,
-} from "../shared/roberta_vocab.ts";
+} from "../shared/text/roberta_vocab.ts";
 
 const SRC = await robertaSources();
 

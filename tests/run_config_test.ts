@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { parseRunFlags, resumedConfig, storedSettings } from "../coordinator/run_config.ts";
 import { DEFAULT_LR, DEFAULT_OPTIMIZER_CONFIG } from "../coordinator/optimizer.ts";
 import { DEFAULT_SCHEDULE } from "../coordinator/lr_schedule.ts";
-import { DEFAULT_ADVERSARY } from "../shared/adversary_config.ts";
+import { DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { FlagError } from "../shared/cli/flags.ts";
 
 Deno.test("parseRunFlags: the learning rate defaults per optimizer; --lr wins", async () => {

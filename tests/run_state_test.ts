@@ -4,8 +4,8 @@
  * uninterrupted run.
  */
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/backend.ts";
-import { loadCheckpoint } from "../shared/checkpoint.ts";
+import { initBackend } from "../shared/compute/backend.ts";
+import { loadCheckpoint } from "../shared/io/checkpoint.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler } from "../coordinator/scheduler.ts";

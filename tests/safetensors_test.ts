@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../shared/half_float.ts";
+import {
+  bf16BitsToF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+} from "../shared/wire/half_float.ts";
 import {
   type HostTensor,
   planSafetensors,
@@ -8,7 +13,7 @@ import {
   SafetensorsFile,
   streamSafetensors,
   writeSafetensors,
-} from "../shared/safetensors.ts";
+} from "../shared/io/safetensors.ts";
 
 /** Builds a safetensors file from a literal header text and raw data bytes. */
 function build(header: string, data: number[] | Uint8Array, headerLength?: bigint): Uint8Array {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/backend.ts";
+import { initBackend } from "../shared/compute/backend.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
@@ -9,16 +9,16 @@ import {
   type EvalResultMessage,
   type Frame,
   type ResultMessage,
-} from "../shared/protocol.ts";
-import { batchLogitsOf, type EvalResult } from "../shared/evaluate.ts";
-import type { HostBatch } from "../shared/batch.ts";
-import { weightTensors } from "../shared/model.ts";
+} from "../shared/wire/protocol.ts";
+import { batchLogitsOf, type EvalResult } from "../shared/eval/held_out.ts";
+import type { HostBatch } from "../shared/model/batch.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
 import { EVAL_TASK_ID_BASE, MAX_EVAL_BATCHES, meshLogits } from "../coordinator/mesh_eval.ts";
 import { WeightsOut } from "../coordinator/weights_out.ts";
-import { denseLayout } from "../shared/sparse_grad.ts";
+import { denseLayout } from "../shared/model/sparse_grad.ts";
 import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
 import { combineGradients } from "../coordinator/grad_combine.ts";
-import { mixSeed, Rng } from "../shared/rng.ts";
+import { mixSeed, Rng } from "../shared/method/rng.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { observeMeshLogits } from "./support/mesh_logits.ts";
 import { resultMessage } from "./support/protocol.ts";

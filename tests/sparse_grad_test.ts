@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { combineGradients } from "../coordinator/grad_combine.ts";
-import { compactGrad, expectedGradLength, usedRows } from "../shared/sparse_grad.ts";
+import { compactGrad, expectedGradLength, usedRows } from "../shared/model/sparse_grad.ts";
 
 const s = { total: 4 * 2 + 3, rowCount: 4, rowWidth: 2 }; // 4×2 embedding block, then 3 dense values
 
@@ -16,7 +16,7 @@ Deno.test("compact, then the coordinator's combine, restores the dense gradient 
 });
 
 Deno.test("the protocol carries rows and refuses unsorted or negative ones", async () => {
-  const { decodeMessage, encodeMessage } = await import("../shared/protocol.ts");
+  const { decodeMessage, encodeMessage } = await import("../shared/wire/protocol.ts");
   const { Packr } = await import("msgpackr");
   const base = {
     type: "result" as const,

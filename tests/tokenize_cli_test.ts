@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VOCAB = bertBaseUncasedVocab();

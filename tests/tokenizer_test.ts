@@ -6,9 +6,9 @@ import {
   truncateLongestFirst,
   wordPieceTokenizer,
   wordPieceTokenizerJson,
-} from "../shared/tokenizer.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/vocab.ts";
-import { writeRobertaTokenizer } from "../shared/roberta_vocab.ts";
+} from "../shared/text/tokenizer.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
+import { writeRobertaTokenizer } from "../shared/text/roberta_vocab.ts";
 
 const VOCAB = bertBaseUncasedVocab();
 const BERT: TextTokenizer = await loadTokenizer();

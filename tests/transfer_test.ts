@@ -1,5 +1,5 @@
 /**
- * shared/transfer.ts: chunked transfers reassemble bit for bit, every bad
+ * shared/wire/transfer.ts: chunked transfers reassemble bit for bit, every bad
  * chunk or reference is refused with its own error, the sender's queue keeps
  * a real socket's buffer bounded and never waits on another socket.
  */
@@ -16,7 +16,7 @@ import {
   type TransferMessage,
   type WeightsMessage,
   writeChunkHeader,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 import {
   BufferPool,
   CHUNK_BYTES,
@@ -30,8 +30,8 @@ import {
   prepareMessage,
   Reassembler,
   Sender,
-} from "../shared/transfer.ts";
-import { Rng } from "../shared/rng.ts";
+} from "../shared/wire/transfer.ts";
+import { Rng } from "../shared/method/rng.ts";
 import { expectError } from "./support/protocol.ts";
 
 /** Every finite float32 bit pattern class: random bits, minus NaN/Inf, plus the edge cases. */

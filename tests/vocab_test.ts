@@ -4,7 +4,7 @@ import {
   bertBaseUncasedVocab,
   parseVocabTxt,
   vocabToTxt,
-} from "../shared/vocab.ts";
+} from "../shared/text/vocab.ts";
 
 // Ids of the original bert-base-uncased vocab.txt (known from the released file).
 const KNOWN: [string, number][] = [

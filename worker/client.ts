@@ -3,7 +3,7 @@
  * pull one task at a time, answer with its gradient (or, for an evaluation
  * task, its logits), reconnect with backoff
  * when the link drops. Large weights and gradients travel as chunked
- * transfers with flow control (shared/transfer.ts). One log line per state
+ * transfers with flow control (shared/wire/transfer.ts). One log line per state
  * change — including why a connection closed (code, reason, socket error) —
  * none per micro-batch.
  *
@@ -22,8 +22,8 @@ import {
   toErrorMessage,
   type WeightsMessage,
   type WelcomeMessage,
-} from "../shared/protocol.ts";
-import { paramLayout } from "../shared/param_layout.ts";
+} from "../shared/wire/protocol.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
 import {
   BufferPool,
   describeClose,
@@ -31,8 +31,8 @@ import {
   prepareMessage,
   Reassembler,
   Sender,
-} from "../shared/transfer.ts";
-import type { BackendInfo } from "../shared/backend.ts";
+} from "../shared/wire/transfer.ts";
+import type { BackendInfo } from "../shared/compute/backend.ts";
 import { WorkerCompute } from "./compute.ts";
 
 /** How a worker runs. */

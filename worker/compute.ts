@@ -11,16 +11,21 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { type ModelConfig, parseModelConfig } from "../shared/model_config.ts";
-import { type Objective, type ParamLayout, paramLayout } from "../shared/param_layout.ts";
-import { predictLogits, weightTensors } from "../shared/model.ts";
-import { type GradientResult, microBatchGradient } from "../shared/gradient.ts";
-import { activeBackend } from "../shared/backend.ts";
-import type { Blas } from "../shared/native/blas.ts";
-import type { Gemm } from "../shared/native/gemm.ts";
-import { NativeModel } from "../shared/native/engine.ts";
-import { f16BitsToF32 } from "../shared/half_float.ts";
-import { compactGrad, gradLayout, type SparseLayout, usedRows } from "../shared/sparse_grad.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { type Objective, type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
+import { type GradientResult, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { activeBackend } from "../shared/compute/backend.ts";
+import type { Blas } from "../shared/engine/devices/cpu/blas.ts";
+import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
+import { NativeModel } from "../shared/engine/engine.ts";
+import { f16BitsToF32 } from "../shared/wire/half_float.ts";
+import {
+  compactGrad,
+  gradLayout,
+  type SparseLayout,
+  usedRows,
+} from "../shared/model/sparse_grad.ts";
 import {
   type EvalResultMessage,
   type EvalTaskMessage,
@@ -31,7 +36,7 @@ import {
   validateWeightsShape,
   type WeightsMessage,
   type WelcomeMessage,
-} from "../shared/protocol.ts";
+} from "../shared/wire/protocol.ts";
 
 interface Run {
   readonly runId: string;

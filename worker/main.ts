@@ -11,7 +11,7 @@ import {
   backendRequest,
   disposeBackend,
   startBackend,
-} from "../shared/backend.ts";
+} from "../shared/compute/backend.ts";
 import { runWorker } from "./client.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {

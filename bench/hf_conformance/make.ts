@@ -10,15 +10,15 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../../shared/backend.ts";
-import { saveCheckpoint } from "../../shared/checkpoint.ts";
-import { parseModelConfig } from "../../shared/model_config.ts";
-import { paramLayout } from "../../shared/param_layout.ts";
-import { predictLogits, weightTensors } from "../../shared/model.ts";
-import { loadTokenizer } from "../../shared/tokenizer.ts";
-import { EncodedSet } from "../../shared/batching.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../../shared/vocab.ts";
-import { Rng } from "../../shared/rng.ts";
+import { initBackend } from "../../shared/compute/backend.ts";
+import { saveCheckpoint } from "../../shared/io/checkpoint.ts";
+import { parseModelConfig } from "../../shared/model/config.ts";
+import { paramLayout } from "../../shared/model/param_layout.ts";
+import { predictLogits, weightTensors } from "../../shared/tfjs/model.ts";
+import { loadTokenizer } from "../../shared/text/tokenizer.ts";
+import { EncodedSet } from "../../shared/data/batching.ts";
+import { bertBaseUncasedVocab, vocabToTxt } from "../../shared/text/vocab.ts";
+import { Rng } from "../../shared/method/rng.ts";
 
 const out = Deno.args[0] ?? "bench/hf_conformance/out";
 await initBackend("wasm");

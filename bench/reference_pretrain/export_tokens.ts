@@ -17,7 +17,7 @@
 import { parseArgs } from "node:util";
 import { MlmSet, packSequences } from "../../coordinator/mlm_data.ts";
 import { loadCorpus } from "../../shared/data/corpus.ts";
-import { loadTokenizer } from "../../shared/tokenizer.ts";
+import { loadTokenizer } from "../../shared/text/tokenizer.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,

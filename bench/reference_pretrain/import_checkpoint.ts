@@ -18,10 +18,10 @@
  *
  * @module
  */
-import { loadCheckpoint } from "../../shared/checkpoint.ts";
-import { weightTensors } from "../../shared/model.ts";
-import { loadTokenizer } from "../../shared/tokenizer.ts";
-import { initBackend } from "../../shared/backend.ts";
+import { loadCheckpoint } from "../../shared/io/checkpoint.ts";
+import { weightTensors } from "../../shared/tfjs/model.ts";
+import { loadTokenizer } from "../../shared/text/tokenizer.ts";
+import { initBackend } from "../../shared/compute/backend.ts";
 import { MlmSet } from "../../coordinator/mlm_data.ts";
 import { evaluateMlm } from "../../coordinator/training_data.ts";
 

@@ -7,11 +7,11 @@
  */
 import { exitOnFlagError, type FlagSpecs, parseFlagsOrExit } from "./flags.ts";
 import { loadTask } from "../data/task.ts";
-import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
-import { EncodedSet } from "../batching.ts";
-import { evaluateSet } from "../evaluate.ts";
+import { BACKEND_FLAGS, backendRequest } from "../compute/backend.ts";
+import { EncodedSet } from "../data/batching.ts";
+import { evaluateSet } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
-import { maxSequenceLength } from "../model_config.ts";
+import { maxSequenceLength } from "../model/config.ts";
 
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";

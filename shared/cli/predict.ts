@@ -8,11 +8,11 @@
  */
 import { exitOnFlagError, type FlagSpecs, parseFlagsOrExit } from "./flags.ts";
 import { readJsonl } from "../data/jsonl.ts";
-import { BACKEND_FLAGS, backendRequest } from "../backend.ts";
-import { EncodedSet } from "../batching.ts";
-import { logitsOf, predictionsFromLogits } from "../evaluate.ts";
+import { BACKEND_FLAGS, backendRequest } from "../compute/backend.ts";
+import { EncodedSet } from "../data/batching.ts";
+import { logitsOf, predictionsFromLogits } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
-import { maxSequenceLength } from "../model_config.ts";
+import { maxSequenceLength } from "../model/config.ts";
 
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from "../checkpoint.ts";
-import type { BackendOptions } from "../backend.ts";
-import { scoringModel } from "../evaluate.ts";
-import { loadTokenizer, type TextTokenizer } from "../tokenizer.ts";
+import { loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from "../io/checkpoint.ts";
+import type { BackendOptions } from "../compute/backend.ts";
+import { scoringModel } from "../eval/held_out.ts";
+import { loadTokenizer, type TextTokenizer } from "../text/tokenizer.ts";
 
 /** `--model DIR`: the Hugging Face checkpoint folder a scoring command reads. */
 export const MODEL_FLAG = {

@@ -9,7 +9,7 @@
 
 import { parseFlagsOrExit } from "./flags.ts";
 import { parseJsonl } from "../data/jsonl.ts";
-import { loadTokenizer } from "../tokenizer.ts";
+import { loadTokenizer } from "../text/tokenizer.ts";
 
 const USAGE = `Usage: deno task tokenize --model DIR --input FILE.jsonl [--max-len N]
 

@@ -22,7 +22,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fmix32, fnv1a } from "../hash32.ts";
+import { fmix32, fnv1a } from "../method/hash32.ts";
 
 /** One unit of pre-training text. */
 export interface CorpusDocument {

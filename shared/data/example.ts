@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { MetricName } from "../metrics.ts";
+import type { MetricName } from "../eval/glue_metrics.ts";
 
 /** One text (or text pair) with its label. */
 export interface Example {

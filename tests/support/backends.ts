@@ -3,10 +3,10 @@
  * webgpu when any adapter exists), and the native engine's matrix products
  * (the machine's BLAS when one loads, and the plain JS gemm always).
  */
-import type { BackendName } from "../../shared/backend.ts";
-import { loadBlas } from "../../shared/native/blas.ts";
-import { type Gemm, jsGemm } from "../../shared/native/gemm.ts";
-import type { Blas } from "../../shared/native/blas.ts";
+import type { BackendName } from "../../shared/compute/backend.ts";
+import { loadBlas } from "../../shared/engine/devices/cpu/blas.ts";
+import { type Gemm, jsGemm } from "../../shared/engine/devices/cpu/gemm.ts";
+import type { Blas } from "../../shared/engine/devices/cpu/blas.ts";
 
 /** The tfjs backends to test (native is not a tfjs backend: see {@link testGemms}). */
 export async function testBackends(): Promise<Exclude<BackendName, "native">[]> {

@@ -2,9 +2,9 @@
  * On-disk fixtures for mesh tests: a tiny BERT checkpoint folder (HF
  * layout, with vocab.txt) and a tiny sentiment task as JSONL files.
  */
-import { initWeights, saveCheckpoint } from "../../shared/checkpoint.ts";
-import { parseModelConfig } from "../../shared/model_config.ts";
-import { Rng } from "../../shared/rng.ts";
+import { initWeights, saveCheckpoint } from "../../shared/io/checkpoint.ts";
+import { parseModelConfig } from "../../shared/model/config.ts";
+import { Rng } from "../../shared/method/rng.ts";
 
 const WORDS = [
   "the",

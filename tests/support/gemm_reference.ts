@@ -1,10 +1,10 @@
 /**
  * The float64 reference for a row-major gemm, straight from the definition
- * (independent of shared/native/gemm.ts's jsGemm, which it checks).
+ * (independent of shared/engine/devices/cpu/gemm.ts's jsGemm, which it checks).
  *
  * @module
  */
-import type { Gemm } from "../../shared/native/gemm.ts";
+import type { Gemm } from "../../shared/engine/devices/cpu/gemm.ts";
 
 /**
  * alpha·op(A)·op(B) + beta·C0 in float64, as a packed m×n matrix: op

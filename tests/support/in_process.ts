@@ -5,10 +5,10 @@
  * reassembler). For mesh tests without network.
  */
 import { WorkerCompute } from "../../worker/compute.ts";
-import { deliver, type Outgoing, prepareMessage } from "../../shared/transfer.ts";
+import { deliver, type Outgoing, prepareMessage } from "../../shared/wire/transfer.ts";
 import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
-import type { Message } from "../../shared/protocol.ts";
+import type { Message } from "../../shared/wire/protocol.ts";
 
 /** A worker living in this process; `detach()` simulates it dying. */
 export class InProcessWorker {

@@ -1,12 +1,12 @@
 /**
- * Test helpers for the wire protocol (shared/protocol.ts): asserting a
+ * Test helpers for the wire protocol (shared/wire/protocol.ts): asserting a
  * refusal by its error code, and building a result message from the fields a
  * test cares about.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { type ErrorCode, ProtocolError, type ResultMessage } from "../../shared/protocol.ts";
+import { type ErrorCode, ProtocolError, type ResultMessage } from "../../shared/wire/protocol.ts";
 
 /** Runs `fn`, which must throw a {@link ProtocolError} of `code` (message matching `pattern`). */
 export function expectError(fn: () => unknown, code: ErrorCode, pattern?: RegExp): ProtocolError {

@@ -3,14 +3,14 @@
  * from docs/model-and-data.md without tfjs, for checking the tfjs model (logits)
  * and its gradients (by central finite differences). No dropout.
  */
-import type { ModelConfig } from "../../shared/model_config.ts";
-import type { ParamLayout } from "../../shared/param_layout.ts";
-import type { LabelledBatch } from "../../shared/batch.ts";
+import type { ModelConfig } from "../../shared/model/config.ts";
+import type { ParamLayout } from "../../shared/model/param_layout.ts";
+import type { LabelledBatch } from "../../shared/model/batch.ts";
 
 /**
  * erf(x) = 2/√π · e^(−x²) · Σ_{n≥0} 2ⁿ x^(2n+1) / (1·3·…·(2n+1)) (Abramowitz &
  * Stegun 7.1.6), to ~1e-15: every term is positive, so the sum does not cancel.
- * A different route from the engine's erf (shared/native/fast_math.ts), so the
+ * A different route from the engine's erf (shared/engine/devices/cpu/fast_math.ts), so the
  * two check each other.
  */
 export function erf(x: number): number {

@@ -4,10 +4,10 @@
  * 514 positions, one token type, pad id 1) at a width and depth that keep a
  * forward pass fast. Written sharded, as a large checkpoint would be.
  */
-import { initWeights, saveCheckpoint } from "../../shared/checkpoint.ts";
-import { type ModelConfig, parseModelConfig } from "../../shared/model_config.ts";
-import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../../shared/roberta_vocab.ts";
-import type { DType } from "../../shared/safetensors.ts";
+import { initWeights, saveCheckpoint } from "../../shared/io/checkpoint.ts";
+import { type ModelConfig, parseModelConfig } from "../../shared/model/config.ts";
+import { ROBERTA_VOCAB_SIZE, writeRobertaTokenizer } from "../../shared/text/roberta_vocab.ts";
+import type { DType } from "../../shared/io/safetensors.ts";
 
 /** Options of {@link tinyRobertaDir}. */
 export interface TinyRobertaOptions {

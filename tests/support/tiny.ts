@@ -3,10 +3,10 @@
  * shared by the numerical tests. Weights are drawn wider than the HF init so
  * that every path carries a visible gradient.
  */
-import { type ModelConfig, parseModelConfig } from "../../shared/model_config.ts";
-import { type ParamLayout, paramLayout } from "../../shared/param_layout.ts";
-import type { LabelledBatch } from "../../shared/batch.ts";
-import { Rng } from "../../shared/rng.ts";
+import { type ModelConfig, parseModelConfig } from "../../shared/model/config.ts";
+import { type ParamLayout, paramLayout } from "../../shared/model/param_layout.ts";
+import type { LabelledBatch } from "../../shared/model/batch.ts";
+import { Rng } from "../../shared/method/rng.ts";
 
 export interface Tiny {
   config: ModelConfig;

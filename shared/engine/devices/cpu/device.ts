@@ -1,0 +1,74 @@
+/**
+ * The host {@link Device}: buffers are Float32Arrays (views are subarrays),
+ * matrix products go through the given {@link Gemm} (the machine's BLAS, or
+ * {@link jsGemm}), everything else runs the loops of shared/engine/devices/cpu/layers.ts
+ * and attention.ts. Work happens when a kernel is called.
+ *
+ * @module
+ */
+import type { AttentionShape, Device } from "../../device.ts";
+import type { Gemm } from "./gemm.ts";
+import * as layers from "./layers.ts";
+import { attentionBackward, attentionForward } from "./attention.ts";
+
+type F32 = Float32Array;
+
+/** A host device whose matrix products run on `gemm`. */
+export function cpuDevice(gemm: Gemm): Device<F32> {
+  let scratch = new Float32Array(0);
+  const need = (n: number) => {
+    if (scratch.length < n) scratch = new Float32Array(n);
+    return scratch;
+  };
+  /** The attention kernels over every query, or with `first` the first of each example only. */
+  function attention(first: boolean): Pick<Device<F32>, "attention" | "attentionBackward"> {
+    const queries = (shape: AttentionShape) => first ? 1 : shape.batch.seqLen;
+    return {
+      attention: (qkv, probs, dropMask, dropped, ctx, shape) => {
+        const rows = queries(shape);
+        attentionForward(gemm, qkv, probs, dropMask, dropped, ctx, shape, rows);
+      },
+      attentionBackward: (dctx, qkv, probs, dropMask, dropped, dqkv, shape) => {
+        const rows = queries(shape), tmp = need(rows * shape.batch.seqLen);
+        attentionBackward(gemm, dctx, qkv, probs, dropMask, dropped, dqkv, shape, tmp, rows);
+      },
+    };
+  }
+  const full = attention(false), first = attention(true);
+  return {
+    alloc: (n) => new Float32Array(n),
+    view: (t, offset, n) => {
+      if (offset < 0 || offset + n > t.length) {
+        throw new Error(`view [${offset}, ${offset + n}) outside a buffer of ${t.length}`);
+      }
+      return t.subarray(offset, offset + n);
+    },
+    fill: (t, value) => void t.fill(value),
+    read: (t) => t,
+    write: (t, data) => t.set(data),
+    gemm,
+    dropoutMask: layers.dropoutMask,
+    mul: layers.mul,
+    add: layers.add,
+    embed: layers.embed,
+    embedBackward: layers.embedBackward,
+    addBias: layers.addBias,
+    colSum: layers.colSum,
+    biasDropoutResidual: layers.biasDropoutResidual,
+    layerNorm: layers.layerNorm,
+    layerNormBackward: layers.layerNormBackward,
+    biasGelu: layers.biasGelu,
+    geluBackward: layers.geluBackward,
+    biasTanh: layers.biasTanh,
+    tanhBackward: layers.tanhBackward,
+    attention: full.attention,
+    attentionBackward: full.attentionBackward,
+    attentionFirst: first.attention,
+    attentionFirstBackward: first.attentionBackward,
+    gatherRows: layers.gatherRows,
+    scatterRows: layers.scatterRows,
+    crossEntropy: layers.crossEntropy,
+    meanSquaredError: layers.meanSquaredError,
+    ascend: layers.ascend,
+  };
+}

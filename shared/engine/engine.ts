@@ -1,0 +1,441 @@
+/**
+ * The native training engine: the model's forward and backward passes
+ * written out explicitly (shared/engine/encoder.ts, heads.ts) over a
+ * {@link Device}, here the host device whose matrix products go through a
+ * {@link Gemm} (the machine's BLAS via shared/engine/devices/cpu/blas.ts, or
+ * {@link jsGemm}). `NativeModel.gradient` computes what
+ * `microBatchGradient` (shared/tfjs/gradient.ts) computes with tfjs, mode by mode
+ * (docs/method.md, "One micro-batch gradient"):
+ *
+ * - off: one full pass (forward, backward to δ and every parameter).
+ * - pgd K: K δ-only passes (no parameter gradients), each followed by the
+ *   ascent step on δ, then one full pass at δ_K.
+ * - freelb K: K full passes at δ_0 … δ_{K−1}, each followed by the ascent
+ *   step; gradient and loss are the mean over the K passes.
+ *
+ * Dropout masks come from shared/method/dropout_mask.ts with the same seed and site
+ * numbers as shared/tfjs/model.ts, and the random start of δ from
+ * shared/tfjs/adversary.ts's `initialDeltaHost`, so the result equals tfjs's
+ * within float32 rounding. Buffers are made once per batch shape and reused.
+ *
+ * @module
+ */
+import { initialDeltaHost } from "../tfjs/adversary.ts";
+import { HEAD_SITE } from "../method/dropout_mask.ts";
+import type { GradientResult, GradientTask } from "../tfjs/gradient.ts";
+import type { HostBatch } from "../model/batch.ts";
+import { IGNORE_INDEX, isTokenLabelled, positionIds } from "../tfjs/model.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { ParamLayout } from "../model/param_layout.ts";
+import { mixSeed } from "../method/rng.ts";
+import { cpuDevice } from "./devices/cpu/device.ts";
+import {
+  type BatchIndex,
+  type Device,
+  type KernelProfile,
+  type MaskRows,
+  profiled,
+} from "./device.ts";
+import {
+  encoderBackward,
+  EncoderBuffers,
+  encoderForward,
+  type EncoderGrads,
+  encoderGrads,
+  type EncoderMasks,
+  type EncoderWeights,
+  encoderWeights,
+} from "./encoder.ts";
+import type { Gemm } from "./devices/cpu/gemm.ts";
+import { Arena } from "./arena.ts";
+import {
+  classifierBackward,
+  ClassifierBuffers,
+  classifierForward,
+  classifierLoss,
+  type ClassifierMasks,
+  type ClassifierParams,
+  classifierParams,
+  type ClassifierTargets,
+  mlmBackward,
+  MlmBuffers,
+  mlmForwardLoss,
+  type MlmParams,
+  mlmParams,
+  type MlmTargets,
+} from "./heads.ts";
+
+type F32 = Float32Array;
+
+/** The dropout masks of one batch shape, and which site each buffer holds. */
+interface Masks {
+  readonly enc: EncoderMasks<F32>;
+  readonly cls: ClassifierMasks<F32>;
+  readonly sites: readonly {
+    readonly site: number;
+    readonly buf: F32;
+    readonly kind: "hidden" | "attention";
+    readonly rows?: MaskRows;
+  }[];
+}
+
+/** Buffers of one batch shape: activations, dropout masks, δ, loss (views of one arena). */
+interface Workspace {
+  readonly enc: EncoderBuffers<F32>;
+  readonly cls: ClassifierBuffers<F32>;
+  readonly delta: F32;
+  readonly loss: F32;
+  readonly masks: Masks;
+}
+
+/** Dropout rates of a task. */
+type DropoutRates = GradientTask["dropout"];
+
+/** The targets of a labelled batch, for either objective. */
+type Targets =
+  | { readonly kind: "classify"; readonly t: ClassifierTargets }
+  | { readonly kind: "mlm"; readonly t: MlmTargets };
+
+/** Where a pass's parameter gradients go: the encoder's and the head's. */
+type PassGrads = { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> };
+
+/** What a mode's passes need of one task, bound to its batch, buffers and adversary. */
+interface ModeRun {
+  /** One pass at δ (null: clean), gradients into `grads` (null: δ only) scaled by `weight`; returns ∂/∂δ. */
+  pass(delta: F32 | null, grads: PassGrads | null, weight: number): F32;
+  /** The ascent step and projection on δ in place, from its gradient. */
+  ascend(delta: F32, g: F32): void;
+  /** Restarts the loss the passes add to. */
+  resetLoss(): void;
+}
+
+/**
+ * Mode pgd: K δ-only passes, each followed by the ascent step, then one full
+ * pass at δ_K (whose loss is the result's). Returns the adversary's time.
+ */
+function pgdPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number): number {
+  for (let k = 0; k < steps; k++) run.ascend(delta, run.pass(delta, null, 1));
+  const adversaryMs = performance.now() - t0;
+  run.resetLoss(); // the loss is the final pass's
+  run.pass(delta, grads, 1);
+  return adversaryMs;
+}
+
+/**
+ * Mode freelb: K full passes at δ_0 … δ_{K−1}, each weighted 1/K and followed
+ * (but the last) by the ascent step. Returns the adversary's time: all of it.
+ */
+function freelbPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number) {
+  if (!(steps >= 1)) throw new Error(`freelb needs at least one step, got ${steps}`);
+  for (let k = 0; k < steps; k++) {
+    const g = run.pass(delta, grads, 1 / steps);
+    if (k < steps - 1) run.ascend(delta, g);
+  }
+  return performance.now() - t0; // in FreeLB every pass is both
+}
+
+/** Options of {@link NativeModel}. */
+export interface NativeOptions {
+  /** Time every kernel into this profile (by `clock`, default wall time). */
+  readonly profile?: KernelProfile;
+  readonly clock?: () => number;
+  /** Compute the last layer at every position even under a classifier (default false). */
+  readonly fullLastLayer?: boolean;
+}
+
+/** A model on the host: weights in layout order, buffers reused across calls. */
+export class NativeModel {
+  readonly #dev: Device<F32>;
+  readonly #mlm: boolean;
+  readonly #firstOnly: boolean;
+  readonly #packed: { w: F32; b: F32 }[];
+  /** Workspaces by shape and dropouts on: views of #arena (cleared when it grows). */
+  readonly #shapes = new Map<string, Workspace>();
+  readonly #arena: Arena<F32>;
+  #mlmBuffers: MlmBuffers<F32> | null = null;
+  #weights: F32 | null = null;
+  #enc: EncoderWeights<F32> | null = null;
+  #cls: ClassifierParams<F32> | null = null;
+  #mlmW: MlmParams<F32> | null = null;
+
+  /**
+   * Options: `profile` times every kernel into it by `clock` (for profiling);
+   * `fullLastLayer` computes the last layer at every position even under a
+   * classifier (which reads only the first; by default those rows alone are
+   * computed after the last attention: the same numbers, less work).
+   */
+  constructor(
+    readonly config: ModelConfig,
+    readonly layout: ParamLayout,
+    readonly gemm: Gemm,
+    options: NativeOptions = {},
+  ) {
+    const dev = cpuDevice(gemm);
+    this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
+    this.#mlm = layout.byName.has("cls.predictions.bias");
+    this.#firstOnly = !this.#mlm && !options.fullLastLayer;
+    this.#arena = new Arena(this.#dev);
+    const H = config.hiddenSize;
+    this.#packed = Array.from({ length: config.numLayers }, () => ({
+      w: this.#dev.alloc(3 * H * H),
+      b: this.#dev.alloc(3 * H),
+    }));
+  }
+
+  /** Sets the weights (flat, in layout order); kept by reference, so do not change them mid-call. */
+  setWeights(flat: F32): void {
+    if (flat.length !== this.layout.total) {
+      throw new Error(`setWeights: expected ${this.layout.total} values, got ${flat.length}`);
+    }
+    const dev = this.#dev, c = this.config, l = this.layout;
+    this.#enc = encoderWeights(dev, c, l, flat, flat, this.#packed);
+    if (this.#mlm) this.#mlmW = mlmParams(dev, l, flat);
+    else this.#cls = classifierParams(dev, c, l, flat);
+    this.#weights = flat;
+  }
+
+  /**
+   * g_j, the mean loss, n_j and timings: the same contract as
+   * `microBatchGradient`. The gradient goes into `out` when given (zeroed
+   * first, then returned as `grad`): a caller done with each result before
+   * the next call saves the page faults of a fresh 4-byte-per-parameter array.
+   */
+  gradient(task: GradientTask, out?: Float32Array): GradientResult {
+    const t0 = performance.now();
+    const enc = this.#needWeights();
+    const { batch, adversary: adv } = task;
+    const index = this.#index(batch);
+    const targets = this.#targets(batch.labels, batch);
+    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout);
+    const masks = this.#masks(ws, mixSeed(task.seed, task.step, task.index), task.dropout);
+    const dev = this.#dev, H = this.config.hiddenSize;
+    if (out && out.length !== this.layout.total) {
+      throw new Error(`gradient: out holds ${out.length} values, the layout ${this.layout.total}`);
+    }
+    const grad = out ? out.fill(0) : new Float32Array(this.layout.total);
+    const gEnc = encoderGrads(dev, this.config, this.layout, grad);
+    const gHead = this.#mlm
+      ? mlmParams(dev, this.layout, grad)
+      : classifierParams(dev, this.config, this.layout, grad);
+    const grads = { enc: gEnc, head: gHead };
+    const run: ModeRun = {
+      pass: (delta, g, weight) => this.#pass(ws, masks, index, targets, enc, delta, g, weight),
+      ascend: (delta, g) => dev.ascend(delta, g, index, H, adv),
+      resetLoss: () => dev.fill(ws.loss, 0),
+    };
+    const { attentionMask: m, size, seqLen } = batch;
+    const start = () => initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
+    run.resetLoss();
+    let adversaryMs = 0;
+    if (adv.mode === "pgd") adversaryMs = pgdPasses(run, start(), grads, adv.steps, t0);
+    else if (adv.mode === "freelb") adversaryMs = freelbPasses(run, start(), grads, adv.steps, t0);
+    else run.pass(null, grads, 1);
+    const loss = dev.read(ws.loss)[0];
+    return {
+      grad,
+      loss,
+      count: batch.size,
+      timings: { computeMs: performance.now() - t0, adversaryMs },
+    };
+  }
+
+  /** Logits [size·numLabels] without dropout or δ: the same as `predictLogits`. */
+  logits(batch: HostBatch): Float32Array {
+    const enc = this.#needWeights();
+    if (this.#mlm) throw new Error("NativeModel.logits: an MLM layout has no classifier head");
+    const index = this.#index(batch);
+    const none = { hidden: 0, attention: 0 };
+    const ws = this.#workspace(batch.size, batch.seqLen, none);
+    const masks = this.#masks(ws, 0, none);
+    const dev = this.#dev, config = this.config;
+    encoderForward(
+      { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index },
+      null,
+      false,
+    );
+    classifierForward({ dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls }, ws.enc.last);
+    return this.#dev.read(ws.cls.logits).slice();
+  }
+
+  /**
+   * One pass: forward, loss (weight·mean added to ws.loss) and backward.
+   * Parameter gradients accumulate into `grads` (scaled by `weight`) unless
+   * it is null; returns ∂(weight·loss)/∂δ.
+   */
+  #pass(
+    ws: Workspace,
+    masks: Masks,
+    index: BatchIndex,
+    targets: Targets,
+    enc: EncoderWeights<F32>,
+    delta: F32 | null,
+    grads: PassGrads | null,
+    weight: number,
+  ): F32 {
+    const dev = this.#dev, config = this.config;
+    const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index };
+    encoderForward(encoder, delta, true);
+    const dLast = ws.enc.dLast;
+    if (targets.kind === "mlm") {
+      const bufs = this.#mlmHead(targets.t.positions.length);
+      const mlm = { dev, config, w: this.#mlmW!, word: enc.word, bufs, targets: targets.t };
+      mlmForwardLoss(mlm, ws.enc.last, ws.loss, weight, true);
+      const g = grads ? grads.head as MlmParams<F32> : null;
+      mlmBackward(mlm, dLast, g, grads ? grads.enc.word : null);
+    } else {
+      const cls = { dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls };
+      classifierForward(cls, ws.enc.last);
+      classifierLoss(cls, targets.t, ws.loss, weight, true);
+      const g = grads ? grads.head as ClassifierParams<F32> : null;
+      classifierBackward(cls, dLast, g);
+    }
+    return encoderBackward(encoder, grads?.enc ?? null);
+  }
+
+  #needWeights(): EncoderWeights<F32> {
+    if (!this.#weights || !this.#enc) throw new Error("NativeModel: call setWeights first");
+    return this.#enc;
+  }
+
+  /** The batch's integer side, checked against the model's tables. */
+  #index(batch: HostBatch): BatchIndex {
+    const { size, seqLen, inputIds, tokenTypeIds, attentionMask } = batch;
+    const N = size * seqLen, c = this.config;
+    if (!(size >= 1 && seqLen >= 1)) throw new Error(`batch: empty shape [${size}, ${seqLen}]`);
+    if (inputIds.length !== N || tokenTypeIds.length !== N || attentionMask.length !== N) {
+      throw new Error(`batch: ids, token types and mask must each hold ${size}×${seqLen} values`);
+    }
+    const positions = positionIds(c, batch);
+    for (let n = 0; n < N; n++) {
+      if (!(inputIds[n] >= 0 && inputIds[n] < c.vocabSize)) {
+        throw new Error(
+          `batch: token id ${inputIds[n]} is outside the vocabulary (${c.vocabSize})`,
+        );
+      }
+      if (!(tokenTypeIds[n] >= 0 && tokenTypeIds[n] < c.typeVocabSize)) {
+        throw new Error(`batch: token type ${tokenTypeIds[n]} is not below ${c.typeVocabSize}`);
+      }
+      if (positions[n] >= c.maxPositions) {
+        throw new Error(`batch: position ${positions[n]} is not below ${c.maxPositions}`);
+      }
+    }
+    return { size, seqLen, inputIds, tokenTypeIds, positionIds: positions, attentionMask };
+  }
+
+  #targets(labels: Float32Array, batch: HostBatch): Targets {
+    const tokenLabels = isTokenLabelled(labels, batch);
+    if (tokenLabels !== this.#mlm) {
+      throw new Error(
+        this.#mlm
+          ? `an MLM task needs one label per token (${
+            batch.size * batch.seqLen
+          }), got ${labels.length}`
+          : `a classification task needs one label per example (${batch.size}), got ${labels.length}`,
+      );
+    }
+    if (this.#mlm) {
+      const positions: number[] = [], ids: number[] = [];
+      labels.forEach((l, i) => {
+        if (l !== IGNORE_INDEX) {
+          positions.push(i);
+          ids.push(l);
+        }
+      });
+      if (positions.length === 0) throw new Error("an MLM task needs at least one labelled token");
+      return {
+        kind: "mlm",
+        t: { positions: Int32Array.from(positions), ids: Int32Array.from(ids) },
+      };
+    }
+    return {
+      kind: "classify",
+      t: { classes: Int32Array.from(labels), scores: labels },
+    };
+  }
+
+  /** The buffers for a batch shape and which dropouts are on (made on first use, then reused). */
+  #workspace(size: number, seqLen: number, rates: DropoutRates): Workspace {
+    const hidden = rates.hidden > 0, attention = rates.attention > 0;
+    const key = `${size}x${seqLen}x${hidden}x${attention}`; // #firstOnly is fixed per model
+    const generation = this.#arena.generation;
+    let ws = this.#shapes.get(key);
+    if (!ws) {
+      ws = this.#arena.build((dev) => this.#buildWorkspace(dev, size, seqLen, hidden, attention));
+      if (this.#arena.generation !== generation) this.#shapes.clear(); // their views are stale
+      this.#shapes.set(key, ws);
+    }
+    return ws;
+  }
+
+  #buildWorkspace(
+    dev: Device<F32>,
+    size: number,
+    seqLen: number,
+    hiddenOn: boolean,
+    attentionOn: boolean,
+  ): Workspace {
+    const c = this.config, H = c.hiddenSize, nh = c.numHeads, B = size, L = seqLen;
+    const enc = new EncoderBuffers(dev, c, size, seqLen, attentionOn, this.#firstOnly);
+    const sites: Masks["sites"][number][] = [];
+    const mask = (site: number, n: number, kind: "hidden" | "attention", rows?: MaskRows) => {
+      if (!(kind === "hidden" ? hiddenOn : attentionOn)) return null;
+      const buf = dev.alloc(n);
+      sites.push({ site, buf, kind, rows });
+      return buf;
+    };
+    // Site numbers of shared/method/dropout_mask.ts; a first-position-only layer holds compact rows.
+    const probRows = { starts: Int32Array.from({ length: B * nh }, (_, i) => i * L * L), width: L };
+    const hiddenRows = { starts: Int32Array.from({ length: B }, (_, b) => b * L * H), width: H };
+    const layers = enc.layers.map((a, l) =>
+      a.first
+        ? {
+          attention: mask(1 + 3 * l, B * nh * L, "attention", probRows),
+          attentionOut: mask(2 + 3 * l, B * H, "hidden", hiddenRows),
+          ffnOut: mask(3 + 3 * l, B * H, "hidden", hiddenRows),
+        }
+        : {
+          attention: mask(1 + 3 * l, B * nh * L * L, "attention"),
+          attentionOut: mask(2 + 3 * l, B * L * H, "hidden"),
+          ffnOut: mask(3 + 3 * l, B * L * H, "hidden"),
+        }
+    );
+    const bert = c.modelType === "bert";
+    const masks: Masks = {
+      enc: { embedding: mask(0, B * L * H, "hidden"), layers },
+      cls: this.#mlm ? { pre: null, post: null } : {
+        pre: bert ? null : mask(HEAD_SITE, B * H, "hidden"),
+        post: mask(bert ? HEAD_SITE : HEAD_SITE + 1, B * H, "hidden"),
+      },
+      sites,
+    };
+    return {
+      enc,
+      cls: new ClassifierBuffers(dev, c, size, seqLen, enc.lastIsFirstRows),
+      delta: dev.alloc(B * L * H),
+      loss: dev.alloc(1),
+      masks,
+    };
+  }
+
+  /** Fills the workspace's dropout masks for the task seeded `seed`. */
+  #masks(ws: Workspace, seed: number, rates: DropoutRates): Masks {
+    for (const s of ws.masks.sites) {
+      this.#dev.dropoutMask(
+        s.buf,
+        seed,
+        s.site,
+        s.kind === "hidden" ? rates.hidden : rates.attention,
+        s.rows,
+      );
+    }
+    return ws.masks;
+  }
+
+  #mlmHead(M: number): MlmBuffers<F32> {
+    if (!this.#mlmBuffers || this.#mlmBuffers.capacity < M) {
+      this.#mlmBuffers = null; // let the old buffers go before allocating the new ones
+      this.#mlmBuffers = new MlmBuffers(this.#dev, this.config, Math.ceil(M / 64) * 64);
+    }
+    return this.#mlmBuffers;
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * The BERT / RoBERTa encoder with its sequence-classification head, as plain
+ * tfjs ops over a record of weight tensors keyed by Hugging Face names.
+ * One forward pass, top to bottom (docs/model-and-data.md, "The forward pass"):
+ *
+ *   E = word[x]                       (the word embeddings the adversary perturbs)
+ *   h = LayerNorm(E + δ + position[p] + token_type[t])
+ *   per layer: h = LN(h + Drop(Wo·Attn(h))); h = LN(h + Drop(W2·GELU(W1·h)))
+ *   BERT:    logits = Wc·Drop(tanh(Wp·h[CLS]))
+ *   RoBERTa: logits = Wout·Drop(tanh(Wd·Drop(h[<s>])))
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import type { HostBatch } from "../model/batch.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { ParamLayout } from "../model/param_layout.ts";
+import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
+import { HEAD_SITE } from "../method/dropout_mask.ts";
+
+/** Weight tensors by Hugging Face name. */
+export type Weights = Readonly<Record<string, tf.Tensor>>;
+
+/** A model ready to run: config, layout and weights on the device. */
+export interface DeviceModel {
+  readonly config: ModelConfig;
+  readonly layout: ParamLayout;
+  readonly weights: Weights;
+}
+
+/** One micro-batch on the device. All [B, L]. */
+export interface BatchTensors {
+  readonly inputIds: tf.Tensor2D;
+  readonly tokenTypeIds: tf.Tensor2D;
+  readonly positionIds: tf.Tensor2D;
+  /** 1 at real tokens, 0 at padding (float32). */
+  readonly mask: tf.Tensor2D;
+}
+
+/** Dropout rates and the seed every dropout mask derives from. */
+export interface DropoutConfig {
+  readonly hidden: number;
+  readonly attention: number;
+  readonly seed: number;
+}
+
+/** No dropout: evaluation, prediction and exact checks. */
+export const NO_DROPOUT: DropoutConfig = { hidden: 0, attention: 0, seed: 0 };
+
+/** Position ids: 0..L-1 for BERT; RoBERTa counts real tokens from pad+1 and gives padding pad. */
+export function positionIds(config: ModelConfig, batch: HostBatch): Int32Array {
+  const { size, seqLen, attentionMask } = batch;
+  const out = new Int32Array(size * seqLen);
+  for (let b = 0; b < size; b++) {
+    let count = 0;
+    for (let i = 0; i < seqLen; i++) {
+      const k = b * seqLen + i;
+      if (config.modelType === "bert") out[k] = i;
+      else out[k] = attentionMask[k] ? config.padTokenId + ++count : config.padTokenId;
+    }
+  }
+  return out;
+}
+
+/** Uploads a host batch to the device. */
+export function batchTensors(config: ModelConfig, batch: HostBatch): BatchTensors {
+  const shape: [number, number] = [batch.size, batch.seqLen];
+  return {
+    inputIds: tf.tensor2d(batch.inputIds, shape, "int32"),
+    tokenTypeIds: tf.tensor2d(batch.tokenTypeIds, shape, "int32"),
+    positionIds: tf.tensor2d(positionIds(config, batch), shape, "int32"),
+    mask: tf.tensor2d(Float32Array.from(batch.attentionMask), shape, "float32"),
+  };
+}
+
+/** Uploads flat host weights as one tensor per parameter. */
+export function weightTensors(layout: ParamLayout, flat: Float32Array): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  for (const s of layout.specs) {
+    out[s.name] = tf.tensor(flat.subarray(s.offset, s.offset + s.size), [...s.shape], "float32");
+  }
+  return out;
+}
+
+/** E(x): the word-embedding lookup, [B, L, H]. */
+export function wordEmbeddings(config: ModelConfig, w: Weights, batch: BatchTensors): tf.Tensor3D {
+  return tf.gather(
+    w[`${config.modelType}.embeddings.word_embeddings.weight`],
+    batch.inputIds,
+  ) as tf.Tensor3D;
+}
+
+/** Splits [B, L, H] into heads [B·nh, L, hd]. */
+function heads(x: tf.Tensor, B: number, L: number, nh: number, hd: number): tf.Tensor {
+  return tf.reshape(tf.transpose(tf.reshape(x, [B, L, nh, hd]), [0, 2, 1, 3]), [B * nh, L, hd]);
+}
+
+/**
+ * The encoder from given word embeddings (E + δ) to the last hidden states [B, L, H].
+ * Dropout masks derive from `drop.seed` and the call site (shared/method/dropout_mask.ts), so a
+ * pass is reproducible and the same on every backend.
+ */
+export function encode(
+  config: ModelConfig,
+  w: Weights,
+  batch: BatchTensors,
+  words: tf.Tensor3D,
+  drop: DropoutConfig,
+): tf.Tensor3D {
+  const p = config.modelType;
+  const [B, L, H] = words.shape;
+  const nh = config.numHeads, hd = H / nh, eps = config.layerNormEps;
+  let site = 0;
+  const hidden = (x: tf.Tensor) => dropout(x, drop.hidden, drop.seed, site++);
+  const pre = `${p}.embeddings`;
+  let h: tf.Tensor = tf.addN([
+    words,
+    tf.gather(w[`${pre}.position_embeddings.weight`], batch.positionIds),
+    tf.gather(w[`${pre}.token_type_embeddings.weight`], batch.tokenTypeIds),
+  ]);
+  h = hidden(layerNorm(h, w[`${pre}.LayerNorm.weight`], w[`${pre}.LayerNorm.bias`], eps));
+  // Additive key mask, [B·nh, 1, L]: 0 at real tokens, a large negative at padding.
+  const keyMask = tf.reshape(
+    tf.tile(tf.reshape(tf.mul(tf.sub(1, batch.mask), -1e9), [B, 1, 1, L]), [1, nh, 1, 1]),
+    [B * nh, 1, L],
+  );
+  for (let l = 0; l < config.numLayers; l++) {
+    const n = `${p}.encoder.layer.${l}`;
+    const W = (s: string) => w[`${n}.${s}.weight`], b = (s: string) => w[`${n}.${s}.bias`];
+    const q = heads(linear(h, W("attention.self.query"), b("attention.self.query")), B, L, nh, hd);
+    const k = heads(linear(h, W("attention.self.key"), b("attention.self.key")), B, L, nh, hd);
+    const v = heads(linear(h, W("attention.self.value"), b("attention.self.value")), B, L, nh, hd);
+    const scores = tf.add(tf.mul(matMul(q, k, true), 1 / Math.sqrt(hd)), keyMask);
+    const probs = dropout(tf.softmax(scores), drop.attention, drop.seed, site++);
+    const ctx = tf.reshape(
+      tf.transpose(tf.reshape(matMul(probs, v), [B, nh, L, hd]), [0, 2, 1, 3]),
+      [B, L, H],
+    );
+    const attn = hidden(linear(ctx, W("attention.output.dense"), b("attention.output.dense")));
+    h = layerNorm(
+      tf.add(h, attn),
+      W("attention.output.LayerNorm"),
+      b("attention.output.LayerNorm"),
+      eps,
+    );
+    const inter = gelu(linear(h, W("intermediate.dense"), b("intermediate.dense")));
+    const out = hidden(linear(inter, W("output.dense"), b("output.dense")));
+    h = layerNorm(tf.add(h, out), W("output.LayerNorm"), b("output.LayerNorm"), eps);
+  }
+  return h as tf.Tensor3D;
+}
+
+/** The classification (or regression) head on the first token: logits [B, numLabels]. */
+export function classify(
+  config: ModelConfig,
+  w: Weights,
+  sequence: tf.Tensor3D,
+  drop: DropoutConfig,
+): tf.Tensor2D {
+  const [B, , H] = sequence.shape;
+  const first = tf.reshape(tf.slice(sequence, [0, 0, 0], [B, 1, H]), [B, H]);
+  // Head dropout sites are numbered after the encoder's (shared/method/dropout_mask.ts).
+  const headDrop = (x: tf.Tensor, i: number) => dropout(x, drop.hidden, drop.seed, HEAD_SITE + i);
+  if (config.modelType === "bert") {
+    const pooled = tf.tanh(
+      linear(first, w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]),
+    );
+    const x = headDrop(pooled, 0);
+    return linear(x, w["classifier.weight"], w["classifier.bias"]) as tf.Tensor2D;
+  }
+  let x = headDrop(first, 0);
+  x = tf.tanh(linear(x, w["classifier.dense.weight"], w["classifier.dense.bias"]));
+  x = headDrop(x, 1);
+  return linear(x, w["classifier.out_proj.weight"], w["classifier.out_proj.bias"]) as tf.Tensor2D;
+}
+
+/** Logits of the whole model, with the word embeddings perturbed by `delta` when given. */
+export function forward(
+  config: ModelConfig,
+  w: Weights,
+  batch: BatchTensors,
+  delta: tf.Tensor3D | null,
+  drop: DropoutConfig,
+): tf.Tensor2D {
+  const e = wordEmbeddings(config, w, batch);
+  const words = delta ? tf.add(e, delta) as tf.Tensor3D : e;
+  return classify(config, w, encode(config, w, batch, words, drop), drop);
+}
+
+/**
+ * Mean loss over the batch: cross-entropy for classification, squared error
+ * for regression (numLabels = 1). `labels` holds class ids or target scores.
+ */
+export function meanLoss(config: ModelConfig, logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  if (config.numLabels === 1) {
+    return tf.mean(tf.square(tf.sub(tf.reshape(logits, [-1]), labels))) as tf.Scalar;
+  }
+  const oneHot = tf.oneHot(tf.cast(labels, "int32"), config.numLabels);
+  return tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits), oneHot), -1))) as tf.Scalar;
+}
+
+/**
+ * Masked-LM logits [M, vocab] at flat positions (into B·L) of the sequence:
+ * transform = LN(GELU(dense(h))), then the decoder tied to the word
+ * embeddings plus `cls.predictions.bias`.
+ */
+export function mlmLogits(
+  config: ModelConfig,
+  w: Weights,
+  sequence: tf.Tensor3D,
+  positions: tf.Tensor1D,
+): tf.Tensor2D {
+  const H = config.hiddenSize;
+  const h = tf.gather(tf.reshape(sequence, [-1, H]), positions);
+  const pre = "cls.predictions";
+  const t = layerNorm(
+    gelu(linear(h, w[`${pre}.transform.dense.weight`], w[`${pre}.transform.dense.bias`])),
+    w[`${pre}.transform.LayerNorm.weight`],
+    w[`${pre}.transform.LayerNorm.bias`],
+    config.layerNormEps,
+  );
+  const word = w[`${config.modelType}.embeddings.word_embeddings.weight`];
+  return tf.add(matMul(t, word, true), w[`${pre}.bias`]) as tf.Tensor2D;
+}
+
+/** What a loss compares against: class ids / scores, or masked token ids at positions. */
+export type Targets =
+  | { readonly kind: "classify"; readonly labels: tf.Tensor1D }
+  | { readonly kind: "mlm"; readonly positions: tf.Tensor1D; readonly ids: tf.Tensor1D };
+
+/** Label value of a token that is not predicted (Hugging Face's convention). */
+export const IGNORE_INDEX = -100;
+
+/** Whether `labels` has one value per token (MLM) rather than one per example. */
+export function isTokenLabelled(labels: Float32Array, batch: HostBatch): boolean {
+  return labels.length === batch.size * batch.seqLen && labels.length !== batch.size;
+}
+
+/**
+ * n_j of a micro-batch: how many items its mean loss averages over — its
+ * examples, or for MLM its predicted tokens — so that Σ n_j·loss_j / Σ n_j
+ * is the mean over the whole global batch.
+ */
+export function lossItems(labels: Float32Array, batch: HostBatch): number {
+  if (!isTokenLabelled(labels, batch)) return batch.size;
+  let n = 0;
+  for (const l of labels) if (l !== IGNORE_INDEX) n++;
+  return n;
+}
+
+/**
+ * Uploads targets: `labels` has one value per example (classification), or
+ * one per token (MLM: the original id at masked positions, IGNORE_INDEX elsewhere).
+ */
+export function targetTensors(labels: Float32Array, batch: HostBatch): Targets {
+  if (!isTokenLabelled(labels, batch)) {
+    return { kind: "classify", labels: tf.tensor1d(labels, "float32") };
+  }
+  const positions: number[] = [], ids: number[] = [];
+  labels.forEach((l, i) => {
+    if (l !== IGNORE_INDEX) {
+      positions.push(i);
+      ids.push(l);
+    }
+  });
+  return {
+    kind: "mlm",
+    positions: tf.tensor1d(Int32Array.from(positions), "int32"),
+    ids: tf.tensor1d(Int32Array.from(ids), "int32"),
+  };
+}
+
+/** The mean loss of the objective, with the word embeddings perturbed by `delta` when given. */
+export function objectiveLoss(
+  config: ModelConfig,
+  w: Weights,
+  batch: BatchTensors,
+  delta: tf.Tensor3D | null,
+  drop: DropoutConfig,
+  targets: Targets,
+): tf.Scalar {
+  const e = wordEmbeddings(config, w, batch);
+  const words = delta ? tf.add(e, delta) as tf.Tensor3D : e;
+  const sequence = encode(config, w, batch, words, drop);
+  if (targets.kind === "classify") {
+    return meanLoss(config, classify(config, w, sequence, drop), targets.labels);
+  }
+  const logits = mlmLogits(config, w, sequence, targets.positions);
+  const picked = tf.sum(
+    tf.mul(tf.logSoftmax(logits), tf.oneHot(targets.ids, config.vocabSize)),
+    -1,
+  );
+  return tf.neg(tf.mean(picked)) as tf.Scalar;
+}
+
+/** Logits [size·numLabels] of a host batch, without dropout or perturbation. */
+export async function predictLogits(model: DeviceModel, batch: HostBatch): Promise<Float32Array> {
+  const bt = batchTensors(model.config, batch);
+  try {
+    const logits = tf.tidy(() => forward(model.config, model.weights, bt, null, NO_DROPOUT));
+    const out = await logits.data() as Float32Array;
+    logits.dispose();
+    return out;
+  } finally {
+    for (const t of Object.values(bt)) t.dispose();
+  }
+}

@@ -25,7 +25,8 @@
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { type Blas, loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { NativeModel } from "../shared/engine/engine.ts";
+import { EngineModel } from "../shared/engine/engine.ts";
+import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { parseModelConfig } from "../shared/model/config.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
 import { defaultModelConfigJson } from "../shared/model/default_model.ts";
@@ -101,11 +102,11 @@ export function timeShape(gemm: Gemm, s: Shape, minSeconds: number): number {
 }
 
 /** The distinct gemm calls of one native micro-batch gradient (default model, mb × seq, PGD K=1). */
-export function engineShapes(
+export async function engineShapes(
   gemm: Gemm,
   B = 32,
   L = 128,
-): { shapes: (Shape & { count: number })[]; error: string | null } {
+): Promise<{ shapes: (Shape & { count: number })[]; error: string | null }> {
   const seen = new Map<string, Shape & { count: number }>();
   const recording: Gemm = (ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
     const key = `${ta ? "T" : "N"}${tb ? "T" : "N"} ${m}×${n}×${k}`;
@@ -136,9 +137,9 @@ export function engineShapes(
       size: B,
       seqLen: L,
     };
-    const model = new NativeModel(config, layout, recording);
+    const model = new EngineModel(cpuDevice(recording), config, layout);
     model.setWeights(w);
-    model.gradient({
+    await model.gradient({
       step: 0,
       index: 0,
       seed: 1,
@@ -213,9 +214,9 @@ export function bitsAcrossThreads(
   });
 }
 
-function run(blas: Blas, threadCounts: number[], minSeconds: number, B: number, L: number) {
+async function run(blas: Blas, threadCounts: number[], minSeconds: number, B: number, L: number) {
   const rows: ShapeRow[] = [];
-  const engine = engineShapes(blas.gemm, B, L);
+  const engine = await engineShapes(blas.gemm, B, L);
   if (engine.error) console.error(`engine shapes skipped: ${engine.error}`);
   const weighted: Record<string, number> = {};
   for (const threads of threadCounts) {
@@ -282,7 +283,13 @@ if (import.meta.main) {
   const date = new Date().toISOString();
   const out = flags.out ?? `bench/results/sgemm-${date.slice(0, 10)}.json`;
   console.error(`sgemm on ${blas.describe()}`);
-  const r = run(blas, threadCounts, flags["min-seconds"], flags["micro-batch"], flags["seq-len"]);
+  const r = await run(
+    blas,
+    threadCounts,
+    flags["min-seconds"],
+    flags["micro-batch"],
+    flags["seq-len"],
+  );
   const report = {
     benchmark: "sgemm",
     date,

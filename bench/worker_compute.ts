@@ -1,7 +1,7 @@
 /**
  * Worker compute benchmark: the time of one micro-batch gradient
  * (`microBatchGradient`, docs/method.md "One micro-batch gradient"; on native the
- * engine's `NativeModel.gradient`) per backend, adversary mode, micro-batch
+ * engine's `EngineModel.gradient`) per backend, adversary mode, micro-batch
  * size and sequence length; and, on cpu and wasm, what the project's two CPU
  * speed-ups (the JavaScript `UnsortedSegmentSum` kernel and explicit-transpose
  * matmul) are worth.
@@ -87,20 +87,21 @@ import {
   initBackend,
   nativeBlas,
 } from "../shared/compute/backend.ts";
-import { NativeModel } from "../shared/engine/engine.ts";
+import { EngineModel } from "../shared/engine/engine.ts";
+import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { kernelProfile } from "../shared/engine/device.ts";
 import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
-import type { GradientResult, GradientTask } from "../shared/tfjs/gradient.ts";
+import type { GradientResult, GradientTask } from "../shared/compute/task.ts";
 import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import type { LabelledBatch } from "../shared/model/batch.ts";
 import { deltaGradient, microBatchGradient } from "../shared/tfjs/gradient.ts";
 import {
   batchTensors,
   type DeviceModel,
-  positionIds,
   targetTensors,
   weightTensors,
 } from "../shared/tfjs/model.ts";
+import { positionIds } from "../shared/model/targets.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import { setExplicitTranspose } from "../shared/tfjs/ops.ts";
@@ -355,13 +356,11 @@ function median(xs: number[]): number {
 type Computer = { kind: "tfjs"; model: DeviceModel } | {
   kind: "native";
   config: ModelConfig;
-  engine: NativeModel;
+  engine: EngineModel<Float32Array>;
 };
 
 function compute(c: Computer, task: GradientTask): Promise<GradientResult> {
-  return c.kind === "tfjs"
-    ? microBatchGradient(c.model, task)
-    : Promise.resolve(c.engine.gradient(task));
+  return c.kind === "tfjs" ? microBatchGradient(c.model, task) : c.engine.gradient(task);
 }
 
 /** The benchmark's task for `batch` under mode `m` (step 0, the model's own dropout). */
@@ -618,20 +617,20 @@ interface Row {
 }
 
 /** One profiled native call (after a warm-up): where the time goes, kernel by kernel. */
-function profileNative(
+async function profileNative(
   config: ModelConfig,
   layout: ParamLayout,
   gemm: Gemm,
   flat: Float32Array,
   task: GradientTask,
-): { kernel: string; ms: number; calls: number }[] {
+): Promise<{ kernel: string; ms: number; calls: number }[]> {
   const profile = kernelProfile();
-  const engine = new NativeModel(config, layout, gemm, { profile });
+  const engine = new EngineModel(cpuDevice(gemm), config, layout, { profile });
   engine.setWeights(flat);
-  engine.gradient(task);
+  await engine.gradient(task);
   profile.ms.clear();
   profile.calls.clear();
-  engine.gradient(task);
+  await engine.gradient(task);
   return [...profile.ms.entries()]
     .map(([kernel, ms]) => ({ kernel, ms, calls: profile.calls.get(kernel) ?? 0 }))
     .sort((a, b) => b.ms - a.ms);
@@ -847,7 +846,7 @@ async function openGridBackend(run: GridRun, bench: Bench): Promise<GridBackend>
   const timed = info.blas ? timedGemm(info.blas.gemm) : null;
   let computer: Computer;
   if (backend === "native") {
-    const engine = new NativeModel(config, layout, timed!.gemm);
+    const engine = new EngineModel(cpuDevice(timed!.gemm), config, layout);
     engine.setWeights(flat);
     computer = { kind: "native", config, engine };
   } else {
@@ -928,7 +927,7 @@ async function timeGridRow(
     maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
     wasmGradMaxAbs: ref ? maxAbs(ref) : null,
     kernels: backend === "native"
-      ? profileNative(config, layout, gb.gemm!, flat, benchTask(config, batch, m))
+      ? await profileNative(config, layout, gb.gemm!, flat, benchTask(config, batch, m))
       : null,
   };
   return { row, grad: t.grad };

@@ -8,7 +8,7 @@
  * @module
  */
 import type { LabelledBatch } from "../shared/model/batch.ts";
-import { IGNORE_INDEX } from "../shared/tfjs/model.ts";
+import { IGNORE_INDEX } from "../shared/model/targets.ts";
 import { mixSeed, Rng } from "../shared/method/rng.ts";
 import type { TextTokenizer } from "../shared/text/tokenizer.ts";
 

@@ -16,7 +16,8 @@ import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/io/ch
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
 import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/eval/held_out.ts";
 import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model/config.ts";
-import { type DeviceModel, lossItems, weightTensors } from "../shared/tfjs/model.ts";
+import { type DeviceModel, weightTensors } from "../shared/tfjs/model.ts";
+import { lossItems } from "../shared/model/targets.ts";
 import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import { encodeMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
 import type { Outgoing } from "../shared/wire/transfer.ts";

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
-import { ascend, ascendHost, initialDelta, initialDeltaHost } from "../shared/tfjs/adversary.ts";
+import { ascend, initialDelta } from "../shared/tfjs/adversary.ts";
+import { ascendHost, initialDeltaHost } from "../shared/method/adversary.ts";
 import { adversaryAt, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { Rng } from "../shared/method/rng.ts";
 

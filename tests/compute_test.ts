@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { initBackend } from "../shared/compute/backend.ts";
 import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { IGNORE_INDEX } from "../shared/tfjs/model.ts";
+import { IGNORE_INDEX } from "../shared/model/targets.ts";
 import type { Objective } from "../shared/model/param_layout.ts";
 import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/wire/protocol.ts";
 import { Rng } from "../shared/method/rng.ts";

@@ -16,7 +16,8 @@ import {
   dropoutThreshold,
 } from "../shared/method/dropout_mask.ts";
 import { mixSeed } from "../shared/method/rng.ts";
-import { type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { type GradientTask } from "../shared/compute/task.ts";
 import { DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { weightTensors } from "../shared/tfjs/model.ts";
 import { tiny } from "./support/tiny.ts";

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
 import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/tfjs/model.ts";
-import { deltaGradient, type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { deltaGradient, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { type GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,

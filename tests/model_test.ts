@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
-import {
-  IGNORE_INDEX,
-  lossItems,
-  positionIds,
-  predictLogits,
-  weightTensors,
-} from "../shared/tfjs/model.ts";
+import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
+import { IGNORE_INDEX, lossItems, positionIds } from "../shared/model/targets.ts";
 import { tiny, tinyConfig } from "./support/tiny.ts";
 import { maxSequenceLength } from "../shared/model/config.ts";
 import { referenceLogits } from "./support/reference_bert.ts";

@@ -12,14 +12,16 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
-import { type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { type GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
   NO_ADVERSARY,
 } from "../shared/method/adversary_config.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
-import { NativeModel } from "../shared/engine/engine.ts";
+import { EngineModel } from "../shared/engine/engine.ts";
+import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { sampleCoordinates, type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
 import {
@@ -82,8 +84,8 @@ async function tfjsGradient(t: Tiny, k: GradientTask) {
   }
 }
 
-function native(t: Tiny): NativeModel {
-  const m = new NativeModel(t.config, t.layout, jsGemm);
+function native(t: Tiny): EngineModel<Float32Array> {
+  const m = new EngineModel(cpuDevice(jsGemm), t.config, t.layout);
   m.setWeights(t.weights);
   return m;
 }
@@ -114,7 +116,7 @@ for (const backend of ["cpu", "wasm"] as const) {
             `dropout=${drop.hidden}`;
           const k = task(t, adv, drop);
           const want = await tfjsGradient(t, k);
-          const got = m.gradient(k);
+          const got = await m.gradient(k);
           assert.ok(
             Math.abs(got.loss - want.loss) <= TOL * Math.abs(want.loss),
             `${what}: loss ${got.loss} vs ${want.loss}`,
@@ -133,7 +135,7 @@ for (const backend of ["cpu", "wasm"] as const) {
       const weights = weightTensors(t.layout, t.weights);
       const want = await predictLogits({ config: t.config, layout: t.layout, weights }, t.batch);
       tf.dispose(Object.values(weights));
-      assertClose(native(t).logits(t.batch), want, `logits ${JSON.stringify(over)}`);
+      assertClose(await native(t).logits(t.batch), want, `logits ${JSON.stringify(over)}`);
     }
   });
 }
@@ -192,10 +194,10 @@ function assertFd(actual: number, expected: number, what: string) {
   );
 }
 
-Deno.test("native gradient matches central differences of the float64 reference (mode off)", () => {
+Deno.test("native gradient matches central differences of the float64 reference (mode off)", async () => {
   for (const { name, over, mlm } of MODELS) {
     const t = model(over, mlm);
-    const r = native(t).gradient(task(t, NO_ADVERSARY));
+    const r = await native(t).gradient(task(t, NO_ADVERSARY));
     const f = mlm
       ? (w: Float64Array) => referenceMlmLoss(t.config, t.layout, w, t.batch)
       : (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch);
@@ -206,7 +208,7 @@ Deno.test("native gradient matches central differences of the float64 reference 
   }
 });
 
-Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the reference) by finite differences", () => {
+Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the reference) by finite differences", async () => {
   for (const { name, over } of MODELS.filter((x) => !x.mlm)) {
     const t = model(over, false);
     const H = t.config.hiddenSize, { size: B, seqLen: L } = t.batch;
@@ -223,7 +225,7 @@ Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the refe
       for (let i = b * L * H; i < (b + 1) * L * H; i++) n += G[i] ** 2;
       for (let i = b * L * H; i < (b + 1) * L * H; i++) delta1[i] = alpha * G[i] / Math.sqrt(n);
     }
-    const r = native(t).gradient(task(t, { ...DEFAULT_ADVERSARY, lr: alpha, eps }));
+    const r = await native(t).gradient(task(t, { ...DEFAULT_ADVERSARY, lr: alpha, eps }));
     const f = (w: Float64Array) => referenceLoss(t.config, t.layout, w, t.batch, delta1);
     assertFd(r.loss, f(Float64Array.from(t.weights)), `${name} adversarial loss`);
     for (const i of sampleCoordinates(t, 3, 13)) {
@@ -232,11 +234,11 @@ Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the refe
   }
 });
 
-Deno.test("native logits match the float64 reference", () => {
+Deno.test("native logits match the float64 reference", async () => {
   for (const { over } of MODELS.filter((x) => !x.mlm)) {
     const t = model(over, false);
     const want = referenceLogits(t.config, t.layout, t.weights, t.batch);
-    const got = native(t).logits(t.batch);
+    const got = await native(t).logits(t.batch);
     for (let i = 0; i < want.length; i++) {
       assert.ok(Math.abs(got[i] - want[i]) <= 1e-5, `logit ${i}: ${got[i]} vs ${want[i]}`);
     }
@@ -245,7 +247,7 @@ Deno.test("native logits match the float64 reference", () => {
 
 // ------------------------------------------------------------ engine behaviour
 
-Deno.test("same task, same bits; buffers shared across batch shapes give the same answers", () => {
+Deno.test("same task, same bits; buffers shared across batch shapes give the same answers", async () => {
   // Shapes in turn, growing the engine's arena midway (5×8 is the largest).
   const a = model({}, false);
   const shapes = [
@@ -257,13 +259,16 @@ Deno.test("same task, same bits; buffers shared across batch shapes give the sam
   ];
   const m = native(a);
   const drop = DROPOUTS[1];
-  const results = shapes.map((batch) => m.gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop)));
-  shapes.forEach((batch, i) => {
-    const fresh = native(a).gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop));
+  const results = [];
+  for (const batch of shapes) {
+    results.push(await m.gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop)));
+  }
+  for (const [i, batch] of shapes.entries()) {
+    const fresh = await native(a).gradient(task({ ...a, batch }, DEFAULT_ADVERSARY, drop));
     assert.deepEqual(results[i].grad, fresh.grad, `shape ${i}`);
     assert.equal(results[i].loss, fresh.loss, `shape ${i}`);
-  });
-  const seeded = m.gradient({ ...task(a, DEFAULT_ADVERSARY, drop), index: 2 });
+  }
+  const seeded = await m.gradient({ ...task(a, DEFAULT_ADVERSARY, drop), index: 2 });
   assert.notDeepEqual(
     seeded.grad,
     results[0].grad,
@@ -271,16 +276,16 @@ Deno.test("same task, same bits; buffers shared across batch shapes give the sam
   );
 });
 
-Deno.test("first-position-only last layer (the default under a classifier) = the full last layer", () => {
+Deno.test("first-position-only last layer (the default under a classifier) = the full last layer", async () => {
   for (const over of [{}, { num_hidden_layers: 1 }, { model_type: "roberta", pad_token_id: 1 }]) {
     const t = model(over, false);
-    const full = new NativeModel(t.config, t.layout, jsGemm, { fullLastLayer: true });
+    const full = new EngineModel(cpuDevice(jsGemm), t.config, t.layout, { fullLastLayer: true });
     full.setWeights(t.weights);
     const first = native(t);
     for (const adv of MODES) {
       for (const drop of DROPOUTS) {
         const k = task(t, adv, drop);
-        const a = first.gradient(k), b = full.gradient(k);
+        const a = await first.gradient(k), b = await full.gradient(k);
         const what = `${JSON.stringify(over)} ${adv.mode} ${adv.norm} dropout ${drop.hidden}`;
         assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * Math.abs(b.loss), `${what}: loss`);
         let scale = 0;
@@ -290,25 +295,25 @@ Deno.test("first-position-only last layer (the default under a classifier) = the
         }
       }
     }
-    const la = first.logits(t.batch), lb = full.logits(t.batch);
+    const la = await first.logits(t.batch), lb = await full.logits(t.batch);
     for (let i = 0; i < lb.length; i++) assert.ok(Math.abs(la[i] - lb[i]) <= 1e-6, `logit ${i}`);
   }
 });
 
-Deno.test("gradient into a given buffer: zeroed first, same values, wrong size refused", () => {
+Deno.test("gradient into a given buffer: zeroed first, same values, wrong size refused", async () => {
   const t = model({}, false);
   const m = native(t);
-  const want = m.gradient(task(t, DEFAULT_ADVERSARY));
+  const want = await m.gradient(task(t, DEFAULT_ADVERSARY));
   const out = new Float32Array(t.layout.total).fill(7);
-  const got = m.gradient(task(t, DEFAULT_ADVERSARY), out);
+  const got = await m.gradient(task(t, DEFAULT_ADVERSARY), out);
   assert.equal(got.grad, out);
   assert.deepEqual(got.grad, want.grad);
-  assert.throws(() => m.gradient(task(t, NO_ADVERSARY), new Float32Array(3)), /out holds 3/);
+  await assert.rejects(() => m.gradient(task(t, NO_ADVERSARY), new Float32Array(3)), /out holds 3/);
 });
 
-Deno.test("the word-embedding gradient is zero on rows no real token used (classifier)", () => {
+Deno.test("the word-embedding gradient is zero on rows no real token used (classifier)", async () => {
   const t = model({}, false);
-  const r = native(t).gradient(task(t, DEFAULT_ADVERSARY));
+  const r = await native(t).gradient(task(t, DEFAULT_ADVERSARY));
   const H = t.config.hiddenSize;
   const used = new Set(t.batch.inputIds.filter((_, i) => t.batch.attentionMask[i] === 1));
   for (let v = 0; v < t.config.vocabSize; v++) {
@@ -318,23 +323,23 @@ Deno.test("the word-embedding gradient is zero on rows no real token used (class
   }
 });
 
-Deno.test("bad input gets a clear error", () => {
+Deno.test("bad input gets a clear error", async () => {
   const t = model({}, false);
-  const m = new NativeModel(t.config, t.layout, jsGemm);
-  assert.throws(() => m.gradient(task(t, NO_ADVERSARY)), /setWeights first/);
+  const m = new EngineModel(cpuDevice(jsGemm), t.config, t.layout);
+  await assert.rejects(() => m.gradient(task(t, NO_ADVERSARY)), /setWeights first/);
   assert.throws(() => m.setWeights(new Float32Array(3)), /expected \d+ values, got 3/);
   m.setWeights(t.weights);
   const ids = t.batch.inputIds.slice();
   ids[2] = t.config.vocabSize;
-  assert.throws(
+  await assert.rejects(
     () => m.gradient(task({ ...t, batch: { ...t.batch, inputIds: ids } }, NO_ADVERSARY)),
     /token id 40 is outside the vocabulary/,
   );
   const tokenLabels = new Float32Array(t.batch.size * t.batch.seqLen);
-  assert.throws(
+  await assert.rejects(
     () => m.gradient(task({ ...t, batch: { ...t.batch, labels: tokenLabels } }, NO_ADVERSARY)),
     /one label per example/,
   );
   const mlm = model({}, true);
-  assert.throws(() => native(mlm).logits(mlm.batch), /no classifier head/);
+  await assert.rejects(() => native(mlm).logits(mlm.batch), /no classifier head/);
 });

@@ -2,9 +2,9 @@
  * The worker's side of a run, without the socket: it keeps the run's model
  * config and one cached copy of the weights (by version), and turns each
  * task into a result with {@link microBatchGradient} (tfjs backends) or the
- * native engine's {@link NativeModel} (native backend: every matrix product
+ * native engine's {@link EngineModel} (native backend: every matrix product
  * on the machine's BLAS), and each evaluation task into its logits (forward
- * only: `predictLogits` or `NativeModel.logits`, the same functions the
+ * only: `predictLogits` or `EngineModel.logits`, the same functions the
  * coordinator scores with locally). No training state lives here
  * (docs/architecture.md, principle 1).
  *
@@ -14,11 +14,13 @@ import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { type Objective, type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
-import { type GradientResult, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { type GradientResult } from "../shared/compute/task.ts";
 import { activeBackend } from "../shared/compute/backend.ts";
 import type { Blas } from "../shared/engine/devices/cpu/blas.ts";
 import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { NativeModel } from "../shared/engine/engine.ts";
+import { EngineModel } from "../shared/engine/engine.ts";
+import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { f16BitsToF32 } from "../shared/wire/half_float.ts";
 import {
   compactGrad,
@@ -75,7 +77,7 @@ export function activeNative(): NativeCompute | null {
 export class WorkerCompute {
   #run: Run | null = null;
   #weights: Record<string, tf.Tensor> | null = null;
-  #native: NativeModel | null = null;
+  #native: EngineModel<Float32Array> | null = null;
   #version = -1;
   #gradLayout: SparseLayout | null = null;
   readonly #compute: NativeCompute | null;
@@ -126,7 +128,7 @@ export class WorkerCompute {
     if (c) {
       // A reconnect to the same run keeps the model and the weights it holds.
       if (!sameRun || !this.#native) {
-        this.#native = new NativeModel(config, this.#run.layout, c.gemm);
+        this.#native = new EngineModel(cpuDevice(c.gemm), config, this.#run.layout);
       }
       this.#threads = m.deterministic ? 1 : (c.threads ?? null);
       this.#applyThreads();
@@ -177,7 +179,7 @@ export class WorkerCompute {
     if (this.#native) this.#applyThreads();
     if (this.#native && rows) this.#scratch ??= new Float32Array(run.layout.total);
     const r: GradientResult = this.#native
-      ? this.#native.gradient(task, rows ? this.#scratch! : undefined)
+      ? await this.#native.gradient(task, rows ? this.#scratch! : undefined)
       : await microBatchGradient(
         { config: run.config, layout: run.layout, weights: this.#weights! },
         task,
@@ -212,7 +214,7 @@ export class WorkerCompute {
     validateBatchRanges(m.batch, run.config);
     const t0 = performance.now();
     if (this.#native) this.#applyThreads();
-    const logits = this.#native ? this.#native.logits(m.batch) : await predictLogits(
+    const logits = this.#native ? await this.#native.logits(m.batch) : await predictLogits(
       { config: run.config, layout: run.layout, weights: this.#weights! },
       m.batch,
     );

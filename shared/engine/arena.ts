@@ -30,6 +30,14 @@ export class Arena<T> {
     return this.#generation;
   }
 
+  /** Frees the buffer (views made before are then stale). */
+  dispose(): void {
+    if (this.#buf) this.dev.release(this.#buf);
+    this.#buf = null;
+    this.#capacity = 0;
+    this.#generation++;
+  }
+
   /**
    * Runs `build` with a device whose `alloc` hands out consecutive views of
    * the buffer, growing the buffer first when `build` needs more than it holds
@@ -40,7 +48,8 @@ export class Arena<T> {
     const empty = this.dev.alloc(0);
     build({ ...this.dev, alloc: (n) => (need += n, empty) });
     if (need > this.#capacity) {
-      this.#buf = null; // let the old buffer go before allocating the new one
+      if (this.#buf) this.dev.release(this.#buf); // before allocating the new one
+      this.#buf = null;
       this.#buf = this.dev.alloc(need);
       this.dev.fill(this.#buf, NaN);
       this.#capacity = need;

@@ -22,7 +22,36 @@
  */
 import type { AdversaryConfig } from "../method/adversary_config.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { GemmOn } from "./devices/cpu/gemm.ts";
+
+/**
+ * C = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when the flag is
+ * set: op(A) is m×k, op(B) is k×n, C is m×n. A, B and C are views whose
+ * element 0 is the matrix's first element; lda, ldb, ldc are their row
+ * strides (in elements) as stored (A stored k×m when transposed, and so on).
+ * With beta = 0, C is overwritten (its old contents, even NaN, are ignored).
+ */
+export type GemmOn<T> = (
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: T,
+  lda: number,
+  b: T,
+  ldb: number,
+  beta: number,
+  c: T,
+  ldc: number,
+) => void;
+
+/** What the random start of δ is keyed by: the task's seed, step and micro-batch index. */
+export interface TaskKey {
+  readonly seed: number;
+  readonly step: number;
+  readonly index: number;
+}
 
 /** The integer side of a micro-batch, on the host. All [B, L] row-major unless said. */
 export interface BatchIndex {
@@ -80,12 +109,26 @@ export interface Device<T> {
   view(t: T, offset: number, n: number): T;
   /** Overwrites `t` with `value`. */
   fill(t: T, value: number): void;
-  /** The contents of `t` on the host (the one synchronisation point of a pass). */
-  read(t: T): Float32Array;
+  /**
+   * Host copies of `bufs`, after every kernel enqueued before: the one
+   * synchronisation point of a pass (a GPU device copies them into one staging
+   * buffer and maps it once). `into[i]`, when given, receives buffer i and is
+   * returned in its place (no copy when it is the buffer itself, see
+   * {@link Device.alias}); otherwise a new array is returned.
+   */
+  read(bufs: readonly T[], into?: readonly (Float32Array | undefined)[]): Promise<Float32Array[]>;
   /** Copies host data into `t`. */
   write(t: T, data: Float32Array): void;
+  /**
+   * Present only on a device whose buffers are host memory: `host` itself as a
+   * buffer, no copy (the weights and the gradient of a host device live in the
+   * caller's arrays).
+   */
+  readonly alias?: (host: Float32Array) => T;
+  /** Frees a buffer made by {@link Device.alloc} (not a view); using it afterwards is an error. */
+  release(t: T): void;
 
-  /** C = alpha·op(A)·op(B) + beta·C (shared/engine/devices/cpu/gemm.ts's meaning). */
+  /** C = alpha·op(A)·op(B) + beta·C ({@link GemmOn}). */
   readonly gemm: GemmOn<T>;
 
   /**
@@ -207,6 +250,12 @@ export interface Device<T> {
     dlogits: T | null,
   ): void;
 
+  /**
+   * δ_0 into delta [B, L, H]: zero (init 0), or the random start of
+   * shared/method/adversary.ts `initialDeltaHost` keyed by `key`, the same
+   * values on every device.
+   */
+  initDelta(delta: T, batch: BatchIndex, hidden: number, init: number, key: TaskKey): void;
   /** One adversary ascent step and projection on delta [B, L, H] in place (shared/tfjs/adversary.ts). */
   ascend(delta: T, grad: T, batch: BatchIndex, hidden: number, cfg: AdversaryConfig): void;
 }

@@ -1,9 +1,8 @@
 /**
- * The native training engine: the model's forward and backward passes
- * written out explicitly (shared/engine/encoder.ts, heads.ts) over a
- * {@link Device}, here the host device whose matrix products go through a
- * {@link Gemm} (the machine's BLAS via shared/engine/devices/cpu/blas.ts, or
- * {@link jsGemm}). `NativeModel.gradient` computes what
+ * The training engine: the model's forward and backward passes written out
+ * explicitly (shared/engine/encoder.ts, heads.ts) over a {@link Device} — the
+ * host device of shared/engine/devices/cpu/ (matrix products on the machine's
+ * BLAS), or a GPU device. `EngineModel.gradient` computes what
  * `microBatchGradient` (shared/tfjs/gradient.ts) computes with tfjs, mode by mode
  * (docs/method.md, "One micro-batch gradient"):
  *
@@ -15,20 +14,20 @@
  *
  * Dropout masks come from shared/method/dropout_mask.ts with the same seed and site
  * numbers as shared/tfjs/model.ts, and the random start of δ from
- * shared/tfjs/adversary.ts's `initialDeltaHost`, so the result equals tfjs's
- * within float32 rounding. Buffers are made once per batch shape and reused.
+ * shared/method/adversary.ts's `initialDeltaHost`, so the result equals tfjs's
+ * within float32 rounding. Buffers are made once per batch shape and reused;
+ * a pass only enqueues kernels, and one read at its end brings the gradient
+ * and the loss to the host.
  *
  * @module
  */
-import { initialDeltaHost } from "../tfjs/adversary.ts";
 import { HEAD_SITE } from "../method/dropout_mask.ts";
-import type { GradientResult, GradientTask } from "../tfjs/gradient.ts";
+import type { GradientResult, GradientTask } from "../compute/task.ts";
 import type { HostBatch } from "../model/batch.ts";
-import { IGNORE_INDEX, isTokenLabelled, positionIds } from "../tfjs/model.ts";
+import { isTokenLabelled, maskedTokens, positionIds } from "../model/targets.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import { mixSeed } from "../method/rng.ts";
-import { cpuDevice } from "./devices/cpu/device.ts";
 import {
   type BatchIndex,
   type Device,
@@ -46,7 +45,6 @@ import {
   type EncoderWeights,
   encoderWeights,
 } from "./encoder.ts";
-import type { Gemm } from "./devices/cpu/gemm.ts";
 import { Arena } from "./arena.ts";
 import {
   classifierBackward,
@@ -65,27 +63,25 @@ import {
   type MlmTargets,
 } from "./heads.ts";
 
-type F32 = Float32Array;
-
 /** The dropout masks of one batch shape, and which site each buffer holds. */
-interface Masks {
-  readonly enc: EncoderMasks<F32>;
-  readonly cls: ClassifierMasks<F32>;
+interface Masks<T> {
+  readonly enc: EncoderMasks<T>;
+  readonly cls: ClassifierMasks<T>;
   readonly sites: readonly {
     readonly site: number;
-    readonly buf: F32;
+    readonly buf: T;
     readonly kind: "hidden" | "attention";
     readonly rows?: MaskRows;
   }[];
 }
 
 /** Buffers of one batch shape: activations, dropout masks, δ, loss (views of one arena). */
-interface Workspace {
-  readonly enc: EncoderBuffers<F32>;
-  readonly cls: ClassifierBuffers<F32>;
-  readonly delta: F32;
-  readonly loss: F32;
-  readonly masks: Masks;
+interface Workspace<T> {
+  readonly enc: EncoderBuffers<T>;
+  readonly cls: ClassifierBuffers<T>;
+  readonly delta: T;
+  readonly loss: T;
+  readonly masks: Masks<T>;
 }
 
 /** Dropout rates of a task. */
@@ -97,14 +93,14 @@ type Targets =
   | { readonly kind: "mlm"; readonly t: MlmTargets };
 
 /** Where a pass's parameter gradients go: the encoder's and the head's. */
-type PassGrads = { enc: EncoderGrads<F32>; head: ClassifierParams<F32> | MlmParams<F32> };
+type PassGrads<T> = { enc: EncoderGrads<T>; head: ClassifierParams<T> | MlmParams<T> };
 
 /** What a mode's passes need of one task, bound to its batch, buffers and adversary. */
-interface ModeRun {
+interface ModeRun<T> {
   /** One pass at δ (null: clean), gradients into `grads` (null: δ only) scaled by `weight`; returns ∂/∂δ. */
-  pass(delta: F32 | null, grads: PassGrads | null, weight: number): F32;
+  pass(delta: T | null, grads: PassGrads<T> | null, weight: number): T;
   /** The ascent step and projection on δ in place, from its gradient. */
-  ascend(delta: F32, g: F32): void;
+  ascend(delta: T, g: T): void;
   /** Restarts the loss the passes add to. */
   resetLoss(): void;
 }
@@ -113,7 +109,13 @@ interface ModeRun {
  * Mode pgd: K δ-only passes, each followed by the ascent step, then one full
  * pass at δ_K (whose loss is the result's). Returns the adversary's time.
  */
-function pgdPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number): number {
+function pgdPasses<T>(
+  run: ModeRun<T>,
+  delta: T,
+  grads: PassGrads<T>,
+  steps: number,
+  t0: number,
+): number {
   for (let k = 0; k < steps; k++) run.ascend(delta, run.pass(delta, null, 1));
   const adversaryMs = performance.now() - t0;
   run.resetLoss(); // the loss is the final pass's
@@ -125,7 +127,13 @@ function pgdPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0
  * Mode freelb: K full passes at δ_0 … δ_{K−1}, each weighted 1/K and followed
  * (but the last) by the ascent step. Returns the adversary's time: all of it.
  */
-function freelbPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number, t0: number) {
+function freelbPasses<T>(
+  run: ModeRun<T>,
+  delta: T,
+  grads: PassGrads<T>,
+  steps: number,
+  t0: number,
+) {
   if (!(steps >= 1)) throw new Error(`freelb needs at least one step, got ${steps}`);
   for (let k = 0; k < steps; k++) {
     const g = run.pass(delta, grads, 1 / steps);
@@ -134,8 +142,8 @@ function freelbPasses(run: ModeRun, delta: F32, grads: PassGrads, steps: number,
   return performance.now() - t0; // in FreeLB every pass is both
 }
 
-/** Options of {@link NativeModel}. */
-export interface NativeOptions {
+/** Options of {@link EngineModel}. */
+export interface EngineOptions {
   /** Time every kernel into this profile (by `clock`, default wall time). */
   readonly profile?: KernelProfile;
   readonly clock?: () => number;
@@ -143,20 +151,23 @@ export interface NativeOptions {
   readonly fullLastLayer?: boolean;
 }
 
-/** A model on the host: weights in layout order, buffers reused across calls. */
-export class NativeModel {
-  readonly #dev: Device<F32>;
+/** A model on a device: weights in layout order, buffers reused across calls. */
+export class EngineModel<T> {
+  readonly #dev: Device<T>;
   readonly #mlm: boolean;
   readonly #firstOnly: boolean;
-  readonly #packed: { w: F32; b: F32 }[];
+  readonly #packed: { w: T; b: T }[];
   /** Workspaces by shape and dropouts on: views of #arena (cleared when it grows). */
-  readonly #shapes = new Map<string, Workspace>();
-  readonly #arena: Arena<F32>;
-  #mlmBuffers: MlmBuffers<F32> | null = null;
-  #weights: F32 | null = null;
-  #enc: EncoderWeights<F32> | null = null;
-  #cls: ClassifierParams<F32> | null = null;
-  #mlmW: MlmParams<F32> | null = null;
+  readonly #shapes = new Map<string, Workspace<T>>();
+  readonly #arena: Arena<T>;
+  #mlmBuffers: MlmBuffers<T> | null = null;
+  /** The weights on the device (the caller's array itself on a host device). */
+  #weights: T | null = null;
+  /** The gradient buffer of a device that is not host memory (made once). */
+  #grad: T | null = null;
+  #enc: EncoderWeights<T> | null = null;
+  #cls: ClassifierParams<T> | null = null;
+  #mlmW: MlmParams<T> | null = null;
 
   /**
    * Options: `profile` times every kernel into it by `clock` (for profiling);
@@ -165,12 +176,11 @@ export class NativeModel {
    * computed after the last attention: the same numbers, less work).
    */
   constructor(
+    dev: Device<T>,
     readonly config: ModelConfig,
     readonly layout: ParamLayout,
-    readonly gemm: Gemm,
-    options: NativeOptions = {},
+    options: EngineOptions = {},
   ) {
-    const dev = cpuDevice(gemm);
     this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
     this.#mlm = layout.byName.has("cls.predictions.bias");
     this.#firstOnly = !this.#mlm && !options.fullLastLayer;
@@ -182,16 +192,47 @@ export class NativeModel {
     }));
   }
 
-  /** Sets the weights (flat, in layout order); kept by reference, so do not change them mid-call. */
-  setWeights(flat: F32): void {
+  /**
+   * Sets the weights (flat, in layout order). A host device keeps the array by
+   * reference, so do not change it mid-call; another device uploads a copy.
+   */
+  setWeights(flat: Float32Array): void {
     if (flat.length !== this.layout.total) {
       throw new Error(`setWeights: expected ${this.layout.total} values, got ${flat.length}`);
     }
     const dev = this.#dev, c = this.config, l = this.layout;
-    this.#enc = encoderWeights(dev, c, l, flat, flat, this.#packed);
-    if (this.#mlm) this.#mlmW = mlmParams(dev, l, flat);
-    else this.#cls = classifierParams(dev, c, l, flat);
-    this.#weights = flat;
+    let w: T;
+    if (dev.alias) w = dev.alias(flat);
+    else {
+      w = this.#weights ?? dev.alloc(l.total);
+      dev.write(w, flat);
+    }
+    this.#enc = encoderWeights(dev, c, l, w, flat, this.#packed);
+    if (this.#mlm) this.#mlmW = mlmParams(dev, l, w);
+    else this.#cls = classifierParams(dev, c, l, w);
+    this.#weights = w;
+  }
+
+  /** Frees the device buffers; the model needs {@link setWeights} again before use. */
+  dispose(): void {
+    const dev = this.#dev;
+    this.#arena.dispose();
+    this.#shapes.clear();
+    for (const p of this.#packed) {
+      dev.release(p.w);
+      dev.release(p.b);
+    }
+    this.#packed.length = 0;
+    if (this.#mlmBuffers) this.#mlmBuffers.dispose();
+    if (this.#weights && !dev.alias) dev.release(this.#weights);
+    if (this.#grad) dev.release(this.#grad);
+    this.#mlmBuffers =
+      this.#weights =
+      this.#grad =
+      this.#enc =
+      this.#cls =
+      this.#mlmW =
+        null;
   }
 
   /**
@@ -200,7 +241,7 @@ export class NativeModel {
    * first, then returned as `grad`): a caller done with each result before
    * the next call saves the page faults of a fresh 4-byte-per-parameter array.
    */
-  gradient(task: GradientTask, out?: Float32Array): GradientResult {
+  async gradient(task: GradientTask, out?: Float32Array): Promise<GradientResult> {
     const t0 = performance.now();
     const enc = this.#needWeights();
     const { batch, adversary: adv } = task;
@@ -212,37 +253,38 @@ export class NativeModel {
     if (out && out.length !== this.layout.total) {
       throw new Error(`gradient: out holds ${out.length} values, the layout ${this.layout.total}`);
     }
-    const grad = out ? out.fill(0) : new Float32Array(this.layout.total);
+    const host = out ?? new Float32Array(this.layout.total);
+    const grad = this.#gradBuffer(host);
+    dev.fill(grad, 0);
     const gEnc = encoderGrads(dev, this.config, this.layout, grad);
     const gHead = this.#mlm
       ? mlmParams(dev, this.layout, grad)
       : classifierParams(dev, this.config, this.layout, grad);
     const grads = { enc: gEnc, head: gHead };
-    const run: ModeRun = {
+    const run: ModeRun<T> = {
       pass: (delta, g, weight) => this.#pass(ws, masks, index, targets, enc, delta, g, weight),
       ascend: (delta, g) => dev.ascend(delta, g, index, H, adv),
       resetLoss: () => dev.fill(ws.loss, 0),
     };
-    const { attentionMask: m, size, seqLen } = batch;
-    const start = () => initialDeltaHost(m, size, seqLen, H, adv.init, task, ws.delta);
+    const start = () => (dev.initDelta(ws.delta, index, H, adv.init, task), ws.delta);
     run.resetLoss();
     let adversaryMs = 0;
     if (adv.mode === "pgd") adversaryMs = pgdPasses(run, start(), grads, adv.steps, t0);
     else if (adv.mode === "freelb") adversaryMs = freelbPasses(run, start(), grads, adv.steps, t0);
     else run.pass(null, grads, 1);
-    const loss = dev.read(ws.loss)[0];
+    const [g, loss] = await dev.read([grad, ws.loss], [host]);
     return {
-      grad,
-      loss,
+      grad: g,
+      loss: loss[0],
       count: batch.size,
       timings: { computeMs: performance.now() - t0, adversaryMs },
     };
   }
 
   /** Logits [size·numLabels] without dropout or δ: the same as `predictLogits`. */
-  logits(batch: HostBatch): Float32Array {
+  async logits(batch: HostBatch): Promise<Float32Array> {
     const enc = this.#needWeights();
-    if (this.#mlm) throw new Error("NativeModel.logits: an MLM layout has no classifier head");
+    if (this.#mlm) throw new Error("EngineModel.logits: an MLM layout has no classifier head");
     const index = this.#index(batch);
     const none = { hidden: 0, attention: 0 };
     const ws = this.#workspace(batch.size, batch.seqLen, none);
@@ -254,7 +296,8 @@ export class NativeModel {
       false,
     );
     classifierForward({ dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls }, ws.enc.last);
-    return this.#dev.read(ws.cls.logits).slice();
+    const [logits] = await this.#dev.read([ws.cls.logits]);
+    return logits;
   }
 
   /**
@@ -263,15 +306,15 @@ export class NativeModel {
    * it is null; returns ∂(weight·loss)/∂δ.
    */
   #pass(
-    ws: Workspace,
-    masks: Masks,
+    ws: Workspace<T>,
+    masks: Masks<T>,
     index: BatchIndex,
     targets: Targets,
-    enc: EncoderWeights<F32>,
-    delta: F32 | null,
-    grads: PassGrads | null,
+    enc: EncoderWeights<T>,
+    delta: T | null,
+    grads: PassGrads<T> | null,
     weight: number,
-  ): F32 {
+  ): T {
     const dev = this.#dev, config = this.config;
     const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index };
     encoderForward(encoder, delta, true);
@@ -280,21 +323,28 @@ export class NativeModel {
       const bufs = this.#mlmHead(targets.t.positions.length);
       const mlm = { dev, config, w: this.#mlmW!, word: enc.word, bufs, targets: targets.t };
       mlmForwardLoss(mlm, ws.enc.last, ws.loss, weight, true);
-      const g = grads ? grads.head as MlmParams<F32> : null;
+      const g = grads ? grads.head as MlmParams<T> : null;
       mlmBackward(mlm, dLast, g, grads ? grads.enc.word : null);
     } else {
       const cls = { dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls };
       classifierForward(cls, ws.enc.last);
       classifierLoss(cls, targets.t, ws.loss, weight, true);
-      const g = grads ? grads.head as ClassifierParams<F32> : null;
+      const g = grads ? grads.head as ClassifierParams<T> : null;
       classifierBackward(cls, dLast, g);
     }
     return encoderBackward(encoder, grads?.enc ?? null);
   }
 
-  #needWeights(): EncoderWeights<F32> {
-    if (!this.#weights || !this.#enc) throw new Error("NativeModel: call setWeights first");
+  #needWeights(): EncoderWeights<T> {
+    if (!this.#weights || !this.#enc) throw new Error("EngineModel: call setWeights first");
     return this.#enc;
+  }
+
+  /** Where the gradient is summed: `host` itself on a host device, else one device buffer. */
+  #gradBuffer(host: Float32Array): T {
+    const dev = this.#dev;
+    if (dev.alias) return dev.alias(host);
+    return this.#grad ??= dev.alloc(this.layout.total);
   }
 
   /** The batch's integer side, checked against the model's tables. */
@@ -334,18 +384,11 @@ export class NativeModel {
       );
     }
     if (this.#mlm) {
-      const positions: number[] = [], ids: number[] = [];
-      labels.forEach((l, i) => {
-        if (l !== IGNORE_INDEX) {
-          positions.push(i);
-          ids.push(l);
-        }
-      });
-      if (positions.length === 0) throw new Error("an MLM task needs at least one labelled token");
-      return {
-        kind: "mlm",
-        t: { positions: Int32Array.from(positions), ids: Int32Array.from(ids) },
-      };
+      const t = maskedTokens(labels);
+      if (t.positions.length === 0) {
+        throw new Error("an MLM task needs at least one labelled token");
+      }
+      return { kind: "mlm", t };
     }
     return {
       kind: "classify",
@@ -354,7 +397,7 @@ export class NativeModel {
   }
 
   /** The buffers for a batch shape and which dropouts are on (made on first use, then reused). */
-  #workspace(size: number, seqLen: number, rates: DropoutRates): Workspace {
+  #workspace(size: number, seqLen: number, rates: DropoutRates): Workspace<T> {
     const hidden = rates.hidden > 0, attention = rates.attention > 0;
     const key = `${size}x${seqLen}x${hidden}x${attention}`; // #firstOnly is fixed per model
     const generation = this.#arena.generation;
@@ -368,15 +411,15 @@ export class NativeModel {
   }
 
   #buildWorkspace(
-    dev: Device<F32>,
+    dev: Device<T>,
     size: number,
     seqLen: number,
     hiddenOn: boolean,
     attentionOn: boolean,
-  ): Workspace {
+  ): Workspace<T> {
     const c = this.config, H = c.hiddenSize, nh = c.numHeads, B = size, L = seqLen;
     const enc = new EncoderBuffers(dev, c, size, seqLen, attentionOn, this.#firstOnly);
-    const sites: Masks["sites"][number][] = [];
+    const sites: Masks<T>["sites"][number][] = [];
     const mask = (site: number, n: number, kind: "hidden" | "attention", rows?: MaskRows) => {
       if (!(kind === "hidden" ? hiddenOn : attentionOn)) return null;
       const buf = dev.alloc(n);
@@ -400,7 +443,7 @@ export class NativeModel {
         }
     );
     const bert = c.modelType === "bert";
-    const masks: Masks = {
+    const masks: Masks<T> = {
       enc: { embedding: mask(0, B * L * H, "hidden"), layers },
       cls: this.#mlm ? { pre: null, post: null } : {
         pre: bert ? null : mask(HEAD_SITE, B * H, "hidden"),
@@ -418,7 +461,7 @@ export class NativeModel {
   }
 
   /** Fills the workspace's dropout masks for the task seeded `seed`. */
-  #masks(ws: Workspace, seed: number, rates: DropoutRates): Masks {
+  #masks(ws: Workspace<T>, seed: number, rates: DropoutRates): Masks<T> {
     for (const s of ws.masks.sites) {
       this.#dev.dropoutMask(
         s.buf,
@@ -431,9 +474,10 @@ export class NativeModel {
     return ws.masks;
   }
 
-  #mlmHead(M: number): MlmBuffers<F32> {
+  #mlmHead(M: number): MlmBuffers<T> {
     if (!this.#mlmBuffers || this.#mlmBuffers.capacity < M) {
-      this.#mlmBuffers = null; // let the old buffers go before allocating the new ones
+      this.#mlmBuffers?.dispose(); // before allocating the new ones
+      this.#mlmBuffers = null;
       this.#mlmBuffers = new MlmBuffers(this.#dev, this.config, Math.ceil(M / 64) * 64);
     }
     return this.#mlmBuffers;

@@ -216,6 +216,15 @@ export class MlmBuffers<T> {
     this.#dt = dev.alloc(M * H);
   }
 
+  /** Frees the buffers. */
+  dispose(): void {
+    for (const b of [this.#x, this.#g, this.#deriv, this.#t, this.#mean, this.#rstd]) {
+      this.dev.release(b);
+    }
+    this.dev.release(this.#logits);
+    this.dev.release(this.#dt);
+  }
+
   /** Views for M rows (M ≤ capacity). */
   rows(M: number) {
     if (M > this.capacity) throw new Error(`MLM buffers hold ${this.capacity} rows, asked ${M}`);

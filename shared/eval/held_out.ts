@@ -16,7 +16,8 @@ import { computeMetrics, type MetricName } from "./glue_metrics.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import type { Gemm } from "../engine/devices/cpu/gemm.ts";
-import { NativeModel } from "../engine/engine.ts";
+import { EngineModel } from "../engine/engine.ts";
+import { cpuDevice } from "../engine/devices/cpu/device.ts";
 import { type BackendOptions, disposeBackend, hostBlas, startBackend } from "../compute/backend.ts";
 
 /** Logits [size·numLabels] of a host batch, without dropout or perturbation. */
@@ -81,10 +82,10 @@ export function nativeLogits(
   weights: Float32Array,
   gemm: Gemm,
 ): LogitsFn {
-  let model: NativeModel | null = null;
+  let model: EngineModel<Float32Array> | null = null;
   return (batch) => {
     if (!model) {
-      model = new NativeModel(config, layout, gemm);
+      model = new EngineModel(cpuDevice(gemm), config, layout);
       model.setWeights(weights);
     }
     return model.logits(batch);

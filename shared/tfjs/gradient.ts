@@ -8,7 +8,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { ascend, initialDelta } from "./adversary.ts";
 import type { AdversaryConfig } from "../method/adversary_config.ts";
-import type { LabelledBatch } from "../model/batch.ts";
+import type { GradientResult, GradientTask } from "../compute/task.ts";
 import {
   type BatchTensors,
   batchTensors,
@@ -20,25 +20,6 @@ import {
   type Weights,
 } from "./model.ts";
 import { mixSeed } from "../method/rng.ts";
-
-/** Everything the gradient depends on besides the weights. */
-export interface GradientTask {
-  readonly step: number;
-  readonly index: number;
-  readonly seed: number;
-  readonly adversary: AdversaryConfig;
-  readonly batch: LabelledBatch;
-  /** Dropout rates; 0 for exact checks. */
-  readonly dropout: { readonly hidden: number; readonly attention: number };
-}
-
-/** g_j, the mean loss it is the gradient of, n_j, and where the time went. */
-export interface GradientResult {
-  readonly grad: Float32Array;
-  readonly loss: number;
-  readonly count: number;
-  readonly timings: { readonly computeMs: number; readonly adversaryMs: number };
-}
 
 /** Concatenates flattened tensors in bounded groups (software WebGPU allows 8 buffers per shader). */
 export function flatten(tensors: readonly tf.Tensor[]): tf.Tensor1D {

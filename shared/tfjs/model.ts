@@ -17,6 +17,7 @@ import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
 import { HEAD_SITE } from "../method/dropout_mask.ts";
+import { isTokenLabelled, maskedTokens, positionIds } from "../model/targets.ts";
 
 /** Weight tensors by Hugging Face name. */
 export type Weights = Readonly<Record<string, tf.Tensor>>;
@@ -46,21 +47,6 @@ export interface DropoutConfig {
 
 /** No dropout: evaluation, prediction and exact checks. */
 export const NO_DROPOUT: DropoutConfig = { hidden: 0, attention: 0, seed: 0 };
-
-/** Position ids: 0..L-1 for BERT; RoBERTa counts real tokens from pad+1 and gives padding pad. */
-export function positionIds(config: ModelConfig, batch: HostBatch): Int32Array {
-  const { size, seqLen, attentionMask } = batch;
-  const out = new Int32Array(size * seqLen);
-  for (let b = 0; b < size; b++) {
-    let count = 0;
-    for (let i = 0; i < seqLen; i++) {
-      const k = b * seqLen + i;
-      if (config.modelType === "bert") out[k] = i;
-      else out[k] = attentionMask[k] ? config.padTokenId + ++count : config.padTokenId;
-    }
-  }
-  return out;
-}
 
 /** Uploads a host batch to the device. */
 export function batchTensors(config: ModelConfig, batch: HostBatch): BatchTensors {
@@ -228,26 +214,6 @@ export type Targets =
   | { readonly kind: "classify"; readonly labels: tf.Tensor1D }
   | { readonly kind: "mlm"; readonly positions: tf.Tensor1D; readonly ids: tf.Tensor1D };
 
-/** Label value of a token that is not predicted (Hugging Face's convention). */
-export const IGNORE_INDEX = -100;
-
-/** Whether `labels` has one value per token (MLM) rather than one per example. */
-export function isTokenLabelled(labels: Float32Array, batch: HostBatch): boolean {
-  return labels.length === batch.size * batch.seqLen && labels.length !== batch.size;
-}
-
-/**
- * n_j of a micro-batch: how many items its mean loss averages over — its
- * examples, or for MLM its predicted tokens — so that Σ n_j·loss_j / Σ n_j
- * is the mean over the whole global batch.
- */
-export function lossItems(labels: Float32Array, batch: HostBatch): number {
-  if (!isTokenLabelled(labels, batch)) return batch.size;
-  let n = 0;
-  for (const l of labels) if (l !== IGNORE_INDEX) n++;
-  return n;
-}
-
 /**
  * Uploads targets: `labels` has one value per example (classification), or
  * one per token (MLM: the original id at masked positions, IGNORE_INDEX elsewhere).
@@ -256,17 +222,11 @@ export function targetTensors(labels: Float32Array, batch: HostBatch): Targets {
   if (!isTokenLabelled(labels, batch)) {
     return { kind: "classify", labels: tf.tensor1d(labels, "float32") };
   }
-  const positions: number[] = [], ids: number[] = [];
-  labels.forEach((l, i) => {
-    if (l !== IGNORE_INDEX) {
-      positions.push(i);
-      ids.push(l);
-    }
-  });
+  const { positions, ids } = maskedTokens(labels);
   return {
     kind: "mlm",
-    positions: tf.tensor1d(Int32Array.from(positions), "int32"),
-    ids: tf.tensor1d(Int32Array.from(ids), "int32"),
+    positions: tf.tensor1d(positions, "int32"),
+    ids: tf.tensor1d(ids, "int32"),
   };
 }
 

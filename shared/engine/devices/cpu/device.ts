@@ -9,6 +9,7 @@
 import type { AttentionShape, Device } from "../../device.ts";
 import type { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
+import { initialDeltaHost } from "../../../method/adversary.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 
 type F32 = Float32Array;
@@ -44,8 +45,16 @@ export function cpuDevice(gemm: Gemm): Device<F32> {
       return t.subarray(offset, offset + n);
     },
     fill: (t, value) => void t.fill(value),
-    read: (t) => t,
+    read: (bufs, into) =>
+      Promise.resolve(bufs.map((t, i) => {
+        const dst = into?.[i];
+        if (!dst) return t.slice();
+        if (dst !== t) dst.set(t);
+        return dst;
+      })),
     write: (t, data) => t.set(data),
+    alias: (host) => host,
+    release: () => {},
     gemm,
     dropoutMask: layers.dropoutMask,
     mul: layers.mul,
@@ -70,5 +79,9 @@ export function cpuDevice(gemm: Gemm): Device<F32> {
     crossEntropy: layers.crossEntropy,
     meanSquaredError: layers.meanSquaredError,
     ascend: layers.ascend,
+    initDelta: (delta, batch, hidden, init, key) => {
+      const { attentionMask, size, seqLen } = batch;
+      initialDeltaHost(attentionMask, size, seqLen, hidden, init, key, delta);
+    },
   };
 }

@@ -6,29 +6,7 @@
  *
  * @module
  */
-
-/**
- * C = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when the flag is
- * set: op(A) is m×k, op(B) is k×n, C is m×n. A, B and C are views whose
- * element 0 is the matrix's first element; lda, ldb, ldc are their row
- * strides (in elements) as stored (A stored k×m when transposed, and so on).
- * With beta = 0, C is overwritten (its old contents, even NaN, are ignored).
- */
-export type GemmOn<T> = (
-  transA: boolean,
-  transB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: T,
-  lda: number,
-  b: T,
-  ldb: number,
-  beta: number,
-  c: T,
-  ldc: number,
-) => void;
+import type { GemmOn } from "../../device.ts";
 
 /** {@link GemmOn} over host arrays: what BLAS and {@link jsGemm} provide. */
 export type Gemm = GemmOn<Float32Array>;

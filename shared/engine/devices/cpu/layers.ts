@@ -15,7 +15,7 @@
  * @module
  */
 import type { AdversaryConfig } from "../../../method/adversary_config.ts";
-import { ascendHost } from "../../../tfjs/adversary.ts";
+import { ascendHost } from "../../../method/adversary.ts";
 import { fillDropoutMask } from "../../../method/dropout_mask.ts";
 import type { BatchIndex, Device, MaskRows } from "../../device.ts";
 import { fastExp, geluTable } from "./fast_math.ts";

@@ -53,6 +53,19 @@ export interface TaskKey {
   readonly index: number;
 }
 
+/**
+ * One LayerNorm over `rows` rows of width `cols`: its input, γ, and the mean
+ * and 1/std per row that the forward fills and the backward reads.
+ */
+export interface NormState<T> {
+  readonly x: T;
+  readonly gamma: T;
+  readonly mean: T;
+  readonly rstd: T;
+  readonly rows: number;
+  readonly cols: number;
+}
+
 /** The integer side of a micro-batch, on the host. All [B, L] row-major unless said. */
 export interface BatchIndex {
   readonly size: number;
@@ -168,31 +181,10 @@ export interface Device<T> {
     cols: number,
   ): void;
 
-  /** out = LayerNorm(x)·γ + β per row; keeps mean and 1/std per row for the backward. */
-  layerNorm(
-    x: T,
-    gamma: T,
-    beta: T,
-    out: T,
-    mean: T,
-    rstd: T,
-    rows: number,
-    cols: number,
-    eps: number,
-  ): void;
-  /** dx = ∂LN/∂x·dy (overwrite); dgamma, dbeta accumulate when given. */
-  layerNormBackward(
-    dy: T,
-    x: T,
-    mean: T,
-    rstd: T,
-    gamma: T,
-    dx: T,
-    dgamma: T | null,
-    dbeta: T | null,
-    rows: number,
-    cols: number,
-  ): void;
+  /** out = LayerNorm(n.x)·γ + β per row; fills n.mean and n.rstd for the backward. */
+  layerNorm(n: NormState<T>, beta: T, out: T, eps: number): void;
+  /** dx = ∂LN/∂x·dy (overwrite; may be dy); dgamma, dbeta accumulate when given. */
+  layerNormBackward(n: NormState<T>, dy: T, dx: T, dgamma: T | null, dbeta: T | null): void;
 
   /** g = GELU(u + bias) (erf form); deriv = GELU'(u + bias) when given (for the backward). */
   biasGelu(u: T, bias: T, g: T, deriv: T | null, rows: number, cols: number): void;

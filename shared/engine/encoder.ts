@@ -15,7 +15,7 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
-import type { AttentionShape, BatchIndex, Device, PassPart } from "./device.ts";
+import type { AttentionShape, BatchIndex, Device, NormState, PassPart } from "./device.ts";
 
 /** One layer's parameters after Q, K and V (weights or their gradients). */
 export interface LayerTail<T> {
@@ -345,7 +345,7 @@ export function encoderForward<T>(pass: EncoderPass<T>, delta: T | null, derivs:
   const eps = config.layerNormEps;
   const shape = attentionShape(config, batch);
   dev.embed(bufs.x0, w.word, w.pos, w.type, delta, batch, H);
-  dev.layerNorm(bufs.x0, w.lnG, w.lnB, bufs.h0, bufs.mean0, bufs.rstd0, N, H, eps);
+  dev.layerNorm(embeddingNorm(bufs, w, N, H), w.lnB, bufs.h0, eps);
   if (masks.embedding) dev.mul(bufs.h0, masks.embedding, bufs.h0);
   let h = bufs.h0;
   for (let l = 0; l < config.numLayers; l++) {
@@ -358,14 +358,34 @@ export function encoderForward<T>(pass: EncoderPass<T>, delta: T | null, derivs:
     if (a.first) dev.gatherRows(h, bufs.firstRows, H, res = a.res);
     dev.gemm(false, true, M, H, H, 1, a.ctx, H, lw.oW, H, 0, a.r1, H);
     dev.biasDropoutResidual(a.r1, lw.oB, m.attentionOut, res, a.r1, M, H);
-    dev.layerNorm(a.r1, lw.ln1G, lw.ln1B, a.h1, a.mean1, a.rstd1, M, H, eps);
+    dev.layerNorm(attentionNorm(a, lw, H), lw.ln1B, a.h1, eps);
     dev.gemm(false, true, M, I, H, 1, a.h1, H, lw.iW, H, 0, a.g, I);
     dev.biasGelu(a.g, lw.iB, a.g, derivs ? a.deriv : null, M, I);
     dev.gemm(false, true, M, H, I, 1, a.g, I, lw.fW, I, 0, a.r2, H);
     dev.biasDropoutResidual(a.r2, lw.fB, m.ffnOut, a.h1, a.r2, M, H);
-    dev.layerNorm(a.r2, lw.ln2G, lw.ln2B, a.out, a.mean2, a.rstd2, M, H, eps);
+    dev.layerNorm(outputNorm(a, lw, H), lw.ln2B, a.out, eps);
     h = a.out;
   }
+}
+
+/** The embeddings' LayerNorm (x0 → h0). */
+function embeddingNorm<T>(
+  bufs: EncoderBuffers<T>,
+  w: EncoderWeights<T>,
+  rows: number,
+  cols: number,
+): NormState<T> {
+  return { x: bufs.x0, gamma: w.lnG, mean: bufs.mean0, rstd: bufs.rstd0, rows, cols };
+}
+
+/** A layer's LayerNorm after the attention (r1 → h1). */
+function attentionNorm<T>(a: LayerActs<T>, lw: LayerWeights<T>, cols: number): NormState<T> {
+  return { x: a.r1, gamma: lw.ln1G, mean: a.mean1, rstd: a.rstd1, rows: a.rows, cols };
+}
+
+/** A layer's LayerNorm after the feed-forward block (r2 → out). */
+function outputNorm<T>(a: LayerActs<T>, lw: LayerWeights<T>, cols: number): NormState<T> {
+  return { x: a.r2, gamma: lw.ln2G, mean: a.mean2, rstd: a.rstd2, rows: a.rows, cols };
 }
 
 /**
@@ -384,18 +404,7 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
     const g = grads ? grads.layers[l] : null;
     const input = l === 0 ? bufs.h0 : bufs.layers[l - 1].out;
     // out = LN(r2), r2 = h1 + DropF(g·W2ᵀ + b2)
-    dev.layerNormBackward(
-      dh,
-      a.r2,
-      a.mean2,
-      a.rstd2,
-      lw.ln2G,
-      s.dr,
-      g?.ln2G ?? null,
-      g?.ln2B ?? null,
-      M,
-      H,
-    );
+    dev.layerNormBackward(outputNorm(a, lw, H), dh, s.dr, g?.ln2G ?? null, g?.ln2B ?? null);
     let df = s.dr;
     if (m.ffnOut) dev.mul(s.dr, m.ffnOut, df = s.dBranch);
     if (g) {
@@ -407,18 +416,7 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
     if (g) dev.gemm(true, false, I, H, M, 1, s.dInter, I, a.h1, H, 1, g.iW, H);
     dev.gemm(false, false, M, H, I, 1, s.dInter, I, lw.iW, H, 1, s.dr, H); // s.dr is now ∂/∂h1
     // h1 = LN(r1), r1 = res + DropA(ctx·Woᵀ + bo)
-    dev.layerNormBackward(
-      s.dr,
-      a.r1,
-      a.mean1,
-      a.rstd1,
-      lw.ln1G,
-      dh,
-      g?.ln1G ?? null,
-      g?.ln1B ?? null,
-      M,
-      H,
-    );
+    dev.layerNormBackward(attentionNorm(a, lw, H), s.dr, dh, g?.ln1G ?? null, g?.ln1B ?? null);
     let da = dh;
     if (m.attentionOut) dev.mul(dh, m.attentionOut, da = s.dBranch);
     if (g) {
@@ -451,18 +449,8 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
   // h0 = Drop0(LN(x0))
   if (masks.embedding) dev.mul(dh, masks.embedding, dh);
   const dx0 = bufs.full.dr;
-  dev.layerNormBackward(
-    dh,
-    bufs.x0,
-    bufs.mean0,
-    bufs.rstd0,
-    w.lnG,
-    dx0,
-    grads?.lnG ?? null,
-    grads?.lnB ?? null,
-    N,
-    H,
-  );
+  const norm = embeddingNorm(bufs, w, N, H);
+  dev.layerNormBackward(norm, dh, dx0, grads?.lnG ?? null, grads?.lnB ?? null);
   if (grads) dev.embedBackward(dx0, grads.word, grads.pos, grads.type, batch, H);
   return dx0;
 }

@@ -16,7 +16,7 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
-import type { Device, PassPart } from "./device.ts";
+import type { Device, NormState, PassPart } from "./device.ts";
 import { paramView } from "./encoder.ts";
 
 /** The classifier's two dense layers (weights, or their gradients). */
@@ -244,6 +244,16 @@ export class MlmBuffers<T> {
   }
 }
 
+/** The MLM head's LayerNorm (after the GELU) over M rows. */
+function mlmNorm<T>(
+  b: ReturnType<MlmBuffers<T>["rows"]>,
+  w: MlmParams<T>,
+  rows: number,
+  cols: number,
+): NormState<T> {
+  return { x: b.g, gamma: w.lnG, mean: b.mean, rstd: b.rstd, rows, cols };
+}
+
 /** One pass's MLM head: its weights and buffers, the word embeddings (the tied decoder), the targets. */
 export interface MlmPass<T> extends PassPart<T, MlmParams<T>, MlmBuffers<T>> {
   readonly word: T;
@@ -264,7 +274,7 @@ export function mlmForwardLoss<T>(
   dev.gatherRows(last, targets.positions, H, b.x);
   dev.gemm(false, true, M, H, H, 1, b.x, H, w.denseW, H, 0, b.g, H);
   dev.biasGelu(b.g, w.denseB, b.g, withGrad ? b.deriv : null, M, H);
-  dev.layerNorm(b.g, w.lnG, w.lnB, b.t, b.mean, b.rstd, M, H, config.layerNormEps);
+  dev.layerNorm(mlmNorm(b, w, M, H), w.lnB, b.t, config.layerNormEps);
   dev.gemm(false, true, M, V, H, 1, b.t, H, word, H, 0, b.logits, V);
   dev.addBias(b.logits, w.bias, M, V);
   dev.crossEntropy(b.logits, targets.ids, M, V, loss, weight, withGrad ? b.logits : null);
@@ -289,18 +299,7 @@ export function mlmBackward<T>(
   if (grads) dev.colSum(dlogits, M, V, grads.bias);
   if (dword) dev.gemm(true, false, V, H, M, 1, dlogits, V, b.t, H, 1, dword, H);
   dev.gemm(false, false, M, H, V, 1, dlogits, V, word, H, 0, b.dt, H);
-  dev.layerNormBackward(
-    b.dt,
-    b.g,
-    b.mean,
-    b.rstd,
-    w.lnG,
-    b.dt,
-    grads?.lnG ?? null,
-    grads?.lnB ?? null,
-    M,
-    H,
-  );
+  dev.layerNormBackward(mlmNorm(b, w, M, H), b.dt, b.dt, grads?.lnG ?? null, grads?.lnB ?? null);
   dev.geluBackward(b.dt, b.deriv, grads?.denseB ?? null, M, H);
   if (grads) dev.gemm(true, false, H, H, M, 1, b.dt, H, b.x, H, 1, grads.denseW, H);
   dev.fill(dLast, 0);

@@ -17,7 +17,7 @@
 import type { AdversaryConfig } from "../../../method/adversary_config.ts";
 import { ascendHost } from "../../../method/adversary.ts";
 import { fillDropoutMask } from "../../../method/dropout_mask.ts";
-import type { BatchIndex, Device, MaskRows } from "../../device.ts";
+import type { BatchIndex, Device, MaskRows, NormState } from "../../device.ts";
 import { fastExp, geluTable } from "./fast_math.ts";
 
 type F32 = Float32Array;
@@ -126,17 +126,8 @@ export function biasDropoutResidual(
 }
 
 /** out = LayerNorm(x)·γ + β per row; keeps mean and 1/√(var + ε) per row. */
-export function layerNorm(
-  x: F32,
-  gamma: F32,
-  beta: F32,
-  out: F32,
-  mean: F32,
-  rstd: F32,
-  rows: number,
-  cols: number,
-  eps: number,
-): void {
+export function layerNorm(n: NormState<F32>, beta: F32, out: F32, eps: number): void {
+  const { x, gamma, mean, rstd, rows, cols } = n;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let s = 0, ss = 0;
@@ -160,17 +151,13 @@ export function layerNorm(
  * dx may be dy.
  */
 export function layerNormBackward(
+  n: NormState<F32>,
   dy: F32,
-  x: F32,
-  mean: F32,
-  rstd: F32,
-  gamma: F32,
   dx: F32,
   dgamma: F32 | null,
   dbeta: F32 | null,
-  rows: number,
-  cols: number,
 ): void {
+  const { x, gamma, mean, rstd, rows, cols } = n;
   const sums = dgamma || dbeta ? accumulator(2 * cols) : null;
   for (let r = 0; r < rows; r++) {
     const o = r * cols, m = mean[r], rs = rstd[r];

@@ -37,16 +37,10 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { initWeights, saveCheckpoint } from "../shared/io/checkpoint.ts";
-import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
-import { writeRobertaTokenizer } from "../shared/text/roberta_vocab.ts";
-import { BERT_BASE_CONFIG, ROBERTA_LARGE_CONFIG } from "./model_shapes.ts";
 import { expectedGradLength, sparseLayout } from "../shared/model/sparse_grad.ts";
-import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 import {
   type CombinedStep,
   dispatchWindow,
@@ -62,23 +56,12 @@ import {
   optimizerStep,
 } from "../coordinator/optimizer.ts";
 import { table } from "./markdown.ts";
+import { shapeConfig, writeShapeCheckpoint, writeSmallTask } from "./random_checkpoint.ts";
 
 const SELF = fileURLToPath(import.meta.url);
 
-/** The two shapes of the paper, as their config.json says (bench/model_shapes.ts). */
-const SHAPES: Record<string, Readonly<Record<string, unknown>>> = {
-  "bert-base": BERT_BASE_CONFIG,
-  "roberta-large": ROBERTA_LARGE_CONFIG,
-};
-
 const TOKENS = 8; // one example of 8 tokens per micro-batch
 const MICRO_BATCHES = 4; // per mesh step
-
-function shape(name: string): ModelConfig {
-  const s = SHAPES[name];
-  if (!s) throw new Error(`unknown model shape ${name} (known: ${Object.keys(SHAPES).join(", ")})`);
-  return parseModelConfig({ ...s });
-}
 
 /** A field of /proc/<pid>/status in MB (VmHWM: peak resident set; VmRSS: now). */
 function procMb(field: "VmHWM" | "VmRSS", pid: number | "self" = "self"): number {
@@ -227,7 +210,7 @@ interface InProcessStep {
 
 /** The in-process part for one shape: accumulate, LAMB, AdamW, the weights message; peak RSS. */
 function inProcess(name: string, parts: number, steps: number) {
-  const config = shape(name);
+  const config = shapeConfig(name);
   const layout = paramLayout(config, "classify");
   const s = sparseLayout(layout);
   const total = layout.total;
@@ -342,7 +325,7 @@ function inProcess(name: string, parts: number, steps: number) {
  * `window` workers would need for the coordinator's own buffers.
  */
 function windowed(name: string) {
-  const config = shape(name);
+  const config = shapeConfig(name);
   const layout = paramLayout(config, "classify");
   const s = sparseLayout(layout);
   const window = dispatchWindow(maxResultBytes(s, TOKENS));
@@ -379,26 +362,6 @@ function windowed(name: string) {
   };
 }
 
-/** Writes a random checkpoint of the shape, with its tokenizer files, into `dir`. */
-async function writeCheckpoint(name: string, dir: string): Promise<void> {
-  const config = shape(name);
-  await saveCheckpoint(dir, { config, weights: initWeights(config, 13) });
-  if (config.modelType === "roberta") await writeRobertaTokenizer(dir);
-  else await Deno.writeTextFile(join(dir, "vocab.txt"), vocabToTxt(bertBaseUncasedVocab()));
-}
-
-async function writeTask(dir: string): Promise<{ train: string; eval: string }> {
-  const words = ["the", "movie", "was", "good", "bad", "plot", "actor", "fun", "dull", "great"];
-  const rows = Array.from({ length: 64 }, (_, i) => ({
-    text: Array.from({ length: 12 }, (_, k) => words[(i * 7 + k * 3) % words.length]).join(" "),
-    label: i % 2,
-  }));
-  const text = rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
-  await Deno.writeTextFile(join(dir, "train.jsonl"), text);
-  await Deno.writeTextFile(join(dir, "eval.jsonl"), text);
-  return { train: join(dir, "train.jsonl"), eval: join(dir, "eval.jsonl") };
-}
-
 /** The mesh part for one shape and worker count, in this (child) process. */
 async function mesh(opts: {
   modelDir: string;
@@ -410,7 +373,7 @@ async function mesh(opts: {
   const { parseRunFlags } = await import("../coordinator/run_config.ts");
   const { startCoordinator } = await import("../coordinator/coordinator.ts");
   const { spawnLocalWorkers, stopLocalWorkers } = await import("../coordinator/local_workers.ts");
-  const task = await writeTask(await Deno.makeTempDir({ prefix: "adaptmesh-cost-task-" }));
+  const task = await writeSmallTask(await Deno.makeTempDir({ prefix: "adaptmesh-cost-task-" }));
   const { config } = await parseRunFlags(
     [
       ...["--model", opts.modelDir, "--train", task.train, "--eval", task.eval],
@@ -589,7 +552,7 @@ const workerCounts = flags.workers.split(",").map(Number);
 const inproc: Record<string, unknown>[] = [];
 const windowedRows: Record<string, unknown>[] = [];
 for (const m of models) {
-  const params = paramLayout(shape(m), "classify").total;
+  const params = paramLayout(shapeConfig(m), "classify").total;
   const needMb = Math.round(36 * params / 2 ** 20), haveMb = availableMb();
   if (needMb > 0.9 * haveMb) {
     inproc.push({ model: m, skipped: `needs ~${needMb} MB, ${haveMb} MB available` });
@@ -613,7 +576,7 @@ for (const m of models) {
   );
   console.error(JSON.stringify(r));
   inproc.push({ model: m, ...r });
-  const s = sparseLayout(paramLayout(shape(m), "classify"));
+  const s = sparseLayout(paramLayout(shapeConfig(m), "classify"));
   const resultMb = maxResultBytes(s, TOKENS) / 2 ** 20;
   const windowNeedMb = Math.round(needMb + dispatchWindow(maxResultBytes(s, TOKENS)) * resultMb);
   if (windowNeedMb > 0.9 * availableMb()) {
@@ -632,17 +595,17 @@ for (const m of models) {
 const meshRows: Record<string, unknown>[] = [];
 if (!flags["no-mesh"]) {
   for (const m of models) {
-    const params = paramLayout(shape(m), "classify").total;
+    const params = paramLayout(shapeConfig(m), "classify").total;
     const dir = await Deno.makeTempDir({ prefix: `adaptmesh-${m}-` });
     try {
       console.error(`writing a random ${m} checkpoint …`);
-      await writeCheckpoint(m, dir);
+      await writeShapeCheckpoint(m, dir);
       for (const n of workerCounts) {
         // Coordinator ≈ 40 B/parameter (weights, moments, accumulator, scratch, two weights
         // snapshots, evaluation) + the results in flight; each worker ≈ --worker-mb, or
         // 22 B/parameter + 300 MB (a native BERT-base worker peaked at 2.5 GB).
         const workerMb = flags["worker-mb"] || Math.round(22 * params / 2 ** 20 + 300);
-        const sl = sparseLayout(paramLayout(shape(m), "classify"));
+        const sl = sparseLayout(paramLayout(shapeConfig(m), "classify"));
         const inFlight = Math.min(n, dispatchWindow(maxResultBytes(sl, TOKENS)));
         const coordMb = Math.round((40 * params + inFlight * maxResultBytes(sl, TOKENS)) / 2 ** 20);
         const needMb = coordMb + n * workerMb;

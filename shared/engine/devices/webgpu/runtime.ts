@@ -178,7 +178,6 @@ export class Runtime {
   readonly #timing: {
     set: GPUQuerySet;
     resolve: GPUBuffer;
-    read: GPUBuffer;
     names: string[];
     capacity: number;
   } | null;
@@ -195,7 +194,6 @@ export class Runtime {
       this.#timing = {
         set: device.createQuerySet({ type: "timestamp", count: capacity }),
         resolve: device.createBuffer({ size: capacity * 8, usage: U.QUERY_RESOLVE | U.COPY_SRC }),
-        read: device.createBuffer({ size: capacity * 8, usage: U.MAP_READ | U.COPY_DST }),
         names: [],
         capacity,
       };
@@ -438,29 +436,33 @@ export class Runtime {
     this.#uploaded.clear();
     const t = this.#timing;
     const timed = t ? t.names.splice(0) : [];
+    let times: GPUBuffer | null = null; // a fresh one per submission: earlier ones may be mapping
     if (t && timed.length) {
+      times = this.device.createBuffer({
+        size: 16 * timed.length,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
       enc.resolveQuerySet(t.set, 0, 2 * timed.length, t.resolve, 0);
-      enc.copyBufferToBuffer(t.resolve, 0, t.read, 0, 16 * timed.length);
+      enc.copyBufferToBuffer(t.resolve, 0, times, 0, 16 * timed.length);
     }
     q.submit([enc.finish()]);
     this.#encoder = null;
     this.counts.submits++;
     for (const b of this.#doomed.splice(0)) b.gpu.destroy();
-    if (t && timed.length) this.#pendingTimes = this.#collect(timed);
+    if (times) this.#pendingTimes.push(this.#collect(timed, times));
   }
 
-  #pendingTimes: Promise<void> | null = null;
+  #pendingTimes: Promise<void>[] = [];
 
-  async #collect(names: string[]): Promise<void> {
-    const t = this.#timing!;
-    await t.read.mapAsync(GPUMapMode.READ, 0, 16 * names.length);
-    const ns = new BigInt64Array(t.read.getMappedRange(0, 16 * names.length));
+  async #collect(names: string[], times: GPUBuffer): Promise<void> {
+    await times.mapAsync(GPUMapMode.READ);
+    const ns = new BigInt64Array(times.getMappedRange());
     names.forEach((name, i) => {
       const ms = Number(ns[2 * i + 1] - ns[2 * i]) / 1e6;
       this.profile.ms.set(name, (this.profile.ms.get(name) ?? 0) + ms);
       this.profile.calls.set(name, (this.profile.calls.get(name) ?? 0) + 1);
     });
-    t.read.unmap();
+    times.destroy();
   }
 
   /**
@@ -502,10 +504,7 @@ export class Runtime {
     });
     staging.unmap();
     this.counts.readbacks++;
-    if (this.#pendingTimes) {
-      await this.#pendingTimes;
-      this.#pendingTimes = null;
-    }
+    await Promise.all(this.#pendingTimes.splice(0));
     return out;
   }
 

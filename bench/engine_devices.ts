@@ -99,7 +99,11 @@ function randomBatch(config: ModelConfig, B: number, L: number, seed: number): L
   for (let b = 0; b < B; b++) {
     const len = Math.max(3, L - Math.round(rng.next() * 0.2 * L));
     for (let i = 0; i < len; i++) {
-      inputIds[b * L + i] = i === 0 ? 101 : i === len - 1 ? 102 : 1000 + rng.int(config.vocabSize - 1000);
+      inputIds[b * L + i] = i === 0
+        ? 101
+        : i === len - 1
+        ? 102
+        : 1000 + rng.int(config.vocabSize - 1000);
       attentionMask[b * L + i] = 1;
     }
     labels[b] = rng.int(config.numLabels);
@@ -213,10 +217,14 @@ async function main(): Promise<void> {
       const k = task(m.adversary);
       const before = { c: counts(), n: 0 };
       let calls = 0;
-      const { ms, first } = await timeCalls(async () => {
-        if (calls++ === 1) before.c = counts(); // after the warm-up call
-        return await model.gradient(k);
-      }, minReps, minSeconds);
+      const { ms, first } = await timeCalls(
+        async () => {
+          if (calls++ === 1) before.c = counts(); // after the warm-up call
+          return await model.gradient(k);
+        },
+        minReps,
+        minSeconds,
+      );
       const c = perCall(countsSince(before.c, counts()), ms.length);
       let profile: Row["profile"] = null;
       if (profiled) {
@@ -277,7 +285,11 @@ async function main(): Promise<void> {
     const model = { config, layout, weights: weightTensors(layout, flat) };
     for (const m of MODES) {
       const k = task(m.adversary);
-      const { ms, first } = await timeCalls(() => microBatchGradient(model, k), minReps, minSeconds);
+      const { ms, first } = await timeCalls(
+        () => microBatchGradient(model, k),
+        minReps,
+        minSeconds,
+      );
       const ref = reference.get(m.label);
       const row: Row = {
         backend: "tfjs-webgpu",
@@ -333,7 +345,19 @@ async function main(): Promise<void> {
   console.log(`# engine_devices — ${date}, ${report.machine.cpu}, adapter ${adapter ?? "none"}`);
   console.log(`shape ${shapeName}: mb ${B}, seq ${L}, ${layout.total} parameters\n`);
   console.log(table(
-    ["backend", "mode", "samples/s", "ms/call", "dispatches", "submits", "readbacks", "upload KB", "host random", "pipelines", "rel diff vs cpu"],
+    [
+      "backend",
+      "mode",
+      "samples/s",
+      "ms/call",
+      "dispatches",
+      "submits",
+      "readbacks",
+      "upload KB",
+      "host random",
+      "pipelines",
+      "rel diff vs cpu",
+    ],
     rows.map((r) => [
       r.backend,
       r.mode,
@@ -360,10 +384,21 @@ async function main(): Promise<void> {
   }
   for (const r of rows.filter((r) => r.profile)) {
     const total = r.profile!.reduce((s, p) => s + p.ms, 0);
-    console.log(`\nwebgpu kernel times, ${r.mode} (timestamp queries, ms per micro-batch; total ${total.toFixed(1)}):`);
+    console.log(
+      `\nwebgpu kernel times, ${r.mode} (timestamp queries, ms per micro-batch; total ${
+        total.toFixed(1)
+      }):`,
+    );
     console.log(table(
       ["kernel", "ms", "share", "dispatches"],
-      r.profile!.slice(0, 12).map((p) => [p.kernel, p.ms.toFixed(2), `${(100 * p.ms / total).toFixed(0)}%`, String(p.dispatches)]),
+      r.profile!.slice(0, 12).map((
+        p,
+      ) => [
+        p.kernel,
+        p.ms.toFixed(2),
+        `${(100 * p.ms / total).toFixed(0)}%`,
+        String(p.dispatches),
+      ]),
     ));
   }
   console.log(`\nwrote ${out}`);

@@ -12,7 +12,12 @@ import assert from "node:assert/strict";
 import { EngineModel } from "../shared/engine/engine.ts";
 import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { createWebGpuDevice, type GpuTensor } from "../shared/engine/devices/webgpu/device.ts";
+import {
+  createWebGpuDevice,
+  type GpuTensor,
+  webgpuDevice,
+} from "../shared/engine/devices/webgpu/device.ts";
+import { Runtime } from "../shared/engine/devices/webgpu/runtime.ts";
 import { rowLists } from "../shared/engine/devices/webgpu/layers.ts";
 import type { BatchIndex, Device, NormState } from "../shared/engine/device.ts";
 import { countsSince } from "../shared/engine/device.ts";
@@ -82,10 +87,18 @@ function index(B: number, L: number, vocab: number, seed = 3): BatchIndex {
 }
 
 Deno.test({
-  name: "webgpu gemm = jsGemm: every transpose, strides, offsets, alpha, beta (0 ignores NaN)",
+  name: "webgpu gemm = jsGemm (tiled and direct): every transpose, strides, offsets, alpha, beta",
   ignore,
   fn: async () => {
-    const dev = gpu!.device;
+    const tiled = webgpuDevice(new Runtime(gpu!.gpu), { gemm: "tiled" });
+    const direct = webgpuDevice(new Runtime(gpu!.gpu), { gemm: "direct" });
+    for (const dev of [tiled, direct]) await gemmCases(dev);
+  },
+});
+
+/** gemm against jsGemm; beta = 0 ignores NaN in C. */
+async function gemmCases(dev: Device<G>): Promise<void> {
+  {
     for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [70, 33, 130], [128, 65, 64]]) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
@@ -142,8 +155,8 @@ Deno.test({
         }
       }
     }
-  },
-});
+  }
+}
 
 Deno.test({
   name: "webgpu dropout masks and δ_0 are bit-identical to the host's",

@@ -26,6 +26,11 @@ export type { DeviceCounts, GpuTensor } from "./runtime.ts";
 export interface WebGpuOptions {
   /** Time every dispatch with timestamp queries (slower: one compute pass per dispatch). */
   readonly profile?: boolean;
+  /**
+   * The matrix-product kernel: "tiled" (workgroup memory; default on hardware)
+   * or "direct" (registers only; default on a software adapter).
+   */
+  readonly gemm?: "tiled" | "direct";
   /** An adapter to use (default: `navigator.gpu.requestAdapter()`). */
   readonly adapter?: GPUAdapter;
 }
@@ -43,6 +48,8 @@ export interface WebGpuDevice {
   readonly profile: { readonly ms: Map<string, number>; readonly calls: Map<string, number> };
   /** Whether `profile` is filled (the option was set and the adapter has timestamp queries). */
   readonly profiling: boolean;
+  /** The GPU device underneath. */
+  readonly gpu: GPUDevice;
   /** Destroys the GPU device. */
   destroy(): void;
 }
@@ -69,19 +76,25 @@ export async function createWebGpuDevice(
   });
   const rt = new Runtime(gpu, { profile: timing });
   const info = adapter.info;
+  const software = info.isFallbackAdapter ||
+    /llvmpipe|swiftshader|lavapipe/i.test(info.description);
   return {
-    device: webgpuDevice(rt),
+    device: webgpuDevice(rt, { gemm: options.gemm ?? (software ? "direct" : "tiled") }),
     adapter: info.description || `${info.vendor} ${info.device}`.trim(),
-    software: info.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(info.description),
+    software,
     counts: () => ({ ...rt.counts }),
     profile: rt.profile,
     profiling: timing,
+    gpu,
     destroy: () => gpu.destroy(),
   };
 }
 
 /** The {@link Device} over a {@link Runtime}. */
-export function webgpuDevice(rt: Runtime): Device<GpuTensor> {
+export function webgpuDevice(
+  rt: Runtime,
+  options: { readonly gemm?: "tiled" | "direct" } = {},
+): Device<GpuTensor> {
   const empty: GpuTensor = { buf: rt.createBuffer(256), offset: 0, length: 0 };
   const dummy: GpuTensor = { buf: empty.buf, offset: 0, length: 1 };
   /** One scratch buffer for kernels that need temporary memory between two dispatches. */
@@ -109,7 +122,7 @@ export function webgpuDevice(rt: Runtime): Device<GpuTensor> {
     release: (t) => {
       if (t.buf !== empty.buf) rt.destroyLater(t.buf);
     },
-    gemm: webgpuGemm(rt),
+    gemm: webgpuGemm(rt, options.gemm === "direct"),
     dropoutMask: layers.dropoutMask,
     mul: layers.mul,
     add: layers.add,

@@ -114,8 +114,38 @@ export type AttentionBackwardKernel<T> = (
   shape: AttentionShape,
 ) => void;
 
+/**
+ * What a device did, counted since it was made (every engine device reports
+ * the same shape): kernel dispatches (a host device: kernel calls), command
+ * submissions, readbacks (a host device: {@link Device.read} calls), bytes
+ * uploaded to the device, random numbers made on the host (dropout masks and
+ * δ_0 on a host device; 0 where kernels make them), pipelines compiled.
+ */
+export interface DeviceCounts {
+  dispatches: number;
+  submits: number;
+  readbacks: number;
+  uploadBytes: number;
+  hostRandom: number;
+  pipelinesCompiled: number;
+}
+
+/** `b − a`, counter by counter (the counts of what happened between two snapshots). */
+export function countsSince(a: DeviceCounts, b: DeviceCounts): DeviceCounts {
+  return {
+    dispatches: b.dispatches - a.dispatches,
+    submits: b.submits - a.submits,
+    readbacks: b.readbacks - a.readbacks,
+    uploadBytes: b.uploadBytes - a.uploadBytes,
+    hostRandom: b.hostRandom - a.hostRandom,
+    pipelinesCompiled: b.pipelinesCompiled - a.pipelinesCompiled,
+  };
+}
+
 /** The buffers and kernels of a training pass on one device. */
 export interface Device<T> {
+  /** The device's counters so far (a snapshot), where it keeps them. */
+  readonly counts?: () => DeviceCounts;
   /** A new zero-filled buffer of `n` floats. */
   alloc(n: number): T;
   /** Elements [offset, offset + n) of `t`, as a buffer the kernels accept. */

@@ -7,7 +7,8 @@
  * @module
  */
 import type { AdversaryConfig } from "./adversary_config.ts";
-import { mixSeed, Rng } from "./rng.ts";
+import { mixSeed } from "./rng.ts";
+import { lowbias32 } from "./hash32.ts";
 
 /**
  * What δ_0 depends on: the batch's mask [B, L] and shape (B = size, L =
@@ -22,10 +23,45 @@ export type DeltaStart = [
   key: { seed: number; step: number; index: number },
 ];
 
+/** The per-task key of δ_0's hash: mixSeed(seed, step, index, 0xde17a). */
+export function deltaKey(key: { seed: number; step: number; index: number }): number {
+  return mixSeed(key.seed, key.step, key.index, 0xde17a);
+}
+
 /**
- * δ_0 on the host, [B, L, H] flat: zero, or U(-1, 1)·m·init/sqrt(len·H) per
- * example, drawn from a stream keyed by (seed, step, index) so every backend
- * (and the native engine) agrees. Writes into `out` when given.
+ * Element i's uniform in (−1, 1) under `key`: the top 24 bits k of
+ * lowbias32(lowbias32(i ^ key) + key) as (2k + 1 − 2²⁴)·2⁻²⁴, an odd integer
+ * times a power of two, so exact in float32 on every device (a shader forms
+ * it with integer ops and one exact multiply).
+ */
+export function deltaUniform(key: number, i: number): number {
+  const h = lowbias32((lowbias32((i ^ key) >>> 0) + key) >>> 0);
+  return (2 * (h >>> 8) + 1 - 16777216) / 16777216;
+}
+
+/** Per example, the float32 scale init/sqrt(max(len, 1)·H) of δ_0 (len: its real tokens). */
+export function deltaScales(
+  mask: Uint8Array,
+  size: number,
+  seqLen: number,
+  hidden: number,
+  init: number,
+): Float32Array {
+  const out = new Float32Array(size);
+  for (let b = 0; b < size; b++) {
+    let len = 0;
+    for (let i = 0; i < seqLen; i++) len += mask[b * seqLen + i];
+    out[b] = init / Math.sqrt(Math.max(len, 1) * hidden);
+  }
+  return out;
+}
+
+/**
+ * δ_0 on the host, [B, L, H] flat: zero, or U(−1, 1)·m·init/sqrt(len·H) per
+ * example, U from a counter-based hash of (mixSeed(seed, step, index,
+ * 0xde17a), flat element index) ({@link deltaUniform}) and the product
+ * rounded once to float32, so every device (a GPU kernel included, with no
+ * host random numbers) gives the same bits. Writes into `out` when given.
  */
 export function initialDeltaHost(
   ...[mask, size, seqLen, hidden, init, key, given]: [...DeltaStart, out?: Float32Array]
@@ -37,17 +73,13 @@ export function initialDeltaHost(
     );
   }
   if (init === 0) return out.fill(0);
-  const rng = new Rng(mixSeed(key.seed, key.step, key.index, 0xde17a));
+  const k = deltaKey(key);
+  const scales = deltaScales(mask, size, seqLen, hidden, init);
   for (let b = 0; b < size; b++) {
-    let len = 0;
-    for (let i = 0; i < seqLen; i++) len += mask[b * seqLen + i];
-    const scale = init / Math.sqrt(Math.max(len, 1) * hidden);
+    const scale = scales[b];
     for (let i = 0; i < seqLen; i++) {
-      const m = mask[b * seqLen + i];
-      for (let h = 0; h < hidden; h++) {
-        const u = rng.uniform(-1, 1); // drawn even at padding so the stream does not depend on lengths
-        out[(b * seqLen + i) * hidden + h] = m ? u * scale : 0;
-      }
+      const m = mask[b * seqLen + i], o = (b * seqLen + i) * hidden;
+      for (let h = 0; h < hidden; h++) out[o + h] = m ? deltaUniform(k, o + h) * scale : 0;
     }
   }
   return out;

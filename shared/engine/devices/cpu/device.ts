@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { AttentionShape, Device } from "../../device.ts";
+import type { AttentionShape, Device, DeviceCounts } from "../../device.ts";
 import type { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
 import { initialDeltaHost } from "../../../method/adversary.ts";
@@ -14,8 +14,50 @@ import { attentionBackward, attentionForward } from "./attention.ts";
 
 type F32 = Float32Array;
 
-/** A host device whose matrix products run on `gemm`. */
+/** Members of a device that are not kernels (not counted as dispatches). */
+const NOT_KERNELS = new Set(["alloc", "view", "read", "write", "alias", "release", "counts"]);
+
+/**
+ * `dev` with {@link Device.counts}: kernel calls as dispatches, read calls as
+ * readbacks, dropout-mask and δ_0 elements as host random numbers; nothing
+ * is submitted, uploaded or compiled on a host device.
+ */
+function counted(dev: Device<F32>): Device<F32> {
+  const c: DeviceCounts = {
+    dispatches: 0,
+    submits: 0,
+    readbacks: 0,
+    uploadBytes: 0,
+    hostRandom: 0,
+    pipelinesCompiled: 0,
+  };
+  const out: Record<string, unknown> = { counts: () => ({ ...c }) };
+  for (const [name, fn] of Object.entries(dev)) {
+    if (typeof fn !== "function" || NOT_KERNELS.has(name)) {
+      if (name !== "counts") out[name] = fn;
+      continue;
+    }
+    out[name] = (...args: unknown[]) => {
+      c.dispatches++;
+      if (name === "dropoutMask") c.hostRandom += (args[0] as F32).length;
+      if (name === "initDelta" && args[3] !== 0) c.hostRandom += (args[0] as F32).length;
+      return fn(...args);
+    };
+  }
+  const read = dev.read;
+  out.read = (bufs: readonly F32[], into?: readonly (F32 | undefined)[]) => {
+    c.readbacks++;
+    return read(bufs, into);
+  };
+  return out as unknown as Device<F32>;
+}
+
+/** A host device whose matrix products run on `gemm` (with {@link Device.counts}). */
 export function cpuDevice(gemm: Gemm): Device<F32> {
+  return counted(hostDevice(gemm));
+}
+
+function hostDevice(gemm: Gemm): Device<F32> {
   let scratch = new Float32Array(0);
   const need = (n: number) => {
     if (scratch.length < n) scratch = new Float32Array(n);

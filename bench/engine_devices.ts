@@ -1,0 +1,408 @@
+/**
+ * The engine's devices side by side, in one run: samples/s of one
+ * micro-batch gradient on the engine's WebGPU device, on the engine's host
+ * device (matrix products on the machine's BLAS, jsGemm where none loads)
+ * and on tfjs-webgpu (`microBatchGradient`, shared/tfjs/gradient.ts), clean
+ * and PGD K = 1, with per micro-batch counts (`counts: {dispatches, submits,
+ * readbacks, uploadBytes, hostRandom, pipelinesCompiled}`; null on tfjs) and,
+ * on webgpu, the kernel times from timestamp queries (a separate profiled
+ * run: one compute pass per dispatch).
+ *
+ *   deno run -A bench/engine_devices.ts [--device-shape default|bert-base]
+ *     [--backends webgpu-engine,cpu-engine,tfjs-webgpu] [--min-seconds S] [--out FILE]
+ *
+ * `default`: the default model (shared/model/default_model.ts, random
+ * weights), micro-batch 8, seq 64. `bert-base`: BERT-base's shape with random
+ * weights, micro-batch 32, seq 128 (for a GPU machine). Writes
+ * bench/results/engine_devices-<date>.json (machine, adapter, backend per
+ * row) and prints a table.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { initBackend, nativeBlas } from "../shared/compute/backend.ts";
+import { EngineModel } from "../shared/engine/engine.ts";
+import { countsSince, type DeviceCounts } from "../shared/engine/device.ts";
+import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
+import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
+import { createWebGpuDevice, type WebGpuDevice } from "../shared/engine/devices/webgpu/device.ts";
+import type { GradientResult, GradientTask } from "../shared/compute/task.ts";
+import { DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/method/adversary_config.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
+import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
+import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { defaultModelConfigJson } from "../shared/model/default_model.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
+import { Rng } from "../shared/method/rng.ts";
+import { table } from "./markdown.ts";
+
+const BACKENDS = ["webgpu-engine", "cpu-engine", "tfjs-webgpu"] as const;
+type Backend = typeof BACKENDS[number];
+
+/** One row of the report. */
+interface Row {
+  backend: Backend;
+  device: string;
+  mode: string;
+  microBatch: number;
+  seqLen: number;
+  reps: number;
+  medianMs: number;
+  samplesPerSec: number;
+  /** Per micro-batch, after warm-up (null on tfjs). */
+  counts: DeviceCounts | null;
+  /** Kernel ms per micro-batch from timestamp queries (webgpu engine), largest first. */
+  profile: { kernel: string; ms: number; dispatches: number }[] | null;
+  /** max |g − g_cpu| / max |g_cpu| against the cpu engine's gradient of the same task. */
+  relDiffVsCpu: number | null;
+}
+
+const MODES = [
+  { label: "clean", adversary: NO_ADVERSARY },
+  { label: "pgd K=1", adversary: { ...DEFAULT_ADVERSARY, mode: "pgd" as const, steps: 1 } },
+];
+
+function shapeOf(name: string): { config: ModelConfig; B: number; L: number } {
+  if (name === "bert-base") {
+    const json = {
+      ...defaultModelConfigJson(2),
+      hidden_size: 768,
+      num_hidden_layers: 12,
+      num_attention_heads: 12,
+      intermediate_size: 3072,
+    };
+    return { config: parseModelConfig(json), B: 32, L: 128 };
+  }
+  if (name !== "default") throw new Error(`--device-shape: default or bert-base, got ${name}`);
+  return { config: parseModelConfig(defaultModelConfigJson(2)), B: 8, L: 64 };
+}
+
+/** HF-like init: normal(0, 0.02) matrices, zero biases, LayerNorm 1/0. */
+function randomWeights(layout: ParamLayout, seed: number): Float32Array {
+  const rng = new Rng(seed), w = new Float32Array(layout.total);
+  for (const s of layout.specs) {
+    if (s.name.includes("LayerNorm")) {
+      if (s.name.endsWith(".weight")) w.fill(1, s.offset, s.offset + s.size);
+    } else if (!s.name.endsWith(".bias")) {
+      for (let i = 0; i < s.size; i++) w[s.offset + i] = 0.02 * rng.normal();
+    }
+  }
+  return w;
+}
+
+/** Random ids ([CLS] … [SEP]) with up to 20% padding per example. */
+function randomBatch(config: ModelConfig, B: number, L: number, seed: number): LabelledBatch {
+  const rng = new Rng(seed);
+  const inputIds = new Int32Array(B * L), tokenTypeIds = new Int32Array(B * L);
+  const attentionMask = new Uint8Array(B * L), labels = new Float32Array(B);
+  for (let b = 0; b < B; b++) {
+    const len = Math.max(3, L - Math.round(rng.next() * 0.2 * L));
+    for (let i = 0; i < len; i++) {
+      inputIds[b * L + i] = i === 0
+        ? 101
+        : i === len - 1
+        ? 102
+        : 1000 + rng.int(config.vocabSize - 1000);
+      attentionMask[b * L + i] = 1;
+    }
+    labels[b] = rng.int(config.numLabels);
+  }
+  return { inputIds, tokenTypeIds, attentionMask, labels, size: B, seqLen: L };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0, s = 0;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    s = Math.max(s, Math.abs(b[i]));
+  }
+  return d / s;
+}
+
+function cpuModel(): string {
+  try {
+    const text = Deno.readTextFileSync("/proc/cpuinfo");
+    return /^model name\s*:\s*(.*)$/m.exec(text)?.[1]?.trim() ?? Deno.build.arch;
+  } catch {
+    return Deno.build.arch;
+  }
+}
+
+/** Warm-up, then timed calls until both `minReps` and `minSeconds` are reached. */
+async function timeCalls(
+  run: () => Promise<GradientResult>,
+  minReps: number,
+  minSeconds: number,
+): Promise<{ ms: number[]; first: GradientResult }> {
+  const first = await run();
+  const ms: number[] = [];
+  const start = performance.now();
+  while (ms.length < minReps || performance.now() - start < minSeconds * 1000) {
+    const t = performance.now();
+    await run();
+    ms.push(performance.now() - t);
+  }
+  return { ms, first };
+}
+
+function perCall(c: DeviceCounts, n: number): DeviceCounts {
+  const d = (x: number) => Math.round(x / n);
+  return {
+    dispatches: d(c.dispatches),
+    submits: d(c.submits),
+    readbacks: d(c.readbacks),
+    uploadBytes: d(c.uploadBytes),
+    hostRandom: d(c.hostRandom),
+    pipelinesCompiled: d(c.pipelinesCompiled),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      "device-shape": { type: "string", default: "default" },
+      backends: { type: "string", default: BACKENDS.join(",") },
+      "min-seconds": { type: "string", default: "3" },
+      "min-reps": { type: "string", default: "3" },
+      out: { type: "string" },
+    },
+  });
+  const shapeName = values["device-shape"]!;
+  const { config, B, L } = shapeOf(shapeName);
+  const backends = values.backends!.split(",") as Backend[];
+  for (const b of backends) if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b}`);
+  const minSeconds = Number(values["min-seconds"]), minReps = Number(values["min-reps"]);
+  const layout = paramLayout(config);
+  const flat = randomWeights(layout, 1);
+  const batch = randomBatch(config, B, L, 7);
+  const task = (adversary: GradientTask["adversary"]): GradientTask => ({
+    step: 0,
+    index: 0,
+    seed: 12345,
+    adversary,
+    batch,
+    dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
+  });
+  const date = new Date().toISOString().slice(0, 10);
+  const rows: Row[] = [];
+  const reference = new Map<string, Float32Array>();
+  let adapter: string | null = null;
+  const log = (r: Row) =>
+    console.error(
+      `[${r.backend}] ${r.mode}: ${r.samplesPerSec.toFixed(1)} samples/s (${
+        r.medianMs.toFixed(1)
+      } ms)`,
+    );
+
+  // The cpu engine first: its gradients are the reference of the others.
+  const blas = nativeBlas();
+  const cpuName = blas.blas ? blas.blas.describe() : `jsGemm (${blas.reason})`;
+  if (blas.blas) blas.blas.setThreads(navigator.hardwareConcurrency);
+  const engineRows = async (
+    backend: Backend,
+    device: string,
+    model: EngineModel<unknown>,
+    counts: () => DeviceCounts,
+    profiled: WebGpuDevice | null,
+  ) => {
+    model.setWeights(flat);
+    for (const m of MODES) {
+      const k = task(m.adversary);
+      const before = { c: counts(), n: 0 };
+      let calls = 0;
+      const { ms, first } = await timeCalls(
+        async () => {
+          if (calls++ === 1) before.c = counts(); // after the warm-up call
+          return await model.gradient(k);
+        },
+        minReps,
+        minSeconds,
+      );
+      const c = perCall(countsSince(before.c, counts()), ms.length);
+      let profile: Row["profile"] = null;
+      if (profiled) {
+        const pm = new EngineModel(profiled.device, config, layout);
+        pm.setWeights(flat);
+        await pm.gradient(k); // warm-up
+        profiled.profile.ms.clear();
+        profiled.profile.calls.clear();
+        const n = 3;
+        for (let i = 0; i < n; i++) await pm.gradient(k);
+        pm.dispose();
+        profile = [...profiled.profile.ms].map(([kernel, t]) => ({
+          kernel,
+          ms: t / n,
+          dispatches: (profiled.profile.calls.get(kernel) ?? 0) / n,
+        })).sort((a, b) => b.ms - a.ms);
+      }
+      const ref = reference.get(m.label);
+      if (!ref) reference.set(m.label, first.grad.slice());
+      const row: Row = {
+        backend,
+        device,
+        mode: m.label,
+        microBatch: B,
+        seqLen: L,
+        reps: ms.length,
+        medianMs: median(ms),
+        samplesPerSec: B / (median(ms) / 1000),
+        counts: c,
+        profile,
+        relDiffVsCpu: ref ? relDiff(first.grad, ref) : null,
+      };
+      rows.push(row);
+      log(row);
+    }
+    model.dispose();
+  };
+
+  if (backends.includes("cpu-engine")) {
+    const dev = cpuDevice(blas.blas ? blas.blas.gemm : jsGemm);
+    const model = new EngineModel(dev, config, layout) as EngineModel<unknown>;
+    await engineRows("cpu-engine", `${cpuName} on ${cpuModel()}`, model, dev.counts!, null);
+  }
+  if (backends.includes("webgpu-engine")) {
+    const gpu = await createWebGpuDevice();
+    const prof = await createWebGpuDevice({ profile: true });
+    if (!gpu || !prof) console.error("[webgpu-engine] skipped: no WebGPU adapter");
+    else {
+      adapter = `${gpu.adapter}${gpu.software ? " (software)" : ""}`;
+      const model = new EngineModel(gpu.device, config, layout) as EngineModel<unknown>;
+      await engineRows("webgpu-engine", adapter, model, gpu.counts, prof.profiling ? prof : null);
+      gpu.destroy();
+      prof.destroy();
+    }
+  }
+  if (backends.includes("tfjs-webgpu")) {
+    const info = await initBackend("webgpu");
+    const model = { config, layout, weights: weightTensors(layout, flat) };
+    for (const m of MODES) {
+      const k = task(m.adversary);
+      const { ms, first } = await timeCalls(
+        () => microBatchGradient(model, k),
+        minReps,
+        minSeconds,
+      );
+      const ref = reference.get(m.label);
+      const row: Row = {
+        backend: "tfjs-webgpu",
+        device: info.device,
+        mode: m.label,
+        microBatch: B,
+        seqLen: L,
+        reps: ms.length,
+        medianMs: median(ms),
+        samplesPerSec: B / (median(ms) / 1000),
+        counts: null,
+        profile: null,
+        relDiffVsCpu: ref ? relDiff(first.grad, ref) : null,
+      };
+      rows.push(row);
+      log(row);
+    }
+    for (const t of Object.values(model.weights)) t.dispose();
+  }
+
+  const sps = (b: Backend, mode: string) =>
+    rows.find((r) => r.backend === b && r.mode === mode)?.samplesPerSec ?? null;
+  const ratios = MODES.map((m) => {
+    const w = sps("webgpu-engine", m.label), t = sps("tfjs-webgpu", m.label);
+    const c = sps("cpu-engine", m.label);
+    return {
+      mode: m.label,
+      webgpuOverTfjsWebgpu: w && t ? w / t : null,
+      webgpuOverCpuEngine: w && c ? w / c : null,
+    };
+  });
+  const report = {
+    bench: "engine_devices",
+    date,
+    machine: { cpu: cpuModel(), threads: navigator.hardwareConcurrency, adapter },
+    shape: {
+      name: shapeName,
+      microBatch: B,
+      seqLen: L,
+      hidden: config.hiddenSize,
+      layers: config.numLayers,
+      parameters: layout.total,
+      dropout: { hidden: config.hiddenDropout, attention: config.attentionDropout },
+    },
+    rows,
+    ratios,
+  };
+  const out = values.out ??
+    `bench/results/engine_devices${shapeName === "default" ? "" : `-${shapeName}`}-${date}.json`;
+  await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+
+  const fmt = (x: number | null, d = 1) => x === null ? "-" : x.toFixed(d);
+  console.log(`# engine_devices — ${date}, ${report.machine.cpu}, adapter ${adapter ?? "none"}`);
+  console.log(`shape ${shapeName}: mb ${B}, seq ${L}, ${layout.total} parameters\n`);
+  console.log(table(
+    [
+      "backend",
+      "mode",
+      "samples/s",
+      "ms/call",
+      "dispatches",
+      "submits",
+      "readbacks",
+      "upload KB",
+      "host random",
+      "pipelines",
+      "rel diff vs cpu",
+    ],
+    rows.map((r) => [
+      r.backend,
+      r.mode,
+      fmt(r.samplesPerSec),
+      fmt(r.medianMs),
+      ...(r.counts
+        ? [
+          String(r.counts.dispatches),
+          String(r.counts.submits),
+          String(r.counts.readbacks),
+          fmt(r.counts.uploadBytes / 1024),
+          String(r.counts.hostRandom),
+          String(r.counts.pipelinesCompiled),
+        ]
+        : ["-", "-", "-", "-", "-", "-"]),
+      r.relDiffVsCpu === null ? "-" : r.relDiffVsCpu.toExponential(1),
+    ]),
+  ));
+  for (const r of ratios) {
+    console.log(
+      `${r.mode}: webgpu engine / tfjs-webgpu ${fmt(r.webgpuOverTfjsWebgpu)}×, ` +
+        `/ cpu engine ${fmt(r.webgpuOverCpuEngine, 2)}×`,
+    );
+  }
+  for (const r of rows.filter((r) => r.profile)) {
+    const total = r.profile!.reduce((s, p) => s + p.ms, 0);
+    console.log(
+      `\nwebgpu kernel times, ${r.mode} (timestamp queries, ms per micro-batch; total ${
+        total.toFixed(1)
+      }):`,
+    );
+    console.log(table(
+      ["kernel", "ms", "share", "dispatches"],
+      r.profile!.slice(0, 12).map((
+        p,
+      ) => [
+        p.kernel,
+        p.ms.toFixed(2),
+        `${(100 * p.ms / total).toFixed(0)}%`,
+        String(p.dispatches),
+      ]),
+    ));
+  }
+  console.log(`\nwrote ${out}`);
+  Deno.exit(0); // tfjs-webgpu's device keeps the process alive
+}
+
+if (import.meta.main) await main();

@@ -29,6 +29,9 @@ import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol
  */
 export const DEFAULT_ADVERSARY_START = 0.3;
 
+/** Optimizer steps of a run given neither `--steps` nor `--epochs`. */
+export const DEFAULT_STEPS = 40;
+
 /** The training flags, shared by cluster and coordinator; defaults from the modules that own them. */
 export const TRAINING_FLAGS = {
   objective: {
@@ -58,7 +61,10 @@ export const TRAINING_FLAGS = {
   train: { type: "string", help: "training JSONL file ({text, text_pair?, label})" },
   eval: { type: "string", help: "evaluation JSONL file" },
   "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
-  steps: { type: "int", help: "optimizer steps (default: from --epochs, else 40)" },
+  steps: {
+    type: "int",
+    help: `optimizer steps (default: from --epochs, else ${DEFAULT_STEPS})`,
+  },
   epochs: { type: "number", help: "passes over the training split (instead of --steps)" },
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
   "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },

@@ -21,7 +21,7 @@ import {
 import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
 import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
 import { parseByteSize } from "../shared/io/checkpoint.ts";
-import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
+import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
@@ -148,8 +148,9 @@ export const TRAINING_FLAGS = {
   "worker-silence": {
     type: "number",
     default: 300,
-    help:
-      "seconds a worker may send nothing (heartbeats every 10 s) before it is dropped (0: never)",
+    help: `seconds a worker may send nothing (heartbeats every ${
+      HEARTBEAT_MS / 1000
+    } s) before it is dropped (0: never)`,
   },
   linger: { type: "boolean", help: "keep the dashboard up after the run" },
   config: { type: "string", help: "JSON file with the same keys as these flags (flags win)" },

@@ -241,6 +241,13 @@ export interface EvalResultMessage {
   timings: Timings;
 }
 
+/**
+ * How often a worker sends a `heartbeat` (ms). The coordinator drops a
+ * connection that sends nothing for `--worker-silence` (coordinator/server.ts),
+ * which must therefore be longer.
+ */
+export const HEARTBEAT_MS = 10_000;
+
 /** Either side: I am alive (sender's clock, ms). */
 export interface HeartbeatMessage {
   type: "heartbeat";

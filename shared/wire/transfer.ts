@@ -829,7 +829,7 @@ function checkBelongs(d: TransferMessage, raw: Record<string, unknown>, field: s
 }
 
 // ---------------------------------------------------------------------------
-// In-process delivery and close reasons
+// In-process delivery
 // ---------------------------------------------------------------------------
 
 /**
@@ -847,30 +847,4 @@ export function deliver(
   for (const f of framesOf(out, ids, opts.chunkBytes)) got = r.receive(f.build());
   if (!got) throw new Error("unreachable: the last frame completes the message");
   return got;
-}
-
-const CLOSE_CODES: Record<number, string> = {
-  0: "no close frame: the connection failed",
-  1000: "normal",
-  1001: "going away",
-  1002: "protocol error",
-  1003: "unsupported data",
-  1005: "no status",
-  1006: "abnormal: no close frame",
-  1008: "policy violation",
-  1009: "message too big",
-  1011: "internal error",
-  4000: "silent too long",
-};
-
-/**
- * Why a WebSocket closed, for the log: the close code with its meaning, the
- * peer's reason, and the error the socket reported (Deno reports an
- * oversized incoming frame as "Frame too large" with code 0).
- */
-export function describeClose(code: number, reason: string, error?: string | null): string {
-  const parts = [`code ${code} (${CLOSE_CODES[code] ?? "application-defined"})`];
-  parts.push(reason ? `reason "${reason}"` : "no reason given");
-  if (error) parts.push(`socket error: ${error}`);
-  return parts.join(", ");
 }

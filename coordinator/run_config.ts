@@ -21,6 +21,7 @@ import {
 import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
 import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
 import { parseByteSize } from "../shared/io/checkpoint.ts";
+import { isPlainObject } from "../shared/io/plain_object.ts";
 import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
 
 /**
@@ -290,9 +291,7 @@ export function newToken(): string {
  * `--key`; false and null left out), skipping the keys in `skip`.
  */
 function jsonArgs(json: unknown, source: string, skip: ReadonlySet<string>): string[] {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new FlagError(`${source}: expected a JSON object`);
-  }
+  if (!isPlainObject(json)) throw new FlagError(`${source}: expected a JSON object`);
   const out: string[] = [];
   for (const [key, value] of Object.entries(json)) {
     if (key === "config") throw new FlagError(`${source}: "config" cannot nest`);
@@ -515,7 +514,7 @@ type EarlierValue = StoredValue | { readonly [key: string]: StoredValue | undefi
  * come from the command line, as for a new checkpoint.
  */
 function fromEarlierFormat(stored: unknown): unknown {
-  if (typeof stored !== "object" || stored === null || !("globalBatch" in stored)) return stored;
+  if (!isPlainObject(stored) || !("globalBatch" in stored)) return stored;
   const out: Record<string, EarlierValue> = {};
   const renamed: Record<string, string> = {
     globalBatch: "global-batch",

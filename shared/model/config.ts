@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isPlainObject } from "../io/plain_object.ts";
 
 /** Which family of encoder a checkpoint holds. */
 export type ModelType = "bert" | "roberta";
@@ -62,10 +63,8 @@ function num(json: Record<string, unknown>, key: string, fallback: number): numb
 
 /** Parses and validates a Hugging Face `config.json` object. */
 export function parseModelConfig(raw: unknown): ModelConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new Error("config.json: expected a JSON object");
-  }
-  const json = raw as Record<string, unknown>;
+  if (!isPlainObject(raw)) throw new Error("config.json: expected a JSON object");
+  const json = raw;
   const modelType = json.model_type ?? "bert";
   if (modelType !== "bert" && modelType !== "roberta") {
     throw new Error(

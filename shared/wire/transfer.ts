@@ -62,6 +62,7 @@ import {
   validateMessage,
   writeChunkHeader,
 } from "./protocol.ts";
+import { isPlainObject } from "../io/plain_object.ts";
 
 /** Payload bytes of one chunk (the last of a transfer may be shorter). */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -580,11 +581,11 @@ export class Reassembler {
       return null;
     }
     const raw = unpackFrame(frame, { maxBytes: this.#maxFrame });
-    if (isObject(raw) && raw.type === "transfer") {
+    if (isPlainObject(raw) && raw.type === "transfer") {
       this.#declare(parseTransfer(raw));
       return null;
     }
-    if (isObject(raw)) this.#resolve(raw);
+    if (isPlainObject(raw)) this.#resolve(raw);
     return validateMessage(raw, frame.buffer);
   }
 
@@ -751,10 +752,6 @@ export class Reassembler {
       this.#refused.delete(this.#refused.keys().next().value!);
     }
   }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
 
 /** Records chunk [start, end) in `t`'s sorted ranges, refusing duplicates and overlaps. */

@@ -6,7 +6,10 @@
  */
 import { isPlainObject } from "../io/plain_object.ts";
 
-/** Which family of encoder a checkpoint holds. */
+/**
+ * Which family of encoder a checkpoint holds; also the prefix of the
+ * encoder's tensor names (`bert.embeddings.…`, `roberta.encoder.layer.0.…`).
+ */
 export type ModelType = "bert" | "roberta";
 
 /** A validated encoder + classification-head configuration. */

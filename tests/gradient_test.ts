@@ -3,11 +3,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
 import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/tfjs/model.ts";
 import { deltaGradient, type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
-import {
-  type AdversaryConfig,
-  DEFAULT_ADVERSARY,
-  NO_ADVERSARY,
-} from "../shared/method/adversary_config.ts";
+import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { NO_ADVERSARY } from "./support/adversary.ts";
 import { setExplicitTranspose } from "../shared/tfjs/ops.ts";
 import { sampleCoordinates, type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, referenceLoss } from "./support/reference_bert.ts";

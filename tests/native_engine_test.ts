@@ -13,11 +13,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/backend.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
 import { type GradientTask, microBatchGradient } from "../shared/tfjs/gradient.ts";
-import {
-  type AdversaryConfig,
-  DEFAULT_ADVERSARY,
-  NO_ADVERSARY,
-} from "../shared/method/adversary_config.ts";
+import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import { NO_ADVERSARY } from "./support/adversary.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
 import { NativeModel } from "../shared/engine/engine.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";

@@ -21,7 +21,6 @@ import {
   BufferPool,
   CHUNK_BYTES,
   ChunkedMessage,
-  deliver,
   type FrameSink,
   framesOf,
   LinkClosedError,
@@ -32,6 +31,7 @@ import {
 } from "../shared/wire/transfer.ts";
 import { Rng } from "../shared/method/rng.ts";
 import { expectError } from "./support/protocol.ts";
+import { deliver } from "./support/transfer.ts";
 
 /** Every finite float32 bit pattern class: random bits, minus NaN/Inf, plus the edge cases. */
 function f32Bits(n: number, seed: number): Float32Array {

@@ -558,27 +558,3 @@ export async function streamSafetensors(
   }
   return total;
 }
-
-/**
- * Serialises tensors as one in-memory safetensors file in `dtype` (F32, F16 or
- * BF16), tensors in sorted-name order with contiguous offsets, and `metadata`
- * as `__metadata__`. For large files use {@link planSafetensors} +
- * {@link streamSafetensors} instead.
- */
-export function writeSafetensors(
-  tensors: Map<string, HostTensor> | [string, HostTensor][],
-  dtype: DType,
-  metadata?: Record<string, string>,
-): Uint8Array {
-  const plan = planSafetensors(tensors, dtype, metadata);
-  const out = new Uint8Array(plan.size);
-  out.set(plan.header);
-  let at = plan.header.length;
-  for (const [, t] of plan.tensors) {
-    for (const piece of tensorBytes(t.data, dtype)) {
-      out.set(piece, at);
-      at += piece.length;
-    }
-  }
-  return out;
-}

@@ -824,24 +824,3 @@ function checkBelongs(d: TransferMessage, raw: Record<string, unknown>, field: s
     );
   }
 }
-
-// ---------------------------------------------------------------------------
-// In-process delivery
-// ---------------------------------------------------------------------------
-
-/**
- * Sends `out` through a fresh reassembler in memory, exactly as over a
- * socket (declarations, chunks, message), and returns the message received.
- * For in-process workers and tests.
- */
-export function deliver(
-  out: Outgoing,
-  opts: { chunkBytes?: number; maxTransferBytes?: number } = {},
-): Message {
-  const r = new Reassembler({ maxTransferBytes: opts.maxTransferBytes ?? Number.MAX_SAFE_INTEGER });
-  const ids = out instanceof Uint8Array ? [] : out.tensors.map((_, i) => i + 1);
-  let got: Message | null = null;
-  for (const f of framesOf(out, ids, opts.chunkBytes)) got = r.receive(f.build());
-  if (!got) throw new Error("unreachable: the last frame completes the message");
-  return got;
-}

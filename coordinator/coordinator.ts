@@ -15,7 +15,6 @@ import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
 import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
-import { BufferPool, CHUNK_BYTES } from "../shared/wire/transfer.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
@@ -59,7 +58,7 @@ export async function startCoordinator(
   opts: CoordinatorOptions = {},
 ): Promise<Coordinator> {
   const log = opts.log ?? ((l: string) => console.log(l));
-  const trainer = await Trainer.create(given);
+  const trainer = await Trainer.create(given, { recycleResults: opts.recycleResults !== false });
   // The resolved run config: a resumed run's settings come from its checkpoint.
   const { network } = trainer.config;
   for (const note of trainer.notes) log(`note: ${note}`);
@@ -85,22 +84,15 @@ export async function startCoordinator(
   };
   const scheduler = new Scheduler({
     gradLayout: trainer.gradLayout,
+    window: trainer.dispatchWindow,
     taskTimeoutMs: network.taskTimeoutMs,
     events,
   });
   monitor.attach(scheduler);
-  // Results land in recycled memory: once summed, a result's gradient goes back to the pool
-  // (docs/platform.md, "Large frames and BLAS": fresh pages, not copies, bound the upload).
-  const receivePool = opts.recycleResults === false
-    ? undefined
-    : new BufferPool(trainer.dispatchWindow, {
-      reserveElements: trainer.gradLayout.total,
-      minBytes: CHUNK_BYTES,
-    });
-  if (receivePool) trainer.releaseResult = (part) => receivePool.recycle(part.grad);
   const mesh: MeshContext = {
     scheduler,
-    receivePool,
+    // Results land in the trainer's recycled memory; its accumulator hands each one back.
+    receivePool: trainer.receivePool,
     token: network.token,
     maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
     // A deterministic run's pinned backend (kept across resumes by its checkpoints).

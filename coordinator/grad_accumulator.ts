@@ -27,6 +27,7 @@ import {
   type SpanKernel,
   type SparseLayout,
 } from "../shared/model/sparse_grad.ts";
+import type { BufferPool } from "../shared/wire/transfer.ts";
 
 /** One micro-batch result as the accumulator takes it. */
 export interface AccumulatorPart {
@@ -73,8 +74,9 @@ export class GradAccumulator {
   /**
    * `layout`: what every part must match (dense, or row-sparse word
    * embeddings). `release`, if given, is called with each part once it has
-   * been added (e.g. {@link freeArrays}, so that a step's results do not wait
-   * for the garbage collector).
+   * been added: {@link releaseInto} hands its gradient back to the pool the
+   * results are received into, or frees its arrays ({@link freeArrays}) so
+   * that a step's results do not wait for the garbage collector.
    */
   constructor(
     readonly layout: SparseLayout,
@@ -210,6 +212,16 @@ export function freeArrays(part: AccumulatorPart): void {
     const b = a?.buffer;
     if (b instanceof ArrayBuffer && !b.detached) b.transfer(0);
   }
+}
+
+/**
+ * What becomes of a part once it is summed: its gradient goes back to `pool`
+ * (the memory results are received into, coordinator/server.ts), where the
+ * next result's transfer fills it; without a pool, its arrays are freed at
+ * once ({@link freeArrays}).
+ */
+export function releaseInto(pool: BufferPool | undefined): (part: AccumulatorPart) => void {
+  return pool ? (part) => pool.recycle(part.grad) : freeArrays;
 }
 
 /**

@@ -14,8 +14,9 @@ import type { BatchLogitsFn } from "../shared/eval/held_out.ts";
 import type { Scheduler, StepTask } from "./scheduler.ts";
 
 /**
- * Evaluation task ids start here, above every training task id (step ·
- * 1,000,000 + index, for any step below 2^52 / 10^6 ≈ 4.5 · 10^9).
+ * Evaluation task ids start here, above every training task id
+ * (`trainingTaskId`, coordinator/task_ids.ts: for any step below
+ * 2^52 / 10^6 ≈ 4.5 · 10^9).
  */
 export const EVAL_TASK_ID_BASE = 2 ** 52;
 

@@ -13,7 +13,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import type { Context, Hono } from "hono";
+import type { Context, Hono, MiddlewareHandler } from "hono";
 import { sameToken } from "../shared/wire/token.ts";
 import type { RunMetrics } from "./metrics.ts";
 import type { RunMonitor } from "./run_monitor.ts";
@@ -68,18 +68,17 @@ function presentedToken(c: Context): string | null {
   return c.req.query("token") ?? null;
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
-}
-
-/** Mounts `/metrics`, `/status`, `/` and the dashboard's assets under `/dashboard/`. */
-export function mountMonitorRoutes(app: Hono, opts: MonitorRoutesOptions): void {
-  const { monitor, metrics, token } = opts;
-  /** The 401 answer when a token is required and the request lacks it, else null. */
-  const denied = (c: Context): Response | null => {
-    if (token === null || token === "") return null;
+/**
+ * Hono middleware (as hono's bearer-auth is): a request that does not present
+ * `token` — `Authorization: Bearer TOKEN` or `?token=TOKEN`, compared in
+ * constant time — is answered 401 with a line that says how to present it.
+ * With `token` null or empty every request passes.
+ */
+export function requireToken(token: string | null): MiddlewareHandler {
+  return async (c, next) => {
+    if (token === null || token === "") return await next();
     const given = presentedToken(c);
-    if (given !== null && sameToken(given, token)) return null;
+    if (given !== null && sameToken(given, token)) return await next();
     return c.text(
       "401 unauthorized: this coordinator runs with --metrics-token; send " +
         "'Authorization: Bearer TOKEN' or add ?token=TOKEN\n",
@@ -87,10 +86,22 @@ export function mountMonitorRoutes(app: Hono, opts: MonitorRoutesOptions): void 
       { "WWW-Authenticate": 'Bearer realm="adaptmesh"', "Cache-Control": "no-store" },
     );
   };
+}
+
+/** The routes {@link requireToken} guards: every one but `/favicon.ico`. */
+const GUARDED = ["/metrics", "/status", "/", "/dashboard/*"] as const;
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
+/** Mounts `/metrics`, `/status`, `/` and the dashboard's assets under `/dashboard/`. */
+export function mountMonitorRoutes(app: Hono, opts: MonitorRoutesOptions): void {
+  const { monitor, metrics, token } = opts;
+  const guard = requireToken(token);
+  for (const path of GUARDED) app.use(path, guard);
 
   app.get("/metrics", async (c) => {
-    const no = denied(c);
-    if (no) return no;
     const text = await metrics.registry.metrics();
     return c.body(text, 200, {
       "Content-Type": metrics.registry.contentType,
@@ -99,15 +110,11 @@ export function mountMonitorRoutes(app: Hono, opts: MonitorRoutesOptions): void 
   });
 
   app.get("/status", (c) => {
-    const no = denied(c);
-    if (no) return no;
     c.header("Cache-Control", "no-store");
     return c.json(monitor.status());
   });
 
   app.get("/", async (c) => {
-    const no = denied(c);
-    if (no) return no;
     const html = new TextDecoder().decode(
       await readAsset(new URL("./dashboard/index.html", import.meta.url)),
     );
@@ -120,8 +127,6 @@ export function mountMonitorRoutes(app: Hono, opts: MonitorRoutesOptions): void 
   app.get("/favicon.ico", (c) => c.body(null, 204));
 
   app.get("/dashboard/:file", async (c) => {
-    const no = denied(c);
-    if (no) return no;
     const asset = ASSETS[c.req.param("file")];
     if (!asset) return c.text("not found\n", 404);
     try {

@@ -21,13 +21,17 @@ import {
 import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_schedule.ts";
 import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
 import { parseByteSize } from "../shared/io/checkpoint.ts";
-import { WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
+import { isPlainObject } from "../shared/io/plain_object.ts";
+import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
  * (docs/method.md, "Adversary schedule").
  */
 export const DEFAULT_ADVERSARY_START = 0.3;
+
+/** Optimizer steps of a run given neither `--steps` nor `--epochs`. */
+export const DEFAULT_STEPS = 40;
 
 /** The training flags, shared by cluster and coordinator; defaults from the modules that own them. */
 export const TRAINING_FLAGS = {
@@ -58,7 +62,10 @@ export const TRAINING_FLAGS = {
   train: { type: "string", help: "training JSONL file ({text, text_pair?, label})" },
   eval: { type: "string", help: "evaluation JSONL file" },
   "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
-  steps: { type: "int", help: "optimizer steps (default: from --epochs, else 40)" },
+  steps: {
+    type: "int",
+    help: `optimizer steps (default: from --epochs, else ${DEFAULT_STEPS})`,
+  },
   epochs: { type: "number", help: "passes over the training split (instead of --steps)" },
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
   "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },
@@ -142,8 +149,9 @@ export const TRAINING_FLAGS = {
   "worker-silence": {
     type: "number",
     default: 300,
-    help:
-      "seconds a worker may send nothing (heartbeats every 10 s) before it is dropped (0: never)",
+    help: `seconds a worker may send nothing (heartbeats every ${
+      HEARTBEAT_MS / 1000
+    } s) before it is dropped (0: never)`,
   },
   linger: { type: "boolean", help: "keep the dashboard up after the run" },
   config: { type: "string", help: "JSON file with the same keys as these flags (flags win)" },
@@ -283,9 +291,7 @@ export function newToken(): string {
  * `--key`; false and null left out), skipping the keys in `skip`.
  */
 function jsonArgs(json: unknown, source: string, skip: ReadonlySet<string>): string[] {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new FlagError(`${source}: expected a JSON object`);
-  }
+  if (!isPlainObject(json)) throw new FlagError(`${source}: expected a JSON object`);
   const out: string[] = [];
   for (const [key, value] of Object.entries(json)) {
     if (key === "config") throw new FlagError(`${source}: "config" cannot nest`);
@@ -508,7 +514,7 @@ type EarlierValue = StoredValue | { readonly [key: string]: StoredValue | undefi
  * come from the command line, as for a new checkpoint.
  */
 function fromEarlierFormat(stored: unknown): unknown {
-  if (typeof stored !== "object" || stored === null || !("globalBatch" in stored)) return stored;
+  if (!isPlainObject(stored) || !("globalBatch" in stored)) return stored;
   const out: Record<string, EarlierValue> = {};
   const renamed: Record<string, string> = {
     globalBatch: "global-batch",

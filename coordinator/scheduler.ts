@@ -70,7 +70,7 @@ export type ResultSummary = Omit<ResultMessage, "grad" | "rows">;
 /** What the scheduler keeps of an accepted evaluation result: everything but the logits. */
 export type EvalSummary = Omit<EvalResultMessage, "logits">;
 
-/** How {@link Scheduler.runStep} hands results over and bounds dispatch. */
+/** How {@link Scheduler.runStep} hands results over. */
 export interface StepOptions {
   /**
    * Called once per micro-batch with its first valid result, in arrival
@@ -79,11 +79,6 @@ export interface StepOptions {
    * the step with that error.
    */
   readonly accept: (result: ResultMessage) => void;
-  /**
-   * At most this many micro-batches are dispatched or answered without being
-   * part of the accepted prefix 0 … k−1 (default: all of them, unbounded).
-   */
-  readonly window?: number;
 }
 
 /** How {@link Scheduler.runEval} hands logits over. */
@@ -96,8 +91,6 @@ export interface EvalOptions {
   readonly accept: (result: EvalResultMessage) => void;
   /** Logits per example: a valid result carries count · numLabels of them. */
   readonly numLabels: number;
-  /** As {@link StepOptions.window} (default: every batch at once). */
-  readonly window?: number;
 }
 
 /** Why a result was not used (each one counted in `/metrics` and `/status`). */
@@ -215,6 +208,13 @@ export interface SchedulerOptions {
   readonly gradLayout: SparseLayout;
   /** Fixed deadline per task in ms; 0 derives it from measured speed. */
   readonly taskTimeoutMs: number;
+  /**
+   * The dispatch window of a training step: at most this many micro-batches
+   * are dispatched or answered without being part of the accepted prefix
+   * 0 … k−1 (default: all of them, unbounded; the trainer's
+   * `dispatchWindow`). An evaluation dispatches every batch at once.
+   */
+  readonly window?: number;
   readonly events?: SchedulerEvents;
 }
 
@@ -234,7 +234,13 @@ export class Scheduler {
   /** Tasks of finished steps, to tell duplicates from unknown tasks. */
   #finished = new Set<number>();
 
-  constructor(readonly options: SchedulerOptions) {}
+  /** Throws on a window that is not a positive integer. */
+  constructor(readonly options: SchedulerOptions) {
+    const { window } = options;
+    if (window !== undefined && (!Number.isSafeInteger(window) || window < 1)) {
+      throw new RangeError(`the dispatch window must be a positive integer, got ${window}`);
+    }
+  }
 
   /**
    * The weights every task of the next step must be computed on, prepared
@@ -320,7 +326,7 @@ export class Scheduler {
   ): Promise<ResultSummary[]> {
     return this.#start("train", step, tasks, {
       accept: options.accept as (r: Answer) => void,
-      window: options.window,
+      window: this.options.window ?? tasks.length,
       numLabels: 0,
     }) as Promise<ResultSummary[]>;
   }
@@ -344,7 +350,7 @@ export class Scheduler {
     }
     return this.#start("eval", step, tasks, {
       accept: options.accept as (r: Answer) => void,
-      window: options.window,
+      window: tasks.length,
       numLabels: options.numLabels,
     }) as Promise<EvalSummary[]>;
   }
@@ -353,7 +359,7 @@ export class Scheduler {
     kind: JobKind,
     step: number,
     tasks: readonly StepTask[],
-    options: { accept: (r: Answer) => void; window?: number; numLabels: number },
+    options: { accept: (r: Answer) => void; window: number; numLabels: number },
   ): Promise<(ResultSummary | EvalSummary)[]> {
     const what = kind === "train" ? `step ${step}` : `the evaluation after step ${step}`;
     if (this.#step) {
@@ -376,10 +382,7 @@ export class Scheduler {
         );
       }
     });
-    const window = options.window ?? tasks.length;
-    if (!Number.isSafeInteger(window) || window < 1) {
-      throw new RangeError(`the dispatch window must be a positive integer, got ${window}`);
-    }
+    const { window } = options;
     for (const p of this.#pending.values()) this.#retire(p);
     this.#pending.clear();
     this.#queue = [];

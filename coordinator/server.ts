@@ -21,19 +21,15 @@ import {
   DTYPES,
   encodeMessage,
   type ErrorCode,
+  HEARTBEAT_MS,
   type HelloMessage,
   type Message,
   ProtocolError,
   toErrorMessage,
   type WelcomeMessage,
 } from "../shared/wire/protocol.ts";
-import {
-  type BufferPool,
-  describeClose,
-  type Dropped,
-  Reassembler,
-  Sender,
-} from "../shared/wire/transfer.ts";
+import { type BufferPool, Reassembler, Sender } from "../shared/wire/transfer.ts";
+import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { ErrorReply, Scheduler, WorkerLink } from "./scheduler.ts";
 
 /** What the WebSocket endpoint needs from the rest of the coordinator. */
@@ -53,8 +49,9 @@ export interface MeshContext {
   joined?(link: WorkerLink, hello: HelloMessage): void;
   left?(id: string, reason: string): void;
   /**
-   * A connection that sends nothing (workers send a heartbeat every 10 s) for
-   * this many ms is closed and its worker's tasks go to others; 0: never.
+   * A connection that sends nothing (workers send a heartbeat every
+   * {@link HEARTBEAT_MS}) for this many ms is closed and its worker's tasks go
+   * to others; 0: never.
    */
   readonly silenceMs?: number;
   /**
@@ -107,8 +104,9 @@ export function mountMesh(app: Hono, ctx: MeshContext): MeshHandle {
 }
 
 /**
- * Every so often, drops the connections that sent nothing for
- * `ctx.silenceMs` (none when it is 0 or unset).
+ * Every so often — twice per heartbeat period ({@link HEARTBEAT_MS}) at most,
+ * more often for a short silence limit — drops the connections that sent
+ * nothing for `ctx.silenceMs` (none when it is 0 or unset).
  */
 function startSilenceSweep(
   peers: ReadonlySet<Peer>,
@@ -121,7 +119,7 @@ function startSilenceSweep(
     for (const peer of peers) {
       if (now - peer.lastSeen > silenceMs) peer.dropSilent(silenceMs);
     }
-  }, Math.min(5000, Math.max(50, silenceMs / 4)));
+  }, Math.min(HEARTBEAT_MS / 2, Math.max(50, silenceMs / 4)));
 }
 
 /** One open connection: its state, and one handler for each thing that happens to it. */
@@ -280,7 +278,15 @@ class Peer {
     const queued = this.sender.close();
     const dropped = this.receiver.clear();
     if (this.joinedAs !== null || this.error || this.closing) {
-      this.ctx.log(closeLine(this, describeClose(code, reason, this.error), queued, dropped));
+      this.ctx.log(closeLine({
+        peer: this.joinedAs === null ? "a connection that never joined" : `worker ${this.joinedAs}`,
+        closedBy: this.closing === null
+          ? "the worker or the network"
+          : `the coordinator (${this.closing})`,
+        how: describeClose(code, reason, this.error),
+        dropped,
+        unsent: queued,
+      }));
     }
     this.forget(this.closing ?? "disconnected");
   }
@@ -303,27 +309,6 @@ function frameBytes(data: unknown): Uint8Array {
     "malformed",
     `expected a binary frame, got ${typeof data === "string" ? "text" : typeof data}`,
   );
-}
-
-const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-
-/** The close log: who closed it, how (`how`: code, reason, socket error) and what was lost. */
-function closeLine(peer: Peer, how: string, queued: number, dropped: Dropped): string {
-  const what = peer.joinedAs === null
-    ? "a connection that never joined"
-    : `worker ${peer.joinedAs}`;
-  const who = peer.closing === null
-    ? "closed by the worker or the network"
-    : `closed by the coordinator (${peer.closing})`;
-  const lost = [
-    dropped.transfers > 0
-      ? `dropped ${dropped.transfers} partial transfer(s) from it (${
-        mb(dropped.receivedBytes)
-      } of ${mb(dropped.declaredBytes)})`
-      : "",
-    queued > 0 ? `${queued} message(s) to it unsent` : "",
-  ].filter((x) => x).join("; ");
-  return `${what}: connection ${who}: ${how}${lost ? `; ${lost}` : ""}`;
 }
 
 /**

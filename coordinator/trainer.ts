@@ -2,51 +2,42 @@
  * One training run, step by step (docs/method.md): for step t, split the global
  * batch into micro-batches, have the workers compute g_j, combine them in
  * index order, clip, apply LAMB/AdamW, publish the new weights version.
- * Evaluates, checkpoints and reports along the way.
+ * Evaluates, checkpoints and reports along the way. What the run starts from
+ * is assembled by coordinator/trainer_setup.ts; the held-out split scored on
+ * the coordinator itself by coordinator/local_eval.ts.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { adversaryAt } from "../shared/method/adversary_config.ts";
-import { initBackend } from "../shared/compute/backend.ts";
-import { loadTask } from "../shared/data/task.ts";
-import type { TaskData } from "../shared/data/example.ts";
-import { freshDefaultModel, loadModel } from "../shared/model/default_model.ts";
-import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/io/checkpoint.ts";
-import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/eval/held_out.ts";
+import type { BatchEvalModel, EvalResult } from "../shared/eval/held_out.ts";
+import { saveCheckpoint } from "../shared/io/checkpoint.ts";
 import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model/config.ts";
-import { type DeviceModel, weightTensors } from "../shared/tfjs/model.ts";
 import { lossItems } from "../shared/model/targets.ts";
-import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import type { ParamLayout } from "../shared/model/param_layout.ts";
 import { encodeMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
-import type { Outgoing } from "../shared/wire/transfer.ts";
+import { BufferPool, CHUNK_BYTES, type Outgoing } from "../shared/wire/transfer.ts";
 import { WeightsOut } from "./weights_out.ts";
-import { loadTokenizer } from "../shared/text/tokenizer.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
 import { clipByGlobalNorm } from "./grad_combine.ts";
 import {
-  type AccumulatorPart,
   dispatchWindow,
-  freeArrays,
   GradAccumulator,
   maxResultBytes,
+  releaseInto,
 } from "./grad_accumulator.ts";
 import { learningRate, resolveWarmup } from "./lr_schedule.ts";
-import {
-  createOptimizerState,
-  type OptimizerState,
-  optimizerStep,
-  type StepStats,
-} from "./optimizer.ts";
-import { DataPlan } from "./data_plan.ts";
+import { type OptimizerState, optimizerStep, type StepStats } from "./optimizer.ts";
+import type { DataPlan } from "./data_plan.ts";
 import { replaceDirectory } from "../shared/io/atomic_write.ts";
-import { MlmSet } from "./mlm_data.ts";
 import { gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
-import { resumedConfig, type RunConfig, storedSettings } from "./run_config.ts";
-import { loadRunState, type RunState, saveRunState } from "./run_state.ts";
+import { type RunConfig, storedSettings } from "./run_config.ts";
+import { type RunState, saveRunState } from "./run_state.ts";
 import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";
 import { meshLogits } from "./mesh_eval.ts";
+import { trainingTaskId } from "./task_ids.ts";
+import type { TrainingData } from "./training_data.ts";
+import { type TrainerParts, trainerParts } from "./trainer_setup.ts";
+import { evaluateLocally } from "./local_eval.ts";
 
 /** Where the time of one step went, in ms. */
 export interface StepTimings {
@@ -113,27 +104,6 @@ export interface RunSummary {
   readonly savedTo: string | null;
 }
 
-/** Optimizer steps of a run given neither `--steps` nor `--epochs`. */
-const DEFAULT_STEPS = 40;
-
-/** Copies a folder's tokenizer files into a new temp folder. */
-async function copyTokenizerFiles(from: string): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "adaptmesh-tokenizer-" });
-  for (const f of TOKENIZER_FILES) {
-    await Deno.copyFile(`${from}/${f}`, `${dir}/${f}`).catch(() => {});
-  }
-  return dir;
-}
-
-/** Fresh weights for pre-training (or the MLM head added to a given encoder). */
-async function loadPretrainingModel(dir: string | null, seed: number) {
-  if (dir) return { ...(await loadCheckpoint(dir, { objective: "mlm", seed })), dir };
-  return {
-    ...freshDefaultModel({ numLabels: 2, seed, objective: "mlm" }),
-    notes: [`pre-training a fresh small BERT (seed ${seed})`],
-  };
-}
-
 /** min/mean/max of the LAMB trust ratios of the tensors that use them. */
 function trustSummary(layout: ParamLayout, ratios: Float64Array): StepReport["trustRatio"] {
   const used = layout.specs.flatMap((spec, i) => (spec.decay ? [ratios[i]] : []));
@@ -174,48 +144,15 @@ function stepTimings(
   };
 }
 
-/** Everything a {@link Trainer} is made of, as {@link Trainer.create} assembles it. */
-interface TrainerParts {
-  readonly config: RunConfig;
-  readonly runId: string;
-  readonly modelConfig: ModelConfig;
-  readonly layout: ParamLayout;
-  readonly weights: Float32Array;
-  readonly optimizer: OptimizerState;
-  /** Steps completed (0 for a new run). */
-  readonly step: number;
-  readonly weightsVersion: number;
-  readonly totalSteps: number;
-  readonly plan: DataPlan;
-  readonly data: TrainingData;
-  readonly tokenizerDir: string | null;
-  readonly notes: string[];
-  /** The backend a resumed deterministic run is pinned to. */
-  readonly backend: string | null;
-}
-
-/** The model a run starts from: the checkpoint resumed, a given folder, or a fresh one. */
-async function startingModel(
-  config: RunConfig,
-  resumed: (RunState & { folder: string }) | null,
-  task: TaskData | null,
-) {
-  if (resumed) {
-    return {
-      config: resumed.modelConfig,
-      weights: resumed.weights,
-      notes: [`resumed from ${resumed.folder}`],
-      freshHead: false,
-      dir: resumed.folder,
-    };
-  }
-  const { modelDir } = config.io, { seed } = config.training;
-  if (!task) return await loadPretrainingModel(modelDir, seed);
-  return await loadModel(modelDir, {
-    numLabels: task.numLabels,
-    labelNames: task.labelNames ?? undefined,
-    seed,
-  });
+/** How a {@link Trainer} treats its workers' results. */
+export interface TrainerOptions {
+  /**
+   * Receive results into recycled memory, {@link Trainer.receivePool}
+   * (default false; the coordinator turns it on): once summed, a result's
+   * gradient goes back to the pool. Otherwise each lands in fresh memory and
+   * is freed once summed.
+   */
+  readonly recycleResults?: boolean;
 }
 
 /** A run: its data, model, optimizer state and the loop that trains it. */
@@ -249,93 +186,52 @@ export class Trainer {
   readonly warmupSteps: number;
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
-  /** Sums each step's results as they arrive (its float64 buffer lives for the run). */
-  readonly accumulator: GradAccumulator;
-  /**
-   * What happens to a result once it is summed: by default its arrays are
-   * freed at once (`freeArrays`; nothing else reads them); a receiver's
-   * buffer pool may take them instead (MeshContext.receivePool).
-   */
-  releaseResult: (part: AccumulatorPart) => void = freeArrays;
   /**
    * Micro-batches dispatched or answered ahead of the accumulated prefix, at
    * most: the largest result times this stays within RESULT_BUDGET_BYTES.
+   * The scheduler's `window` (coordinator/coordinator.ts).
    */
   readonly dispatchWindow: number;
+  /**
+   * The memory workers' results are received into (coordinator/server.ts),
+   * with room for `dispatchWindow` of them; undefined: each result lands in fresh
+   * memory (see {@link TrainerOptions.recycleResults}).
+   */
+  readonly receivePool: BufferPool | undefined;
+  /**
+   * Sums each step's results as they arrive (its float64 buffer lives for the
+   * run) and hands each one, once summed, back to `receivePool` (or frees it).
+   */
+  readonly accumulator: GradAccumulator;
 
-  private constructor(parts: TrainerParts) {
+  private constructor(parts: TrainerParts, options: TrainerOptions) {
     const { backend, ...fields } = parts;
     Object.assign(this, fields);
     this.#backend = backend;
     const { training, data } = parts.config;
     this.warmupSteps = resolveWarmup(training.schedule.warmup, parts.totalSteps);
     this.gradLayout = gradLayout(parts.layout, training.objective);
-    this.accumulator = new GradAccumulator(this.gradLayout, {
-      release: (p) => this.releaseResult(p),
-    });
     const tokens = training.microBatch *
       Math.min(data.maxLen, maxSequenceLength(parts.modelConfig));
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
+    // docs/platform.md, "Large frames and BLAS": fresh pages, not copies, bound the upload.
+    this.receivePool = options.recycleResults
+      ? new BufferPool(this.dispatchWindow, {
+        reserveElements: this.gradLayout.total,
+        minBytes: CHUNK_BYTES,
+      })
+      : undefined;
+    this.accumulator = new GradAccumulator(this.gradLayout, {
+      release: releaseInto(this.receivePool),
+    });
   }
 
-  /** Loads data, model (or the run being resumed) and sets up the plan. */
-  static async create(given: RunConfig): Promise<Trainer> {
-    const resumed = given.io.resume ? await loadRunState(given.io.resume) : null;
-    // The stored settings win: the data order and schedule must not change.
-    const config = resumed
-      ? resumedConfig(given, resumed.runConfig, `--resume ${given.io.resume}`)
-      : given;
-    const { training, data: dataConfig } = config;
-    const loaded = training.objective === "classify" ? await loadTask(dataConfig.task) : null;
-    const task = loaded && dataConfig.trainLimit > 0
-      ? { ...loaded, train: loaded.train.slice(0, dataConfig.trainLimit) }
-      : loaded;
-    const model = await startingModel(config, resumed, task);
-    const layout = paramLayout(model.config, training.objective);
-    // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
-    const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
-    const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
-    if (tokenizer.vocabSize > model.config.vocabSize) {
-      throw new Error(
-        `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings`,
-      );
-    }
-    const maxLen = Math.min(dataConfig.maxLen, maxSequenceLength(model.config));
-    const data = task
-      ? classificationData(task, tokenizer, maxLen)
-      : await pretrainingData(tokenizer, maxLen, training.seed, {
-        maxDocumentsPerSource: dataConfig.corpusDocs,
-        file: dataConfig.corpusFile,
-      });
-    if (data.train instanceof MlmSet && model.freshHead) {
-      const bias = layout.byName.get("cls.predictions.bias")!;
-      model.weights.set(data.train.unigramLogPrior(bias.size), bias.offset);
-      model.notes.push("MLM decoder bias initialised to the corpus's log unigram frequencies");
-    }
-    const plan = new DataPlan(
-      data.train.size,
-      training.globalBatch,
-      training.microBatch,
-      training.seed,
-      training.shuffle,
-    );
-    return new Trainer({
-      config,
-      runId: resumed?.runId ?? crypto.randomUUID(),
-      modelConfig: model.config,
-      layout,
-      weights: model.weights,
-      optimizer: resumed?.optimizer ?? createOptimizerState(layout.total),
-      step: resumed?.step ?? 0,
-      weightsVersion: resumed?.weightsVersion ?? 0,
-      totalSteps: training.steps ??
-        (training.epochs ? plan.stepsForEpochs(training.epochs) : DEFAULT_STEPS),
-      plan,
-      data,
-      tokenizerDir,
-      notes: model.notes,
-      backend: resumed?.backend ?? null,
-    });
+  /**
+   * Loads data, model (or the run being resumed) and sets up the plan
+   * (coordinator/trainer_setup.ts).
+   */
+  static async create(given: RunConfig, options: TrainerOptions = {}): Promise<Trainer> {
+    return new Trainer(await trainerParts(given), options);
   }
 
   /** The backend every worker must use (deterministic runs, once pinned); null: any. */
@@ -395,7 +291,7 @@ export class Trainer {
       const batch = this.data.train.batch(indices, t);
       for (const m of batch.attentionMask) tokens += m;
       items[index] = lossItems(batch.labels, batch);
-      const taskId = t * 1_000_000 + index;
+      const taskId = trainingTaskId(t, index);
       return {
         taskId,
         index,
@@ -455,7 +351,6 @@ export class Trainer {
     // n_j comes from the batch the coordinator made, not from the worker.
     acc.begin(items);
     const results = await scheduler.runStep(t, tasks, {
-      window: this.dispatchWindow,
       accept: (r) => acc.add({ index: r.index, grad: r.grad, rows: r.rows, loss: r.loss }),
     });
     const t1 = performance.now();
@@ -609,31 +504,20 @@ export class Trainer {
     }
   }
 
-  /** {@link evaluate} on the coordinator's own backend. */
+  /** {@link evaluate} on the coordinator's own backend (coordinator/local_eval.ts). */
   async #evaluateHere(observer: TrainerObserver): Promise<EvalResult | null> {
-    await initBackend("wasm");
-    const weights = weightTensors(this.layout, this.weights);
-    const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
-    // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
-    const model = withHostLogits(tensors, this.weights, {
+    const result = await evaluateLocally({
+      modelConfig: this.modelConfig,
+      layout: this.layout,
+      weights: this.weights,
+      data: this.data,
+      evalLimit: this.config.data.evalLimit,
       deterministic: this.config.training.deterministic,
-    });
-    const t0 = performance.now();
-    try {
-      const result = await this.data.evaluate(model, this.config.data.evalLimit);
-      if (!result) return null;
-      observer.log?.(
-        `evaluated ${result.examples} examples on the coordinator in ${
-          ((performance.now() - t0) / 1000).toFixed(1)
-        } s`,
-      );
-      this.lastEval = result;
-      observer.evaluated?.(this.step, "eval", result);
-      return result;
-    } finally {
-      model.close();
-      tf.dispose(Object.values(weights));
-    }
+    }, (line) => observer.log?.(line));
+    if (!result) return null;
+    this.lastEval = result;
+    observer.evaluated?.(this.step, "eval", result);
+    return result;
   }
 
   /** The run state as of the last completed step. */

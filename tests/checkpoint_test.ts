@@ -18,7 +18,8 @@ import {
   f32ToBf16Bits,
   f32ToF16Bits,
 } from "../shared/wire/half_float.ts";
-import { type HostTensor, readSafetensors, writeSafetensors } from "../shared/io/safetensors.ts";
+import { type HostTensor, readSafetensors } from "../shared/io/safetensors.ts";
+import { writeSafetensors } from "./support/safetensors.ts";
 import { TINY_SHAPE } from "./support/tiny.ts";
 import { withTempDir } from "./support/temp_dir.ts";
 

@@ -7,7 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { initBackend } from "../shared/compute/backend.ts";
-import { type AdversaryConfig, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
+import {
+  type AdversaryConfig,
+  DEFAULT_ADVERSARY,
+  NO_ADVERSARY,
+} from "../shared/method/adversary_config.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { IGNORE_INDEX } from "../shared/model/targets.ts";
 import type { Objective } from "../shared/model/param_layout.ts";
@@ -29,7 +33,7 @@ const natives: [string, NativeCompute][] = gemms.map((
 const HF = { ...TINY_HF_CONFIG, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1 };
 
 const MODES: [string, AdversaryConfig][] = [
-  ["off", { ...DEFAULT_ADVERSARY, mode: "off" }],
+  ["off", NO_ADVERSARY],
   ["pgd K=1", { ...DEFAULT_ADVERSARY, init: 0.5 }],
   ["pgd K=2 linf", { ...DEFAULT_ADVERSARY, steps: 2, norm: "linf", init: 0.5 }],
   ["freelb K=2", { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 2, init: 0.5 }],

@@ -5,8 +5,10 @@ import {
   freeArrays,
   GradAccumulator,
   maxResultBytes,
+  releaseInto,
   RESULT_BUDGET_BYTES,
 } from "../coordinator/grad_accumulator.ts";
+import { BufferPool } from "../shared/wire/transfer.ts";
 import { combineGradients, combineLosses, globalNorm } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/method/rng.ts";
 import { compactGrad, denseLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
@@ -222,4 +224,26 @@ Deno.test("release: each part once, in index order, after it is summed; freeArra
   assert.deepEqual(released, [0, 1, 2, 3, 4, 5]);
   assert.ok(copies.every((p) => p.grad.length === 0 && (p.rows?.length ?? 0) === 0));
   assert.deepEqual(bits(acc.finish().grad), bits(want.grad));
+});
+
+Deno.test("releaseInto: summed gradients go back to the pool the results arrive in; no pool: freed", () => {
+  const { s, parts } = sparseParts(4, 32);
+  const counts = parts.map(() => 1);
+  const pool = new BufferPool(8);
+  const copies = parts.map((p) => ({ ...p, grad: p.grad.slice(), rows: p.rows?.slice() }));
+  const pooled = new GradAccumulator(s, { release: releaseInto(pool) });
+  pooled.begin(counts);
+  for (const j of [2, 0, 3]) pooled.add(copies[j]);
+  assert.equal(pool.size, 1, "only part 0 is summed; 2 and 3 wait");
+  pooled.add(copies[1]);
+  assert.equal(pool.size, 4);
+  assert.ok(copies.every((p) => p.grad.length > 0), "recycled, not freed");
+  const taken = pool.take("f32", copies[3].grad.length);
+  assert.equal(taken?.buffer, copies[3].grad.buffer, "the next transfer fills a summed gradient");
+
+  const fresh = parts.map((p) => ({ ...p, grad: p.grad.slice(), rows: p.rows?.slice() }));
+  const freeing = new GradAccumulator(s, { release: releaseInto(undefined) });
+  freeing.begin(counts);
+  for (const p of fresh) freeing.add(p);
+  assert.ok(fresh.every((p) => p.grad.length === 0), "without a pool, freed at once");
 });

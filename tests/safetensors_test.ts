@@ -12,8 +12,8 @@ import {
   readSafetensors,
   SafetensorsFile,
   streamSafetensors,
-  writeSafetensors,
 } from "../shared/io/safetensors.ts";
+import { writeSafetensors } from "./support/safetensors.ts";
 
 /** Builds a safetensors file from a literal header text and raw data bytes. */
 function build(header: string, data: number[] | Uint8Array, headerLength?: bigint): Uint8Array {

@@ -19,6 +19,7 @@ import { denseLayout } from "../shared/model/sparse_grad.ts";
 import { GradAccumulator } from "../coordinator/grad_accumulator.ts";
 import { combineGradients } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/method/rng.ts";
+import { trainingTaskIndex } from "../coordinator/task_ids.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { observeMeshLogits } from "./support/mesh_logits.ts";
 import { resultMessage } from "./support/protocol.ts";
@@ -149,7 +150,7 @@ Deno.test("bad results are refused with clear errors and never combined", async 
                 type: "result",
                 taskId,
                 step: t.step,
-                index: taskId % 1_000_000,
+                index: trainingTaskIndex(taskId),
                 weightsVersion: t.weightsVersion,
                 grad: new Float32Array(t.layout.total),
                 loss: 0.5,
@@ -242,9 +243,10 @@ class FakeMesh {
   maxBuffered = 0;
   discarded: string[] = [];
 
-  constructor(workers: number, readonly total: number, taskTimeoutMs = 0) {
+  constructor(workers: number, readonly total: number, window: number, taskTimeoutMs = 0) {
     this.scheduler = new Scheduler({
       gradLayout: denseLayout(total),
+      window,
       taskTimeoutMs,
       events: { discarded: (_w, reason) => this.discarded.push(reason) },
     });
@@ -266,7 +268,7 @@ class FakeMesh {
   }
 
   /** Starts a step of n micro-batches with random gradients; every worker asks for one task. */
-  start(n: number, window: number, seed: number): Promise<unknown> {
+  start(n: number, seed: number): Promise<unknown> {
     const rng = new Rng(mixSeed(seed));
     const tasks = Array.from({ length: n }, (_, index) => {
       const g = new Float32Array(this.total);
@@ -279,7 +281,6 @@ class FakeMesh {
     });
     this.acc.begin(this.counts);
     const done = this.scheduler.runStep(0, tasks, {
-      window,
       accept: (r) => {
         this.acc.add({ index: r.index, grad: r.grad, loss: r.loss });
         this.maxBuffered = Math.max(this.maxBuffered, this.acc.buffered);
@@ -334,8 +335,8 @@ const u32 = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.l
 Deno.test("adversarial arrival (highest index first, the lowest last): results held stay within the window as B grows", async () => {
   const window = 3;
   for (const n of [8, 64, 512]) {
-    const mesh = new FakeMesh(4, 5);
-    const done = mesh.start(n, window, n);
+    const mesh = new FakeMesh(4, 5, window);
+    const done = mesh.start(n, n);
     mesh.check(window);
     while (mesh.acc.next < n) {
       // Answer the highest-index task anyone holds; the lowest waits as long as anything else can go.
@@ -358,9 +359,9 @@ Deno.test("adversarial arrival (highest index first, the lowest last): results h
 Deno.test("random arrival orders and worker counts: bounded, and the same bits as combineGradients", async () => {
   for (const [workers, window, seed] of [[1, 2, 1], [2, 2, 2], [3, 5, 3], [5, 4, 4], [8, 8, 5]]) {
     const n = 40;
-    const mesh = new FakeMesh(workers, 7);
+    const mesh = new FakeMesh(workers, 7, window);
     const rng = new Rng(mixSeed(seed, 99));
-    const done = mesh.start(n, window, 17); // same gradients for every configuration
+    const done = mesh.start(n, 17); // same gradients for every configuration
     while (mesh.acc.next < n) {
       const choices = [...mesh.holding].flatMap(([id, list]) => list.map((t) => [id, t] as const));
       assert.ok(choices.length > 0, "dispatch stalled");
@@ -376,8 +377,8 @@ Deno.test("random arrival orders and worker counts: bounded, and the same bits a
 
 Deno.test("a stalled lowest micro-batch stops further dispatch, times out and is re-dispatched", async () => {
   const window = 2, n = 6;
-  const mesh = new FakeMesh(2, 3, 40);
-  const done = mesh.start(n, window, 8);
+  const mesh = new FakeMesh(2, 3, window, 40);
+  const done = mesh.start(n, 8);
   // w0 holds micro-batch 0 and never answers; w1 answers whatever it gets.
   assert.deepEqual(mesh.holding.get("w0"), [100]);
   assert.deepEqual(mesh.holding.get("w1"), [101]);
@@ -402,13 +403,18 @@ Deno.test("a stalled lowest micro-batch stops further dispatch, times out and is
   assert.deepEqual(u32(mesh.acc.finish().grad), u32(mesh.expected()));
 });
 
-Deno.test("runStep refuses tasks out of index order and a bad window", () => {
-  const s = new Scheduler({ gradLayout: denseLayout(2), taskTimeoutMs: 0 });
+Deno.test("runStep refuses tasks out of index order; the scheduler refuses a bad window", () => {
+  for (const window of [0, -1, 1.5, NaN]) {
+    assert.throws(
+      () => new Scheduler({ gradLayout: denseLayout(2), taskTimeoutMs: 0, window }),
+      /window must be a positive/,
+    );
+  }
+  const s = new Scheduler({ gradLayout: denseLayout(2), taskTimeoutMs: 0, window: 1 });
   s.setWeights(1, new Uint8Array([0]));
   const task = (index: number) => ({ taskId: index, index, count: 1, frame: new Uint8Array([1]) });
   const accept = () => {};
   assert.throws(() => s.runStep(0, [task(1), task(0)], { accept }), /expected 0 … n−1 in order/);
-  assert.throws(() => s.runStep(0, [task(0)], { accept, window: 0 }), /window must be a positive/);
   assert.throws(() => s.runStep(0, [], { accept }), /no micro-batches/);
 });
 

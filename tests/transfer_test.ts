@@ -21,8 +21,6 @@ import {
   BufferPool,
   CHUNK_BYTES,
   ChunkedMessage,
-  deliver,
-  describeClose,
   type FrameSink,
   framesOf,
   LinkClosedError,
@@ -33,6 +31,7 @@ import {
 } from "../shared/wire/transfer.ts";
 import { Rng } from "../shared/method/rng.ts";
 import { expectError } from "./support/protocol.ts";
+import { deliver } from "./support/transfer.ts";
 
 /** Every finite float32 bit pattern class: random bits, minus NaN/Inf, plus the edge cases. */
 function f32Bits(n: number, seed: number): Float32Array {
@@ -494,15 +493,6 @@ Deno.test("a stalled socket holds only its own queue; a closed sender drops its 
   assert.throws(() => dead.send(new Uint8Array(3)), /readyState/);
   assert.ok(dead.closed && failure instanceof Error);
   assert.equal(MAX_BUFFERED_BYTES, 2 * CHUNK_BYTES);
-});
-
-Deno.test("describeClose names the code, the reason and the socket error", () => {
-  assert.equal(
-    describeClose(0, "", "Frame too large"),
-    "code 0 (no close frame: the connection failed), no reason given, socket error: Frame too large",
-  );
-  assert.equal(describeClose(4000, "silent"), 'code 4000 (silent too long), reason "silent"');
-  assert.equal(describeClose(1000, "bye", null), 'code 1000 (normal), reason "bye"');
 });
 
 Deno.test("a pool reuses a buffer for any later tensor that fits, and reserves room on a miss", () => {

@@ -1,7 +1,8 @@
 /** coordinator/weights_out.ts: each version's weights, snapshotted into two alternating buffers. */
 import assert from "node:assert/strict";
 import { WeightsOut } from "../coordinator/weights_out.ts";
-import { CHUNK_BYTES, ChunkedMessage, deliver } from "../shared/wire/transfer.ts";
+import { CHUNK_BYTES, ChunkedMessage } from "../shared/wire/transfer.ts";
+import { deliver } from "./support/transfer.ts";
 import type { WeightsMessage } from "../shared/wire/protocol.ts";
 
 const n = CHUNK_BYTES / 4 + 100; // over one chunk: travels as a transfer

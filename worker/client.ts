@@ -16,6 +16,7 @@ import {
   type ErrorCode,
   type ErrorMessage,
   type EvalResultMessage,
+  HEARTBEAT_MS,
   type Message,
   PROTOCOL_VERSION,
   type ResultMessage,
@@ -24,14 +25,8 @@ import {
   type WelcomeMessage,
 } from "../shared/wire/protocol.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
-import {
-  BufferPool,
-  describeClose,
-  type Dropped,
-  prepareMessage,
-  Reassembler,
-  Sender,
-} from "../shared/wire/transfer.ts";
+import { BufferPool, prepareMessage, Reassembler, Sender } from "../shared/wire/transfer.ts";
+import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { BackendInfo } from "../shared/compute/backend.ts";
 import { WorkerCompute } from "./compute.ts";
 
@@ -152,7 +147,7 @@ class Connection {
     this.#receiver = new Reassembler({ maxTransferBytes: 0, pool: state.pool });
     this.#heartbeat = setInterval(
       () => this.#send({ type: "heartbeat", time: Date.now() }),
-      10_000,
+      HEARTBEAT_MS,
     );
     const { promise, resolve } = Promise.withResolvers<Outcome>();
     this.ended = promise;
@@ -284,11 +279,13 @@ class Connection {
     const dropped = this.#receiver.clear();
     if (!this.#opened) return;
     this.opts.log(closeLine({
-      closing: this.#closing,
-      close: describeClose(evt.code, evt.reason, this.#socketError),
+      closedBy: this.#closing === null
+        ? "the coordinator or the network"
+        : `this worker (${this.#closing})`,
+      how: describeClose(evt.code, evt.reason, this.#socketError),
       dropped,
       unsent,
-      retry: this.#outcome.kind === "retry",
+      next: this.#outcome.kind === "retry" ? "reconnecting" : undefined,
     }));
   }
 
@@ -305,33 +302,4 @@ class Connection {
     this.#closing ??= reason;
     void this.#sender.drained().then(() => this.ws.close(code, reason));
   }
-}
-
-const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-
-/**
- * The close log line: who closed, the code and reason, what was lost, and
- * whether the worker reconnects (tests wait for "closed by this worker (bye)").
- */
-function closeLine(end: {
-  closing: string | null;
-  close: string;
-  dropped: Dropped;
-  unsent: number;
-  retry: boolean;
-}): string {
-  const { dropped, unsent } = end;
-  const lost = [
-    dropped.transfers > 0
-      ? `dropped ${dropped.transfers} partial transfer(s) (${mb(dropped.receivedBytes)} of ${
-        mb(dropped.declaredBytes)
-      })`
-      : "",
-    unsent > 0 ? `${unsent} message(s) unsent` : "",
-  ].filter((x) => x).join("; ");
-  const who = end.closing === null
-    ? "closed by the coordinator or the network"
-    : `closed by this worker (${end.closing})`;
-  const next = end.retry ? "; reconnecting" : "";
-  return `connection ${who}: ${end.close}${lost ? `; ${lost}` : ""}${next}`;
 }

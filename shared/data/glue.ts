@@ -102,11 +102,6 @@ export function glueTaskName(name: string): GlueTaskName | undefined {
   return (GLUE_TASKS as readonly string[]).includes(key) ? key as GlueTaskName : undefined;
 }
 
-/** The canonical label strings of a GLUE task by id; null for STS-B (regression). */
-export function glueLabels(name: GlueTaskName): string[] | null {
-  return SPECS[name].labels?.slice() ?? null;
-}
-
 /** Splits TSV text into rows of fields, without any quoting; blank lines are dropped. */
 export function readTsvRows(text: string): { line: number; fields: string[] }[] {
   const rows: { line: number; fields: string[] }[] = [];

@@ -6,6 +6,7 @@
  */
 
 import type { Example } from "./example.ts";
+import { isPlainObject } from "../io/plain_object.ts";
 
 /** One parsed JSONL line. */
 export interface JsonlRecord {
@@ -36,10 +37,10 @@ export function parseJsonl(text: string, source: string): JsonlRecord[] {
     } catch (e) {
       throw new Error(`${where}: bad JSON: ${(e as Error).message}`);
     }
-    if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    if (!isPlainObject(obj)) {
       throw new Error(`${where}: expected a JSON object, got ${describe(obj)}`);
     }
-    const o = obj as Record<string, unknown>;
+    const o = obj;
     if (!("text" in o)) throw new Error(`${where}: missing "text"`);
     if (typeof o.text !== "string") {
       throw new Error(`${where}: "text" must be a string, got ${describe(o.text)}`);

@@ -28,6 +28,7 @@ import {
 } from "../model/param_layout.ts";
 import { fnv1a } from "../method/hash32.ts";
 import { pathExists } from "./path_exists.ts";
+import { isPlainObject } from "./plain_object.ts";
 import { mixSeed, Rng } from "../method/rng.ts";
 import {
   type DType,
@@ -214,11 +215,9 @@ function parseIndex(indexPath: string, text: string): Map<string, string> {
   } catch (e) {
     throw new Error(`${indexPath}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof index !== "object" || index === null || Array.isArray(index)) {
-    throw new Error(`${indexPath}: expected a JSON object`);
-  }
-  const map = (index as Record<string, unknown>).weight_map;
-  if (typeof map !== "object" || map === null || Array.isArray(map)) {
+  if (!isPlainObject(index)) throw new Error(`${indexPath}: expected a JSON object`);
+  const map = index.weight_map;
+  if (!isPlainObject(map)) {
     throw new Error(`${indexPath}: missing "weight_map" (an object of tensor name → shard file)`);
   }
   const out = new Map<string, string>();

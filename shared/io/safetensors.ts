@@ -21,6 +21,7 @@
  * @module
  */
 import { LITTLE_ENDIAN } from "./endian.ts";
+import { isPlainObject } from "./plain_object.ts";
 import {
   bf16BitsToF32,
   bf16FromF32Bits,
@@ -72,10 +73,6 @@ const DTYPE_BYTES: Readonly<Record<string, number>> = {
   C64: 8,
 };
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
@@ -118,7 +115,7 @@ export interface TensorInfo {
 
 function parseEntry(name: string, raw: unknown, dataLength: number): TensorInfo {
   const where = `safetensors: tensor "${name}"`;
-  if (!isRecord(raw)) throw new Error(`${where}: header entry is not an object`);
+  if (!isPlainObject(raw)) throw new Error(`${where}: header entry is not an object`);
   for (const key of ["dtype", "shape", "data_offsets"]) {
     if (!(key in raw)) throw new Error(`${where}: header entry is missing "${key}"`);
   }
@@ -161,7 +158,7 @@ function parseEntry(name: string, raw: unknown, dataLength: number): TensorInfo 
 }
 
 function parseMetadata(raw: unknown): Record<string, string> {
-  if (!isRecord(raw)) throw new Error("safetensors: __metadata__ must be an object");
+  if (!isPlainObject(raw)) throw new Error("safetensors: __metadata__ must be an object");
   const pairs: [string, string][] = [];
   for (const [k, v] of Object.entries(raw)) {
     if (typeof v !== "string") {
@@ -220,7 +217,7 @@ function parseHeader(json: Uint8Array, fileLength: number): SafetensorsHeader {
   } catch (e) {
     throw new Error(`safetensors: header is not valid JSON (${(e as Error).message})`);
   }
-  if (!isRecord(header)) throw new Error("safetensors: header is not a JSON object");
+  if (!isPlainObject(header)) throw new Error("safetensors: header is not a JSON object");
 
   const dataStart = 8 + json.length;
   const dataLength = fileLength - dataStart;
@@ -560,28 +557,4 @@ export async function streamSafetensors(
     }
   }
   return total;
-}
-
-/**
- * Serialises tensors as one in-memory safetensors file in `dtype` (F32, F16 or
- * BF16), tensors in sorted-name order with contiguous offsets, and `metadata`
- * as `__metadata__`. For large files use {@link planSafetensors} +
- * {@link streamSafetensors} instead.
- */
-export function writeSafetensors(
-  tensors: Map<string, HostTensor> | [string, HostTensor][],
-  dtype: DType,
-  metadata?: Record<string, string>,
-): Uint8Array {
-  const plan = planSafetensors(tensors, dtype, metadata);
-  const out = new Uint8Array(plan.size);
-  out.set(plan.header);
-  let at = plan.header.length;
-  for (const [, t] of plan.tensors) {
-    for (const piece of tensorBytes(t.data, dtype)) {
-      out.set(piece, at);
-      at += piece.length;
-    }
-  }
-  return out;
 }

@@ -54,9 +54,6 @@ export const DEFAULT_ADVERSARY: AdversaryConfig = {
   init: 0,
 };
 
-/** The clean configuration (no adversary). */
-export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };
-
 /**
  * The adversary in effect at `step` (0-based) of a run of `totalSteps`: mode
  * `off` before `start` (a step number, or a fraction of the run when < 1).
@@ -70,3 +67,6 @@ export function adversaryAt(
   const first = start < 1 ? Math.floor(start * totalSteps) : start;
   return step < first ? { ...cfg, mode: "off" } : cfg;
 }
+
+/** No adversary: the clean gradient (benchmarks' and tests' baseline). */
+export const NO_ADVERSARY: AdversaryConfig = { ...DEFAULT_ADVERSARY, mode: "off" };

@@ -4,8 +4,12 @@
  *
  * @module
  */
+import { isPlainObject } from "../io/plain_object.ts";
 
-/** Which family of encoder a checkpoint holds. */
+/**
+ * Which family of encoder a checkpoint holds; also the prefix of the
+ * encoder's tensor names (`bert.embeddings.…`, `roberta.encoder.layer.0.…`).
+ */
 export type ModelType = "bert" | "roberta";
 
 /** A validated encoder + classification-head configuration. */
@@ -62,10 +66,8 @@ function num(json: Record<string, unknown>, key: string, fallback: number): numb
 
 /** Parses and validates a Hugging Face `config.json` object. */
 export function parseModelConfig(raw: unknown): ModelConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new Error("config.json: expected a JSON object");
-  }
-  const json = raw as Record<string, unknown>;
+  if (!isPlainObject(raw)) throw new Error("config.json: expected a JSON object");
+  const json = raw;
   const modelType = json.model_type ?? "bert";
   if (modelType !== "bert" && modelType !== "roberta") {
     throw new Error(

@@ -29,11 +29,6 @@ export interface ParamLayout {
   readonly total: number;
 }
 
-/** The prefix of encoder tensors: `bert` or `roberta`. */
-export function encoderPrefix(config: ModelConfig): string {
-  return config.modelType;
-}
-
 /** Whether weight decay and the LAMB trust ratio apply to the tensor `name`. */
 export function decays(name: string): boolean {
   return !(name.endsWith(".bias") || name.includes("LayerNorm"));
@@ -55,7 +50,7 @@ export type Objective = typeof OBJECTIVES[number];
  * `cls.predictions.*` (its decoder is tied to the word embeddings; no pooler).
  */
 export function paramLayout(config: ModelConfig, objective: Objective = "classify"): ParamLayout {
-  const p = encoderPrefix(config);
+  const p = config.modelType; // the encoder's tensors are `bert.…` or `roberta.…`
   const H = config.hiddenSize, I = config.intermediateSize;
   const entries: [string, number[]][] = [
     [`${p}.embeddings.word_embeddings.weight`, [config.vocabSize, H]],

@@ -32,6 +32,7 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 import { bertBaseUncasedVocab, parseVocabTxt } from "./vocab.ts";
 import { parseMerges, robertaTokenizerJson } from "./roberta_vocab.ts";
+import { isPlainObject } from "../io/plain_object.ts";
 
 /** The model input for one example (no padding). */
 export interface Encoding {
@@ -170,22 +171,18 @@ export function wordPieceTokenizerJson(
   };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 /** Highest id in the model vocabulary and the added tokens, plus one. */
 function countIds(json: Record<string, unknown>, model: Record<string, unknown>): number {
   let max = -1;
   const vocab = model.vocab;
-  if (isRecord(vocab)) {
+  if (isPlainObject(vocab)) {
     for (const v of Object.values(vocab)) if (typeof v === "number" && v > max) max = v;
   } else if (Array.isArray(vocab)) {
     max = vocab.length - 1;
   }
   if (Array.isArray(json.added_tokens)) {
     for (const t of json.added_tokens) {
-      if (isRecord(t) && typeof t.id === "number" && t.id > max) max = t.id;
+      if (isPlainObject(t) && typeof t.id === "number" && t.id > max) max = t.id;
     }
   }
   return max + 1;
@@ -208,7 +205,7 @@ function modelKind(model: Record<string, unknown>): TextTokenizer["kind"] {
  */
 function preCleaner(json: Record<string, unknown>): (text: string) => string {
   const norm = json.normalizer;
-  const bert = isRecord(norm) && norm.type === "BertNormalizer";
+  const bert = isPlainObject(norm) && norm.type === "BertNormalizer";
   const cleanUnassigned = bert && norm.clean_text !== false;
   const splitAstralCjk = bert && norm.handle_chinese_chars !== false;
   return (text) => {
@@ -242,7 +239,7 @@ function withSpecials(
 /** A {@link TextTokenizer} over an `@huggingface/tokenizers` Tokenizer. */
 function hfTextTokenizer(json: Record<string, unknown>): TextTokenizer {
   const model = json.model;
-  if (!isRecord(model)) throw new Error("tokenizer.json: no model object");
+  if (!isPlainObject(model)) throw new Error("tokenizer.json: no model object");
   const kind = modelKind(model);
   const full = {
     normalizer: null,
@@ -303,7 +300,7 @@ function hfTextTokenizer(json: Record<string, unknown>): TextTokenizer {
 
 /** Builds a tokenizer from a parsed Hugging Face `tokenizer.json` object. */
 export function tokenizerFromJson(json: unknown): TextTokenizer {
-  if (!isRecord(json)) throw new Error("tokenizer.json: expected a JSON object");
+  if (!isPlainObject(json)) throw new Error("tokenizer.json: expected a JSON object");
   return hfTextTokenizer(json);
 }
 
@@ -329,7 +326,9 @@ async function lowercaseSetting(modelDir: string): Promise<boolean | undefined> 
   const text = await readIfExists(`${modelDir}/tokenizer_config.json`);
   if (text === undefined) return undefined;
   const json: unknown = JSON.parse(text);
-  return isRecord(json) && typeof json.do_lower_case === "boolean" ? json.do_lower_case : undefined;
+  return isPlainObject(json) && typeof json.do_lower_case === "boolean"
+    ? json.do_lower_case
+    : undefined;
 }
 
 /** Parses a byte-level BPE `vocab.json` (token → id). */
@@ -340,7 +339,7 @@ function parseVocabJson(path: string, text: string): Map<string, number> {
   } catch (e) {
     throw new Error(`${path}: ${(e as Error).message}`);
   }
-  if (!isRecord(json)) throw new Error(`${path}: expected a JSON object of token → id`);
+  if (!isPlainObject(json)) throw new Error(`${path}: expected a JSON object of token → id`);
   const vocab = new Map<string, number>();
   for (const [token, id] of Object.entries(json)) {
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {

@@ -43,6 +43,7 @@ import type { HostBatch, LabelledBatch } from "../model/batch.ts";
 import { type Objective, OBJECTIVES } from "../model/param_layout.ts";
 import { maxSequenceLength, type ModelConfig } from "../model/config.ts";
 import { denseLayout, packedGradProblem, type SparseLayout } from "../model/sparse_grad.ts";
+import { isPlainObject } from "../io/plain_object.ts";
 import { sameToken } from "./token.ts";
 
 /**
@@ -240,6 +241,13 @@ export interface EvalResultMessage {
   /** `adversaryMs` is 0; `encodeMs` as for a `result`. */
   timings: Timings;
 }
+
+/**
+ * How often a worker sends a `heartbeat` (ms). The coordinator drops a
+ * connection that sends nothing for `--worker-silence` (coordinator/server.ts),
+ * which must therefore be longer.
+ */
+export const HEARTBEAT_MS = 10_000;
 
 /** Either side: I am alive (sender's clock, ms). */
 export interface HeartbeatMessage {
@@ -671,12 +679,6 @@ function describe(v: unknown): string {
   if (typeof v === "object") return (v as object).constructor?.name ?? "object";
   if (typeof v === "number" || typeof v === "boolean") return `${typeof v} ${v}`;
   return typeof v;
-}
-
-function isPlainObject(v: unknown): v is Obj {
-  if (typeof v !== "object" || v === null) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
 }
 
 function field(o: Obj, ctx: string, key: string): unknown {

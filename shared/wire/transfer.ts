@@ -62,6 +62,7 @@ import {
   validateMessage,
   writeChunkHeader,
 } from "./protocol.ts";
+import { isPlainObject } from "../io/plain_object.ts";
 
 /** Payload bytes of one chunk (the last of a transfer may be shorter). */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -580,11 +581,11 @@ export class Reassembler {
       return null;
     }
     const raw = unpackFrame(frame, { maxBytes: this.#maxFrame });
-    if (isObject(raw) && raw.type === "transfer") {
+    if (isPlainObject(raw) && raw.type === "transfer") {
       this.#declare(parseTransfer(raw));
       return null;
     }
-    if (isObject(raw)) this.#resolve(raw);
+    if (isPlainObject(raw)) this.#resolve(raw);
     return validateMessage(raw, frame.buffer);
   }
 
@@ -753,10 +754,6 @@ export class Reassembler {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
-}
-
 /** Records chunk [start, end) in `t`'s sorted ranges, refusing duplicates and overlaps. */
 function insertRange(t: Incoming, start: number, end: number, id: string): void {
   const { starts, ends } = t;
@@ -826,51 +823,4 @@ function checkBelongs(d: TransferMessage, raw: Record<string, unknown>, field: s
       `${field} names transfer ${d.transfer}, which was ${problems.join("; ")}`,
     );
   }
-}
-
-// ---------------------------------------------------------------------------
-// In-process delivery and close reasons
-// ---------------------------------------------------------------------------
-
-/**
- * Sends `out` through a fresh reassembler in memory, exactly as over a
- * socket (declarations, chunks, message), and returns the message received.
- * For in-process workers and tests.
- */
-export function deliver(
-  out: Outgoing,
-  opts: { chunkBytes?: number; maxTransferBytes?: number } = {},
-): Message {
-  const r = new Reassembler({ maxTransferBytes: opts.maxTransferBytes ?? Number.MAX_SAFE_INTEGER });
-  const ids = out instanceof Uint8Array ? [] : out.tensors.map((_, i) => i + 1);
-  let got: Message | null = null;
-  for (const f of framesOf(out, ids, opts.chunkBytes)) got = r.receive(f.build());
-  if (!got) throw new Error("unreachable: the last frame completes the message");
-  return got;
-}
-
-const CLOSE_CODES: Record<number, string> = {
-  0: "no close frame: the connection failed",
-  1000: "normal",
-  1001: "going away",
-  1002: "protocol error",
-  1003: "unsupported data",
-  1005: "no status",
-  1006: "abnormal: no close frame",
-  1008: "policy violation",
-  1009: "message too big",
-  1011: "internal error",
-  4000: "silent too long",
-};
-
-/**
- * Why a WebSocket closed, for the log: the close code with its meaning, the
- * peer's reason, and the error the socket reported (Deno reports an
- * oversized incoming frame as "Frame too large" with code 0).
- */
-export function describeClose(code: number, reason: string, error?: string | null): string {
-  const parts = [`code ${code} (${CLOSE_CODES[code] ?? "application-defined"})`];
-  parts.push(reason ? `reason "${reason}"` : "no reason given");
-  if (error) parts.push(`socket error: ${error}`);
-  return parts.join(", ");
 }

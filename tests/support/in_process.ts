@@ -5,7 +5,8 @@
  * reassembler). For mesh tests without network.
  */
 import { WorkerCompute } from "../../worker/compute.ts";
-import { deliver, type Outgoing, prepareMessage } from "../../shared/wire/transfer.ts";
+import { type Outgoing, prepareMessage } from "../../shared/wire/transfer.ts";
+import { deliver } from "./transfer.ts";
 import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
 import type { Message } from "../../shared/wire/protocol.ts";

@@ -1,0 +1,144 @@
+/**
+ * What a run starts from, assembled once before its first step: the resolved
+ * configuration (a resumed run's from its checkpoint), the task or corpus and
+ * its tokenizer, the starting model (the checkpoint resumed, a given folder,
+ * or a fresh one), the optimizer state and the data plan.
+ * coordinator/trainer.ts builds the {@link Trainer} from these parts.
+ *
+ * @module
+ */
+import { loadTask } from "../shared/data/task.ts";
+import type { TaskData } from "../shared/data/example.ts";
+import { freshDefaultModel, loadModel } from "../shared/model/default_model.ts";
+import { loadCheckpoint, TOKENIZER_FILES } from "../shared/io/checkpoint.ts";
+import { maxSequenceLength, type ModelConfig } from "../shared/model/config.ts";
+import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { loadTokenizer } from "../shared/text/tokenizer.ts";
+import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
+import { createOptimizerState, type OptimizerState } from "./optimizer.ts";
+import { DataPlan } from "./data_plan.ts";
+import { MlmSet } from "./mlm_data.ts";
+import { DEFAULT_STEPS, resumedConfig, type RunConfig } from "./run_config.ts";
+import { loadRunState, type RunState } from "./run_state.ts";
+
+/** Everything a Trainer is made of, as {@link trainerParts} assembles it. */
+export interface TrainerParts {
+  readonly config: RunConfig;
+  readonly runId: string;
+  readonly modelConfig: ModelConfig;
+  readonly layout: ParamLayout;
+  readonly weights: Float32Array;
+  readonly optimizer: OptimizerState;
+  /** Steps completed (0 for a new run). */
+  readonly step: number;
+  readonly weightsVersion: number;
+  readonly totalSteps: number;
+  readonly plan: DataPlan;
+  readonly data: TrainingData;
+  readonly tokenizerDir: string | null;
+  readonly notes: string[];
+  /** The backend a resumed deterministic run is pinned to. */
+  readonly backend: string | null;
+}
+
+/** Loads data, model (or the run being resumed) and sets up the plan. */
+export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
+  const resumed = given.io.resume ? await loadRunState(given.io.resume) : null;
+  // The stored settings win: the data order and schedule must not change.
+  const config = resumed
+    ? resumedConfig(given, resumed.runConfig, `--resume ${given.io.resume}`)
+    : given;
+  const { training, data: dataConfig } = config;
+  const loaded = training.objective === "classify" ? await loadTask(dataConfig.task) : null;
+  const task = loaded && dataConfig.trainLimit > 0
+    ? { ...loaded, train: loaded.train.slice(0, dataConfig.trainLimit) }
+    : loaded;
+  const model = await startingModel(config, resumed, task);
+  const layout = paramLayout(model.config, training.objective);
+  // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
+  const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
+  const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
+  if (tokenizer.vocabSize > model.config.vocabSize) {
+    throw new Error(
+      `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocabSize} embeddings`,
+    );
+  }
+  const maxLen = Math.min(dataConfig.maxLen, maxSequenceLength(model.config));
+  const data = task
+    ? classificationData(task, tokenizer, maxLen)
+    : await pretrainingData(tokenizer, maxLen, training.seed, {
+      maxDocumentsPerSource: dataConfig.corpusDocs,
+      file: dataConfig.corpusFile,
+    });
+  if (data.train instanceof MlmSet && model.freshHead) {
+    const bias = layout.byName.get("cls.predictions.bias")!;
+    model.weights.set(data.train.unigramLogPrior(bias.size), bias.offset);
+    model.notes.push("MLM decoder bias initialised to the corpus's log unigram frequencies");
+  }
+  const plan = new DataPlan(
+    data.train.size,
+    training.globalBatch,
+    training.microBatch,
+    training.seed,
+    training.shuffle,
+  );
+  return {
+    config,
+    runId: resumed?.runId ?? crypto.randomUUID(),
+    modelConfig: model.config,
+    layout,
+    weights: model.weights,
+    optimizer: resumed?.optimizer ?? createOptimizerState(layout.total),
+    step: resumed?.step ?? 0,
+    weightsVersion: resumed?.weightsVersion ?? 0,
+    totalSteps: training.steps ??
+      (training.epochs ? plan.stepsForEpochs(training.epochs) : DEFAULT_STEPS),
+    plan,
+    data,
+    tokenizerDir,
+    notes: model.notes,
+    backend: resumed?.backend ?? null,
+  };
+}
+
+/** Copies a folder's tokenizer files into a new temp folder. */
+async function copyTokenizerFiles(from: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "adaptmesh-tokenizer-" });
+  for (const f of TOKENIZER_FILES) {
+    await Deno.copyFile(`${from}/${f}`, `${dir}/${f}`).catch(() => {});
+  }
+  return dir;
+}
+
+/** Fresh weights for pre-training (or the MLM head added to a given encoder). */
+async function loadPretrainingModel(dir: string | null, seed: number) {
+  if (dir) return { ...(await loadCheckpoint(dir, { objective: "mlm", seed })), dir };
+  return {
+    ...freshDefaultModel({ numLabels: 2, seed, objective: "mlm" }),
+    notes: [`pre-training a fresh small BERT (seed ${seed})`],
+  };
+}
+
+/** The model a run starts from: the checkpoint resumed, a given folder, or a fresh one. */
+async function startingModel(
+  config: RunConfig,
+  resumed: (RunState & { folder: string }) | null,
+  task: TaskData | null,
+) {
+  if (resumed) {
+    return {
+      config: resumed.modelConfig,
+      weights: resumed.weights,
+      notes: [`resumed from ${resumed.folder}`],
+      freshHead: false,
+      dir: resumed.folder,
+    };
+  }
+  const { modelDir } = config.io, { seed } = config.training;
+  if (!task) return await loadPretrainingModel(modelDir, seed);
+  return await loadModel(modelDir, {
+    numLabels: task.numLabels,
+    labelNames: task.labelNames ?? undefined,
+    seed,
+  });
+}

@@ -16,6 +16,7 @@ import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
 import { BufferPool, CHUNK_BYTES } from "../shared/wire/transfer.ts";
+import { peerText } from "../shared/wire/peer_text.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
@@ -74,7 +75,7 @@ export async function startCoordinator(
       monitor.events.discarded?.(w, reason, detail);
       opts.events?.discarded?.(w, reason, detail);
       if (reason === "invalid" || reason === "unknown_task") {
-        log(`rejected a result from ${w.id}: ${detail}`);
+        log(`rejected a result from ${w.id}: ${peerText(detail)}`);
       }
     },
     redispatched: (reason, step, index) => {

@@ -34,6 +34,7 @@ import {
 } from "../shared/wire/transfer.ts";
 import type { BackendInfo } from "../shared/compute/backend.ts";
 import { WorkerCompute } from "./compute.ts";
+import { peerText } from "../shared/wire/peer_text.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -226,7 +227,11 @@ class Connection {
     const config = this.state.compute.welcome(m);
     this.#receiver.runId = m.runId;
     this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
-    if (!this.#welcomed) this.opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
+    if (!this.#welcomed) {
+      this.opts.log(
+        `joined run ${peerText(m.runId.slice(0, 8))} as worker ${peerText(m.workerId)}`,
+      );
+    }
     this.#welcomed = true;
     this.onWelcome(m.workerId);
     this.#send({ type: "request", capacity: 1 });
@@ -263,17 +268,18 @@ class Connection {
 
   /** A handshake refusal no retry can cure ends the worker; others are only logged. */
   #onError(m: ErrorMessage): void {
-    this.opts.log(`coordinator refused: ${m.code}: ${m.message}`);
+    this.opts.log(`coordinator refused: ${m.code}: ${peerText(m.message)}`);
     if (FATAL.has(m.code) && !this.#welcomed) {
-      this.#outcome = { kind: "exit", exit: { code: 2, reason: m.message } };
+      this.#outcome = { kind: "exit", exit: { code: 2, reason: peerText(m.message) } };
       this.#close(1000, `refused: ${m.code}`);
     }
   }
 
   /** The run is over: exit 0, or wait for the next run with `--stay`. */
   #onBye(m: ByeMessage): void {
-    this.opts.log(`run over: ${m.reason}`);
-    if (!this.opts.stay) this.#outcome = { kind: "exit", exit: { code: 0, reason: m.reason } };
+    const reason = peerText(m.reason);
+    this.opts.log(`run over: ${reason}`);
+    if (!this.opts.stay) this.#outcome = { kind: "exit", exit: { code: 0, reason } };
     this.#close(1000, "bye");
   }
 

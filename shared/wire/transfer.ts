@@ -62,6 +62,7 @@ import {
   validateMessage,
   writeChunkHeader,
 } from "./protocol.ts";
+import { peerText } from "./peer_text.ts";
 
 /** Payload bytes of one chunk (the last of a transfer may be shorter). */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -870,7 +871,7 @@ const CLOSE_CODES: Record<number, string> = {
  */
 export function describeClose(code: number, reason: string, error?: string | null): string {
   const parts = [`code ${code} (${CLOSE_CODES[code] ?? "application-defined"})`];
-  parts.push(reason ? `reason "${reason}"` : "no reason given");
-  if (error) parts.push(`socket error: ${error}`);
+  parts.push(reason ? `reason "${peerText(reason)}"` : "no reason given");
+  if (error) parts.push(`socket error: ${peerText(error)}`);
   return parts.join(", ");
 }

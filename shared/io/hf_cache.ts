@@ -80,28 +80,24 @@ async function readRef(path: string): Promise<string | null> {
  * The folder `--model ref` means: `ref` itself when it is a folder, else the
  * snapshot of the Hub name `ref` in the local cache ({@link hubCache}) that
  * `refs/main` points at (or, with no `refs/main`, the only snapshot there is).
- * Throws {@link ModelNotFound}, naming every place it looked and how to fill
+ * A value that cannot be a Hub name (`/abs`, `./rel`, `a/b/c`) is returned as
+ * it is: a path, for the checkpoint loader to read or refuse. Throws {@link ModelNotFound}, naming every place it looked and how to fill
  * the cache on a machine with network, when neither exists.
  */
 export async function resolveModel(ref: string, env: EnvLookup = processEnv): Promise<string> {
-  if (await isDir(ref)) return ref;
-  const looked: string[] = [`${ref} (no such folder)`];
-  if (isHubName(ref)) {
-    const cache = hubCache(env);
-    const repo = `${cache.dir}/${repoFolderName(ref)}`;
-    const found = await snapshotOf(repo);
-    if (found.dir) return found.dir;
-    looked.push(`${repo} (${found.why}; cache from ${cache.from})`);
-  } else {
-    looked.push(`the Hugging Face cache: "${ref}" is not a model name (org/name)`);
-  }
-  const name = isHubName(ref) ? ref : "ORG/NAME";
+  // A path (absolute, ./, ../, more than one /) is the loader's to read or refuse.
+  if (!isHubName(ref) || await isDir(ref)) return ref;
+  const cache = hubCache(env);
+  const repo = `${cache.dir}/${repoFolderName(ref)}`;
+  const found = await snapshotOf(repo);
+  if (found.dir) return found.dir;
+  const looked = [`${ref} (no such folder)`, `${repo} (${found.why}; cache from ${cache.from})`];
   throw new ModelNotFound(
     `model "${ref}" not found; looked in:\n` + looked.map((l) => `  ${l}`).join("\n") +
       `\nNothing is downloaded. To put it there, on a machine with network run\n` +
-      `  huggingface-cli download ${name}\n` +
-      `and copy its ~/.cache/huggingface/hub/${repoFolderName(name)} folder into ` +
-      `${hubCache(env).dir}/ here (or set HF_HUB_CACHE or HF_HOME to where the cache is), ` +
+      `  huggingface-cli download ${ref}\n` +
+      `and copy its ~/.cache/huggingface/hub/${repoFolderName(ref)} folder into ` +
+      `${cache.dir}/ here (or set HF_HUB_CACHE or HF_HOME to where the cache is), ` +
       `or give --model the model's folder.`,
   );
 }

@@ -65,6 +65,8 @@ export async function startCoordinator(
   const { network } = trainer.config;
   for (const note of trainer.notes) log(`note: ${note}`);
   const monitor = new RunMonitor(trainer);
+  /** Stopped or over: answers to abandoned tasks are expected then, not worth a log line. */
+  let winding = false;
   const metrics = new RunMetrics(monitor);
   const events: SchedulerEvents = {
     accepted: (w, r) => {
@@ -74,7 +76,7 @@ export async function startCoordinator(
     discarded: (w, reason, detail) => {
       monitor.events.discarded?.(w, reason, detail);
       opts.events?.discarded?.(w, reason, detail);
-      if (reason === "invalid" || reason === "unknown_task") {
+      if (reason === "invalid" || (reason === "unknown_task" && !winding)) {
         log(`rejected a result from ${w.id}: ${peerText(detail)}`);
       }
     },
@@ -137,6 +139,7 @@ export async function startCoordinator(
   const observer = monitor.observer(opts.observer);
   const done = (async () => {
     const summary = await trainer.run(scheduler, observer);
+    winding = true;
     scheduler.broadcast(
       encodeMessage({ type: "bye", reason: summary.stopped ? "run stopped" : "run finished" }),
     );
@@ -155,7 +158,10 @@ export async function startCoordinator(
     token: network.token,
     joinCommand,
     done,
-    stop: () => trainer.stop(scheduler),
+    stop: () => {
+      winding = true;
+      trainer.stop(scheduler);
+    },
     close: async () => {
       if (closed) return;
       closed = true;

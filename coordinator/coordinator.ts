@@ -15,6 +15,7 @@ import { type RunSummary, Trainer, type TrainerObserver } from "./trainer.ts";
 import { RunMetrics } from "./metrics.ts";
 import { mountMonitorRoutes } from "./monitor_routes.ts";
 import { RunMonitor } from "./run_monitor.ts";
+import { peerText } from "../shared/wire/peer_text.ts";
 
 /** A coordinator that is listening and training. */
 export interface Coordinator {
@@ -63,6 +64,8 @@ export async function startCoordinator(
   const { network } = trainer.config;
   for (const note of trainer.notes) log(`note: ${note}`);
   const monitor = new RunMonitor(trainer);
+  /** Stopped or over: answers to abandoned tasks are expected then, not worth a log line. */
+  let winding = false;
   const metrics = new RunMetrics(monitor);
   const events: SchedulerEvents = {
     accepted: (w, r) => {
@@ -72,8 +75,8 @@ export async function startCoordinator(
     discarded: (w, reason, detail) => {
       monitor.events.discarded?.(w, reason, detail);
       opts.events?.discarded?.(w, reason, detail);
-      if (reason === "invalid" || reason === "unknown_task") {
-        log(`rejected a result from ${w.id}: ${detail}`);
+      if (reason === "invalid" || (reason === "unknown_task" && !winding)) {
+        log(`rejected a result from ${w.id}: ${peerText(detail)}`);
       }
     },
     redispatched: (reason, step, index) => {
@@ -128,6 +131,7 @@ export async function startCoordinator(
   const observer = monitor.observer(opts.observer);
   const done = (async () => {
     const summary = await trainer.run(scheduler, observer);
+    winding = true;
     scheduler.broadcast(
       encodeMessage({ type: "bye", reason: summary.stopped ? "run stopped" : "run finished" }),
     );
@@ -146,7 +150,10 @@ export async function startCoordinator(
     token: network.token,
     joinCommand,
     done,
-    stop: () => trainer.stop(scheduler),
+    stop: () => {
+      winding = true;
+      trainer.stop(scheduler);
+    },
     close: async () => {
       if (closed) return;
       closed = true;

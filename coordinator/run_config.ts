@@ -23,6 +23,7 @@ import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
 import { parseByteSize } from "../shared/io/checkpoint.ts";
 import { isPlainObject } from "../shared/io/plain_object.ts";
 import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
+import { ModelNotFound, resolveModel } from "../shared/io/hf_cache.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
@@ -52,7 +53,8 @@ export const TRAINING_FLAGS = {
   },
   model: {
     type: "string",
-    help: "checkpoint folder (HF format); default: the built-in small BERT",
+    help:
+      "checkpoint folder (HF format) or Hub name in the local HF cache; default: the built-in small BERT",
   },
   task: {
     type: "string",
@@ -411,7 +413,20 @@ export async function parseRunFlags<const E extends Record<string, FlagSpec>>(
   const spec = { ...TRAINING_FLAGS, ...extra };
   const fromFile = await configArgs(args);
   const flags = parseFlags([...fromFile, ...args], spec, usage) as Flags<typeof TRAINING_FLAGS & E>;
-  return { config: resolve(flags as unknown as TrainingFlags), flags };
+  const config = resolve(flags as unknown as TrainingFlags);
+  return { config: await withModelFolder(config), flags };
+}
+
+/** `--model NAME` resolved to its folder (shared/io/hf_cache.ts); not found is a usage error. */
+async function withModelFolder(config: RunConfig): Promise<RunConfig> {
+  const ref = config.io.modelDir;
+  if (ref === null) return config;
+  try {
+    return { ...config, io: { ...config.io, modelDir: await resolveModel(ref) } };
+  } catch (e) {
+    if (e instanceof ModelNotFound) throw new FlagError(`--model: ${e.message}`);
+    throw e;
+  }
 }
 
 /** A flag's value as a checkpoint stores it (null: not given). */

@@ -31,6 +31,10 @@ import {
 import { type BufferPool, Reassembler, Sender } from "../shared/wire/transfer.ts";
 import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { ErrorReply, Scheduler, WorkerLink } from "./scheduler.ts";
+import { peerText } from "../shared/wire/peer_text.ts";
+
+/** A worker id a hello may ask to keep: letters, digits, `-`, `_`, `.`; at most 64. */
+const PLAIN_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** What the WebSocket endpoint needs from the rest of the coordinator. */
 export interface MeshContext {
@@ -241,10 +245,10 @@ class Peer {
       case "heartbeat":
         return;
       case "bye":
-        this.closing = `the worker said bye: ${m.reason}`;
+        this.closing = `the worker said bye: ${peerText(m.reason)}`;
         return this.ws.close(1000, "bye");
       case "error":
-        return this.ctx.log(`worker ${id} reports ${m.code}: ${m.message}`);
+        return this.ctx.log(`worker ${id} reports ${m.code}: ${peerText(m.message)}`);
       default:
         throw new ProtocolError("malformed", `a worker does not send ${m.type} messages`);
     }
@@ -326,7 +330,8 @@ function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
       `deterministic run: every worker must use backend ${required}, this one uses ${m.backend}`,
     );
   }
-  const id = m.workerId && !ctx.scheduler.workers.has(m.workerId)
+  // A worker may keep its id across reconnects, if it is a plain one (ids reach every log line).
+  const id = m.workerId && PLAIN_ID.test(m.workerId) && !ctx.scheduler.workers.has(m.workerId)
     ? m.workerId
     : crypto.randomUUID().slice(0, 8);
   const welcome = ctx.welcome(id);
@@ -340,6 +345,10 @@ function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
   };
   ctx.scheduler.addWorker(link);
   ctx.joined?.(link, m);
-  ctx.log(`worker ${id} joined: ${m.backend} on ${m.device} (${m.host}, pid ${m.pid})`);
+  ctx.log(
+    `worker ${id} joined: ${peerText(m.backend)} on ${peerText(m.device)} (${
+      peerText(m.host)
+    }, pid ${m.pid})`,
+  );
   return id;
 }

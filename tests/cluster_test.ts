@@ -1,7 +1,7 @@
 /** `deno task cluster` end to end, as a user runs it (README), on the tiny fixtures. */
 import assert from "node:assert/strict";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { ROOT } from "./support/processes.ts";
+import { finish, LineReader, ROOT } from "./support/processes.ts";
 
 /** `deno task cluster ARGS` on the tiny fixtures (2 wasm workers), run to its end. */
 async function cluster(extra: string[] = []) {
@@ -64,4 +64,36 @@ Deno.test("cluster refuses unknown flags and bad values with a message naming th
     assert.equal(out.code, 2);
     assert.match(new TextDecoder().decode(out.stderr), re);
   }
+});
+
+Deno.test("Ctrl-C on cluster (SIGINT to its process group) stops without alarming lines", async () => {
+  const model = await tinyModelDir();
+  const task = await tinyTaskDir();
+  const args = tinyRunArgs(model, task, ["--steps", "500", "--workers", "1", "--backend", "wasm"]);
+  // `setsid`: the cluster leads its own process group, as a shell's foreground job does, so one
+  // signal reaches it and its worker together, as Ctrl-C does in a terminal.
+  const p = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "run", "-A", "coordinator/cluster.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
+  await out.waitFor(/^worker \S+ joined: /);
+  // Mid-run: a few steps done, tasks in flight.
+  await new Promise((r) => setTimeout(r, 1500));
+  Deno.kill(-p.pid, "SIGINT");
+  const status = await finish(p, [out, err]);
+  const all = [...out.lines, ...err.lines].join("\n");
+  assert.equal(status.code, 0, all);
+  const last = JSON.parse(out.lines.filter((l) => l.startsWith("{")).at(-1)!);
+  assert.equal(last.stopped, true, all);
+  assert.ok(out.lines.includes("signal received: checkpointing and stopping"), all);
+  assert.ok(out.lines.some((l) => /^\[worker \d+\] exiting: /.test(l)), all);
+  assert.doesNotMatch(
+    all,
+    /unknown_task|never assigned|failed to send|reset by peer|connection failed|refused|error/i,
+  );
 });

@@ -29,6 +29,8 @@ interface Seen {
   workerRows: number;
   progress: string;
   canvases: number;
+  /** The loss chart's x-axis ticks. */
+  lossTicks: number[];
 }
 
 const haveChromium = await pathExists(CHROMIUM);
@@ -77,7 +79,9 @@ Deno.test({
         page.evaluate(() => {
           const el = (id: string) => document.getElementById(id)!;
           const points = (id: string) => Number(el(id).dataset.points ?? 0);
-          const g = globalThis as unknown as { adaptmesh?: { polls: number } };
+          const g = globalThis as unknown as {
+            adaptmesh?: { polls: number; xTicks?: Record<string, number[]> };
+          };
           return {
             polls: g.adaptmesh?.polls ?? 0,
             step: Number(el("step").textContent),
@@ -88,6 +92,7 @@ Deno.test({
             workerRows: document.querySelectorAll("#workers-body tr[data-worker-id]").length,
             progress: el("progress-bar").style.width,
             canvases: document.querySelectorAll("#charts canvas").length,
+            lossTicks: g.adaptmesh?.xTicks?.["chart-loss"] ?? [],
           };
         });
       const until = async (what: string, ok: (s: Seen) => boolean, ms = 30_000) => {
@@ -132,6 +137,9 @@ Deno.test({
         log: () => {},
       });
       const s1 = await until("the first plotted steps", (s) => s.lossPoints > 0);
+      // With a handful of steps, the step axis still ticks at whole steps only (no 1.5, 2.5).
+      const early = await until("ticks on the loss chart", (s) => s.lossTicks.length > 0);
+      assert.ok(early.lossTicks.every(Number.isInteger), `ticks ${early.lossTicks}`);
       let running: Seen | null = s1.state === "training" ? s1 : null;
       if (running) {
         assert.ok(running.workerRows >= 1, "the worker table lists the worker");
@@ -147,6 +155,7 @@ Deno.test({
       worker = null;
       assert.equal(s3.step, STEPS);
       assert.equal(s3.lossPoints, STEPS);
+      assert.ok(s3.lossTicks.length > 1 && s3.lossTicks.every(Number.isInteger), `${s3.lossTicks}`);
       assert.equal(parseFloat(s3.progress), 100);
       assert.ok(s3.evalPoints >= 4, `evaluation chart has ${s3.evalPoints} points`);
       assert.ok(running, "the page was seen while the worker trained");

@@ -29,6 +29,8 @@ import { BufferPool, prepareMessage, Reassembler, Sender } from "../shared/wire/
 import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { BackendInfo } from "../shared/compute/backend.ts";
 import { WorkerCompute } from "./compute.ts";
+import { peerText } from "../shared/wire/peer_text.ts";
+import { connectFailure } from "./connect_failure.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -40,6 +42,11 @@ export interface WorkerOptions {
   /** Give up after this long without a successful connection (ms). */
   readonly connectTimeoutMs: number;
   readonly log: (line: string) => void;
+  /**
+   * Aborted on Ctrl-C (SIGINT) or SIGTERM: the worker sends no more results,
+   * says `bye` ("interrupted") and exits 0 quietly.
+   */
+  readonly interrupt?: AbortSignal;
 }
 
 /** Why the worker stopped. */
@@ -76,13 +83,23 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
         backoff = 250;
       });
       if (outcome.kind === "exit") return outcome.exit;
+      const why = outcome.unreachable;
       if (Date.now() - lastConnected > opts.connectTimeoutMs) {
         return {
           code: 1,
-          reason: `no coordinator at ${opts.url} for ${opts.connectTimeoutMs / 1000} s`,
+          reason: `no coordinator at ${opts.url} for ${opts.connectTimeoutMs / 1000} s${
+            why ? `: ${why}` : ""
+          }`,
         };
       }
-      await new Promise((r) => setTimeout(r, backoff));
+      if (opts.interrupt?.aborted) return { code: 0, reason: "interrupted" };
+      if (why) opts.log(`cannot reach ${opts.url}: ${why}; retrying in ${backoff / 1000} s`);
+      await new Promise<void>((r) => {
+        const done = () => (clearTimeout(timer), r());
+        const timer = setTimeout(done, backoff);
+        opts.interrupt?.addEventListener("abort", done, { once: true });
+      });
+      if (opts.interrupt?.aborted) return { code: 0, reason: "interrupted" };
       backoff = Math.min(backoff * 2, 5000);
     }
   } finally {
@@ -91,7 +108,11 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
 }
 
 /** How one connection ended: stop the worker with `exit`, or reconnect. */
-type Outcome = { kind: "exit"; exit: WorkerExit } | { kind: "retry" };
+type Outcome = { kind: "exit"; exit: WorkerExit } | {
+  kind: "retry";
+  /** Why the socket never opened (worker/connect_failure.ts), when it did not. */
+  unreachable?: string;
+};
 
 /** One connection, from open to close (a malformed `--url` exits 2 at once). */
 function session(
@@ -156,13 +177,30 @@ class Connection {
     ws.onerror = (e) => {
       this.#socketError = e instanceof ErrorEvent ? e.message : "error";
     };
+    const interrupted = () => this.#interrupted();
+    opts.interrupt?.addEventListener("abort", interrupted, { once: true });
     ws.onclose = (evt) => {
+      opts.interrupt?.removeEventListener("abort", interrupted);
       this.#closed(evt);
       this.#chain.finally(() => resolve(this.#outcome));
     };
   }
 
+  /** Ctrl-C: nothing more is sent but a `bye`; the worker then exits 0. */
+  #interrupted(): void {
+    this.#outcome = { kind: "exit", exit: { code: 0, reason: "interrupted" } };
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.#send({ type: "bye", reason: "interrupted" });
+      this.#close(1000, "interrupted");
+    } else {
+      try {
+        this.ws.close();
+      } catch { /* not open yet: onclose follows */ }
+    }
+  }
+
   #hello(): void {
+    if (this.opts.interrupt?.aborted) return;
     this.#opened = true;
     const { token, backend } = this.opts;
     this.#send({
@@ -221,7 +259,11 @@ class Connection {
     const config = this.state.compute.welcome(m);
     this.#receiver.runId = m.runId;
     this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
-    if (!this.#welcomed) this.opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
+    if (!this.#welcomed) {
+      this.opts.log(
+        `joined run ${peerText(m.runId.slice(0, 8))} as worker ${peerText(m.workerId)}`,
+      );
+    }
     this.#welcomed = true;
     this.onWelcome(m.workerId);
     this.#send({ type: "request", capacity: 1 });
@@ -245,6 +287,7 @@ class Connection {
   ): Promise<void> {
     try {
       const result = await work();
+      if (this.opts.interrupt?.aborted) return; // Ctrl-C while computing: no answer, no request
       result.timings.encodeMs = this.#lastEncodeMs;
       const t0 = performance.now();
       const out = prepareMessage(result, { runId });
@@ -258,17 +301,20 @@ class Connection {
 
   /** A handshake refusal no retry can cure ends the worker; others are only logged. */
   #onError(m: ErrorMessage): void {
-    this.opts.log(`coordinator refused: ${m.code}: ${m.message}`);
+    // After Ctrl-C, refusals of answers already on their way (the run stopped too) are expected.
+    if (this.opts.interrupt?.aborted) return;
+    this.opts.log(`coordinator refused: ${m.code}: ${peerText(m.message)}`);
     if (FATAL.has(m.code) && !this.#welcomed) {
-      this.#outcome = { kind: "exit", exit: { code: 2, reason: m.message } };
+      this.#outcome = { kind: "exit", exit: { code: 2, reason: peerText(m.message) } };
       this.#close(1000, `refused: ${m.code}`);
     }
   }
 
   /** The run is over: exit 0, or wait for the next run with `--stay`. */
   #onBye(m: ByeMessage): void {
-    this.opts.log(`run over: ${m.reason}`);
-    if (!this.opts.stay) this.#outcome = { kind: "exit", exit: { code: 0, reason: m.reason } };
+    const reason = peerText(m.reason);
+    this.opts.log(`run over: ${reason}`);
+    if (!this.opts.stay) this.#outcome = { kind: "exit", exit: { code: 0, reason } };
     this.#close(1000, "bye");
   }
 
@@ -277,7 +323,15 @@ class Connection {
     clearInterval(this.#heartbeat);
     const unsent = this.#sender.close();
     const dropped = this.#receiver.clear();
-    if (!this.#opened) return;
+    if (!this.#opened) {
+      if (this.#outcome.kind === "retry") {
+        this.#outcome = {
+          kind: "retry",
+          unreachable: connectFailure(this.opts.url, this.#socketError),
+        };
+      }
+      return;
+    }
     this.opts.log(closeLine({
       closedBy: this.#closing === null
         ? "the coordinator or the network"
@@ -290,6 +344,8 @@ class Connection {
   }
 
   #send(m: Message): void {
+    // After Ctrl-C only the bye goes out.
+    if (this.opts.interrupt?.aborted && m.type !== "bye") return;
     try {
       if (this.ws.readyState === WebSocket.OPEN) this.#sender.send(encodeMessage(m));
     } catch {

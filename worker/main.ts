@@ -41,6 +41,10 @@ try {
   console.error(`error: backend ${requested ?? "(auto)"}: ${(e as Error).message}`);
   Deno.exit(1);
 }
+// Ctrl-C (also delivered to every worker `deno task cluster` started): leave quietly.
+const interrupt = new AbortController();
+const onSignal = () => interrupt.abort();
+for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, onSignal);
 const exit = await runWorker({
   url: flags.url,
   token: flags.token,
@@ -48,6 +52,7 @@ const exit = await runWorker({
   stay: flags.stay,
   connectTimeoutMs: flags["connect-timeout"] * 1000,
   log,
+  interrupt: interrupt.signal,
 });
 log(`exiting: ${exit.reason}`);
 disposeBackend();

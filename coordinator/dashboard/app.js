@@ -83,6 +83,12 @@
    * Draws `data` ([xs, ...ys]) into the chart with id `id`; the chart is
    * (re)built when its series labels change.
    */
+  // The x axes count steps: ticks at whole steps only (uPlot's default increments include 0.5).
+  const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4];
+  for (let i = 5; i <= 9; i++) STEP_INCRS.push(10 ** i, 2 * 10 ** i, 5 * 10 ** i);
+  // For tests: the x-axis ticks each chart drew last, by chart id.
+  state.xTicks = {};
+
   function draw(id, labels, data, opts = {}) {
     const el = $(id);
     if (!el) return;
@@ -99,7 +105,15 @@
           legend: { show: true, live: true },
           cursor: { drag: { x: true, y: false } },
           axes: [
-            { label: opts.xLabel ?? "step", size: 40 },
+            {
+              label: opts.xLabel ?? "step",
+              size: 40,
+              incrs: STEP_INCRS,
+              values: (_u, splits) => {
+                state.xTicks[id] = splits.slice();
+                return splits.map((v) => String(v));
+              },
+            },
             {
               size: 64,
               values: (_u, splits, _i, _space, incr) => splits.map((v) => tick(v, incr)),

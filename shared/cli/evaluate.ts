@@ -12,6 +12,7 @@ import { EncodedSet } from "../data/batching.ts";
 import { evaluateSet } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 import { maxSequenceLength } from "../model/config.ts";
+import { resolveModel } from "../io/hf_cache.ts";
 
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
@@ -37,14 +38,15 @@ if (import.meta.main) {
   }
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
-    const probe = JSON.parse(await Deno.readTextFile(`${flags.model}/config.json`));
+    const modelDir = await resolveModel(flags.model);
+    const probe = JSON.parse(await Deno.readTextFile(`${modelDir}/config.json`));
     const task = await loadTask({
       task: flags.task,
       data: flags.data,
       eval: flags.eval,
       label2id: probe.label2id,
     });
-    const { ck, tokenizer } = await loadScored(flags.model, { numLabels: task.numLabels });
+    const { ck, tokenizer } = await loadScored(modelDir, { numLabels: task.numLabels });
     const scoring = await startScoring(ck, request);
     const model = scoring.model;
     const maxLen = Math.min(flags["max-len"], maxSequenceLength(ck.config));

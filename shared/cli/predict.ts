@@ -13,6 +13,7 @@ import { EncodedSet } from "../data/batching.ts";
 import { logitsOf, predictionsFromLogits } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 import { maxSequenceLength } from "../model/config.ts";
+import { resolveModel } from "../io/hf_cache.ts";
 
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
@@ -30,7 +31,7 @@ if (import.meta.main) {
   const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
-    const { ck, tokenizer } = await loadScored(flags.model);
+    const { ck, tokenizer } = await loadScored(await resolveModel(flags.model));
     const records = await readJsonl(flags.input);
     const examples = records.map((r) => ({ text: r.text, textPair: r.textPair, label: 0 }));
     const set = new EncodedSet(

@@ -13,7 +13,11 @@ import { loadTokenizer, type TextTokenizer } from "../text/tokenizer.ts";
 
 /** `--model DIR`: the Hugging Face checkpoint folder a scoring command reads. */
 export const MODEL_FLAG = {
-  model: { type: "string", required: true, help: "Hugging Face checkpoint folder" },
+  model: {
+    type: "string",
+    required: true,
+    help: "Hugging Face checkpoint folder, or a Hub name in the local HF cache",
+  },
 } as const;
 
 /** The checkpoint at `dir` (its notes printed to stderr) and the tokenizer beside it. */

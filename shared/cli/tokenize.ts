@@ -10,6 +10,7 @@
 import { parseFlagsOrExit } from "./flags.ts";
 import { parseJsonl } from "../data/jsonl.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
+import { resolveModel } from "../io/hf_cache.ts";
 
 const USAGE = `Usage: deno task tokenize --model DIR --input FILE.jsonl [--max-len N]
 
@@ -19,7 +20,8 @@ Tokenizes each line {"text": ..., "text_pair"?: ...} of the input and prints
 const SPEC = {
   model: {
     type: "string",
-    help: "model folder with tokenizer.json or vocab.txt (default: built-in bert-base-uncased)",
+    help:
+      "model folder with tokenizer.json or vocab.txt, or a Hub name in the local HF cache (default: built-in bert-base-uncased)",
   },
   input: { type: "string", help: "JSONL input file ('-' for stdin)", required: true },
   "max-len": { type: "int", help: "maximum sequence length, specials included", default: 512 },
@@ -48,7 +50,8 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const tokenizer = await loadTokenizer(flags.model);
+    const modelDir = flags.model === undefined ? undefined : await resolveModel(flags.model);
+    const tokenizer = await loadTokenizer(modelDir);
     const source = flags.input === "-" ? "<stdin>" : flags.input;
     const records = parseJsonl(await readInput(flags.input), source);
     const enc = new TextEncoder();

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { peerText } from "./peer_text.ts";
 import type { Dropped } from "./transfer.ts";
 
 const CLOSE_CODES: Record<number, string> = {
@@ -30,8 +31,8 @@ const CLOSE_CODES: Record<number, string> = {
  */
 export function describeClose(code: number, reason: string, error?: string | null): string {
   const parts = [`code ${code} (${CLOSE_CODES[code] ?? "application-defined"})`];
-  parts.push(reason ? `reason "${reason}"` : "no reason given");
-  if (error) parts.push(`socket error: ${error}`);
+  parts.push(reason ? `reason "${peerText(reason)}"` : "no reason given");
+  if (error) parts.push(`socket error: ${peerText(error)}`);
   return parts.join(", ");
 }
 

@@ -16,6 +16,7 @@ import { type Objective, type ParamLayout, paramLayout } from "../shared/model/p
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
 import { microBatchGradient } from "../shared/tfjs/gradient.ts";
 import { type GradientResult } from "../shared/compute/task.ts";
+import { checkLabels } from "../shared/model/targets.ts";
 import { activeBackend } from "../shared/compute/backend.ts";
 import type { Blas } from "../shared/engine/devices/cpu/blas.ts";
 import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
@@ -156,14 +157,10 @@ export class WorkerCompute {
   async task(m: TaskMessage): Promise<ResultMessage> {
     const run = this.#current(m);
     validateBatchRanges(m.batch, run.config);
-    const perToken = run.objective === "mlm";
-    if (m.batch.labels.length !== (perToken ? m.batch.size * m.batch.seqLen : m.batch.size)) {
-      throw new ProtocolError(
-        "bad_shape",
-        perToken
-          ? "an MLM task needs one label per token"
-          : "a classification task needs one label per example",
-      );
+    try {
+      checkLabels(m.batch.labels, m.batch, run.objective);
+    } catch (e) {
+      throw new ProtocolError("bad_shape", (e as Error).message);
     }
     const task = {
       step: m.step,

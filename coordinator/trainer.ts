@@ -6,17 +6,14 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { adversaryAt } from "../shared/method/adversary_config.ts";
-import { initBackend } from "../shared/compute/backend.ts";
 import { loadTask } from "../shared/data/task.ts";
 import type { TaskData } from "../shared/data/example.ts";
 import { freshDefaultModel, loadModel } from "../shared/model/default_model.ts";
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILES } from "../shared/io/checkpoint.ts";
 import { classificationData, pretrainingData, type TrainingData } from "./training_data.ts";
-import { type BatchEvalModel, type EvalResult, withHostLogits } from "../shared/eval/held_out.ts";
+import { type BatchEvalModel, type EvalResult, evaluateOnHost } from "../shared/eval/held_out.ts";
 import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model/config.ts";
-import { type DeviceModel, weightTensors } from "../shared/tfjs/model.ts";
 import { lossItems } from "../shared/model/targets.ts";
 import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import { encodeMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
@@ -611,29 +608,21 @@ export class Trainer {
 
   /** {@link evaluate} on the coordinator's own backend. */
   async #evaluateHere(observer: TrainerObserver): Promise<EvalResult | null> {
-    await initBackend("wasm");
-    const weights = weightTensors(this.layout, this.weights);
-    const tensors: DeviceModel = { config: this.modelConfig, layout: this.layout, weights };
-    // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
-    const model = withHostLogits(tensors, this.weights, {
+    const t0 = performance.now();
+    const model = { config: this.modelConfig, layout: this.layout, weights: this.weights };
+    const result = await evaluateOnHost(this.data, model, {
+      limit: this.config.data.evalLimit,
       deterministic: this.config.training.deterministic,
     });
-    const t0 = performance.now();
-    try {
-      const result = await this.data.evaluate(model, this.config.data.evalLimit);
-      if (!result) return null;
-      observer.log?.(
-        `evaluated ${result.examples} examples on the coordinator in ${
-          ((performance.now() - t0) / 1000).toFixed(1)
-        } s`,
-      );
-      this.lastEval = result;
-      observer.evaluated?.(this.step, "eval", result);
-      return result;
-    } finally {
-      model.close();
-      tf.dispose(Object.values(weights));
-    }
+    if (!result) return null;
+    observer.log?.(
+      `evaluated ${result.examples} examples on the coordinator in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s`,
+    );
+    this.lastEval = result;
+    observer.evaluated?.(this.step, "eval", result);
+    return result;
   }
 
   /** The run state as of the last completed step. */

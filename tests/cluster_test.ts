@@ -15,7 +15,7 @@ async function cluster(extra: string[] = []) {
       "--workers",
       "2",
       "--backend",
-      "wasm",
+      "tfjs-wasm",
     ],
     cwd: ROOT,
     stdin: "null",

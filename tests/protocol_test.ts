@@ -107,7 +107,7 @@ function allMessages(): Message[] {
       type: "hello",
       protocol: PROTOCOL_VERSION,
       token: "s3cret",
-      backend: "wasm",
+      backend: "tfjs-wasm",
       device: "cpu x2",
       pid: 1234,
       host: "laptop",

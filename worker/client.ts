@@ -32,14 +32,15 @@ import {
   Reassembler,
   Sender,
 } from "../shared/wire/transfer.ts";
-import type { BackendInfo } from "../shared/compute/backend.ts";
+import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { WorkerCompute } from "./compute.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
   readonly url: string;
   readonly token: string;
-  readonly backend: BackendInfo;
+  /** What computes (shared/compute/create.ts); its name and device go in the hello. */
+  readonly backend: ComputeBackend;
   /** Keep waiting for the next run after one ends. */
   readonly stay: boolean;
   /** Give up after this long without a successful connection (ms). */
@@ -68,7 +69,7 @@ interface WorkerState {
 
 /** Serves runs until the coordinator ends them (or refuses us). */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
-  const compute = new WorkerCompute();
+  const compute = new WorkerCompute(opts.backend);
   const state: WorkerState = { compute, pool: new BufferPool(2), installed: null };
   let workerId: string | undefined;
   let backoff = 250;

@@ -26,7 +26,7 @@ import type { GradientResult, GradientTask } from "../compute/task.ts";
 import type { HostBatch } from "../model/batch.ts";
 import { checkLabels, maskedTokens, positionIds } from "../model/targets.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { ParamLayout } from "../model/param_layout.ts";
+import { layoutObjective, type ParamLayout } from "../model/param_layout.ts";
 import { mixSeed } from "../method/rng.ts";
 import {
   type BatchIndex,
@@ -182,7 +182,7 @@ export class EngineModel<T> {
     options: EngineOptions = {},
   ) {
     this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
-    this.#mlm = layout.byName.has("cls.predictions.bias");
+    this.#mlm = layoutObjective(layout) === "mlm";
     this.#firstOnly = !this.#mlm && !options.fullLastLayer;
     this.#arena = new Arena(this.#dev);
     const H = config.hiddenSize;

@@ -1,12 +1,13 @@
 /**
  * Worker compute benchmark: the time of one micro-batch gradient
- * (`microBatchGradient`, docs/method.md "One micro-batch gradient"; on native the
+ * (`ModelCompute.gradient`, shared/compute/model_compute.ts, docs/method.md
+ * "One micro-batch gradient": tfjs's `microBatchGradient`, or on cpu the
  * engine's `EngineModel.gradient`) per backend, adversary mode, micro-batch
- * size and sequence length; and, on cpu and wasm, what the project's two CPU
+ * size and sequence length; and, on tfjs-cpu and tfjs-wasm, what the project's two CPU
  * speed-ups (the JavaScript `UnsortedSegmentSum` kernel and explicit-transpose
  * matmul) are worth.
  *
- *   deno task bench [--backends wasm,native,webgpu] [--threads 1,2]
+ *   deno task bench [--backends tfjs-wasm,cpu,tfjs-webgpu] [--threads 1,2]
  *                   [--modes off,pgd1,pgd2,freelb2]
  *                   [--micro-batches 8,32] [--seq-lens 64,128] [--quick] [--out FILE]
  *
@@ -52,13 +53,13 @@
  *
  * ## Backends
  *
- * `native` runs once per `--threads` count (default 1,2): BLAS threads. Its
+ * `cpu` runs once per `--threads` count (default 1,2): BLAS threads. Its
  * rows also say how much of the call was spent inside BLAS (every sgemm call
  * timed) and that BLAS's own rate there, and how far its gradient is from
- * the wasm row's of the same configuration (max abs difference).
+ * the tfjs-wasm row's of the same configuration (max abs difference).
  *
- * `--backends` defaults to wasm, native when a BLAS loads, plus webgpu when any WebGPU adapter exists
- * (on a GPU-less machine that is Mesa's llvmpipe, a software rasteriser). cpu
+ * `--backends` defaults to tfjs-wasm, cpu when a BLAS loads, plus tfjs-webgpu when any adapter exists
+ * (on a GPU-less machine that is Mesa's llvmpipe, a software rasteriser). tfjs-cpu
  * is left out of the default grid: it runs ~5 samples/s and the grid would
  * take many minutes. It still takes part in the speed-up comparison
  * (`--speedup`, default cpu,wasm), with a smaller micro-batch (8 instead of 32):
@@ -153,10 +154,10 @@ no built-in one) and explicit-transpose matmul, and checks the gradient.`;
 const FLAGS = {
   backends: {
     type: "string",
-    help: "cpu,wasm,native,webgpu subset (default: wasm, native when a BLAS loads, " +
-      "webgpu when an adapter exists; cpu is slow and only joins when named)",
+    help: "tfjs-cpu,tfjs-wasm,cpu,tfjs-webgpu subset (default: tfjs-wasm, cpu when a BLAS " +
+      "loads, tfjs-webgpu when an adapter exists; tfjs-cpu is slow and only joins when named)",
   },
-  threads: { type: "string", default: "1,2", help: "native: BLAS thread counts, one grid each" },
+  threads: { type: "string", default: "1,2", help: "cpu: BLAS thread counts, one grid each" },
   modes: { type: "string", default: "off,pgd1,pgd2,freelb2", help: "off, pgdK, freelbK" },
   "micro-batches": { type: "string", default: "8,32", help: "micro-batch sizes" },
   "seq-lens": { type: "string", default: "64,128", help: "sequence lengths" },
@@ -165,8 +166,8 @@ const FLAGS = {
   quick: { type: "boolean", help: "fewer repetitions (see --min-reps, --min-seconds)" },
   speedup: {
     type: "string",
-    default: "cpu,wasm",
-    help: 'backends for the speed-up comparison, cpu,wasm subset or "none"',
+    default: "tfjs-cpu,tfjs-wasm",
+    help: 'backends for the speed-up comparison, tfjs-cpu,tfjs-wasm subset or "none"',
   },
   "builtin-segment-sum": {
     type: "string",

@@ -492,7 +492,7 @@ const flags = parseFlagsOrExit(
     workers: { type: "string", default: "1,2,4", help: "local worker counts (mesh part)" },
     parts: { type: "int", default: 4, help: "results combined per in-process step" },
     steps: { type: "int", default: 3, help: "steps per configuration (the first is not averaged)" },
-    backend: { type: "string", default: "native", help: "worker backend (mesh part)" },
+    backend: { type: "string", default: "cpu", help: "worker backend (mesh part)" },
     "no-mesh": { type: "boolean", default: false, help: "only the in-process part" },
     recycle: {
       type: "string",

@@ -105,7 +105,7 @@ if (import.meta.main) {
   const shares: Record<string, Record<string, number>> = {};
   for (const mode of modes) {
     const rows = worker.rows.filter((r) => modeKey(r.mode) === mode);
-    const wasm = rows.find((r) => r.backend === "wasm");
+    const wasm = rows.find((r) => r.backend === "tfjs-wasm" || r.backend === "wasm");
     ratios[mode] = {};
     shares[mode] = {};
     const push = (
@@ -130,7 +130,7 @@ if (import.meta.main) {
       return share;
     };
     if (wasm) push("wasm (1 worker, 1 thread)", wasm.samplesPerSec, wasm.gflops, 1);
-    for (const r of rows.filter((x) => x.backend === "native")) {
+    for (const r of rows.filter((x) => x.backend === "cpu" || x.backend === "native")) {
       const t = r.threads ?? 1;
       shares[mode][String(t)] = push(
         `native, ${t} thread${t > 1 ? "s" : ""}`,
@@ -255,7 +255,7 @@ if (import.meta.main) {
     ));
   }
   const prof = worker.rows.find((r) =>
-    r.backend === "native" && modeKey(r.mode) === "pgd1" && r.threads === 1
+    (r.backend === "cpu" || r.backend === "native") && modeKey(r.mode) === "pgd1" && r.threads === 1
   )
     ?.kernels;
   if (prof) {

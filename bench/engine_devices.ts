@@ -20,7 +20,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { initBackend, nativeBlas } from "../shared/compute/backend.ts";
+import { cpuBlas } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { EngineModel } from "../shared/engine/engine.ts";
 import { countsSince, type DeviceCounts } from "../shared/engine/device.ts";
 import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
@@ -202,7 +203,7 @@ async function main(): Promise<void> {
     );
 
   // The cpu engine first: its gradients are the reference of the others.
-  const blas = nativeBlas();
+  const blas = cpuBlas();
   const cpuName = blas.blas ? blas.blas.describe() : `jsGemm (${blas.reason})`;
   if (blas.blas) blas.blas.setThreads(navigator.hardwareConcurrency);
   const engineRows = async (
@@ -281,7 +282,7 @@ async function main(): Promise<void> {
     }
   }
   if (backends.includes("tfjs-webgpu")) {
-    const info = await initBackend("webgpu");
+    const info = await initBackend("tfjs-webgpu");
     const model = { config, layout, weights: weightTensors(layout, flat) };
     for (const m of MODES) {
       const k = task(m.adversary);

@@ -223,9 +223,10 @@ if (import.meta.main) {
     const index = JSON.parse(
       await Deno.readTextFile(join(root, "f32", "model.safetensors.index.json")),
     );
-    const predictions = flags["no-predict"]
-      ? []
-      : [await predict(join(root, "f32"), "wasm"), await predict(join(root, "f32"), undefined)];
+    const predictions = flags["no-predict"] ? [] : [
+      await predict(join(root, "f32"), "tfjs-wasm"),
+      await predict(join(root, "f32"), undefined),
+    ];
     const report = {
       bench: "large_checkpoint",
       date: started.toISOString().slice(0, 10),

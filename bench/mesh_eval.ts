@@ -17,13 +17,13 @@ import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "../coordinator/local_workers.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { flagArgs } from "./flag_args.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {
   "eval-limit": { type: "int", default: 1000, help: "held-out examples scored" },
   "max-len": { type: "int", default: 128, help: "tokens per example" },
-  backend: { type: "string", default: "native", help: "the workers' backend" },
+  backend: { type: "string", default: "cpu", help: "the workers' backend" },
   workers: { type: "string", default: "1,2", help: "worker counts to time, comma-separated" },
   out: {
     type: "string",
@@ -49,7 +49,7 @@ const seconds = (lines: string[], re: RegExp) => {
   return Number(m[1]);
 };
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const loadBefore = Deno.loadavg();
 const { config } = await parseRunFlags(runArgs, {}, "");
 const rows: Record<string, unknown>[] = [];
@@ -66,7 +66,7 @@ for (const n of flags.workers.split(",").map(Number)) {
     computeMs.push(m.timings.computeMs);
     return take(id, m);
   };
-  const threads = flags.backend === "native" ? Math.max(1, Math.floor(cores / n)) : undefined;
+  const threads = flags.backend === "cpu" ? Math.max(1, Math.floor(cores / n)) : undefined;
   const procs = spawnLocalWorkers(n, c.wsUrl, c.token, {
     backend: flags.backend,
     threads,

@@ -28,7 +28,7 @@ const flags = parseFlagsOrExit(
     "adv-steps": { type: "int", default: 1, help: "K" },
     "adv-start": { type: "number", default: 0, help: "first adversarial step (or fraction)" },
     "weights-encoding": { type: "string", default: "f32", help: "f32 | f16" },
-    backend: { type: "string", default: "wasm", help: "worker backend" },
+    backend: { type: "string", default: "tfjs-wasm", help: "worker backend" },
     out: { type: "string", help: "JSON output path" },
   } as const,
   "deno run -A bench/mesh_step.ts [flags]",

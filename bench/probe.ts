@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import type { Example } from "../shared/data/example.ts";
@@ -62,7 +62,7 @@ function standardised(H: number, fit: readonly number[], ...xs: Float32Array[]):
 
 const LAMBDAS = [0.01, 0.1, 1, 10, 100, 1000];
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const task = loadImdb();
 const signs = (xs: readonly Example[], n: number) =>
   Float32Array.from(xs.slice(0, n), (e) => (e.label === 1 ? 1 : -1));

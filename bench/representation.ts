@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import { EncodedSet } from "../shared/data/batching.ts";
@@ -62,7 +62,7 @@ function relativeSpread(x: Float32Array, n: number, H: number): number {
   return total / H;
 }
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const task = loadImdb();
 const rows: Record<string, unknown>[] = [];
 for (const which of flags.models.split(",")) {

@@ -160,7 +160,7 @@ async function runOnce(r: Recipe, seed: number): Promise<RunResult> {
     },
   });
   const procs = spawnLocalWorkers(flags.workers, c.wsUrl, c.token, {
-    backend: "wasm",
+    backend: "tfjs-wasm",
     output: "null",
   });
   const summary = await c.done;

@@ -10,7 +10,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { loadModel } from "../shared/model/default_model.ts";
 import { loadImdb } from "../shared/data/imdb.ts";
 import { loadTokenizer } from "../shared/text/tokenizer.ts";
@@ -32,7 +32,7 @@ const flags = parseFlagsOrExit(
   "deno run -A bench/weights_f16.ts [flags]",
 );
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const task = loadImdb();
 const ck = await loadModel(flags.model ?? null, { numLabels: 2, seed: 1 });
 const layout = paramLayout(ck.config);

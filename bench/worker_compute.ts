@@ -1,12 +1,13 @@
 /**
  * Worker compute benchmark: the time of one micro-batch gradient
- * (`microBatchGradient`, docs/method.md "One micro-batch gradient"; on native the
+ * (`ModelCompute.gradient`, shared/compute/model_compute.ts, docs/method.md
+ * "One micro-batch gradient": tfjs's `microBatchGradient`, or on cpu the
  * engine's `EngineModel.gradient`) per backend, adversary mode, micro-batch
- * size and sequence length; and, on cpu and wasm, what the project's two CPU
+ * size and sequence length; and, on tfjs-cpu and tfjs-wasm, what the project's two CPU
  * speed-ups (the JavaScript `UnsortedSegmentSum` kernel and explicit-transpose
  * matmul) are worth.
  *
- *   deno task bench [--backends wasm,native,webgpu] [--threads 1,2]
+ *   deno task bench [--backends tfjs-wasm,cpu,tfjs-webgpu] [--threads 1,2]
  *                   [--modes off,pgd1,pgd2,freelb2]
  *                   [--micro-batches 8,32] [--seq-lens 64,128] [--quick] [--out FILE]
  *
@@ -52,13 +53,13 @@
  *
  * ## Backends
  *
- * `native` runs once per `--threads` count (default 1,2): BLAS threads. Its
+ * `cpu` runs once per `--threads` count (default 1,2): BLAS threads. Its
  * rows also say how much of the call was spent inside BLAS (every sgemm call
  * timed) and that BLAS's own rate there, and how far its gradient is from
- * the wasm row's of the same configuration (max abs difference).
+ * the tfjs-wasm row's of the same configuration (max abs difference).
  *
- * `--backends` defaults to wasm, native when a BLAS loads, plus webgpu when any WebGPU adapter exists
- * (on a GPU-less machine that is Mesa's llvmpipe, a software rasteriser). cpu
+ * `--backends` defaults to tfjs-wasm, cpu when a BLAS loads, plus tfjs-webgpu when any adapter exists
+ * (on a GPU-less machine that is Mesa's llvmpipe, a software rasteriser). tfjs-cpu
  * is left out of the default grid: it runs ~5 samples/s and the grid would
  * take many minutes. It still takes part in the speed-up comparison
  * (`--speedup`, default cpu,wasm), with a smaller micro-batch (8 instead of 32):
@@ -81,12 +82,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { exitOnFlagError, FlagError, type FlagSpecs, parseFlags } from "../shared/cli/flags.ts";
-import {
-  type BackendName,
-  disposeBackend,
-  initBackend,
-  nativeBlas,
-} from "../shared/compute/backend.ts";
+import { type BackendName, cpuBlas } from "../shared/compute/backend.ts";
+import { cpuBackend, disposeBackend, initBackend } from "../shared/compute/create.ts";
+import type { ModelCompute } from "../shared/compute/model_compute.ts";
 import { EngineModel } from "../shared/engine/engine.ts";
 import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { kernelProfile } from "../shared/engine/device.ts";
@@ -94,7 +92,7 @@ import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
 import type { GradientResult, GradientTask } from "../shared/compute/task.ts";
 import { type AdversaryMode, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import type { LabelledBatch } from "../shared/model/batch.ts";
-import { deltaGradient, microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { deltaGradient } from "../shared/tfjs/gradient.ts";
 import {
   batchTensors,
   type DeviceModel,
@@ -111,7 +109,7 @@ import { mixSeed, Rng } from "../shared/method/rng.ts";
 import { table } from "./markdown.ts";
 
 // tfjs-backend-cpu registers its own UnsortedSegmentSum on import; keep it before
-// initBackend("cpu") replaces it, so the comparison can put it back.
+// initBackend("tfjs-cpu") replaces it, so the comparison can put it back.
 const builtinCpuSegmentSum = tf.getKernel(tf.UnsortedSegmentSum, "cpu");
 
 /** The default small BERT shape (bert-base-uncased vocabulary). */
@@ -120,7 +118,7 @@ const MODEL_JSON = defaultModelConfigJson(2);
 const SPEEDUP_SEQ = 64;
 /** Run seed of every benchmark task (dropout masks derive from it). */
 const TASK_SEED = 12345;
-const SPEEDUP_MB: Record<SpeedupBackend, number> = { cpu: 8, wasm: 32 };
+const SPEEDUP_MB: Record<SpeedupBackend, number> = { "tfjs-cpu": 8, "tfjs-wasm": 32 };
 
 interface ModeSpec {
   readonly label: string;
@@ -143,7 +141,7 @@ interface Options {
   out: string;
 }
 
-type SpeedupBackend = "cpu" | "wasm";
+type SpeedupBackend = "tfjs-cpu" | "tfjs-wasm";
 
 const USAGE = `deno task bench [flags]   (= deno run -A bench/worker_compute.ts)
 
@@ -156,10 +154,10 @@ no built-in one) and explicit-transpose matmul, and checks the gradient.`;
 const FLAGS = {
   backends: {
     type: "string",
-    help: "cpu,wasm,native,webgpu subset (default: wasm, native when a BLAS loads, " +
-      "webgpu when an adapter exists; cpu is slow and only joins when named)",
+    help: "tfjs-cpu,tfjs-wasm,cpu,tfjs-webgpu subset (default: tfjs-wasm, cpu when a BLAS " +
+      "loads, tfjs-webgpu when an adapter exists; tfjs-cpu is slow and only joins when named)",
   },
-  threads: { type: "string", default: "1,2", help: "native: BLAS thread counts, one grid each" },
+  threads: { type: "string", default: "1,2", help: "cpu: BLAS thread counts, one grid each" },
   modes: { type: "string", default: "off,pgd1,pgd2,freelb2", help: "off, pgdK, freelbK" },
   "micro-batches": { type: "string", default: "8,32", help: "micro-batch sizes" },
   "seq-lens": { type: "string", default: "64,128", help: "sequence lengths" },
@@ -168,8 +166,8 @@ const FLAGS = {
   quick: { type: "boolean", help: "fewer repetitions (see --min-reps, --min-seconds)" },
   speedup: {
     type: "string",
-    default: "cpu,wasm",
-    help: 'backends for the speed-up comparison, cpu,wasm subset or "none"',
+    default: "tfjs-cpu,tfjs-wasm",
+    help: 'backends for the speed-up comparison, tfjs-cpu,tfjs-wasm subset or "none"',
   },
   "builtin-segment-sum": {
     type: "string",
@@ -227,11 +225,11 @@ async function anyAdapter(): Promise<GPUAdapter | null> {
   }
 }
 
-/** wasm, native when a BLAS loads, webgpu when an adapter exists. */
+/** tfjs-wasm, cpu when a BLAS loads, tfjs-webgpu when an adapter exists. */
 async function defaultBackends(): Promise<BackendName[]> {
-  const backends: BackendName[] = ["wasm"];
-  if (nativeBlas().blas) backends.push("native");
-  if (await anyAdapter()) backends.push("webgpu");
+  const backends: BackendName[] = ["tfjs-wasm"];
+  if (cpuBlas().blas) backends.push("cpu");
+  if (await anyAdapter()) backends.push("tfjs-webgpu");
   return backends;
 }
 
@@ -241,7 +239,7 @@ async function parseOptions(args: readonly string[]): Promise<Options> {
   const backends = [
     ...new Set(
       f.backends !== undefined
-        ? listOf(f.backends, "backends", ["cpu", "wasm", "native", "webgpu"] as const)
+        ? listOf(f.backends, "backends", ["tfjs-cpu", "tfjs-wasm", "cpu", "tfjs-webgpu"] as const)
         : await defaultBackends(),
     ),
   ];
@@ -261,7 +259,9 @@ async function parseOptions(args: readonly string[]): Promise<Options> {
     minReps: f["min-reps"] !== undefined ? posInt(f["min-reps"], "min-reps") : f.quick ? 2 : 3,
     minSeconds,
     quick: f.quick,
-    speedup: f.speedup === "none" ? [] : listOf(f.speedup, "speedup", ["cpu", "wasm"] as const),
+    speedup: f.speedup === "none"
+      ? []
+      : listOf(f.speedup, "speedup", ["tfjs-cpu", "tfjs-wasm"] as const),
     builtinSegmentSum: builtin,
     segmentSample: posInt(f["segment-sample"], "segment-sample"),
     out: f.out ?? `bench/results/worker_compute-${backends.join("+")}-${date}.json`,
@@ -352,15 +352,11 @@ function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/** What computes a micro-batch gradient: tfjs tensors, or the native engine. */
-type Computer = { kind: "tfjs"; model: DeviceModel } | {
-  kind: "native";
-  config: ModelConfig;
-  engine: EngineModel<Float32Array>;
-};
+/** What computes a micro-batch gradient: the compute contract (the engine, or tfjs). */
+type Computer = ModelCompute;
 
 function compute(c: Computer, task: GradientTask): Promise<GradientResult> {
-  return c.kind === "tfjs" ? microBatchGradient(c.model, task) : c.engine.gradient(task);
+  return c.gradient(task);
 }
 
 /** The benchmark's task for `batch` under mode `m` (step 0, the model's own dropout). */
@@ -403,7 +399,7 @@ async function measure(
   reps: { minReps: number; minSeconds: number; warmup: boolean },
   onCall: () => void = () => {},
 ): Promise<Timing> {
-  const config = computer.kind === "tfjs" ? computer.model.config : computer.config;
+  const config = computer.config;
   const task = benchTask(config, batch, m);
   const before = tf.memory().numTensors;
   let t = performance.now();
@@ -844,14 +840,10 @@ async function openGridBackend(run: GridRun, bench: Bench): Promise<GridBackend>
   const info = await initBackend(backend, threads ? { threads } : {});
   console.error(`[${backend}${threads ? ` ${threads} threads` : ""}] ${info.device}`);
   const timed = info.blas ? timedGemm(info.blas.gemm) : null;
-  let computer: Computer;
-  if (backend === "native") {
-    const engine = new EngineModel(cpuDevice(timed!.gemm), config, layout);
-    engine.setWeights(flat);
-    computer = { kind: "native", config, engine };
-  } else {
-    computer = { kind: "tfjs", model: makeModel(config, layout, flat) };
-  }
+  // cpu: the same engine, its gemm timed.
+  const computer = (timed ? cpuBackend(timed.gemm, { device: info.device }) : info)
+    .model(config, layout);
+  computer.setWeights(flat);
   return { run, device: info.device, computer, timed, gemm: info.blas?.gemm ?? null };
 }
 
@@ -926,7 +918,7 @@ async function timeGridRow(
     blasGflops: timed && blas.ms > 0 ? blas.flops / 1e9 / (blas.ms / 1000) : null,
     maxAbsDiffVsWasm: ref ? maxAbsDiff(t.grad, ref) : null,
     wasmGradMaxAbs: ref ? maxAbs(ref) : null,
-    kernels: backend === "native"
+    kernels: backend === "cpu"
       ? await profileNative(config, layout, gb.gemm!, flat, benchTask(config, batch, m))
       : null,
   };
@@ -968,7 +960,7 @@ async function runGrid(
 ): Promise<GPUDevice | undefined> {
   let webgpuDevice: GPUDevice | undefined;
   const runs = opts.backends.flatMap((backend): GridRun[] =>
-    backend === "native"
+    backend === "cpu"
       ? opts.threads.map((threads) => ({ backend, threads }))
       : [{ backend, threads: null }]
   );
@@ -976,7 +968,7 @@ async function runGrid(
   const wasmGrads = new Map<string, Float32Array>();
   for (const run of runs) {
     const gb = await openGridBackend(run, bench);
-    if (run.backend === "webgpu") {
+    if (run.backend === "tfjs-webgpu") {
       webgpuDevice = (tf.backend() as unknown as { device?: GPUDevice }).device;
     }
     try {
@@ -985,9 +977,9 @@ async function runGrid(
           const batch = gridBatch(bench.config, B, L);
           for (const m of opts.modes) {
             const key = `${m.label}/${B}/${L}`;
-            const ref = run.backend === "native" ? wasmGrads.get(key) : undefined;
+            const ref = run.backend === "cpu" ? wasmGrads.get(key) : undefined;
             const { row, grad } = await timeGridRow(gb, bench, opts, m, batch, ref);
-            if (run.backend === "wasm") wasmGrads.set(key, grad);
+            if (run.backend === "tfjs-wasm") wasmGrads.set(key, grad);
             file.report.rows.push(row);
             file.save();
             logGridRow(row);
@@ -995,7 +987,7 @@ async function runGrid(
         }
       }
     } finally {
-      if (gb.computer.kind === "tfjs") disposeModel(gb.computer.model);
+      gb.computer.dispose();
     }
   }
   return webgpuDevice;
@@ -1036,8 +1028,9 @@ async function runSpeedup(
   const batch = gridBatch(config, B, L);
   const off = parseMode("off");
   const flops = callFlops(config, fm, off, B, L).flops;
-  const model = makeModel(config, layout, flat);
-  const computer: Computer = { kind: "tfjs", model };
+  const model = makeModel(config, layout, flat); // for the segment-sum costs
+  const computer = (await initBackend(backend)).model(config, layout);
+  computer.setWeights(flat);
   const reps = { ...opts, warmup: true };
   let defaultMs = NaN;
   const push = (variant: string, fast: boolean, explicit: boolean, t: CallStats, c: GradCheck) => {
@@ -1090,7 +1083,7 @@ async function runSpeedup(
     push("no explicit transpose", true, false, callStats(t), full(t));
 
     // tfjs's own cpu UnsortedSegmentSum (wasm has none to go back to).
-    if (backend !== "cpu" || !builtinCpuSegmentSum) return;
+    if (backend !== "tfjs-cpu" || !builtinCpuSegmentSum) return;
     if (opts.builtinSegmentSum === "measure") {
       useBuiltinSegmentSum();
       try {
@@ -1115,6 +1108,7 @@ async function runSpeedup(
     }
   } finally {
     disposeModel(model);
+    computer.dispose();
   }
 }
 
@@ -1138,8 +1132,8 @@ async function main(): Promise<number> {
   const opts = await exitOnFlagError(() => parseOptions(Deno.args));
   const bench = benchModel();
   const gpu = await gpuInfo();
-  if (opts.backends.includes("webgpu") && !gpu) {
-    console.error("error: webgpu requested but no WebGPU adapter is available");
+  if (opts.backends.includes("tfjs-webgpu") && !gpu) {
+    console.error("error: tfjs-webgpu requested but no WebGPU adapter is available");
     return 2;
   }
   const file = new ReportFile(newReport(opts, bench, gpu), opts.out);

@@ -4,9 +4,9 @@
  * to IMDB with ScaLA, shows progress, prints the dashboard URL and the final
  * evaluation.
  *
- * Local workers: on the native backend one process with every core as BLAS
+ * Local workers: on the cpu backend one process with every core as BLAS
  * threads (a deterministic run: one single-threaded process per core); on
- * wasm, cpu or webgpu one process per core.
+ * the tfjs backends one process per core.
  *
  * @module
  */
@@ -16,16 +16,17 @@ import {
   BACKEND_FLAGS,
   type BackendName,
   backendRequest,
-  NATIVE_HINT,
+  CPU_HINT,
   pickBackend,
 } from "../shared/compute/backend.ts";
+import { backendUnavailable } from "../shared/compute/create.ts";
 import { parseOrExit, serveRun } from "./main.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "./local_workers.ts";
 
 const { config, flags } = await parseOrExit(Deno.args, {
   workers: {
     type: "int",
-    help: "local worker processes (default: native: one using every core; else one per core)",
+    help: "local worker processes (default: cpu: one using every core; else one per core)",
   },
   backend: {
     ...BACKEND_FLAGS.backend,
@@ -33,7 +34,7 @@ const { config, flags } = await parseOrExit(Deno.args, {
   },
   threads: {
     ...BACKEND_FLAGS.threads,
-    help: "native: BLAS threads per local worker (default: cores / workers)",
+    help: "cpu: BLAS threads per local worker (default: cores / workers)",
   },
   blas: BACKEND_FLAGS.blas,
 }, "deno task cluster [--workers N] [--backend B] [training flags]");
@@ -49,18 +50,20 @@ let note: string | null = null;
 try {
   if (requested !== undefined) backend = requested;
   else ({ name: backend, note } = await pickBackend(opts));
+  const unavailable = backendUnavailable(backend);
+  if (unavailable) throw new Error(unavailable);
 } catch (e) {
   console.error(`error: ${(e as Error).message}`);
   Deno.exit(1);
 }
 const cores = availableCores();
-const native = backend === "native";
+const cpu = backend === "cpu";
 Deno.exit(
   await serveRun(config, "more machines can join with", (url, token, log, resolved) => {
     // A resumed run's `deterministic` comes from its checkpoint, not from this command line.
     const { deterministic } = resolved.training;
-    const workers = flags.workers ?? (native && !deterministic ? 1 : cores);
-    const threads = native
+    const workers = flags.workers ?? (cpu && !deterministic ? 1 : cores);
+    const threads = cpu
       ? (flags.threads ??
         (deterministic ? 1 : Math.max(1, Math.floor(cores / Math.max(1, workers)))))
       : undefined;
@@ -71,7 +74,7 @@ Deno.exit(
       output: resolved.ui.quiet ? "null" : "inherit",
     });
     const each = threads ? `, ${threads} BLAS thread${threads === 1 ? "" : "s"} each` : "";
-    const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${NATIVE_HINT}` : ""})`;
+    const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${CPU_HINT}` : ""})`;
     log(`started ${children.length} local worker(s): ${backend}${each}${why}`);
     return Promise.resolve(() => stopLocalWorkers(children));
   }),

@@ -16,9 +16,9 @@ export function spawnLocalWorkers(
   token: string,
   opts: {
     backend?: string;
-    /** native: BLAS threads per worker. */
+    /** cpu: BLAS threads per worker. */
     threads?: number;
-    /** native: the BLAS library (`--blas`). */
+    /** cpu: the BLAS library (`--blas`). */
     blas?: string;
     output?: "inherit" | "null";
   } = {},

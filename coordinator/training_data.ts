@@ -5,21 +5,17 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { EncodedSet } from "../shared/data/batching.ts";
 import type { TaskData } from "../shared/data/example.ts";
 import { loadCorpus, loadTextCorpus } from "../shared/data/corpus.ts";
-import { type EvalModel, type EvalResult, evaluateSet } from "../shared/eval/held_out.ts";
-import type { LabelledBatch } from "../shared/model/batch.ts";
 import {
-  batchTensors,
-  type DeviceModel,
-  encode,
-  mlmLogits,
-  NO_DROPOUT,
-  targetTensors,
-  wordEmbeddings,
-} from "../shared/tfjs/model.ts";
+  type EvalModel,
+  type EvalResult,
+  evaluateSet,
+  type HeldOutScorer,
+  type LogitsModel,
+} from "../shared/eval/held_out.ts";
+import type { LabelledBatch } from "../shared/model/batch.ts";
 import type { TextTokenizer } from "../shared/text/tokenizer.ts";
 import { MlmSet, packSequences } from "./mlm_data.ts";
 
@@ -30,21 +26,21 @@ export interface BatchSource {
 }
 
 /** A run's data. */
-export interface TrainingData {
+export interface TrainingData extends HeldOutScorer {
   readonly train: BatchSource;
   /** For `/status`. */
   summary(): { name: string; train: number; eval: number; numLabels: number; metrics: string[] };
   /**
    * Whether the held-out split is scored from logits alone, so the run's
    * workers can compute them (classification and regression). MLM scoring
-   * ({@link evaluateMlm}) needs the model's tensors and stays on the
+   * ({@link evaluateMlm}) needs a compute's `maskedLm` and stays on the
    * coordinator.
    */
   readonly logitsOnly: boolean;
   /**
    * Scores the held-out split (first `limit` items; 0: all). With
    * `logitsOnly` any {@link EvalModel} does (a {@link BatchEvalModel} of the
-   * workers included); otherwise it must hold the tfjs tensors.
+   * workers included); otherwise it must have a `maskedLm`.
    */
   evaluate(model: EvalModel, limit: number): Promise<EvalResult | null>;
 }
@@ -76,50 +72,32 @@ export function classificationData(
 
 /**
  * Masked-LM accuracy and loss on held-out sequences (masking of step 0, so
- * it is the same every time), on the coordinator with tfjs.
+ * it is the same every time), on the coordinator, from the model's
+ * `maskedLm` (tfjs: shared/tfjs/compute.ts).
  *
- * It is not sent to the workers, unlike classification: the native engine —
- * the default CPU worker — computes the masked-LM loss only inside its
- * gradient pass and has no scoring pass that returns per-position
- * log-probabilities and argmaxes, so mesh scoring would need a new engine
- * kernel for what is a pre-training diagnostic (`--eval-limit` bounds its
- * cost).
+ * It is not sent to the workers, unlike classification: the engine — the
+ * default CPU worker — computes the masked-LM loss only inside its gradient
+ * pass and has no scoring pass that returns per-position log-probabilities
+ * and argmaxes, so mesh scoring would need a new engine kernel for what is a
+ * pre-training diagnostic (`--eval-limit` bounds its cost).
  */
 export async function evaluateMlm(
-  model: DeviceModel,
+  model: LogitsModel,
   set: MlmSet,
   limit: number,
 ): Promise<EvalResult> {
+  const maskedLm = model.maskedLm;
+  if (!maskedLm) throw new Error("MLM evaluation needs a compute with an MLM scoring pass (tfjs)");
   const n = limit ? Math.min(limit, set.size) : set.size;
   let correct = 0, total = 0, lossSum = 0;
   for (let i = 0; i < n; i += 32) {
     const idx = Array.from({ length: Math.min(32, n - i) }, (_, k) => i + k);
-    const batch = set.batch(idx, 0);
-    const bt = batchTensors(model.config, batch);
-    const targets = targetTensors(batch.labels, batch);
-    if (targets.kind !== "mlm") throw new Error("unreachable: MLM batch without per-token labels");
-    const [pred, logp] = tf.tidy(() => {
-      const seq = encode(
-        model.config,
-        model.weights,
-        bt,
-        wordEmbeddings(model.config, model.weights, bt),
-        NO_DROPOUT,
-      );
-      const logits = mlmLogits(model.config, model.weights, seq, targets.positions);
-      const lp = tf.sum(
-        tf.mul(tf.logSoftmax(logits), tf.oneHot(targets.ids, model.config.vocabSize)),
-        -1,
-      );
-      return [tf.argMax(logits, -1), lp];
-    });
-    const [p, l, ids] = await Promise.all([pred.data(), logp.data(), targets.ids.data()]);
+    const { ids, predicted, logProb } = await maskedLm(set.batch(idx, 0));
     for (let k = 0; k < ids.length; k++) {
-      if (p[k] === ids[k]) correct++;
-      lossSum -= l[k];
+      if (predicted[k] === ids[k]) correct++;
+      lossSum -= logProb[k];
     }
     total += ids.length;
-    tf.dispose([pred, logp, targets.positions, targets.ids, ...Object.values(bt)]);
   }
   return {
     mlm_accuracy: correct / Math.max(1, total),
@@ -167,8 +145,10 @@ export async function pretrainingData(
       metrics: ["mlm_accuracy"],
     }),
     evaluate: (model, limit) => {
-      if (!("weights" in model)) {
-        throw new Error("MLM evaluation needs the model's tensors: it runs on the coordinator");
+      if ("logitsAll" in model) {
+        throw new Error(
+          "MLM evaluation needs the model's MLM scoring pass: it runs on the coordinator",
+        );
       }
       return evaluateMlm(model, held, limit);
     },

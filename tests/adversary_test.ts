@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { ascend, initialDelta } from "../shared/tfjs/adversary.ts";
 import { ascendHost, initialDeltaHost } from "../shared/method/adversary.ts";
 import { adversaryAt, DEFAULT_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { Rng } from "../shared/method/rng.ts";
 
-await initBackend("cpu");
+await initBackend("tfjs-cpu");
 
 function close(a: ArrayLike<number>, b: number[], tol = 1e-6) {
   assert.equal(a.length, b.length);

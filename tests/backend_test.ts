@@ -1,23 +1,26 @@
 /**
- * shared/compute/backend.ts: the backend names, the automatic choice (webgpu on a
- * hardware GPU, else native when a BLAS loads, else wasm), the one start
- * line, and that nothing breaks where FFI or the library is missing — as
+ * shared/compute/backend.ts and create.ts: the backend names (and the old
+ * ones, with their note), the automatic choice (cpu when a BLAS loads, else
+ * tfjs-wasm; never webgpu until it is wired), the one start line, and that nothing breaks where FFI or the library is missing — as
  * real worker processes and a real cluster run see it.
  */
 import assert from "node:assert/strict";
 import {
-  activeBackend,
   BACKEND_NAMES,
   backendRequest,
-  hardwareGpu,
-  initBackend,
+  CPU_HINT,
+  cpuBlas,
   isBackendName,
-  NATIVE_HINT,
-  nativeBlas,
   parseBackendName,
   pickBackend,
-  startBackend,
 } from "../shared/compute/backend.ts";
+import {
+  activeBackend,
+  backendUnavailable,
+  initBackend,
+  startBackend,
+  WEBGPU_NOT_WIRED,
+} from "../shared/compute/create.ts";
 import { FlagError } from "../shared/cli/flags.ts";
 import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
@@ -26,8 +29,7 @@ import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 
 const blasHere = loadBlas().blas !== null;
-if (!blasHere) console.warn("no BLAS library here: native cases are skipped");
-const gpuHere = (await hardwareGpu()) !== null;
+if (!blasHere) console.warn("no BLAS library here: cpu cases are skipped");
 
 /** Runs `deno <args>` from the repo root; returns status and output. */
 async function deno(
@@ -92,57 +94,80 @@ async function withFixtures(
 }
 
 Deno.test("one list of backend names; bad names and flags are errors that list them", () => {
-  assert.deepEqual([...BACKEND_NAMES], ["webgpu", "native", "wasm", "cpu"]);
+  assert.deepEqual([...BACKEND_NAMES], ["cpu", "webgpu", "tfjs-wasm", "tfjs-cpu", "tfjs-webgpu"]);
   for (const n of BACKEND_NAMES) assert.ok(isBackendName(n));
   assert.ok(!isBackendName("gpu"));
-  assert.throws(() => parseBackendName("blas"), /must be one of webgpu, native, wasm, cpu/);
+  assert.ok(!isBackendName("native"));
+  assert.throws(
+    () => parseBackendName("blas"),
+    /must be one of cpu, webgpu, tfjs-wasm, tfjs-cpu, tfjs-webgpu/,
+  );
   assert.throws(() => backendRequest({ backend: "gpu" }), FlagError);
   assert.throws(() => backendRequest({ threads: 0 }), /--threads must be at least 1/);
   assert.throws(() => backendRequest({ blas: " " }), /--blas needs/);
-  assert.deepEqual(backendRequest({ backend: "native", threads: 2, blas: "x.so" }), {
-    requested: "native",
+  assert.deepEqual(backendRequest({ backend: "cpu", threads: 2, blas: "x.so" }), {
+    requested: "cpu",
     opts: { threads: 2, blas: "x.so" },
   });
 });
 
-Deno.test("nativeBlas: 'none' turns it off with the reason; a named library that is missing throws", () => {
-  const off = nativeBlas({ blas: "none" });
+Deno.test("the old names native and wasm still work, with a one-line note", () => {
+  const notes: string[] = [];
+  const note = (l: string) => notes.push(l);
+  assert.equal(parseBackendName("native", "--backend", note), "cpu");
+  assert.equal(backendRequest({ backend: "wasm" }, note).requested, "tfjs-wasm");
+  assert.equal(parseBackendName("tfjs-cpu", "--backend", note), "tfjs-cpu");
+  assert.deepEqual(notes, [
+    "note: --backend native is now called cpu; the old name will be removed",
+    "note: --backend wasm is now called tfjs-wasm; the old name will be removed",
+  ]);
+});
+
+Deno.test("webgpu (the engine on a GPU) is not wired yet: it fails saying why, and is never picked", async () => {
+  await assert.rejects(initBackend("webgpu"), (e: Error) => e.message === WEBGPU_NOT_WIRED);
+  assert.match(WEBGPU_NOT_WIRED, /not wired in yet/);
+  assert.equal(backendUnavailable("webgpu"), WEBGPU_NOT_WIRED);
+  assert.equal(backendUnavailable("cpu"), null);
+  assert.notEqual((await pickBackend({ blas: "none" })).name, "webgpu");
+  const r = await deno(workerArgs(["-A"], ["--backend", "webgpu"]));
+  assert.equal(r.code, 1, r.out + r.err);
+  assert.match(r.err, /error: backend webgpu: webgpu: the engine's WebGPU device is not wired in/);
+});
+
+Deno.test("cpuBlas: 'none' turns it off with the reason; a named library that is missing throws", () => {
+  const off = cpuBlas({ blas: "none" });
   assert.equal(off.blas, null);
   assert.match(off.reason!, /BLAS turned off \(--blas=none\)/);
-  assert.throws(() => nativeBlas({ blas: "/nonexistent/libblas.so" }), /cannot load BLAS library/);
+  assert.throws(() => cpuBlas({ blas: "/nonexistent/libblas.so" }), /cannot load BLAS library/);
+});
+
+Deno.test("pickBackend: tfjs-wasm with the reason when BLAS is off; cpu when it loads", async () => {
+  const off = await pickBackend({ blas: "none" });
+  assert.equal(off.name, "tfjs-wasm");
+  assert.match(off.note!, /BLAS turned off/);
+  if (blasHere) assert.deepEqual(await pickBackend({}), { name: "cpu", note: null });
 });
 
 Deno.test({
-  name: "pickBackend: wasm with the reason when BLAS is off; native when it loads (no GPU here)",
-  ignore: gpuHere,
-  async fn() {
-    const off = await pickBackend({ blas: "none" });
-    assert.equal(off.name, "wasm");
-    assert.match(off.note!, /BLAS turned off/);
-    if (blasHere) assert.deepEqual(await pickBackend({}), { name: "native", note: null });
-  },
-});
-
-Deno.test({
-  name: "initBackend native: the BLAS at the asked thread count, tfjs on wasm beneath",
+  name: "initBackend cpu: the BLAS at the asked thread count, tfjs on wasm beneath",
   ignore: !blasHere,
   async fn() {
-    const { info, line } = await startBackend("native", { threads: 1 });
-    assert.equal(info.name, "native");
-    assert.equal(info.threads, 1);
-    assert.equal(info.blas!.threads() ?? 1, 1);
-    assert.equal(activeBackend(), info);
-    assert.match(line, /^backend native on .*1 thread.* CPU \(\d+ cores\)$/);
-    const two = await initBackend("native", { threads: 2 });
+    const { backend, line } = await startBackend("cpu", { threads: 1 });
+    assert.equal(backend.name, "cpu");
+    assert.equal(backend.threads, 1);
+    assert.equal(backend.blas!.threads() ?? 1, 1);
+    assert.equal(activeBackend(), backend);
+    assert.match(line, /^backend cpu on .*1 thread.* CPU \(\d+ cores\)$/);
+    const two = await initBackend("cpu", { threads: 2 });
     if (two.blas!.threadControl) assert.equal(two.blas!.threads(), 2);
-    await assert.rejects(initBackend("native", { threads: 0 }), /positive integer/);
+    await assert.rejects(initBackend("cpu", { threads: 0 }), /positive integer/);
     await assert.rejects(
-      initBackend("native", { blas: "none" }),
-      new RegExp(`native: BLAS turned off.*${NATIVE_HINT.slice(0, 30)}`),
+      initBackend("cpu", { blas: "none" }),
+      new RegExp(`cpu: BLAS turned off.*${CPU_HINT.slice(0, 30)}`),
     );
-    const wasm = await initBackend("wasm");
-    assert.equal(wasm.name, "wasm");
-    assert.equal(activeBackend()?.name, "wasm");
+    const wasm = await initBackend("tfjs-wasm");
+    assert.equal(wasm.name, "tfjs-wasm");
+    assert.equal(activeBackend()?.name, "tfjs-wasm");
   },
 });
 
@@ -153,25 +178,29 @@ Deno.test("worker: --blas /nonexistent fails clearly (exit 1), naming the librar
     r.err,
     /error: backend \(auto\): cannot load BLAS library \/nonexistent\/libopenblas\.so\.0/,
   );
+  // The old name still works: a one-line note, then the same error under the new name.
   const n = await deno(workerArgs(["-A"], ["--backend", "native", "--blas", "/nonexistent/x.so"]));
   assert.equal(n.code, 1);
-  assert.match(n.err, /error: backend native: cannot load BLAS library \/nonexistent\/x\.so/);
+  assert.match(n.err, /^note: --backend native is now called cpu; the old name will be removed$/m);
+  assert.match(n.err, /error: backend cpu: cannot load BLAS library \/nonexistent\/x\.so/);
 });
 
 Deno.test({
   name:
-    "worker: without a BLAS (ADAPTMESH_BLAS=none) or without FFI it starts on wasm and says how to get native",
-  ignore: gpuHere,
+    "worker: without a BLAS (ADAPTMESH_BLAS=none) or without FFI it starts on tfjs-wasm and says how to get cpu",
   async fn() {
     const off = await deno(workerArgs(["-A"]), { ADAPTMESH_BLAS: "none" });
-    assert.match(off.out, /backend wasm \(auto\) on .*BLAS turned off \(ADAPTMESH_BLAS=none\)/);
+    assert.match(
+      off.out,
+      /backend tfjs-wasm \(auto\) on .*BLAS turned off \(ADAPTMESH_BLAS=none\)/,
+    );
     assert.match(off.out, /apt-get install libopenblas0-pthread/);
     const noFfi = await deno(
       workerArgs(["--allow-read", "--allow-env", "--allow-net", "--allow-sys"]),
     );
     assert.match(
       noFfi.out,
-      /backend wasm \(auto\) on .*FFI is not permitted/,
+      /backend tfjs-wasm \(auto\) on .*FFI is not permitted/,
       noFfi.out + noFfi.err,
     );
     // Both got as far as trying to connect.
@@ -180,17 +209,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "worker: picks native where a BLAS loads and says which library and threads",
-  ignore: gpuHere || !blasHere,
+  name: "worker: picks cpu where a BLAS loads and says which library and threads",
+  ignore: !blasHere,
   async fn() {
     const r = await deno(workerArgs(["-A"], ["--threads", "1"]));
-    assert.match(r.out, /backend native \(auto\) on .*\(lib[^)]*\), 1 thread on /, r.out + r.err);
+    assert.match(r.out, /backend cpu \(auto\) on .*\(lib[^)]*\), 1 thread on /, r.out + r.err);
   },
 });
 
 Deno.test({
-  name: "cluster with no BLAS falls back to wasm workers (one per core) and still trains",
-  ignore: gpuHere,
+  name: "cluster with no BLAS falls back to tfjs-wasm workers (one per core) and still trains",
   async fn() {
     await withFixtures([], [], async (model, task) => {
       const r = await deno(["run", "-A", "coordinator/cluster.ts", ...tinyRunArgs(model, task)], {
@@ -200,7 +228,7 @@ Deno.test({
       const cores = navigator.hardwareConcurrency;
       assert.match(
         r.out,
-        new RegExp(`started ${cores} local worker\\(s\\): wasm \\(auto; BLAS turned off`),
+        new RegExp(`started ${cores} local worker\\(s\\): tfjs-wasm \\(auto; BLAS turned off`),
       );
       // The held-out evaluation runs on the workers: the coordinator computes nothing itself.
       assertTinyRunEnd(r.out, "\\d+");
@@ -210,8 +238,8 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster picks native where a BLAS loads: one worker on every core (deterministic: one per core)",
-  ignore: gpuHere || !blasHere,
+    "cluster picks cpu where a BLAS loads: one worker on every core (deterministic: one per core)",
+  ignore: !blasHere,
   async fn() {
     await withFixtures([], [], async (model, task) => {
       const cores = navigator.hardwareConcurrency;
@@ -227,11 +255,11 @@ Deno.test({
         assert.match(
           r.out,
           new RegExp(
-            `started ${n} local worker\\(s\\): native, ${t} BLAS threads? each \\(auto\\)`,
+            `started ${n} local worker\\(s\\): cpu, ${t} BLAS threads? each \\(auto\\)`,
           ),
           r.out,
         );
-        assert.equal(r.out.match(/backend native on /g)?.length, n);
+        assert.equal(r.out.match(/backend cpu on /g)?.length, n);
         assertTinyRunEnd(r.out, `${n}`);
       }
     });
@@ -240,8 +268,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "evaluate and predict: native by default, the same answers as wasm; no BLAS falls back, a missing --blas fails",
-  ignore: gpuHere,
+    "evaluate and predict: cpu by default, the same answers as tfjs-wasm; no BLAS falls back, a missing --blas fails",
   async fn() {
     await withFixtures([5], [8, 24], async (model, task) => {
       const input = await Deno.makeTempFile({ suffix: ".jsonl" });
@@ -260,14 +287,14 @@ Deno.test({
             ["run", "-A", "shared/cli/predict.ts", "--model", model, "--input", input, ...args],
             env,
           );
-        const wasmEval = await evaluate(["--backend", "wasm"]);
+        const wasmEval = await evaluate(["--backend", "tfjs-wasm"]);
         assert.equal(wasmEval.code, 0, wasmEval.err);
-        assert.match(wasmEval.err, /^backend wasm on /m);
+        assert.match(wasmEval.err, /^backend tfjs-wasm on /m);
         const off = await evaluate([], { ADAPTMESH_BLAS: "none" });
         assert.equal(off.code, 0, off.err);
         assert.match(
           off.err,
-          /backend wasm \(auto\) on .*BLAS turned off.*apt-get install libopenblas0-pthread/,
+          /backend tfjs-wasm \(auto\) on .*BLAS turned off.*apt-get install libopenblas0-pthread/,
         );
         assert.equal(off.out.trim().split("\n").at(-1), wasmEval.out.trim().split("\n").at(-1));
         const bad = await evaluate(["--blas", "/nonexistent/libopenblas.so.0"]);
@@ -276,7 +303,7 @@ Deno.test({
         if (blasHere) {
           const nat = await evaluate(["--threads", "1"]);
           assert.equal(nat.code, 0, nat.err);
-          assert.match(nat.err, /^backend native \(auto\) on .*1 thread/m);
+          assert.match(nat.err, /^backend cpu \(auto\) on .*1 thread/m);
           const a = JSON.parse(nat.out.trim().split("\n").at(-1)!);
           const b = JSON.parse(wasmEval.out.trim().split("\n").at(-1)!);
           assert.equal(a.examples, 24);
@@ -285,7 +312,7 @@ Deno.test({
             Math.abs(a.accuracy - b.accuracy) <= 1 / 24,
             `accuracy ${a.accuracy} vs ${b.accuracy}`,
           );
-          const pn = await predict([]), pw = await predict(["--backend", "wasm"]);
+          const pn = await predict([]), pw = await predict(["--backend", "tfjs-wasm"]);
           assert.equal(pn.code, 0, pn.err);
           const rows = (s: string) => s.trim().split("\n").map((l) => JSON.parse(l));
           const [rn, rw] = [rows(pn.out), rows(pw.out)];
@@ -309,7 +336,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "deterministic run: native workers give the same bits with 1 or 2 of them; a wasm worker is refused",
+    "deterministic run: cpu workers give the same bits with 1 or 2 of them; a tfjs-wasm worker is refused",
   ignore: !blasHere,
   async fn() {
     // Wide enough that OpenBLAS threads its products (at 2 threads they change bits).
@@ -327,7 +354,7 @@ Deno.test({
           "--max-len",
           "64",
         ]);
-        /** One run with a native worker per entry of `threads` (its --threads), and maybe a wasm one. */
+        /** One run with a cpu worker per entry of `threads` (its --threads), and maybe a tfjs-wasm one. */
         const run = async (threads: number[], wasm: boolean) => {
           const { config } = await parseRunFlags(args, {}, "");
           const c = await startCoordinator(config, { log: () => {} });
@@ -344,12 +371,12 @@ Deno.test({
             ]);
             return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
           };
-          const ws = threads.map((t) => spawn("native", t));
+          const ws = threads.map((t) => spawn("cpu", t));
           for (const w of ws) await w.out.waitFor(/joined run/);
-          const late = wasm ? spawn("wasm") : null;
+          const late = wasm ? spawn("tfjs-wasm") : null;
           if (late) {
             await late.out.waitFor(
-              /coordinator refused: wrong_backend: .*every worker must use backend native/,
+              /coordinator refused: wrong_backend: .*every worker must use backend cpu/,
             );
           }
           await c.done;
@@ -357,7 +384,7 @@ Deno.test({
           for (const w of [...ws, ...(late ? [late] : [])]) await finish(w.p, [w.out, w.err]);
           assert.match(
             ws[0].out.lines.join("\n"),
-            new RegExp(`backend native on .*${threads[0]} thread`),
+            new RegExp(`backend cpu on .*${threads[0]} thread`),
           );
           return c.trainer.weights;
         };
@@ -380,7 +407,7 @@ function backendWorker(url: string, token: string, backend: string) {
 }
 
 /**
- * A deterministic run on one wasm worker, stopped (and checkpointed into a
+ * A deterministic run on one tfjs-wasm worker, stopped (and checkpointed into a
  * new folder) after its first step; `resume` then starts the coordinator of
  * `--resume FOLDER` alone (the command line does not say deterministic).
  */
@@ -400,7 +427,7 @@ async function resumedDeterministicRun(
         log: () => {},
         observer: { step: () => c?.stop() },
       });
-      const a = backendWorker(c.wsUrl, c.token, "wasm");
+      const a = backendWorker(c.wsUrl, c.token, "tfjs-wasm");
       await c.done;
       await c.close();
       await finish(a.p, [a.out, a.err]);
@@ -422,11 +449,11 @@ async function resumedDeterministicRun(
 
 Deno.test("a deterministic run resumed with --resume alone keeps its one-backend rule", async () => {
   await resumedDeterministicRun(async (r) => {
-    const w = backendWorker(r.wsUrl, r.token, "wasm");
+    const w = backendWorker(r.wsUrl, r.token, "tfjs-wasm");
     await w.out.waitFor(/joined run/);
-    const other = backendWorker(r.wsUrl, r.token, "cpu");
+    const other = backendWorker(r.wsUrl, r.token, "tfjs-cpu");
     await other.out.waitFor(
-      /coordinator refused: wrong_backend: .*every worker must use backend wasm/,
+      /coordinator refused: wrong_backend: .*every worker must use backend tfjs-wasm/,
       60_000,
     );
     await r.done;
@@ -436,13 +463,13 @@ Deno.test("a deterministic run resumed with --resume alone keeps its one-backend
 
 Deno.test("a resumed deterministic run keeps its pinned backend: another one joining first is refused", async () => {
   await resumedDeterministicRun(async (r) => {
-    assert.equal(r.trainer.pinnedBackend, "wasm", "the checkpoint names the pinned backend");
-    const other = backendWorker(r.wsUrl, r.token, "cpu");
+    assert.equal(r.trainer.pinnedBackend, "tfjs-wasm", "the checkpoint names the pinned backend");
+    const other = backendWorker(r.wsUrl, r.token, "tfjs-cpu");
     await other.out.waitFor(
-      /coordinator refused: wrong_backend: .*every worker must use backend wasm/,
+      /coordinator refused: wrong_backend: .*every worker must use backend tfjs-wasm/,
       60_000,
     );
-    const w = backendWorker(r.wsUrl, r.token, "wasm");
+    const w = backendWorker(r.wsUrl, r.token, "tfjs-wasm");
     await w.out.waitFor(/joined run/);
     await r.done;
     for (const x of [other, w]) await finish(x.p, [x.out, x.err]);

@@ -1,12 +1,13 @@
 /**
- * worker/compute.ts on the native backend: the same results as the tfjs
- * (wasm) path — logits-level agreement is the engine's test; here the
+ * worker/compute.ts on the cpu backend (the engine): the same results as the
+ * tfjs-wasm path — logits-level agreement is the engine's test; here the
  * worker's whole answer: loss, count, rows and the row-sparse (classifier)
  * or dense (MLM) gradient, on every adversary mode, with dropout — and the
  * same bits for the same task; deterministic runs pin the BLAS to one thread.
  */
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/compute/backend.ts";
+import { cpuBackend, initBackend } from "../shared/compute/create.ts";
+import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
@@ -17,7 +18,7 @@ import { IGNORE_INDEX } from "../shared/model/targets.ts";
 import type { Objective } from "../shared/model/param_layout.ts";
 import type { ResultMessage, TaskMessage, WelcomeMessage } from "../shared/wire/protocol.ts";
 import { Rng } from "../shared/method/rng.ts";
-import { type NativeCompute, WorkerCompute } from "../worker/compute.ts";
+import { WorkerCompute } from "../worker/compute.ts";
 import { TINY_HF_CONFIG, tinyBatch, tinyConfig, tinyWeights } from "./support/tiny.ts";
 import { testGemms } from "./support/backends.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
@@ -26,9 +27,9 @@ const gemms = testGemms();
 const blas = gemms.find((g) => g.blas)?.blas ?? null;
 
 /** The engines under test: the machine's BLAS (when it loads, at 2 threads) and the JS gemm. */
-const natives: [string, NativeCompute][] = gemms.map((
+const engines: [string, ComputeBackend][] = gemms.map((
   g,
-) => [g.name, g.blas ? { gemm: g.gemm, blas: g.blas, threads: 2 } : { gemm: g.gemm }]);
+) => [g.name, g.blas ? cpuBackend(g.gemm, { blas: g.blas, threads: 2 }) : cpuBackend(g.gemm)]);
 
 const HF = { ...TINY_HF_CONFIG, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1 };
 
@@ -52,8 +53,8 @@ function welcome(objective: Objective, deterministic = false): WelcomeMessage {
 }
 
 /** A worker holding the run's weights (version 1). */
-function worker(native: NativeCompute | null, objective: Objective, deterministic = false) {
-  const w = new WorkerCompute(native);
+function worker(backend: ComputeBackend, objective: Objective, deterministic = false) {
+  const w = new WorkerCompute(backend);
   const config = w.welcome(welcome(objective, deterministic));
   const layout = paramLayout(config, objective);
   w.weights({
@@ -104,13 +105,12 @@ function assertSameResult(got: ResultMessage, want: ResultMessage, what: string)
 }
 
 for (const objective of ["classify", "mlm"] as const) {
-  Deno.test(`native worker = wasm worker on every adversary mode, dropout on (${objective})`, async () => {
-    await initBackend("wasm");
-    const ref = worker(null, objective);
-    assert.equal(ref.w.engine, "tfjs");
-    for (const [name, native] of natives) {
-      const n = worker(native, objective);
-      assert.equal(n.w.engine, "native");
+  Deno.test(`cpu worker = tfjs-wasm worker on every adversary mode, dropout on (${objective})`, async () => {
+    const ref = worker(await initBackend("tfjs-wasm"), objective);
+    assert.equal(ref.w.backend.name, "tfjs-wasm");
+    for (const [name, cpu] of engines) {
+      const n = worker(cpu, objective);
+      assert.equal(n.w.backend.name, "cpu");
       for (const [mode, adv] of MODES) {
         const t = task(objective, adv);
         const want = await ref.w.task(t);
@@ -126,19 +126,19 @@ for (const objective of ["classify", "mlm"] as const) {
 }
 
 Deno.test({
-  name: "native worker: same task, same bits; a deterministic run pins the BLAS to one thread",
+  name: "cpu worker: same task, same bits; a deterministic run pins the BLAS to one thread",
   ignore: !blas || !blas.threadControl,
   async fn() {
     const before = blas!.threads();
     try {
-      const native = { gemm: blas!.gemm, blas: blas!, threads: 2 };
-      const free = worker(native, "classify");
+      const cpu = cpuBackend(blas!.gemm, { blas: blas!, threads: 2 });
+      const free = worker(cpu, "classify");
       assert.equal(blas!.threads(), 2);
       const t = task("classify", MODES[1][1]);
       const a = await free.w.task(t), b = await free.w.task(t);
       assert.deepEqual(a.grad, b.grad);
       assert.equal(a.loss, b.loss);
-      const det = worker(native, "classify", true);
+      const det = worker(cpu, "classify", true);
       assert.equal(blas!.threads(), 1, "deterministic: one BLAS thread");
       const c = await det.w.task(t);
       // Another process's setting in between must not change a deterministic worker's bits.
@@ -157,8 +157,8 @@ Deno.test({
   },
 });
 
-Deno.test("native worker: a reconnect to the same run keeps its weights; a new run drops them", async () => {
-  const n = worker({ gemm: jsGemm }, "classify");
+Deno.test("cpu worker: a reconnect to the same run keeps its weights; a new run drops them", async () => {
+  const n = worker(cpuBackend(jsGemm), "classify");
   const t = task("classify", MODES[0][1]);
   const first = await n.w.task(t);
   n.w.welcome(welcome("classify"));

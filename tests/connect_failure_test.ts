@@ -35,7 +35,7 @@ function worker(url: string) {
     "--token",
     "t",
     "--backend",
-    "wasm",
+    "tfjs-wasm",
     "--connect-timeout",
     "1.5",
   ]);

@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 
 for (const recycleResults of [true, false]) {
   Deno.test(`the scheduler's window is the trainer's; recycled results: ${recycleResults}`, async () => {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker } from "../worker/client.ts";
 import { pathExists } from "../shared/io/path_exists.ts";
@@ -127,7 +127,7 @@ Deno.test({
       assert.ok(s0.canvases >= 5, `uPlot drew ${s0.canvases} canvases`);
 
       // A worker joins: the charts and the table fill while it trains.
-      const backend = await initBackend("wasm");
+      const backend = await initBackend("tfjs-wasm");
       worker = runWorker({
         url: c.wsUrl,
         token: c.token,

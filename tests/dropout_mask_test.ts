@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { dropout } from "../shared/tfjs/ops.ts";
 import {
   dropoutBits,
@@ -109,7 +109,7 @@ Deno.test("with dropout on, cpu and wasm give the same gradient within 1e-4 (sam
     dropout: { hidden: 0.3, attention: 0.2 },
   };
   const results = [];
-  for (const backend of ["cpu", "wasm"] as const) {
+  for (const backend of ["tfjs-cpu", "tfjs-wasm"] as const) {
     await initBackend(backend);
     const weights = weightTensors(t.layout, t.weights);
     results.push(await microBatchGradient({ config: t.config, layout: t.layout, weights }, k));

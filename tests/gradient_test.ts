@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { batchTensors, NO_DROPOUT, weightTensors } from "../shared/tfjs/model.ts";
 import { deltaGradient, microBatchGradient } from "../shared/tfjs/gradient.ts";
 import { type GradientTask } from "../shared/compute/task.ts";
@@ -118,7 +118,7 @@ for (const backend of await testBackends()) {
 }
 
 Deno.test("freelb K=2: g is the mean of the gradients at δ0 = 0 and δ1", async () => {
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   const t = tiny();
   const r = await gradient(t, { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 2 });
   const delta1 = referenceDelta1(t, 0.1, 1.0);
@@ -157,7 +157,7 @@ Deno.test("cpu, wasm and webgpu give the same loss and gradients within 1e-4", a
 });
 
 Deno.test("same task, same bits; dropout masks depend on (seed, step, index) only", async () => {
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   const t = tiny({ hidden_dropout_prob: 0.1 }, 4, 7);
   const drop = { dropout: { hidden: 0.2, attention: 0.1 } };
   const a = await gradient(t, DEFAULT_ADVERSARY, drop);
@@ -171,7 +171,7 @@ Deno.test("same task, same bits; dropout masks depend on (seed, step, index) onl
 });
 
 Deno.test("explicit-transpose matmul gradients equal the transpose-flag ones", async () => {
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   const t = tiny({}, 4, 7);
   const fast = await gradient(t, DEFAULT_ADVERSARY);
   setExplicitTranspose(false);
@@ -186,7 +186,7 @@ Deno.test("explicit-transpose matmul gradients equal the transpose-flag ones", a
 });
 
 Deno.test("no tensors leak across gradient calls", async () => {
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   const t = tiny();
   const before = tf.memory().numTensors;
   for (const mode of ["off", "pgd", "freelb"] as const) {
@@ -199,7 +199,7 @@ Deno.test("MLM objective: gradient (tied decoder, cls head) matches central diff
   const { paramLayout } = await import("../shared/model/param_layout.ts");
   const { tinyWeights } = await import("./support/tiny.ts");
   const { referenceMlmLoss } = await import("./support/reference_bert.ts");
-  for (const backend of ["cpu", "wasm"] as const) {
+  for (const backend of ["tfjs-cpu", "tfjs-wasm"] as const) {
     await initBackend(backend);
     const base = tiny();
     const layout = paramLayout(base.config, "mlm");

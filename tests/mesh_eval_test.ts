@@ -7,14 +7,13 @@
  * nothing; a peer's NaN or unassigned `eval_result` is refused by name.
  */
 import assert from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
+import { cpuBackend, initBackend } from "../shared/compute/create.ts";
+import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import type { Trainer } from "../coordinator/trainer.ts";
 import { EVAL_TASK_ID_BASE } from "../coordinator/mesh_eval.ts";
-import { batchLogitsOf, type EvalModel, nativeLogits } from "../shared/eval/held_out.ts";
-import { weightTensors } from "../shared/tfjs/model.ts";
+import { batchLogitsOf, type EvalModel } from "../shared/eval/held_out.ts";
 import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import {
   decodeMessage,
@@ -27,7 +26,7 @@ import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
 import { observeMeshLogits } from "./support/mesh_logits.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
 /** 300 held-out examples: 5 evaluation batches of up to 64. */
 const task = await tinyTaskDir(48, 300);
@@ -42,17 +41,17 @@ async function scoreHere(trainer: Trainer, local: EvalModel) {
   return { result, logits };
 }
 
-/** Scored here with tfjs on wasm, the backend of the wasm workers. */
-async function scoreOnWasm(trainer: Trainer) {
-  const weights = weightTensors(trainer.layout, trainer.weights);
+/** Scored here on `backend` (default: tfjs-wasm, the backend of the tfjs-wasm workers). */
+async function scoreOnWasm(trainer: Trainer, backend?: ComputeBackend) {
+  const model = (backend ?? await initBackend("tfjs-wasm")).model(
+    trainer.modelConfig,
+    trainer.layout,
+  );
   try {
-    return await scoreHere(trainer, {
-      config: trainer.modelConfig,
-      layout: trainer.layout,
-      weights,
-    });
+    model.setWeights(trainer.weights);
+    return await scoreHere(trainer, model);
   } finally {
-    tf.dispose(Object.values(weights));
+    model.dispose();
   }
 }
 
@@ -73,10 +72,10 @@ async function coordinator(
   return await startCoordinator(config, { log: () => {}, ...opts });
 }
 
-function worker(c: Coordinator, backend: "wasm" | "native" = "wasm") {
-  const p = backend === "wasm"
+function worker(c: Coordinator, backend: "tfjs-wasm" | "cpu" = "tfjs-wasm") {
+  const p = backend === "tfjs-wasm"
     ? spawnWorker(c.wsUrl, c.token)
-    : spawnDeno("worker/main.ts", ["--url", c.wsUrl, "--token", c.token, "--backend", "native"]);
+    : spawnDeno("worker/main.ts", ["--url", c.wsUrl, "--token", c.token, "--backend", "cpu"]);
   return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
 }
 
@@ -100,24 +99,22 @@ for (const n of [1, 2]) {
 
 const blas = loadBlas().blas;
 Deno.test({
-  name:
-    "a native worker process evaluates with the bits of the native engine here (one BLAS thread)",
+  name: "a cpu worker process evaluates with the bits of the engine here (one BLAS thread)",
   ignore: !blas,
   async fn() {
     const c = await coordinator();
     const seen = observeMeshLogits(c.trainer);
-    const w = worker(c, "native");
+    const w = worker(c, "cpu");
     const summary = await c.done;
     await c.close();
     assert.equal((await finish(w.p, [w.out, w.err])).code, 0, w.err.lines.join("\n"));
-    assert.ok(w.out.lines.some((l) => /backend native/.test(l)), w.out.lines.join("\n"));
-    // A deterministic run's native workers compute on one BLAS thread: so does this reference.
+    assert.ok(w.out.lines.some((l) => /backend cpu/.test(l)), w.out.lines.join("\n"));
+    // A deterministic run's cpu workers compute on one BLAS thread: so does this reference.
     const before = blas!.threads();
     blas!.setThreads(1);
     try {
       const t = c.trainer;
-      const logits = nativeLogits(t.modelConfig, t.layout, t.weights, blas!.gemm);
-      const here = await scoreHere(t, { config: t.modelConfig, logits });
+      const here = await scoreOnWasm(t, cpuBackend(blas!.gemm));
       assert.deepEqual(summary.evaluation, here.result);
       assertSameLogits(seen[0], here.logits);
     } finally {
@@ -214,7 +211,7 @@ Deno.test("a peer's NaN logits and unassigned eval_result are refused by name; t
     type: "hello",
     protocol: PROTOCOL_VERSION,
     token: c.token,
-    backend: "wasm",
+    backend: "tfjs-wasm",
     device: "test",
     pid: 1,
     host: "test",

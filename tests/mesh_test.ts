@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import { Trainer } from "../coordinator/trainer.ts";
@@ -28,7 +28,7 @@ import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnWorker } from "./support/processes.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
 const task = await tinyTaskDir();
 
@@ -141,7 +141,7 @@ function hello(over: Record<string, unknown> = {}): Message {
     type: "hello",
     protocol: PROTOCOL_VERSION,
     token: "test-token",
-    backend: "wasm",
+    backend: "tfjs-wasm",
     device: "test",
     pid: 1,
     host: "test",

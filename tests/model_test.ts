@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
 import { IGNORE_INDEX, lossItems, positionIds } from "../shared/model/targets.ts";
 import { tiny, tinyConfig } from "./support/tiny.ts";
@@ -45,7 +45,7 @@ for (const backend of await testBackends()) {
 }
 
 Deno.test("padding does not change the logits of the real tokens", async () => {
-  await initBackend("cpu");
+  await initBackend("tfjs-cpu");
   const t = tiny({}, 2, 5);
   const longer = { ...t.batch, seqLen: 8 };
   const pad = (a: Int32Array | Uint8Array, fill: number) => {

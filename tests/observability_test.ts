@@ -9,7 +9,7 @@ import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 import type { RunStatus } from "../coordinator/run_monitor.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { quickRunArgs } from "./support/fixtures.ts";
 import { runWorker, type WorkerExit } from "../worker/client.ts";
 
@@ -35,7 +35,7 @@ async function finish(c: Coordinator, path: string): Promise<void> {
 }
 
 async function startWorker(c: Coordinator, token = c.token): Promise<WorkerExit> {
-  const backend = await initBackend("wasm");
+  const backend = await initBackend("tfjs-wasm");
   return runWorker({
     url: c.wsUrl,
     token,
@@ -233,7 +233,7 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
     const wmb = a.get("adaptmesh_worker_micro_batches_total")!.metrics;
     assert.equal(wmb.length, 1);
     assert.equal(Number(wmb[0].value), 6);
-    assert.equal(wmb[0].labels?.backend, "wasm");
+    assert.equal(wmb[0].labels?.backend, "tfjs-wasm");
     assert.equal(value(a, "adaptmesh_worker_joins_total"), 1);
     // --checkpoint-every 2 (step 2) and the final checkpoint.
     assert.equal(value(b, "adaptmesh_checkpoints_written_total"), 0);
@@ -243,13 +243,15 @@ Deno.test("/metrics and /status on a real run: exposition, promtool, counters mo
     const mid = parse(midText);
     assert.equal(value(mid, "adaptmesh_steps_completed_total"), 2);
     assert.ok(value(mid, "adaptmesh_learning_rate") > 0);
-    assert.equal(value(mid, "adaptmesh_workers_connected", { backend: "wasm" }), 1);
-    assert.ok(value(mid, "adaptmesh_worker_examples_per_second", { backend: "wasm" }) > 0);
-    assert.ok(value(mid, "adaptmesh_worker_compute_seconds_per_example", { backend: "wasm" }) > 0);
+    assert.equal(value(mid, "adaptmesh_workers_connected", { backend: "tfjs-wasm" }), 1);
+    assert.ok(value(mid, "adaptmesh_worker_examples_per_second", { backend: "tfjs-wasm" }) > 0);
+    assert.ok(
+      value(mid, "adaptmesh_worker_compute_seconds_per_example", { backend: "tfjs-wasm" }) > 0,
+    );
     const ms = midStatus as RunStatus | null;
     assert.ok(ms);
     assert.equal(ms.workers.length, 1);
-    assert.equal(ms.workers[0].backend, "wasm");
+    assert.equal(ms.workers[0].backend, "tfjs-wasm");
     assert.equal(ms.workers[0].microBatches, 4);
     assert.ok(ms.workers[0].examplesPerSecond > 0);
     assert.ok(ms.progress.etaSeconds !== null && ms.progress.etaSeconds >= 0);

@@ -12,7 +12,7 @@ import { decodeMessage, encodeMessage, type Message } from "../shared/wire/proto
 import { PROTOCOL_VERSION } from "../shared/wire/protocol.ts";
 import { describeClose } from "../shared/wire/close_log.ts";
 import { runWorker } from "../worker/client.ts";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
 const ESC = "\x1b";
@@ -67,7 +67,7 @@ const until = async (f: () => boolean, ms = 10_000) => {
 };
 
 Deno.test("a peer's escapes and a 100,000-character message reach the coordinator's log escaped and cut", async () => {
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   const model = await tinyModelDir();
   const task = await tinyTaskDir();
   const { config } = await parseRunFlags(tinyRunArgs(model, task), {}, "");
@@ -136,7 +136,7 @@ Deno.test("a worker logs what a coordinator sends escaped and cut, and exits wit
     const exit = await runWorker({
       url: `ws://127.0.0.1:${server.addr.port}/ws`,
       token: "t",
-      backend: { name: "wasm", device: "test" },
+      backend: await initBackend("tfjs-wasm"),
       stay: false,
       connectTimeoutMs: 5000,
       log: (l) => logs.push(l),

@@ -4,7 +4,7 @@
  * uninterrupted run.
  */
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { loadCheckpoint } from "../shared/io/checkpoint.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
@@ -14,7 +14,7 @@ import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
 const task = await tinyTaskDir();
 const longer = ["--steps", "6"];

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
-import * as tf from "@tensorflow/tfjs-core";
 import {
   encodeMessage,
   type EvalResultMessage,
@@ -12,7 +11,6 @@ import {
 } from "../shared/wire/protocol.ts";
 import { batchLogitsOf, type EvalResult } from "../shared/eval/held_out.ts";
 import type { HostBatch } from "../shared/model/batch.ts";
-import { weightTensors } from "../shared/tfjs/model.ts";
 import { EVAL_TASK_ID_BASE, MAX_EVAL_BATCHES, meshLogits } from "../coordinator/mesh_eval.ts";
 import { WeightsOut } from "../coordinator/weights_out.ts";
 import { denseLayout } from "../shared/model/sparse_grad.ts";
@@ -25,7 +23,7 @@ import { observeMeshLogits } from "./support/mesh_logits.ts";
 import { resultMessage } from "./support/protocol.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
 const task = await tinyTaskDir();
 
@@ -139,7 +137,7 @@ Deno.test("bad results are refused with clear errors and never combined", async 
       let n = 0;
       const rogue = {
         id: "rogue",
-        backend: "wasm",
+        backend: "tfjs-wasm",
         device: "test",
         send(_frame: Frame) {
           // Answer each task it is given with one kind of bad result.
@@ -203,8 +201,8 @@ Deno.test("an MLM run takes dense gradients only: a row-sparse result is refused
   const total = 10;
   const s = new Scheduler({ gradLayout: denseLayout(total), taskTimeoutMs: 0 });
   s.setWeights(1, new Uint8Array([1]));
-  s.addWorker({ id: "w", backend: "wasm", device: "test", send: () => {} });
-  s.addWorker({ id: "v", backend: "wasm", device: "test", send: () => {} });
+  s.addWorker({ id: "w", backend: "tfjs-wasm", device: "test", send: () => {} });
+  s.addWorker({ id: "v", backend: "tfjs-wasm", device: "test", send: () => {} });
   const accepted: ResultMessage[] = [];
   const done = s.runStep(0, [{ taskId: 7, index: 0, count: 2, frame: new Uint8Array([2]) }], {
     accept: (r) => accepted.push(r),
@@ -257,7 +255,7 @@ class FakeMesh {
       this.holding.set(id, []);
       this.scheduler.addWorker({
         id,
-        backend: "wasm",
+        backend: "tfjs-wasm",
         device: "test",
         send: (f) => {
           const taskId = this.frames.get(f as Frame); // weights (a chunked message) are not tasks
@@ -430,10 +428,10 @@ async function evalTrainer(extra: string[] = []): Promise<Trainer> {
   return await Trainer.create(config);
 }
 
-/** The trainer's held-out split scored locally with tfjs (wasm): metrics, batches and logits. */
+/** The trainer's held-out split scored locally with tfjs-wasm: metrics, batches and logits. */
 async function localEvaluation(trainer: Trainer) {
-  const weights = weightTensors(trainer.layout, trainer.weights);
-  const local = { config: trainer.modelConfig, layout: trainer.layout, weights };
+  const local = (await initBackend("tfjs-wasm")).model(trainer.modelConfig, trainer.layout);
+  local.setWeights(trainer.weights);
   let batches: readonly HostBatch[] = [];
   let logits: Float32Array[] = [];
   try {
@@ -447,7 +445,7 @@ async function localEvaluation(trainer: Trainer) {
     }, 0);
     return { result, batches, logits };
   } finally {
-    tf.dispose(Object.values(weights));
+    local.dispose();
   }
 }
 
@@ -583,7 +581,7 @@ Deno.test("bad evaluation results are refused with clear errors and never used",
   let n = 0;
   scheduler.addWorker({
     id: "rogue",
-    backend: "wasm",
+    backend: "tfjs-wasm",
     device: "test",
     send() {
       queueMicrotask(() => {

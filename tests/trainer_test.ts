@@ -3,7 +3,7 @@
  * step, checked through what the step reports.
  */
 import assert from "node:assert/strict";
-import { initBackend } from "../shared/compute/backend.ts";
+import { initBackend } from "../shared/compute/create.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type RunSummary, Trainer, type TrainerObserver } from "../coordinator/trainer.ts";
 import { Scheduler } from "../coordinator/scheduler.ts";
@@ -11,7 +11,7 @@ import { InProcessWorker } from "./support/in_process.ts";
 import { TINY_VOCAB, tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { mixSeed, Rng } from "../shared/method/rng.ts";
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
 const task = await tinyTaskDir();
 

@@ -26,6 +26,27 @@ async function codeFiles(): Promise<string[]> {
   return out.sort();
 }
 
+/** The bare (package) specifiers a module imports (static, dynamic and type-only). */
+function packageImports(text: string): string[] {
+  const out: string[] = [];
+  const re = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)["']([^."'][^"']*)["']/g;
+  for (const m of text.matchAll(re)) out.push(m[1]);
+  return out;
+}
+
+/** Every module `start` reaches through relative imports, itself included. */
+function reachable(graph: Map<string, string[]>, start: string): Set<string> {
+  const seen = new Set<string>();
+  const todo = [start];
+  while (todo.length) {
+    const f = todo.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const d of graph.get(f) ?? []) todo.push(d);
+  }
+  return seen;
+}
+
 /** The repository files a module imports by relative path (static, dynamic and type-only). */
 function relativeImports(file: string, text: string): string[] {
   const out: string[] = [];
@@ -88,6 +109,65 @@ Deno.test("no module imports itself back, and the layers hold", async () => {
     ).map((d) => `${f} → ${d}`)
   );
   assert.deepEqual(crossings, [], "imports across the layers");
+});
+
+/**
+ * Where tfjs may be imported, and what each folder of shared/ may import
+ * (docs/architecture.md, "Principles"): the engine is device code over the
+ * model's meaning, never tfjs; the model's meaning and the wire know no
+ * implementation.
+ */
+const TFJS_HOME = "shared/tfjs/";
+const LAYERS: readonly { from: string; allowed?: RegExp; forbidden?: RegExp }[] = [
+  {
+    from: "shared/engine/",
+    allowed: /^shared\/(engine|model|method)\/|^shared\/compute\/task\.ts$/,
+  },
+  { from: "shared/model/", forbidden: /^shared\/(engine|tfjs|compute|wire)\// },
+  { from: "shared/method/", forbidden: /^shared\/(engine|tfjs|compute|wire)\// },
+  { from: "shared/wire/", forbidden: /^shared\/(engine|tfjs|compute)\// },
+];
+
+Deno.test("tfjs stays in shared/tfjs/, the engine never reaches it, and shared/'s folders keep their layers", async () => {
+  const graph = new Map<string, string[]>();
+  const packages = new Map<string, string[]>();
+  for (const f of await codeFiles()) {
+    const text = await Deno.readTextFile(join(ROOT, f));
+    graph.set(f, relativeImports(f, text));
+    packages.set(f, packageImports(text));
+  }
+  const tfjs = (f: string) => (packages.get(f) ?? []).some((p) => p.startsWith("@tensorflow/"));
+  // The application (coordinator/, worker/, shared/) imports @tensorflow only in shared/tfjs/ —
+  // its set-up (shared/tfjs/backend.ts, called by the one factory shared/compute/create.ts, which
+  // itself imports none) included. Tests and benchmarks may use tfjs directly (it is the oracle).
+  const outside = [...graph.keys()].filter((f) =>
+    /^(coordinator|worker|shared)\//.test(f) && !f.startsWith(TFJS_HOME) && tfjs(f)
+  );
+  assert.deepEqual(outside, [], "modules outside shared/tfjs/ that import @tensorflow");
+  const engine = [...graph.keys()].filter((f) => f.startsWith("shared/engine/"));
+  assert.ok(engine.length > 5, `only ${engine.length} engine modules found`);
+  const leaks = engine.flatMap((f) =>
+    [...reachable(graph, f)].filter(tfjs).map((t) => `${f} ⇒ ${t}`)
+  );
+  assert.deepEqual(leaks, [], "engine modules that reach @tensorflow through their imports");
+  const crossings = [...graph].flatMap(([f, deps]) =>
+    LAYERS.filter((l) => f.startsWith(l.from)).flatMap((l) =>
+      deps.filter((d) =>
+        d.startsWith("shared/") &&
+        ((l.allowed && !l.allowed.test(d)) || (l.forbidden && l.forbidden.test(d)))
+      ).map((d) => `${f} → ${d}`)
+    )
+  );
+  assert.deepEqual(crossings, [], "imports across shared/'s layers");
+});
+
+Deno.test("the tree rules see what they check: a bare specifier and a transitive tfjs import", () => {
+  assert.deepEqual(
+    packageImports(`import * as tf from "@tensorflow/tfjs-core";\nimport "./x.ts";`),
+    ["@tensorflow/tfjs-core"],
+  );
+  const g = new Map([["a", ["b"]], ["b", ["c"]], ["c", []]]);
+  assert.deepEqual([...reachable(g, "a")].sort(), ["a", "b", "c"]);
 });
 
 /** Headings of a markdown file, without the leading #s and backticks. */

@@ -27,7 +27,7 @@ import {
 import { paramLayout } from "../shared/model/param_layout.ts";
 import { BufferPool, prepareMessage, Reassembler, Sender } from "../shared/wire/transfer.ts";
 import { closeLine, describeClose } from "../shared/wire/close_log.ts";
-import type { BackendInfo } from "../shared/compute/backend.ts";
+import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { WorkerCompute } from "./compute.ts";
 import { peerText } from "../shared/wire/peer_text.ts";
 import { connectFailure } from "./connect_failure.ts";
@@ -36,7 +36,8 @@ import { connectFailure } from "./connect_failure.ts";
 export interface WorkerOptions {
   readonly url: string;
   readonly token: string;
-  readonly backend: BackendInfo;
+  /** What computes (shared/compute/create.ts); its name and device go in the hello. */
+  readonly backend: ComputeBackend;
   /** Keep waiting for the next run after one ends. */
   readonly stay: boolean;
   /** Give up after this long without a successful connection (ms). */
@@ -70,7 +71,7 @@ interface WorkerState {
 
 /** Serves runs until the coordinator ends them (or refuses us). */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
-  const compute = new WorkerCompute();
+  const compute = new WorkerCompute(opts.backend);
   const state: WorkerState = { compute, pool: new BufferPool(2), installed: null };
   let workerId: string | undefined;
   let backoff = 250;

@@ -1,26 +1,19 @@
 /**
  * The worker's side of a run, without the socket: it keeps the run's model
- * config and one cached copy of the weights (by version), and turns each
- * task into a result with {@link microBatchGradient} (tfjs backends) or the
- * native engine's {@link EngineModel} (native backend: every matrix product
- * on the machine's BLAS), and each evaluation task into its logits (forward
- * only: `predictLogits` or `EngineModel.logits`, the same functions the
- * coordinator scores with locally). No training state lives here
- * (docs/architecture.md, principle 1).
+ * config and one cached copy of the weights (by version) in a
+ * {@link ModelCompute} of its backend (shared/compute/create.ts: the engine
+ * on a device, or tfjs), turns each task into a result with its `gradient`,
+ * and each evaluation task into its logits (forward only: its `logits`, the
+ * same call the coordinator scores with locally). No training state lives
+ * here (docs/architecture.md, principle 1).
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { type Objective, type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
-import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
-import { microBatchGradient } from "../shared/tfjs/gradient.ts";
-import { type GradientResult } from "../shared/compute/task.ts";
-import { activeBackend } from "../shared/compute/backend.ts";
-import type { Blas } from "../shared/engine/devices/cpu/blas.ts";
-import type { Gemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { EngineModel } from "../shared/engine/engine.ts";
-import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
+import type { ComputeBackend, ModelCompute } from "../shared/compute/model_compute.ts";
+import { activeBackend } from "../shared/compute/create.ts";
+import { checkLabels } from "../shared/model/targets.ts";
 import { f16BitsToF32 } from "../shared/wire/half_float.ts";
 import {
   compactGrad,
@@ -48,52 +41,29 @@ interface Run {
   readonly dropout: { hidden: number; attention: number };
 }
 
-/** The native engine's matrix products, and the BLAS behind them (for thread control). */
-export interface NativeCompute {
-  readonly gemm: Gemm;
-  readonly blas?: Blas;
-  /** BLAS threads outside deterministic runs. */
-  readonly threads?: number;
-}
-
 /**
- * The native compute of the process's active backend, or null when it is a
- * tfjs backend (webgpu, wasm, cpu).
- */
-export function activeNative(): NativeCompute | null {
-  const b = activeBackend();
-  return b?.name === "native" && b.blas
-    ? { gemm: b.blas.gemm, blas: b.blas, threads: b.threads }
-    : null;
-}
-
-/**
- * Holds the run's model and weights; computes tasks.
- *
- * With native compute, a deterministic run pins the BLAS to one thread:
- * OpenBLAS's sgemm gives different bits with 1 and 2 threads on this model's
- * shapes (measured), and one thread is a count every machine can match.
+ * Holds the run's model and weights; computes tasks. A deterministic run's
+ * model is made deterministic (cpu: one BLAS thread; see
+ * {@link ComputeBackend.model}).
  */
 export class WorkerCompute {
+  readonly #backend: ComputeBackend;
   #run: Run | null = null;
-  #weights: Record<string, tf.Tensor> | null = null;
-  #native: EngineModel<Float32Array> | null = null;
+  #model: ModelCompute | null = null;
   #version = -1;
   #gradLayout: SparseLayout | null = null;
-  readonly #compute: NativeCompute | null;
-  /** BLAS threads this run computes with (null: leave the library's setting). */
-  #threads: number | null = null;
-  /** The native engine's dense gradient of a classifier task, reused (see task()). */
+  /** A classifier task's dense gradient, reused (see task()). */
   #scratch: Float32Array | null = null;
 
-  /** `native`: compute with the native engine (default: when the active backend is native). */
-  constructor(native: NativeCompute | null = activeNative()) {
-    this.#compute = native;
+  /** Computes on `backend` (default: the one this process set up last). */
+  constructor(backend: ComputeBackend | null = activeBackend()) {
+    if (!backend) throw new Error("WorkerCompute: no backend set up (shared/compute/create.ts)");
+    this.#backend = backend;
   }
 
-  /** Which engine computes the tasks. */
-  get engine(): "native" | "tfjs" {
-    return this.#compute ? "native" : "tfjs";
+  /** The backend that computes the tasks. */
+  get backend(): ComputeBackend {
+    return this.#backend;
   }
 
   /** Weights version held (-1: none). */
@@ -111,7 +81,9 @@ export class WorkerCompute {
     const config = parseModelConfig(m.modelConfig);
     const sameRun = this.#run?.runId === m.runId;
     if (!sameRun) {
-      this.#dropWeights();
+      this.#model?.dispose();
+      this.#model = null;
+      this.#version = -1;
       this.#scratch = null;
     }
     this.#run = {
@@ -124,14 +96,11 @@ export class WorkerCompute {
         : { hidden: m.dropout, attention: m.dropout },
     };
     this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective);
-    const c = this.#compute;
-    if (c) {
-      // A reconnect to the same run keeps the model and the weights it holds.
-      if (!sameRun || !this.#native) {
-        this.#native = new EngineModel(cpuDevice(c.gemm), config, this.#run.layout);
-      }
-      this.#threads = m.deterministic ? 1 : (c.threads ?? null);
-      this.#applyThreads();
+    // A reconnect to the same run keeps the model and the weights it holds.
+    if (!this.#model) {
+      this.#model = this.#backend.model(config, this.#run.layout, {
+        deterministic: m.deterministic,
+      });
     }
     return config;
   }
@@ -146,9 +115,8 @@ export class WorkerCompute {
     const flat = m.encoding === "f16"
       ? f16BitsToF32(m.data as Uint16Array)
       : m.data as Float32Array;
-    this.#dropWeights();
-    if (this.#native) this.#native.setWeights(flat);
-    else this.#weights = weightTensors(run.layout, flat);
+    this.#version = -1;
+    this.#model!.setWeights(flat);
     this.#version = m.version;
   }
 
@@ -156,14 +124,10 @@ export class WorkerCompute {
   async task(m: TaskMessage): Promise<ResultMessage> {
     const run = this.#current(m);
     validateBatchRanges(m.batch, run.config);
-    const perToken = run.objective === "mlm";
-    if (m.batch.labels.length !== (perToken ? m.batch.size * m.batch.seqLen : m.batch.size)) {
-      throw new ProtocolError(
-        "bad_shape",
-        perToken
-          ? "an MLM task needs one label per token"
-          : "a classification task needs one label per example",
-      );
+    try {
+      checkLabels(m.batch.labels, m.batch, run.objective);
+    } catch (e) {
+      throw new ProtocolError("bad_shape", (e as Error).message);
     }
     const task = {
       step: m.step,
@@ -173,17 +137,11 @@ export class WorkerCompute {
       batch: m.batch,
       dropout: run.dropout,
     };
-    // A classifier's dense gradient is compacted (copied) below, so the engine
+    // A classifier's dense gradient is compacted (copied) below, so the model
     // may write it into one buffer reused across tasks; an MLM gradient is sent as is.
     const rows = this.#gradLayout!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
-    if (this.#native) this.#applyThreads();
-    if (this.#native && rows) this.#scratch ??= new Float32Array(run.layout.total);
-    const r: GradientResult = this.#native
-      ? await this.#native.gradient(task, rows ? this.#scratch! : undefined)
-      : await microBatchGradient(
-        { config: run.config, layout: run.layout, weights: this.#weights! },
-        task,
-      );
+    if (rows) this.#scratch ??= new Float32Array(run.layout.total);
+    const r = await this.#model!.gradient(task, rows ? this.#scratch! : undefined);
     // A classifier's word-embedding gradient is non-zero only on the rows the
     // batch looked up: send those. The MLM decoder is tied to the same matrix
     // and its softmax reaches every row, so MLM gradients go dense.
@@ -213,11 +171,7 @@ export class WorkerCompute {
     }
     validateBatchRanges(m.batch, run.config);
     const t0 = performance.now();
-    if (this.#native) this.#applyThreads();
-    const logits = this.#native ? await this.#native.logits(m.batch) : await predictLogits(
-      { config: run.config, layout: run.layout, weights: this.#weights! },
-      m.batch,
-    );
+    const logits = await this.#model!.logits(m.batch);
     return {
       type: "eval_result",
       taskId: m.taskId,
@@ -231,17 +185,11 @@ export class WorkerCompute {
 
   /** Frees the device memory. */
   dispose(): void {
-    this.#dropWeights();
-    this.#native = null;
+    this.#model?.dispose();
+    this.#model = null;
+    this.#version = -1;
     this.#scratch = null;
     this.#run = null;
-  }
-
-  /** Puts the BLAS at this run's thread count (the setting is per process, shared with any other user). */
-  #applyThreads(): void {
-    const blas = this.#compute?.blas;
-    if (!blas?.threadControl || this.#threads === null) return;
-    if (blas.threads() !== this.#threads) blas.setThreads(this.#threads);
   }
 
   /** The run a task or eval_task is for, when it is this one on the weights held; else `stale`. */
@@ -262,11 +210,5 @@ export class WorkerCompute {
   #need(): Run {
     if (!this.#run) throw new ProtocolError("malformed", "no welcome received yet");
     return this.#run;
-  }
-
-  #dropWeights(): void {
-    if (this.#weights) tf.dispose(Object.values(this.#weights));
-    this.#weights = null;
-    this.#version = -1;
   }
 }

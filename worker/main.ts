@@ -5,13 +5,9 @@
  * @module
  */
 import { exitOnFlagError, parseFlagsOrExit } from "../shared/cli/flags.ts";
-import {
-  BACKEND_FLAGS,
-  type BackendInfo,
-  backendRequest,
-  disposeBackend,
-  startBackend,
-} from "../shared/compute/backend.ts";
+import { BACKEND_FLAGS, backendRequest } from "../shared/compute/backend.ts";
+import { disposeBackend, startBackend } from "../shared/compute/create.ts";
+import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { runWorker } from "./client.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {
@@ -32,10 +28,10 @@ const flags = parseFlagsOrExit(Deno.args, {
 
 const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
 const log = (line: string) => console.log(`[worker ${Deno.pid}] ${line}`);
-let backend: BackendInfo;
+let backend: ComputeBackend;
 try {
   const started = await startBackend(requested, opts);
-  backend = started.info;
+  backend = started.backend;
   log(started.line);
 } catch (e) {
   console.error(`error: backend ${requested ?? "(auto)"}: ${(e as Error).message}`);

@@ -10,7 +10,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../../shared/compute/backend.ts";
+import { initBackend } from "../../shared/compute/create.ts";
 import { saveCheckpoint } from "../../shared/io/checkpoint.ts";
 import { parseModelConfig } from "../../shared/model/config.ts";
 import { paramLayout } from "../../shared/model/param_layout.ts";
@@ -21,7 +21,7 @@ import { bertBaseUncasedVocab, vocabToTxt } from "../../shared/text/vocab.ts";
 import { Rng } from "../../shared/method/rng.ts";
 
 const out = Deno.args[0] ?? "bench/hf_conformance/out";
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 
 const TEXTS: [string, string?][] = [
   ["Hello, world! This movie was GREAT."],

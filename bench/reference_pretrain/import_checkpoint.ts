@@ -19,9 +19,8 @@
  * @module
  */
 import { loadCheckpoint } from "../../shared/io/checkpoint.ts";
-import { weightTensors } from "../../shared/tfjs/model.ts";
 import { loadTokenizer } from "../../shared/text/tokenizer.ts";
-import { initBackend } from "../../shared/compute/backend.ts";
+import { initBackend } from "../../shared/compute/create.ts";
 import { MlmSet } from "../../coordinator/mlm_data.ts";
 import { evaluateMlm } from "../../coordinator/training_data.ts";
 
@@ -44,7 +43,7 @@ const copy = async (from: string, to: string) => {
 await copy(`${DEFAULT}/vocab.txt`, `${out}/vocab.txt`);
 await copy(weights, `${out}/model.safetensors`);
 
-await initBackend("wasm");
+await initBackend("tfjs-wasm");
 const meta = JSON.parse(await Deno.readTextFile(`${data}/meta.json`));
 const flat = new Uint16Array((await Deno.readFile(`${data}/heldout.u16`)).buffer);
 const L = meta.maxLen as number;
@@ -57,11 +56,8 @@ for (let i = 0; i < flat.length; i += L) {
 }
 const tokenizer = await loadTokenizer(out);
 const ck = await loadCheckpoint(out, { objective: "mlm" });
-const model = {
-  config: ck.config,
-  layout: ck.layout,
-  weights: weightTensors(ck.layout, ck.weights),
-};
+const model = (await initBackend("tfjs-wasm")).model(ck.config, ck.layout);
+model.setWeights(ck.weights);
 const result = await evaluateMlm(model, new MlmSet(seqs, tokenizer, meta.seed), meta.heldoutEval);
 console.log(JSON.stringify({ checkpoint: out, ...result }));
 if (record) {

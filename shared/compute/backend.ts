@@ -1,42 +1,71 @@
 /**
- * Backend selection and set-up: webgpu, native, wasm or cpu, with the kernels
- * and matmul strategy that make training fast on each (docs/platform.md).
+ * Backend names and choice: what runs a model's computations, by a name that
+ * says so, the `--backend`/`--threads`/`--blas` flags, the BLAS the `cpu`
+ * backend runs on, and the automatic pick. Setting a backend up is
+ * shared/compute/create.ts's; tfjs's own set-up is shared/tfjs/backend.ts's.
  *
- * `native` is the CPU engine of shared/engine/ with every matrix product on
- * the machine's BLAS through FFI (shared/engine/devices/cpu/blas.ts); tfjs runs on wasm
- * underneath it for anything that still uses tensors.
+ * - `cpu`: the engine of shared/engine/ on the host, every matrix product on
+ *   the machine's BLAS through FFI (shared/engine/devices/cpu/blas.ts);
+ * - `webgpu`: the engine on a GPU device (not wired in yet: see
+ *   shared/compute/create.ts);
+ * - `tfjs-wasm`, `tfjs-cpu`: tfjs on its WASM or plain-JavaScript backend
+ *   (the fallback where no BLAS loads, and the test oracle);
+ * - `tfjs-webgpu`: tfjs on WebGPU, kept as a benchmark comparison.
+ *
+ * The old names `native` (now `cpu`) and `wasm` (now `tfjs-wasm`) are still
+ * accepted, with a one-line note.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
-import "@tensorflow/tfjs-backend-cpu";
-// tfjs-core alone registers no gradients; the full tfjs bundle registers them all.
-import "@tensorflow/tfjs";
-import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { registerUnsortedSegmentSum } from "../tfjs/unsorted_segment_sum.ts";
-import { installMatMulGradient, setExplicitTranspose } from "../tfjs/ops.ts";
 import { type Blas, BLAS_ENV, isNoBlas, loadBlas } from "../engine/devices/cpu/blas.ts";
 import { FlagError, type FlagSpecs } from "../cli/flags.ts";
 
-/** Every backend adaptmesh can train on, fastest first: the one list flags and metrics use. */
-export const BACKEND_NAMES = ["webgpu", "native", "wasm", "cpu"] as const;
+/** Every backend adaptmesh can compute on, the engine's first: the one list flags and metrics use. */
+export const BACKEND_NAMES = ["cpu", "webgpu", "tfjs-wasm", "tfjs-cpu", "tfjs-webgpu"] as const;
 
-/** A backend adaptmesh can train on. */
+/** A backend adaptmesh can compute on. */
 export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** The backends that run tfjs (the others run the engine of shared/engine/). */
+export type TfjsBackendName = Extract<BackendName, `tfjs-${string}`>;
+
+/** Whether `name` runs tfjs. */
+export function isTfjsBackend(name: BackendName): name is TfjsBackendName {
+  return name.startsWith("tfjs-");
+}
+
+/** Old backend names still accepted (with a note), and what they are called now. */
+export const OLD_BACKEND_NAMES: Readonly<Record<string, BackendName>> = {
+  native: "cpu",
+  wasm: "tfjs-wasm",
+};
 
 /** `--backend` help text. */
 export const BACKEND_HELP = `${
   BACKEND_NAMES.join(" | ")
-} (default: webgpu on a hardware GPU, else native when a BLAS library loads, else wasm)`;
+} (default: cpu when a BLAS library loads, else tfjs-wasm; old names native = cpu, wasm = tfjs-wasm)`;
 
-/** Whether `s` names a backend. */
+/** Whether `s` names a backend (by its current name). */
 export function isBackendName(s: string): s is BackendName {
   return (BACKEND_NAMES as readonly string[]).includes(s);
 }
 
-/** `s` as a backend name, or an error that lists the names. */
-export function parseBackendName(s: string, what = "--backend"): BackendName {
+/**
+ * `s` as a backend name, or an error that lists the names. An old name is
+ * accepted and `note` (default: stderr) is told, in one line, what it is
+ * called now.
+ */
+export function parseBackendName(
+  s: string,
+  what = "--backend",
+  note: (line: string) => void = console.error,
+): BackendName {
   if (isBackendName(s)) return s;
+  const now = Object.hasOwn(OLD_BACKEND_NAMES, s) ? OLD_BACKEND_NAMES[s] : undefined;
+  if (now) {
+    note(`note: ${what} ${s} is now called ${now}; the old name will be removed`);
+    return now;
+  }
   throw new Error(`${what} must be one of ${BACKEND_NAMES.join(", ")}, got "${s}"`);
 }
 
@@ -45,30 +74,31 @@ export const BACKEND_FLAGS = {
   backend: { type: "string", help: BACKEND_HELP },
   threads: {
     type: "int",
-    help: "native: BLAS threads (default: every core this process may use)",
+    help: "cpu: BLAS threads (default: every core this process may use)",
   },
   blas: {
     type: "string",
     help:
-      `native: the BLAS library (path or soname), or "none" for no BLAS (default: $${BLAS_ENV}, else OpenBLAS, BLIS, MKL, CBLAS by their usual names)`,
+      `cpu: the BLAS library (path or soname), or "none" for no BLAS (default: $${BLAS_ENV}, else OpenBLAS, BLIS, MKL, CBLAS by their usual names)`,
   },
 } as const satisfies FlagSpecs;
 
 /**
  * The backend request of parsed {@link BACKEND_FLAGS}: a validated backend
- * name (undefined: pick), and the native options. Throws a {@link FlagError}.
+ * name (undefined: pick; an old name is noted through `note`, see
+ * {@link parseBackendName}), and the cpu options. Throws a {@link FlagError}.
  */
 export function backendRequest(
   flags: { backend?: string; threads?: number; blas?: string },
+  note: (line: string) => void = console.error,
 ): { requested: BackendName | undefined; opts: BackendOptions } {
   let requested: BackendName | undefined;
   if (flags.backend !== undefined) {
-    if (!isBackendName(flags.backend)) {
-      throw new FlagError(
-        `--backend must be one of ${BACKEND_NAMES.join(", ")}, got "${flags.backend}"`,
-      );
+    try {
+      requested = parseBackendName(flags.backend, "--backend", note);
+    } catch (e) {
+      throw new FlagError((e as Error).message);
     }
-    requested = flags.backend;
   }
   if (flags.threads !== undefined && flags.threads < 1) {
     throw new FlagError(`--threads must be at least 1, got ${flags.threads}`);
@@ -79,26 +109,15 @@ export function backendRequest(
   return { requested, opts: { threads: flags.threads, blas: flags.blas } };
 }
 
-/** How to set up the native backend (ignored by the others). */
+/** How to set up the cpu backend (ignored by the others). */
 export interface BackendOptions {
   /** BLAS threads (default: every core this process may use). */
   readonly threads?: number;
   /**
-   * The BLAS library: a path or soname, or `none` for no BLAS (native is then
+   * The BLAS library: a path or soname, or `none` for no BLAS (cpu is then
    * unavailable). Default: `$ADAPTMESH_BLAS`, else the usual sonames.
    */
   readonly blas?: string;
-}
-
-/** What was set up, for logs and `/status`. */
-export interface BackendInfo {
-  readonly name: BackendName;
-  /** The device: the GPU adapter's description, or the CPU (and, native, its BLAS). */
-  readonly device: string;
-  /** native: the library every matrix product goes through. */
-  readonly blas?: Blas;
-  /** native: BLAS threads asked for. */
-  readonly threads?: number;
 }
 
 /** Cores this process may run on (respects CPU affinity). */
@@ -106,7 +125,8 @@ export function availableCores(): number {
   return Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
-function cpuName(): string {
+/** The host CPU, for device descriptions. */
+export function cpuName(): string {
   return `${Deno.build.arch} CPU (${availableCores()} cores)`;
 }
 
@@ -117,11 +137,11 @@ function blasRequest(opts: BackendOptions): string | undefined {
 }
 
 /**
- * Loads the BLAS for the native backend. Null with the reason when none is
+ * Loads the BLAS for the cpu backend. Null with the reason when none is
  * wanted or none loads; an explicitly named library that does not load is an
  * error (it was asked for by name).
  */
-export function nativeBlas(
+export function cpuBlas(
   opts: BackendOptions & { own?: boolean } = {},
 ): { blas: Blas; reason: null } | { blas: null; reason: string } {
   const req = blasRequest(opts);
@@ -151,32 +171,24 @@ export function hostBlas(
   let line: string;
   let blas: Blas | null = null;
   try {
-    const r = nativeBlas({ ...opts, own: true });
+    const r = cpuBlas({ ...opts, own: true });
     blas = r.blas;
-    line = r.blas ? "" : `host compute on wasm: ${r.reason}; ${NATIVE_HINT}`;
+    line = r.blas ? "" : `host compute on tfjs-wasm: ${r.reason}; ${CPU_HINT}`;
   } catch (e) {
-    line = `host compute on wasm: ${(e as Error).message}`;
+    line = `host compute on tfjs-wasm: ${(e as Error).message}`;
   }
   if (blas) {
     blas.setThreads(opts.threads ?? availableCores());
-    line = `host compute on native: ${blas.describe()}`;
+    line = `host compute on cpu: ${blas.describe()}`;
   }
   if (line !== hostSaid) (opts.log ?? console.log)(line);
   hostSaid = line;
   return blas;
 }
 
-/** The hint printed when the CPU runs on wasm. */
-export const NATIVE_HINT =
-  "for the faster native backend: apt-get install libopenblas0-pthread (or --blas PATH)";
-
-/** The folder holding `tfjs-backend-wasm-simd.wasm`, as a path with trailing slash. */
-function wasmDir(): string {
-  const url = import.meta.resolve("@tensorflow/tfjs-backend-wasm");
-  // The resolved module lives in .../tfjs-backend-wasm/dist/...; the .wasm files sit in dist/.
-  const path = new URL(url).pathname;
-  return path.slice(0, path.lastIndexOf("/dist/") + "/dist/".length);
-}
+/** The hint printed when the CPU runs on tfjs-wasm. */
+export const CPU_HINT =
+  "for the faster cpu backend: apt-get install libopenblas0-pthread (or --blas PATH)";
 
 /** Describes the hardware GPU adapter, or null when there is none (or only a software one). */
 export async function hardwareGpu(): Promise<string | null> {
@@ -196,131 +208,23 @@ export async function hardwareGpu(): Promise<string | null> {
   }
 }
 
-/** A backend chosen automatically, and why the faster ones were not. */
+/** A backend chosen automatically, and why the faster one was not. */
 export interface BackendPick {
   readonly name: BackendName;
-  /** Why native was not chosen on a CPU (null when it was, or on a GPU). */
+  /** Why cpu was not chosen (null when it was). */
   readonly note: string | null;
 }
 
 /**
- * Picks webgpu on a hardware GPU, else native when a BLAS library loads, else
- * wasm. Throws only when a library named by `--blas`/`$ADAPTMESH_BLAS` does not load.
+ * Picks cpu when a BLAS library loads, else tfjs-wasm. (`webgpu`, the engine
+ * on a GPU, joins the choice when its device is wired in — see
+ * shared/compute/create.ts; `tfjs-webgpu` is a benchmark comparison, never
+ * picked.) Throws only when a library named by `--blas`/`$ADAPTMESH_BLAS`
+ * does not load.
  */
-export async function pickBackend(opts: BackendOptions = {}): Promise<BackendPick> {
-  if (await hardwareGpu()) return { name: "webgpu", note: null };
-  const native = nativeBlas(opts);
-  return native.blas ? { name: "native", note: null } : { name: "wasm", note: native.reason };
-}
-
-let active: BackendInfo | null = null;
-let tfActive: BackendInfo | null = null;
-
-/**
- * tfjs environment flags from `ADAPTMESH_TF_FLAGS` (a JSON object, e.g.
- * `{"WEBGPU_CPU_FORWARD": false}`), for tuning a backend without code changes.
- */
-function applyTfFlags(): void {
-  const raw = Deno.env.get("ADAPTMESH_TF_FLAGS");
-  if (!raw) return;
-  let flags: unknown;
-  try {
-    flags = JSON.parse(raw);
-  } catch (e) {
-    throw new Error(`ADAPTMESH_TF_FLAGS is not JSON: ${(e as Error).message}`);
-  }
-  if (typeof flags !== "object" || flags === null || Array.isArray(flags)) {
-    throw new Error("ADAPTMESH_TF_FLAGS must be a JSON object of tfjs flags");
-  }
-  for (const [k, v] of Object.entries(flags)) tf.env().set(k, v as number | boolean);
-}
-
-/**
- * Sets up `name`; idempotent for the same name (native: applies `opts.threads`
- * again). Native needs a BLAS: it throws, saying why, when none loads.
- */
-export async function initBackend(
-  name: BackendName,
-  opts: BackendOptions = {},
-): Promise<BackendInfo> {
-  if (name === "native") {
-    const { blas, reason } = nativeBlas(opts);
-    if (!blas) throw new Error(`native: ${reason}; ${NATIVE_HINT}`);
-    await initTf("wasm");
-    const threads = opts.threads ?? availableCores();
-    if (!Number.isInteger(threads) || threads < 1) {
-      throw new Error(`--threads must be a positive integer, got ${threads}`);
-    }
-    blas.setThreads(threads);
-    active = { name, device: `${blas.describe()} on ${cpuName()}`, blas, threads };
-    return active;
-  }
-  const info = await initTf(name);
-  active = info;
-  return info;
-}
-
-async function initTf(name: Exclude<BackendName, "native">): Promise<BackendInfo> {
-  if (tfActive?.name === name && tf.getBackend() === name) return tfActive;
-  let device = cpuName();
-  if (name === "wasm") {
-    setWasmPaths(wasmDir());
-    registerUnsortedSegmentSum("wasm");
-  } else if (name === "cpu") {
-    registerUnsortedSegmentSum("cpu");
-  } else {
-    await import("@tensorflow/tfjs-backend-webgpu");
-    const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
-    const adapter = await gpu?.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) throw new Error("webgpu: no GPU adapter found (is a Vulkan driver installed?)");
-    const i = adapter.info;
-    device = [i.vendor, i.architecture, i.device, i.description].filter((s) => s).join(" ") ||
-      "unknown GPU";
-  }
-  if (!(await tf.setBackend(name))) throw new Error(`backend ${name} failed to initialise`);
-  applyTfFlags();
-  await tf.ready();
-  // wasm is 10x slower with transpose flags; cpu gains too. GPUs handle them natively.
-  setExplicitTranspose(name !== "webgpu");
-  installMatMulGradient();
-  tfActive = { name, device };
-  return tfActive;
-}
-
-/** The backend set up last in this process, if any. */
-export function activeBackend(): BackendInfo | null {
-  return active;
-}
-
-/**
- * Chooses (`requested` undefined: {@link pickBackend}) and sets up a backend,
- * and returns the one line that says which, on what, and — on wasm — how to
- * get the faster one.
- */
-export async function startBackend(
-  requested: string | undefined,
-  opts: BackendOptions = {},
-): Promise<{ info: BackendInfo; line: string }> {
-  let note: string | null = null;
-  let name: BackendName;
-  if (requested !== undefined) name = parseBackendName(requested);
-  else ({ name, note } = await pickBackend(opts));
-  const info = await initBackend(name, opts);
-  const how = requested !== undefined ? "" : " (auto)";
-  const hint = note ? `; ${note}; ${NATIVE_HINT}` : "";
-  return { info, line: `backend ${info.name}${how} on ${info.device}${hint}` };
-}
-
-/** Releases the backend (webgpu: destroys the device so the process can exit cleanly). */
-export function disposeBackend(): void {
-  if (!tfActive) return;
-  const name = tfActive.name;
-  tf.engine().reset();
-  if (name === "webgpu") {
-    const backend = tf.findBackend("webgpu") as unknown as { device?: GPUDevice } | null;
-    tf.removeBackend("webgpu");
-    backend?.device?.destroy();
-  }
-  active = null;
-  tfActive = null;
+export function pickBackend(opts: BackendOptions = {}): Promise<BackendPick> {
+  const cpu = cpuBlas(opts);
+  return Promise.resolve(
+    cpu.blas ? { name: "cpu", note: null } : { name: "tfjs-wasm", note: cpu.reason },
+  );
 }

@@ -21,12 +21,12 @@
  *
  * @module
  */
-import { HEAD_SITE } from "../method/dropout_mask.ts";
+import { dropoutSite } from "../method/dropout_mask.ts";
 import type { GradientResult, GradientTask } from "../compute/task.ts";
 import type { HostBatch } from "../model/batch.ts";
-import { isTokenLabelled, maskedTokens, positionIds } from "../model/targets.ts";
+import { checkLabels, maskedTokens, positionIds } from "../model/targets.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { ParamLayout } from "../model/param_layout.ts";
+import { layoutObjective, type ParamLayout } from "../model/param_layout.ts";
 import { mixSeed } from "../method/rng.ts";
 import {
   type BatchIndex,
@@ -182,7 +182,7 @@ export class EngineModel<T> {
     options: EngineOptions = {},
   ) {
     this.#dev = options.profile ? profiled(dev, options.profile, options.clock) : dev;
-    this.#mlm = layout.byName.has("cls.predictions.bias");
+    this.#mlm = layoutObjective(layout) === "mlm";
     this.#firstOnly = !this.#mlm && !options.fullLastLayer;
     this.#arena = new Arena(this.#dev);
     const H = config.hiddenSize;
@@ -373,23 +373,8 @@ export class EngineModel<T> {
   }
 
   #targets(labels: Float32Array, batch: HostBatch): Targets {
-    const tokenLabels = isTokenLabelled(labels, batch);
-    if (tokenLabels !== this.#mlm) {
-      throw new Error(
-        this.#mlm
-          ? `an MLM task needs one label per token (${
-            batch.size * batch.seqLen
-          }), got ${labels.length}`
-          : `a classification task needs one label per example (${batch.size}), got ${labels.length}`,
-      );
-    }
-    if (this.#mlm) {
-      const t = maskedTokens(labels);
-      if (t.positions.length === 0) {
-        throw new Error("an MLM task needs at least one labelled token");
-      }
-      return { kind: "mlm", t };
-    }
+    checkLabels(labels, batch, this.#mlm ? "mlm" : "classify");
+    if (this.#mlm) return { kind: "mlm", t: maskedTokens(labels) };
     return {
       kind: "classify",
       t: { classes: Int32Array.from(labels), scores: labels },
@@ -429,25 +414,28 @@ export class EngineModel<T> {
     // Site numbers of shared/method/dropout_mask.ts; a first-position-only layer holds compact rows.
     const probRows = { starts: Int32Array.from({ length: B * nh }, (_, i) => i * L * L), width: L };
     const hiddenRows = { starts: Int32Array.from({ length: B }, (_, b) => b * L * H), width: H };
-    const layers = enc.layers.map((a, l) =>
-      a.first
+    const layers = enc.layers.map((a, layer) => {
+      const attention = dropoutSite({ at: "attention", layer });
+      const attentionOut = dropoutSite({ at: "attentionOutput", layer });
+      const ffnOut = dropoutSite({ at: "ffnOutput", layer });
+      return a.first
         ? {
-          attention: mask(1 + 3 * l, B * nh * L, "attention", probRows),
-          attentionOut: mask(2 + 3 * l, B * H, "hidden", hiddenRows),
-          ffnOut: mask(3 + 3 * l, B * H, "hidden", hiddenRows),
+          attention: mask(attention, B * nh * L, "attention", probRows),
+          attentionOut: mask(attentionOut, B * H, "hidden", hiddenRows),
+          ffnOut: mask(ffnOut, B * H, "hidden", hiddenRows),
         }
         : {
-          attention: mask(1 + 3 * l, B * nh * L * L, "attention"),
-          attentionOut: mask(2 + 3 * l, B * L * H, "hidden"),
-          ffnOut: mask(3 + 3 * l, B * L * H, "hidden"),
-        }
-    );
+          attention: mask(attention, B * nh * L * L, "attention"),
+          attentionOut: mask(attentionOut, B * L * H, "hidden"),
+          ffnOut: mask(ffnOut, B * L * H, "hidden"),
+        };
+    });
     const bert = c.modelType === "bert";
     const masks: Masks<T> = {
-      enc: { embedding: mask(0, B * L * H, "hidden"), layers },
+      enc: { embedding: mask(dropoutSite({ at: "embedding" }), B * L * H, "hidden"), layers },
       cls: this.#mlm ? { pre: null, post: null } : {
-        pre: bert ? null : mask(HEAD_SITE, B * H, "hidden"),
-        post: mask(bert ? HEAD_SITE : HEAD_SITE + 1, B * H, "hidden"),
+        pre: bert ? null : mask(dropoutSite({ at: "head", index: 0 }), B * H, "hidden"),
+        post: mask(dropoutSite({ at: "head", index: bert ? 0 : 1 }), B * H, "hidden"),
       },
       sites,
     };

@@ -1,27 +1,24 @@
 /**
  * Scoring a held-out split: logits in batches, predictions (argmax, or the
- * score for regression) and the task's GLUE metrics. Logits come from tfjs
- * ({@link predictLogits}) or, where a BLAS loads, from the native engine —
- * one batch after another — or from the workers of a run, every batch at
- * once ({@link BatchLogitsFn}; coordinator/mesh_eval.ts). Whatever computes
- * the logits, predictions and metrics are computed here the same way.
+ * score for regression) and the task's GLUE metrics. Logits come from a
+ * {@link ModelCompute} (shared/compute/: the engine or tfjs, one batch after
+ * another) or from the workers of a run, every batch at once
+ * ({@link BatchLogitsFn}; coordinator/mesh_eval.ts). Whatever computes the
+ * logits, predictions and metrics are computed here the same way.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs-core";
 import type { HostBatch } from "../model/batch.ts";
-import { type DeviceModel, predictLogits, weightTensors } from "../tfjs/model.ts";
 import type { EncodedSet } from "../data/batching.ts";
 import { computeMetrics, type MetricName } from "./glue_metrics.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
-import type { Gemm } from "../engine/devices/cpu/gemm.ts";
-import { EngineModel } from "../engine/engine.ts";
-import { cpuDevice } from "../engine/devices/cpu/device.ts";
-import { type BackendOptions, disposeBackend, hostBlas, startBackend } from "../compute/backend.ts";
+import type { BackendOptions } from "../compute/backend.ts";
+import type { ModelCompute } from "../compute/model_compute.ts";
+import { disposeBackend, hostCompute, startBackend } from "../compute/create.ts";
 
 /** Logits [size·numLabels] of a host batch, without dropout or perturbation. */
-export type LogitsFn = (batch: HostBatch) => Float32Array | Promise<Float32Array>;
+export type LogitsFn = (batch: HostBatch) => Promise<Float32Array>;
 
 /**
  * Logits of many host batches, resolved in batch order (each
@@ -37,14 +34,13 @@ export interface BatchEvalModel {
 }
 
 /**
- * A model to score: tfjs tensors, a host logits function, or both (then the
- * logits function is used where logits are all that is needed); or a
- * {@link BatchEvalModel}.
+ * A model scored one batch at a time: a {@link ModelCompute} with its
+ * weights set (its `maskedLm`, where it has one, scores MLM runs).
  */
-export type EvalModel =
-  | (DeviceModel & { readonly logits?: LogitsFn })
-  | { readonly config: ModelConfig; readonly logits: LogitsFn }
-  | BatchEvalModel;
+export type LogitsModel = Pick<ModelCompute, "config" | "logits" | "maskedLm">;
+
+/** A model to score: a compute ({@link LogitsModel}) or a run's workers ({@link BatchEvalModel}). */
+export type EvalModel = LogitsModel | BatchEvalModel;
 
 /** The logits function of `model` (one batch at a time). */
 export function logitsOf(model: EvalModel): LogitsFn {
@@ -52,9 +48,7 @@ export function logitsOf(model: EvalModel): LogitsFn {
     const all = model.logitsAll;
     return async (batch) => (await all([batch]))[0];
   }
-  if (model.logits) return model.logits;
-  const m = model as DeviceModel;
-  return (batch) => predictLogits(m, batch);
+  return (batch) => model.logits(batch);
 }
 
 /**
@@ -71,55 +65,48 @@ export function batchLogitsOf(model: EvalModel): BatchLogitsFn {
   };
 }
 
-/**
- * Logits on the native engine for flat weights in `layout` order; the
- * engine is built on the first call (a model that is never scored costs
- * nothing). `weights` is kept by reference.
- */
-export function nativeLogits(
-  config: ModelConfig,
-  layout: ParamLayout,
-  weights: Float32Array,
-  gemm: Gemm,
-): LogitsFn {
-  let model: EngineModel<Float32Array> | null = null;
-  return (batch) => {
-    if (!model) {
-      model = new EngineModel(cpuDevice(gemm), config, layout);
-      model.setWeights(weights);
-    }
-    return model.logits(batch);
-  };
-}
-
-/**
- * `model` with logits on the native engine when this process can load a
- * BLAS (see {@link hostBlas}), else `model` as it is; `close()` unloads the
- * BLAS handle when scoring is done. For the coordinator's own evaluation;
- * `deterministic` pins the BLAS to one thread.
- */
-export function withHostLogits<M extends DeviceModel>(
-  model: M,
-  weights: Float32Array,
-  opts: BackendOptions & { deterministic?: boolean } = {},
-): M & { readonly logits?: LogitsFn; close(): void } {
-  const blas = hostBlas({ ...opts, threads: opts.deterministic ? 1 : opts.threads });
-  if (!blas) return { ...model, close: () => {} };
-  return {
-    ...model,
-    logits: nativeLogits(model.config, model.layout, weights, blas.gemm),
-    close: () => blas.close(),
-  };
-}
-
 /** Metrics keyed as GLUE names them, plus the number of examples scored. */
 export type EvalResult = Record<string, number> & { examples: number };
 
+/** What a held-out split is scored by: the run's data (coordinator/training_data.ts). */
+export interface HeldOutScorer {
+  /** Whether logits alone score it (classification, regression); else MLM scoring is needed. */
+  readonly logitsOnly: boolean;
+  /** Scores the held-out split (first `limit` items; 0: all); null when there is none. */
+  evaluate(model: EvalModel, limit: number): Promise<EvalResult | null>;
+}
+
+/**
+ * The coordinator's own evaluation: scores `data` with `compute`, or —
+ * without one — with the host's best ({@link hostCompute}: the engine on a
+ * BLAS of its own where one loads, else tfjs-wasm, and tfjs-wasm for MLM),
+ * holding `model.weights`; a compute made here is disposed after.
+ */
+export async function evaluateOnHost(
+  data: HeldOutScorer,
+  model: {
+    readonly config: ModelConfig;
+    readonly layout: ParamLayout;
+    readonly weights: Float32Array;
+  },
+  opts: { readonly limit: number; readonly deterministic?: boolean; compute?: ModelCompute },
+): Promise<EvalResult | null> {
+  const compute = opts.compute ?? await hostCompute(model.config, model.layout, {
+    deterministic: opts.deterministic,
+    maskedLm: !data.logitsOnly,
+  });
+  try {
+    compute.setWeights(model.weights);
+    return await data.evaluate(compute, opts.limit);
+  } finally {
+    if (!opts.compute) compute.dispose();
+  }
+}
+
 /**
  * Sets up the backend for a command that scores (`predict`, `evaluate`) and
- * the model on it: the native engine on native, tfjs tensors otherwise.
- * `line` says which backend (see {@link startBackend}); `dispose` frees
- * tensors and the backend.
+ * the model on it, weights set. `line` says which backend (see
+ * {@link startBackend}); `dispose` frees the model and the backend.
  */
 export async function scoringModel(
   ck: {
@@ -129,18 +116,15 @@ export async function scoringModel(
   },
   requested: string | undefined,
   opts: BackendOptions = {},
-): Promise<{ model: EvalModel; line: string; dispose(): void }> {
-  const { info, line } = await startBackend(requested, opts);
-  if (info.name === "native" && info.blas) {
-    const logits = nativeLogits(ck.config, ck.layout, ck.weights, info.blas.gemm);
-    return { model: { config: ck.config, logits }, line, dispose: () => disposeBackend() };
-  }
-  const weights = weightTensors(ck.layout, ck.weights);
+): Promise<{ model: ModelCompute; line: string; dispose(): void }> {
+  const { backend, line } = await startBackend(requested, opts);
+  const model = backend.model(ck.config, ck.layout);
+  model.setWeights(ck.weights);
   return {
-    model: { config: ck.config, layout: ck.layout, weights },
+    model,
     line,
     dispose() {
-      tf.dispose(Object.values(weights));
+      model.dispose();
       disposeBackend();
     },
   };

@@ -10,12 +10,13 @@
  * - `seed`: the pass's dropout seed, `mixSeed(task.seed, task.step, task.index)`
  *   (shared/tfjs/gradient.ts), so a mask depends on (run seed, step, micro-batch)
  *   and on nothing a worker holds.
- * - `site`: which dropout in the model, in call order of the forward pass
- *   (shared/tfjs/model.ts): 0 after the embedding LayerNorm; per encoder layer l,
- *   `1 + 3l` on the attention probabilities, `2 + 3l` on the attention output,
- *   `3 + 3l` on the feed-forward output; the classifier head's dropouts are
- *   `1_000_000 + i` (BERT: i = 0 on the pooled vector; RoBERTa: i = 0 on the
- *   `<s>` vector, i = 1 after the dense + tanh).
+ * - `site`: which dropout in the model, in call order of the forward pass,
+ *   given by {@link dropoutSite} (used by shared/tfjs/model.ts and
+ *   shared/engine/engine.ts alike): 0 after the embedding LayerNorm; per
+ *   encoder layer l, `1 + 3l` on the attention probabilities, `2 + 3l` on the
+ *   attention output, `3 + 3l` on the feed-forward output; the classifier
+ *   head's dropouts are `1_000_000 + i` (BERT: i = 0 on the pooled vector;
+ *   RoBERTa: i = 0 on the `<s>` vector, i = 1 after the dense + tanh).
  * - element index `i`: the row-major flat index into the tensor the dropout
  *   applies to: hidden [B, L, H] → (b·L + t)·H + h; attention probabilities
  *   [B·heads, L, L] → ((b·heads + a)·L + q)·L + k; head vectors [B, H] → b·H + h.
@@ -40,6 +41,35 @@ import { mixSeed } from "./rng.ts";
 
 /** Site number of the classifier head's first dropout (later ones count up from it). */
 export const HEAD_SITE = 1_000_000;
+
+/**
+ * A dropout of the model: after the embedding LayerNorm; in encoder layer
+ * `layer`, on the attention probabilities, the attention output or the
+ * feed-forward output; or the classifier head's `index`-th.
+ */
+export type DropoutPlace =
+  | { readonly at: "embedding" }
+  | { readonly at: "attention" | "attentionOutput" | "ffnOutput"; readonly layer: number }
+  | { readonly at: "head"; readonly index: number };
+
+/**
+ * The site number of a dropout (see "Numbering" above): the one definition
+ * both implementations of the model use, so their masks agree.
+ */
+export function dropoutSite(place: DropoutPlace): number {
+  switch (place.at) {
+    case "embedding":
+      return 0;
+    case "attention":
+      return 1 + 3 * place.layer;
+    case "attentionOutput":
+      return 2 + 3 * place.layer;
+    case "ffnOutput":
+      return 3 + 3 * place.layer;
+    case "head":
+      return HEAD_SITE + place.index;
+  }
+}
 
 /** The per-site key every element's bits derive from. */
 export function dropoutKey(seed: number, site: number): number {

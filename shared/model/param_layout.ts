@@ -44,6 +44,11 @@ export const OBJECTIVES = ["classify", "mlm"] as const;
 /** One of {@link OBJECTIVES}: the run's objective, which fixes the head and so the layout. */
 export type Objective = typeof OBJECTIVES[number];
 
+/** The objective a layout is for: `mlm` when it holds the MLM head, else `classify`. */
+export function layoutObjective(layout: ParamLayout): Objective {
+  return layout.byName.has("cls.predictions.bias") ? "mlm" : "classify";
+}
+
 /**
  * Builds the layout for `config`: the encoder plus the sequence-classification
  * head (pooler + classifier), or, for `mlm`, the encoder plus the MLM head

@@ -8,6 +8,7 @@
  */
 import type { HostBatch } from "./batch.ts";
 import type { ModelConfig } from "./config.ts";
+import type { Objective } from "./param_layout.ts";
 
 /** Position ids: 0..L-1 for BERT; RoBERTa counts real tokens from pad+1 and gives padding pad. */
 export function positionIds(config: ModelConfig, batch: HostBatch): Int32Array {
@@ -30,6 +31,28 @@ export const IGNORE_INDEX = -100;
 /** Whether `labels` has one value per token (MLM) rather than one per example. */
 export function isTokenLabelled(labels: Float32Array, batch: HostBatch): boolean {
   return labels.length === batch.size * batch.seqLen && labels.length !== batch.size;
+}
+
+/**
+ * Checks a micro-batch's labels against the objective — one per example to
+ * classify, one per token with at least one predicted token for MLM — and
+ * throws an Error that says what is wrong. The one label check: the worker,
+ * the engine and the tfjs path all call it.
+ */
+export function checkLabels(labels: Float32Array, batch: HostBatch, objective: Objective): void {
+  if (objective === "mlm") {
+    const n = batch.size * batch.seqLen;
+    if (labels.length !== n) {
+      throw new Error(`an MLM task needs one label per token (${n}), got ${labels.length}`);
+    }
+    if (!labels.some((l) => l !== IGNORE_INDEX)) {
+      throw new Error("an MLM task needs at least one labelled token");
+    }
+  } else if (labels.length !== batch.size) {
+    throw new Error(
+      `a classification task needs one label per example (${batch.size}), got ${labels.length}`,
+    );
+  }
 }
 
 /**

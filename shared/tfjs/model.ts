@@ -16,7 +16,7 @@ import type { HostBatch } from "../model/batch.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
-import { HEAD_SITE } from "../method/dropout_mask.ts";
+import { dropoutSite } from "../method/dropout_mask.ts";
 import { isTokenLabelled, maskedTokens, positionIds } from "../model/targets.ts";
 
 /** Weight tensors by Hugging Face name. */
@@ -96,15 +96,17 @@ export function encode(
   const p = config.modelType;
   const [B, L, H] = words.shape;
   const nh = config.numHeads, hd = H / nh, eps = config.layerNormEps;
-  let site = 0;
-  const hidden = (x: tf.Tensor) => dropout(x, drop.hidden, drop.seed, site++);
+  const hidden = (x: tf.Tensor, site: number) => dropout(x, drop.hidden, drop.seed, site);
   const pre = `${p}.embeddings`;
   let h: tf.Tensor = tf.addN([
     words,
     tf.gather(w[`${pre}.position_embeddings.weight`], batch.positionIds),
     tf.gather(w[`${pre}.token_type_embeddings.weight`], batch.tokenTypeIds),
   ]);
-  h = hidden(layerNorm(h, w[`${pre}.LayerNorm.weight`], w[`${pre}.LayerNorm.bias`], eps));
+  h = hidden(
+    layerNorm(h, w[`${pre}.LayerNorm.weight`], w[`${pre}.LayerNorm.bias`], eps),
+    dropoutSite({ at: "embedding" }),
+  );
   // Additive key mask, [B·nh, 1, L]: 0 at real tokens, a large negative at padding.
   const keyMask = tf.reshape(
     tf.tile(tf.reshape(tf.mul(tf.sub(1, batch.mask), -1e9), [B, 1, 1, L]), [1, nh, 1, 1]),
@@ -117,12 +119,16 @@ export function encode(
     const k = heads(linear(h, W("attention.self.key"), b("attention.self.key")), B, L, nh, hd);
     const v = heads(linear(h, W("attention.self.value"), b("attention.self.value")), B, L, nh, hd);
     const scores = tf.add(tf.mul(matMul(q, k, true), 1 / Math.sqrt(hd)), keyMask);
-    const probs = dropout(tf.softmax(scores), drop.attention, drop.seed, site++);
+    const site = dropoutSite({ at: "attention", layer: l });
+    const probs = dropout(tf.softmax(scores), drop.attention, drop.seed, site);
     const ctx = tf.reshape(
       tf.transpose(tf.reshape(matMul(probs, v), [B, nh, L, hd]), [0, 2, 1, 3]),
       [B, L, H],
     );
-    const attn = hidden(linear(ctx, W("attention.output.dense"), b("attention.output.dense")));
+    const attn = hidden(
+      linear(ctx, W("attention.output.dense"), b("attention.output.dense")),
+      dropoutSite({ at: "attentionOutput", layer: l }),
+    );
     h = layerNorm(
       tf.add(h, attn),
       W("attention.output.LayerNorm"),
@@ -130,7 +136,10 @@ export function encode(
       eps,
     );
     const inter = gelu(linear(h, W("intermediate.dense"), b("intermediate.dense")));
-    const out = hidden(linear(inter, W("output.dense"), b("output.dense")));
+    const out = hidden(
+      linear(inter, W("output.dense"), b("output.dense")),
+      dropoutSite({ at: "ffnOutput", layer: l }),
+    );
     h = layerNorm(tf.add(h, out), W("output.LayerNorm"), b("output.LayerNorm"), eps);
   }
   return h as tf.Tensor3D;
@@ -146,7 +155,8 @@ export function classify(
   const [B, , H] = sequence.shape;
   const first = tf.reshape(tf.slice(sequence, [0, 0, 0], [B, 1, H]), [B, H]);
   // Head dropout sites are numbered after the encoder's (shared/method/dropout_mask.ts).
-  const headDrop = (x: tf.Tensor, i: number) => dropout(x, drop.hidden, drop.seed, HEAD_SITE + i);
+  const headDrop = (x: tf.Tensor, index: number) =>
+    dropout(x, drop.hidden, drop.seed, dropoutSite({ at: "head", index }));
   if (config.modelType === "bert") {
     const pooled = tf.tanh(
       linear(first, w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]),

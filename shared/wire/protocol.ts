@@ -50,9 +50,11 @@ import { sameToken } from "./token.ts";
  * The protocol version a `hello` must carry (2: large tensors travel as
  * chunked transfers; 3: held-out evaluation on the workers, `eval_task` and
  * `eval_result`; 4: `wrong_backend`, the refusal of a worker whose backend is
- * not a deterministic run's).
+ * not a deterministic run's; 5: `hello.backend` uses the names that say what
+ * runs — `cpu`, `webgpu`, `tfjs-wasm`, `tfjs-cpu`, `tfjs-webgpu`, were
+ * `native`, `wasm`, `cpu`, `webgpu`).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /**
  * Deno's WebSocket refuses to *receive* a message of this many bytes or more

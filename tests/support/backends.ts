@@ -1,15 +1,16 @@
 /**
- * The backends the numerical tests run on: the tfjs ones (cpu and wasm always,
- * webgpu when any adapter exists), and the native engine's matrix products
- * (the machine's BLAS when one loads, and the plain JS gemm always).
+ * The backends the numerical tests run on: the tfjs ones (tfjs-cpu and
+ * tfjs-wasm always, tfjs-webgpu when any adapter exists), and the engine's
+ * matrix products on the host (the machine's BLAS when one loads, and the
+ * plain JS gemm always).
  */
-import type { BackendName } from "../../shared/compute/backend.ts";
+import type { TfjsBackendName } from "../../shared/compute/backend.ts";
 import { loadBlas } from "../../shared/engine/devices/cpu/blas.ts";
 import { type Gemm, jsGemm } from "../../shared/engine/devices/cpu/gemm.ts";
 import type { Blas } from "../../shared/engine/devices/cpu/blas.ts";
 
-/** The tfjs backends to test (native is not a tfjs backend: see {@link testGemms}). */
-export async function testBackends(): Promise<Exclude<BackendName, "native">[]> {
+/** The tfjs backends to test (the engine's are not: see {@link testGemms}). */
+export async function testBackends(): Promise<TfjsBackendName[]> {
   const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
   let adapter: GPUAdapter | null = null;
   try {
@@ -17,11 +18,11 @@ export async function testBackends(): Promise<Exclude<BackendName, "native">[]> 
   } catch {
     adapter = null;
   }
-  if (!adapter) console.warn("no WebGPU adapter here: webgpu cases are skipped");
-  return adapter ? ["cpu", "wasm", "webgpu"] : ["cpu", "wasm"];
+  if (!adapter) console.warn("no WebGPU adapter here: tfjs-webgpu cases are skipped");
+  return adapter ? ["tfjs-cpu", "tfjs-wasm", "tfjs-webgpu"] : ["tfjs-cpu", "tfjs-wasm"];
 }
 
-/** A gemm the native engine can run on, by name, with its BLAS (null for jsGemm). */
+/** A gemm the engine can run on, by name, with its BLAS (null for jsGemm). */
 export interface TestGemm {
   readonly name: string;
   readonly gemm: Gemm;
@@ -29,12 +30,12 @@ export interface TestGemm {
 }
 
 /**
- * The native engine's gemms to test: the process's shared BLAS handle when
+ * The engine's gemms to test: the process's shared BLAS handle when
  * one loads (opened at import, so no test is charged with it), and jsGemm.
  */
 export function testGemms(): TestGemm[] {
   const r = loadBlas();
-  if (!r.blas) console.warn(`no BLAS here (${r.reason}): native cases run on jsGemm only`);
+  if (!r.blas) console.warn(`no BLAS here (${r.reason}): cpu cases run on jsGemm only`);
   return [
     ...(r.blas ? [{ name: "blas", gemm: r.blas.gemm, blas: r.blas }] : []),
     { name: "jsGemm", gemm: jsGemm, blas: null },

@@ -26,7 +26,7 @@ export class InProcessWorker {
 
   constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
     this.compute.welcome(trainer.welcome(id));
-    this.link = { id, backend: "wasm", device: "in-process", send: (f) => this.#receive(f) };
+    this.link = { id, backend: "tfjs-wasm", device: "in-process", send: (f) => this.#receive(f) };
     scheduler.addWorker(this.link);
     scheduler.request(id, 1);
   }

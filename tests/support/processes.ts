@@ -38,7 +38,7 @@ export function spawnWorker(url: string, token: string, extra: string[] = []): D
     "--token",
     token,
     "--backend",
-    "wasm",
+    "tfjs-wasm",
     ...extra,
   ]);
 }

@@ -1,18 +1,20 @@
 /**
- * The native engine (shared/engine/engine.ts) against tfjs's path
- * (shared/tfjs/gradient.ts `microBatchGradient`, shared/tfjs/model.ts `predictLogits`)
- * on cpu and wasm, and against central finite differences of the float64
- * reference (tests/support/reference_bert.ts).
+ * The engine (shared/engine/engine.ts) on the host against tfjs's path
+ * (shared/tfjs/gradient.ts `microBatchGradient`, shared/tfjs/model.ts
+ * `predictLogits`) on tfjs-cpu and tfjs-wasm — both through the compute
+ * contract (shared/compute/model_compute.ts, made by shared/compute/create.ts)
+ * — and against central finite differences of the float64 reference
+ * (tests/support/reference_bert.ts).
  *
- * Agreement measure with tfjs: |native_i − tfjs_i| ≤ 1e-4 · max_j |tfjs_j|
+ * Agreement measure with tfjs: |engine_i − tfjs_i| ≤ 1e-4 · max_j |tfjs_j|
  * over every element of the gradient (and of the logits); the loss within
  * 1e-4 · |loss|.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { initBackend } from "../shared/compute/backend.ts";
-import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
-import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { cpuBackend, initBackend } from "../shared/compute/create.ts";
+import type { ModelCompute } from "../shared/compute/model_compute.ts";
+import { weightTensors } from "../shared/tfjs/model.ts";
 import { type GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
@@ -75,17 +77,16 @@ function task(t: Tiny, adversary: AdversaryConfig, dropout = DROPOUTS[0]): Gradi
   return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout };
 }
 
-async function tfjsGradient(t: Tiny, k: GradientTask) {
-  const weights = weightTensors(t.layout, t.weights);
-  try {
-    return await microBatchGradient({ config: t.config, layout: t.layout, weights }, k);
-  } finally {
-    tf.dispose(Object.values(weights));
-  }
+/** `t` on the tfjs backend `backend` (the oracle), weights set. */
+async function tfjsModel(t: Tiny, backend: "tfjs-cpu" | "tfjs-wasm"): Promise<ModelCompute> {
+  const m = (await initBackend(backend)).model(t.config, t.layout);
+  m.setWeights(t.weights);
+  return m;
 }
 
-function native(t: Tiny): EngineModel<Float32Array> {
-  const m = new EngineModel(cpuDevice(jsGemm), t.config, t.layout);
+/** `t` on the engine on the host (backend cpu, the JS gemm), weights set. */
+function native(t: Tiny): ModelCompute {
+  const m = cpuBackend(jsGemm).model(t.config, t.layout);
   m.setWeights(t.weights);
   return m;
 }
@@ -99,23 +100,23 @@ function assertClose(a: Float32Array, b: Float32Array, what: string) {
   for (let i = 0; i < b.length; i++) {
     assert.ok(
       Math.abs(a[i] - b[i]) <= TOL * scale,
-      `${what}[${i}]: native ${a[i]} vs tfjs ${b[i]} (max |tfjs| ${scale})`,
+      `${what}[${i}]: engine ${a[i]} vs tfjs ${b[i]} (max |tfjs| ${scale})`,
     );
   }
 }
 
-for (const backend of ["cpu", "wasm"] as const) {
+for (const backend of ["tfjs-cpu", "tfjs-wasm"] as const) {
   for (const { name, over, mlm } of MODELS) {
-    Deno.test(`native = tfjs ${backend}: ${name}, every adversary mode, dropout off and on`, async () => {
-      await initBackend(backend);
+    Deno.test(`engine = ${backend}: ${name}, every adversary mode, dropout off and on`, async () => {
       const t = model(over, mlm);
       const m = native(t);
+      const oracle = await tfjsModel(t, backend);
       for (const adv of MODES) {
         for (const drop of DROPOUTS) {
           const what = `${name} ${adv.mode} K=${adv.steps} ${adv.norm} init=${adv.init} ` +
             `dropout=${drop.hidden}`;
           const k = task(t, adv, drop);
-          const want = await tfjsGradient(t, k);
+          const want = await oracle.gradient(k);
           const got = await m.gradient(k);
           assert.ok(
             Math.abs(got.loss - want.loss) <= TOL * Math.abs(want.loss),
@@ -125,16 +126,17 @@ for (const backend of ["cpu", "wasm"] as const) {
           assertClose(got.grad, want.grad, `${what} grad`);
         }
       }
+      oracle.dispose();
+      m.dispose();
     });
   }
 
-  Deno.test(`native logits = predictLogits (${backend})`, async () => {
-    await initBackend(backend);
+  Deno.test(`engine logits = predictLogits (${backend})`, async () => {
     for (const { over } of MODELS.filter((x) => !x.mlm)) {
       const t = model(over, false);
-      const weights = weightTensors(t.layout, t.weights);
-      const want = await predictLogits({ config: t.config, layout: t.layout, weights }, t.batch);
-      tf.dispose(Object.values(weights));
+      const oracle = await tfjsModel(t, backend);
+      const want = await oracle.logits(t.batch);
+      oracle.dispose();
       assertClose(await native(t).logits(t.batch), want, `logits ${JSON.stringify(over)}`);
     }
   });
@@ -147,7 +149,7 @@ Deno.test("linf from δ = 0: the first G has no element near 0 (so sign(G) is we
   const { deltaGradient } = await import("../shared/tfjs/gradient.ts");
   const { batchTensors } = await import("../shared/tfjs/model.ts");
   const { mixSeed } = await import("../shared/method/rng.ts");
-  await initBackend("wasm");
+  await initBackend("tfjs-wasm");
   for (const { over, mlm } of MODELS) {
     const t = model(over, mlm);
     const { size: B, seqLen: L } = t.batch, H = t.config.hiddenSize;
@@ -194,7 +196,7 @@ function assertFd(actual: number, expected: number, what: string) {
   );
 }
 
-Deno.test("native gradient matches central differences of the float64 reference (mode off)", async () => {
+Deno.test("engine gradient matches central differences of the float64 reference (mode off)", async () => {
   for (const { name, over, mlm } of MODELS) {
     const t = model(over, mlm);
     const r = await native(t).gradient(task(t, NO_ADVERSARY));
@@ -208,7 +210,7 @@ Deno.test("native gradient matches central differences of the float64 reference 
   }
 });
 
-Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the reference) by finite differences", async () => {
+Deno.test("engine pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the reference) by finite differences", async () => {
   for (const { name, over } of MODELS.filter((x) => !x.mlm)) {
     const t = model(over, false);
     const H = t.config.hiddenSize, { size: B, seqLen: L } = t.batch;
@@ -234,7 +236,7 @@ Deno.test("native pgd K=1: gradient at δ1 = α·G/‖G‖ (G, δ1 from the refe
   }
 });
 
-Deno.test("native logits match the float64 reference", async () => {
+Deno.test("engine logits match the float64 reference", async () => {
   for (const { over } of MODELS.filter((x) => !x.mlm)) {
     const t = model(over, false);
     const want = referenceLogits(t.config, t.layout, t.weights, t.batch);

@@ -50,7 +50,7 @@ let note: string | null = null;
 try {
   if (requested !== undefined) backend = requested;
   else ({ name: backend, note } = await pickBackend(opts));
-  const unavailable = backendUnavailable(backend);
+  const unavailable = await backendUnavailable(backend);
   if (unavailable) throw new Error(unavailable);
 } catch (e) {
   console.error(`error: ${(e as Error).message}`);
@@ -62,7 +62,8 @@ Deno.exit(
   await serveRun(config, "more machines can join with", (url, token, log, resolved) => {
     // A resumed run's `deterministic` comes from its checkpoint, not from this command line.
     const { deterministic } = resolved.training;
-    const workers = flags.workers ?? (cpu && !deterministic ? 1 : cores);
+    // One process drives a GPU, or (cpu) every core as BLAS threads; else one per core.
+    const workers = flags.workers ?? (backend === "webgpu" || (cpu && !deterministic) ? 1 : cores);
     const threads = cpu
       ? (flags.threads ??
         (deterministic ? 1 : Math.max(1, Math.floor(cores / Math.max(1, workers)))))

@@ -69,7 +69,14 @@ Deno.test("cluster refuses unknown flags and bad values with a message naming th
 Deno.test("Ctrl-C on cluster (SIGINT to its process group) stops without alarming lines", async () => {
   const model = await tinyModelDir();
   const task = await tinyTaskDir();
-  const args = tinyRunArgs(model, task, ["--steps", "500", "--workers", "1", "--backend", "tfjs-wasm"]);
+  const args = tinyRunArgs(model, task, [
+    "--steps",
+    "500",
+    "--workers",
+    "1",
+    "--backend",
+    "tfjs-wasm",
+  ]);
   // `setsid`: the cluster leads its own process group, as a shell's foreground job does, so one
   // signal reaches it and its worker together, as Ctrl-C does in a terminal.
   const p = new Deno.Command("setsid", {

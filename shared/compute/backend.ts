@@ -6,8 +6,9 @@
  *
  * - `cpu`: the engine of shared/engine/ on the host, every matrix product on
  *   the machine's BLAS through FFI (shared/engine/devices/cpu/blas.ts);
- * - `webgpu`: the engine on a GPU device (not wired in yet: see
- *   shared/compute/create.ts);
+ * - `webgpu`: the engine on a GPU device (shared/engine/devices/webgpu/), the
+ *   automatic choice on a hardware GPU; `--backend webgpu` also runs on a
+ *   software adapter (tests and CI do);
  * - `tfjs-wasm`, `tfjs-cpu`: tfjs on its WASM or plain-JavaScript backend
  *   (the fallback where no BLAS loads, and the test oracle);
  * - `tfjs-webgpu`: tfjs on WebGPU, kept as a benchmark comparison.
@@ -43,7 +44,7 @@ export const OLD_BACKEND_NAMES: Readonly<Record<string, BackendName>> = {
 /** `--backend` help text. */
 export const BACKEND_HELP = `${
   BACKEND_NAMES.join(" | ")
-} (default: cpu when a BLAS library loads, else tfjs-wasm; old names native = cpu, wasm = tfjs-wasm)`;
+} (default: webgpu on a hardware GPU, else cpu when a BLAS library loads, else tfjs-wasm; old names native = cpu, wasm = tfjs-wasm)`;
 
 /** Whether `s` names a backend (by its current name). */
 export function isBackendName(s: string): s is BackendName {
@@ -216,15 +217,13 @@ export interface BackendPick {
 }
 
 /**
- * Picks cpu when a BLAS library loads, else tfjs-wasm. (`webgpu`, the engine
- * on a GPU, joins the choice when its device is wired in — see
- * shared/compute/create.ts; `tfjs-webgpu` is a benchmark comparison, never
- * picked.) Throws only when a library named by `--blas`/`$ADAPTMESH_BLAS`
- * does not load.
+ * Picks webgpu on a hardware GPU ({@link hardwareGpu}: a software adapter
+ * counts as none), else cpu when a BLAS library loads, else tfjs-wasm
+ * (`tfjs-webgpu` is a benchmark comparison, never picked). Throws only when
+ * a library named by `--blas`/`$ADAPTMESH_BLAS` does not load.
  */
-export function pickBackend(opts: BackendOptions = {}): Promise<BackendPick> {
+export async function pickBackend(opts: BackendOptions = {}): Promise<BackendPick> {
+  if (await hardwareGpu()) return { name: "webgpu", note: null };
   const cpu = cpuBlas(opts);
-  return Promise.resolve(
-    cpu.blas ? { name: "cpu", note: null } : { name: "tfjs-wasm", note: cpu.reason },
-  );
+  return cpu.blas ? { name: "cpu", note: null } : { name: "tfjs-wasm", note: cpu.reason };
 }

@@ -30,33 +30,46 @@ import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import { disposeTfjs, initTfjs } from "../tfjs/backend.ts";
 import { TfjsCompute } from "../tfjs/compute.ts";
+import { createWebGpuDevice, type WebGpuDevice } from "../engine/devices/webgpu/device.ts";
+
+/** Why `--backend webgpu` cannot start: this process sees no WebGPU adapter at all. */
+export const NO_WEBGPU_ADAPTER =
+  "webgpu: no WebGPU adapter (navigator.gpu.requestAdapter() gave none); on an NVIDIA machine " +
+  "install the Vulkan loader (libvulkan1) and point VK_DRIVER_FILES at the NVIDIA ICD json, " +
+  "or use cpu";
+
+/** The process's one WebGPU device (made on first use, destroyed by {@link disposeBackend}). */
+let gpu: WebGpuDevice | null = null;
 
 /**
- * Why `--backend webgpu` fails until the engine's WebGPU device is wired in.
- * WEBGPU: the one place to change — see {@link webgpuBackend}.
+ * The engine on a GPU device (backend `webgpu`): shared/engine/devices/webgpu/
+ * on the adapter `navigator.gpu` gives — a hardware GPU where there is one,
+ * else a software adapter such as Mesa's llvmpipe (which the automatic choice
+ * never picks, but `--backend webgpu` runs on: that is how tests exercise it).
  */
-export const WEBGPU_NOT_WIRED =
-  "webgpu: the engine's WebGPU device is not wired in yet (shared/engine/devices/webgpu/ is " +
-  "being written); use cpu, or tfjs-webgpu for tfjs on WebGPU";
-
-/**
- * WEBGPU: the engine on a GPU device. The single place where `webgpu` is made:
- * wire it to `createWebGpuDevice()` (shared/engine/devices/webgpu/) as
- * `engineBackend("webgpu", adapterDescription, (c, l) => new EngineModel(device, c, l))`,
- * and let {@link pickBackend} choose it on a hardware GPU
- * (`hardwareGpu()`, shared/compute/backend.ts). Until then it fails, saying why.
- */
-function webgpuBackend(): Promise<ComputeBackend> {
-  return Promise.reject(new Error(WEBGPU_NOT_WIRED));
+async function webgpuBackend(): Promise<ComputeBackend> {
+  gpu ??= await createWebGpuDevice();
+  if (!gpu) throw new Error(NO_WEBGPU_ADAPTER);
+  const { device: dev } = gpu;
+  const device = `${gpu.adapter}${gpu.software ? " (software adapter)" : ""}`;
+  return {
+    name: "webgpu",
+    device,
+    model: (config, layout) =>
+      new EngineCompute(new EngineModel(dev, config, layout), "webgpu", device),
+  };
 }
 
 /**
- * Why `name` cannot be set up in this build at all (null: it can be tried),
- * for commands that start others on it (`deno task cluster`). WEBGPU: null
- * for webgpu once {@link webgpuBackend} is wired.
+ * Why `name` cannot be set up on this machine (null: it can be tried), for
+ * commands that start others on it (`deno task cluster`): webgpu needs an
+ * adapter.
  */
-export function backendUnavailable(name: BackendName): string | null {
-  return name === "webgpu" ? WEBGPU_NOT_WIRED : null;
+export async function backendUnavailable(name: BackendName): Promise<string | null> {
+  if (name !== "webgpu") return null;
+  const nav = globalThis.navigator as Navigator & { gpu?: GPU };
+  const adapter = await nav.gpu?.requestAdapter().catch(() => null);
+  return adapter ? null : NO_WEBGPU_ADAPTER;
 }
 
 /**
@@ -101,15 +114,14 @@ let active: ComputeBackend | null = null;
 
 /**
  * Sets up `name` and returns it; tfjs backends are idempotent for the same
- * name, cpu applies `opts.threads` again. cpu needs a BLAS: it throws, saying
- * why, when none loads; webgpu throws until it is wired in
- * ({@link WEBGPU_NOT_WIRED}).
+ * name, cpu applies `opts.threads` again. cpu needs a BLAS and webgpu an
+ * adapter: each throws, saying why, without one.
  */
 export async function initBackend(
   name: BackendName,
   opts: BackendOptions = {},
 ): Promise<ComputeBackend> {
-  if (name === "webgpu") return await webgpuBackend();
+  if (name === "webgpu") return active = await webgpuBackend();
   if (isTfjsBackend(name)) {
     const info = await initTfjs(name);
     active = tfjsBackend(info.name, info.device);
@@ -152,9 +164,11 @@ export async function startBackend(
   return { backend, line: `backend ${backend.name}${how} on ${backend.device}${hint}` };
 }
 
-/** Releases the backend (tfjs-webgpu: destroys the device so the process can exit cleanly). */
+/** Releases the backend (webgpu, tfjs-webgpu: destroys the device so the process can exit cleanly). */
 export function disposeBackend(): void {
   disposeTfjs();
+  gpu?.destroy();
+  gpu = null;
   active = null;
 }
 

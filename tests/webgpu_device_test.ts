@@ -98,14 +98,20 @@ Deno.test({
 
 /** gemm against jsGemm; beta = 0 ignores NaN in C. */
 async function gemmCases(dev: Device<G>): Promise<void> {
-  {
-    for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [70, 33, 130], [128, 65, 64]]) {
+  // Unaligned offsets and strides (the scalar kernels), then 16-byte aligned ones (vec4 on "direct").
+  for (const aligned of [false, true]) {
+    const up4 = (x: number) => aligned ? Math.ceil(x / 4) * 4 + 4 : x;
+    const oa = aligned ? 4 : 5, ob = aligned ? 8 : 3;
+    const sizes = aligned
+      ? [[1, 1, 4], [5, 7, 3], [70, 33, 132], [36, 44, 130], [128, 65, 64]]
+      : [[1, 1, 1], [5, 7, 3], [70, 33, 130], [128, 65, 64]];
+    for (const [m, n, k] of sizes) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
           for (const [alpha, beta] of [[1, 0], [0.5, 1], [2, -0.5]]) {
-            const lda = (transA ? m : k) + 2, ldb = (transB ? k : n) + 1, ldc = n + 3;
+            const lda = up4((transA ? m : k) + 2), ldb = up4((transB ? k : n) + 1), ldc = n + 3;
             const aRows = transA ? k : m, bRows = transB ? n : k;
-            const a = rand(aRows * lda + 5, 1), b = rand(bRows * ldb + 3, 2);
+            const a = rand(aRows * lda + oa, 1), b = rand(bRows * ldb + ob, 2);
             const c = rand(m * ldc, 3);
             if (beta === 0) c.fill(NaN);
             const want = c.slice();
@@ -116,9 +122,9 @@ async function gemmCases(dev: Device<G>): Promise<void> {
               n,
               k,
               alpha,
-              a.subarray(5),
+              a.subarray(oa),
               lda,
-              b.subarray(3),
+              b.subarray(ob),
               ldb,
               beta,
               want,
@@ -132,9 +138,9 @@ async function gemmCases(dev: Device<G>): Promise<void> {
               n,
               k,
               alpha,
-              dev.view(ga, 5, a.length - 5),
+              dev.view(ga, oa, a.length - oa),
               lda,
-              dev.view(gb, 3, b.length - 3),
+              dev.view(gb, ob, b.length - ob),
               ldb,
               beta,
               gc,
@@ -147,7 +153,7 @@ async function gemmCases(dev: Device<G>): Promise<void> {
             assertClose(
               got,
               want,
-              `gemm ${m}x${n}x${k} ${transA}${transB} α${alpha} β${beta}`,
+              `gemm ${m}x${n}x${k} ${transA}${transB} α${alpha} β${beta} aligned=${aligned}`,
               1e-5,
             );
             for (const t of [ga, gb, gc]) dev.release(t);

@@ -55,7 +55,7 @@ export interface GpuTensor {
 export type HostArray = Int32Array | Uint32Array | Float32Array | Uint8Array;
 
 /** The element type a kernel binds a buffer as. */
-export type BindType = "f32" | "u32";
+export type BindType = "f32" | "u32" | "vec4<f32>";
 
 /** A kernel's source and the names and types of its storage bindings, in binding order. */
 export interface Kernel {

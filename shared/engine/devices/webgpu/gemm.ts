@@ -195,16 +195,13 @@ function checkFits(name: string, t: GpuTensor, rows: number, cols: number, ld: n
 }
 
 /**
- * The device's gemm over `rt`: workgroup-tiled on a hardware adapter, the
- * direct register-tiled kernel on a software one (`direct`; ~8× faster on
- * llvmpipe, measured 2026-12-05).
+ * The device's gemm over `rt`: workgroup-tiled on a hardware adapter; on a
+ * software one (`direct`) the vec4 kernel where operands are aligned, else
+ * the scalar register-tiled one. Operands larger than one binding are split
+ * ({@link splitGemm}).
  */
 export function webgpuGemm(rt: Runtime, direct = false): GemmOn<GpuTensor> {
-  return (transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
-    checkFits("a", a, transA ? k : m, transA ? m : k, lda);
-    checkFits("b", b, transB ? n : k, transB ? k : n, ldb);
-    checkFits("c", c, m, n, ldc);
-    if (m === 0 || n === 0) return;
+  const one: GemmOn<GpuTensor> = (transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
     const words = [m, n, k, lda, ldb, ldc, f32Bits(alpha), f32Bits(beta)];
     const ta = transA ? 1 : 0, tb = transB ? 1 : 0;
     if (direct && vec4Fits(rt, transA, transB, k, a, lda, b, ldb)) {
@@ -215,6 +212,93 @@ export function webgpuGemm(rt: Runtime, direct = false): GemmOn<GpuTensor> {
       rt.dispatch(DIRECT[ta][tb], [a, b, c], words, groups);
     } else rt.dispatch(TILED[ta][tb], [a, b, c], words, [Math.ceil(n / BM), Math.ceil(m / BM)]);
   };
+  const split = splitGemm(rt.maxView, one);
+  return (transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
+    checkFits("a", a, transA ? k : m, transA ? m : k, lda);
+    checkFits("b", b, transB ? n : k, transB ? k : n, ldb);
+    checkFits("c", c, m, n, ldc);
+    if (m === 0 || n === 0) return;
+    split(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  };
+}
+
+/** Elements a rows×cols matrix at row stride ld spans. */
+function span(rows: number, cols: number, ld: number): number {
+  return rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+}
+
+/** `t` from element `at` on. */
+function from(t: GpuTensor, at: number): GpuTensor {
+  return { buf: t.buf, offset: t.offset + at, length: t.length - at };
+}
+
+/**
+ * A gemm over views of any size from `one`, which needs every operand to
+ * span at most `limit` elements: an operand that spans more is halved along
+ * its rows (or its columns when one row is too long): m or n into separate
+ * products, k into two products of which the second accumulates (beta 1).
+ * Split points are multiples of 4, so aligned operands stay aligned.
+ * Operands are cut to the span they hold before `one` sees them.
+ */
+export function splitGemm(limit: number, one: GemmOn<GpuTensor>): GemmOn<GpuTensor> {
+  const go: GemmOn<GpuTensor> = (tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
+    if (m === 0 || n === 0) return;
+    const aRows = tA ? k : m, aCols = tA ? m : k, bRows = tB ? n : k, bCols = tB ? k : n;
+    const sa = span(aRows, aCols, lda), sb = span(bRows, bCols, ldb), sc = span(m, n, ldc);
+    if (sa <= limit && sb <= limit && sc <= limit) {
+      const cut = (t: GpuTensor, len: number) => ({ buf: t.buf, offset: t.offset, length: len });
+      // A product over k = 0 still scales C: bind something valid for A and B.
+      one(
+        tA,
+        tB,
+        m,
+        n,
+        k,
+        alpha,
+        cut(a, Math.max(sa, 1)),
+        lda,
+        cut(b, Math.max(sb, 1)),
+        ldb,
+        beta,
+        cut(c, sc),
+        ldc,
+      );
+      return;
+    }
+    let dim: "m" | "n" | "k";
+    if (sc > limit) dim = n > limit ? "n" : "m";
+    else if (sa > limit) dim = aCols > limit ? (tA ? "m" : "k") : (tA ? "k" : "m");
+    else dim = bCols > limit ? (tB ? "k" : "n") : (tB ? "n" : "k");
+    const size = dim === "m" ? m : dim === "n" ? n : k;
+    if (size <= 1) throw new Error(`webgpu gemm: one row or column exceeds a storage binding`);
+    const h = size > 8 ? Math.ceil(size / 8) * 4 : Math.ceil(size / 2);
+    if (dim === "m") {
+      go(tA, tB, h, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      go(
+        tA,
+        tB,
+        m - h,
+        n,
+        k,
+        alpha,
+        from(a, tA ? h : h * lda),
+        lda,
+        b,
+        ldb,
+        beta,
+        from(c, h * ldc),
+        ldc,
+      );
+    } else if (dim === "n") {
+      go(tA, tB, m, h, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      go(tA, tB, m, n - h, k, alpha, a, lda, from(b, tB ? h * ldb : h), ldb, beta, from(c, h), ldc);
+    } else {
+      go(tA, tB, m, n, h, alpha, a, lda, b, ldb, beta, c, ldc);
+      const a2 = from(a, tA ? h * lda : h), b2 = from(b, tB ? h : h * ldb);
+      go(tA, tB, m, n, k - h, alpha, a2, lda, b2, ldb, 1, c, ldc);
+    }
+  };
+  return go;
 }
 
 /**

@@ -323,8 +323,9 @@ Deno.test({
         (d, [dl, g]) => d.ascend(dl, g, batch, H, cfg),
       );
     }
-    for (const L of [6, 70]) {
-      const B = 3, nh = 2, hd = 4, Hh = nh * hd, b = index(B, L, 5, L);
+    // hd 4: vec4 bindings; hd 3: float bindings (W = 1).
+    for (const [L, hd] of [[6, 4], [70, 4], [6, 3]]) {
+      const B = 3, nh = 2, Hh = nh * hd, b = index(B, L, 5, L);
       const shape = { batch: b, heads: nh, headDim: hd };
       const qkv = rand(B * L * 3 * Hh, 20),
         A = B * nh * L * L,
@@ -333,7 +334,7 @@ Deno.test({
         const rowsQ = first ? 1 : L, Af = B * nh * rowsQ * L;
         const dmf = dm.subarray(0, Af);
         for (const drop of [false, true]) {
-          const what = `attention L=${L} first=${first} drop=${drop}`;
+          const what = `attention L=${L} hd=${hd} first=${first} drop=${drop}`;
           const fwdInputs = [
             qkv,
             new Float32Array(Af),

@@ -2,8 +2,9 @@
  * The WebGPU device's matrix product: C = alpha·op(A)·op(B) + beta·C
  * (shared/engine/device.ts {@link GemmOn}), tiled and register-blocked: a
  * workgroup of 16×16 invocations computes a 64×64 tile of C, each invocation
- * a 4×4 block held in registers, with 64×16 panels of op(A) and op(B) staged
- * in workgroup memory per step of k. One pipeline per (transA, transB);
+ * a 4×4 block held in registers (vec4 rows, read from workgroup memory as one
+ * vec4 of op(A)'s and one of op(B)'s per k), with 64×16 panels of op(A) and
+ * op(B) staged in workgroup memory per step of k. One pipeline per (transA, transB);
  * offsets, sizes, strides, alpha and beta are parameters.
  *
  * @module
@@ -27,8 +28,8 @@ function gemmKernel(transA: boolean, transB: boolean): Kernel {
     body: `
 const BM: u32 = ${BM}u;
 const BK: u32 = ${BK}u;
-var<workgroup> As: array<f32, ${BK * BM}>;
-var<workgroup> Bs: array<f32, ${BK * BM}>;
+var<workgroup> As: array<vec4<f32>, ${(BK * BM) / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${(BK * BM) / 4}>;
 @compute @workgroup_size(${T}, ${T})
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   init();
@@ -37,7 +38,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
   let alpha = pf(PB + 6u); let beta = pf(PB + 7u);
   let row0 = wid.y * BM; let col0 = wid.x * BM;
   let tid = lid.y * ${T}u + lid.x;
-  var acc: array<f32, ${R * R}>;
+  var acc: array<vec4<f32>, ${R}>;
   for (var k0 = 0u; k0 < K; k0 += BK) {
     for (var l = 0u; l < ${(BM * BK) / (T * T)}u; l++) {
       let e = tid + l * ${T * T}u;
@@ -46,29 +47,25 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let i = row0 + ti; let kk = k0 + tk;
         var v = 0.0;
         if (i < m && kk < K) { v = ${aAt}; }
-        As[tk * BM + ti] = v;
+        As[(tk * BM + ti) / 4u][ti % 4u] = v;
       }
       {
         ${bIdx}
         let j = col0 + tj; let kk = k0 + tk;
         var v = 0.0;
         if (j < n && kk < K) { v = ${bAt}; }
-        Bs[tk * BM + tj] = v;
+        Bs[(tk * BM + tj) / 4u][tj % 4u] = v;
       }
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      var ar: array<f32, ${R}>;
-      var br: array<f32, ${R}>;
-      for (var r = 0u; r < ${R}u; r++) {
-        ar[r] = As[kk * BM + lid.y * ${R}u + r];
-        br[r] = Bs[kk * BM + lid.x * ${R}u + r];
-      }
-      for (var r = 0u; r < ${R}u; r++) {
-        for (var s = 0u; s < ${R}u; s++) {
-          acc[r * ${R}u + s] = fma(ar[r], br[s], acc[r * ${R}u + s]);
-        }
-      }
+      // One vec4 read each of this invocation's 4 rows of op(A) and 4 columns of op(B).
+      let ar = As[kk * ${BM / R}u + lid.y];
+      let br = Bs[kk * ${BM / R}u + lid.x];
+      acc[0] = fma(vec4<f32>(ar.x), br, acc[0]);
+      acc[1] = fma(vec4<f32>(ar.y), br, acc[1]);
+      acc[2] = fma(vec4<f32>(ar.z), br, acc[2]);
+      acc[3] = fma(vec4<f32>(ar.w), br, acc[3]);
     }
     workgroupBarrier();
   }
@@ -79,7 +76,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
       let j = col0 + lid.x * ${R}u + s;
       if (j >= n) { break; }
       let at = c_o + i * ldc + j;
-      var v = alpha * acc[r * ${R}u + s];
+      var v = alpha * acc[r][s];
       if (beta != 0.0) { v = v + beta * c[at]; }
       c[at] = v;
     }

@@ -216,6 +216,14 @@ Deno.test({
     };
     await both("mul", [x, mask, y], (d, [a, m, o]) => d.mul(a, m, o));
     await both("add", [x, y], (d, [a, o]) => d.add(a, o));
+    // 16-byte aligned views with lengths that are multiples of 4: the vec4 kernels.
+    await both(
+      "mul vec4",
+      [x, mask, y],
+      (d, [a, m, o]) => d.mul(d.view(a, 4, 900), d.view(m, 8, 900), d.view(o, 0, 900)),
+    );
+    await both("add vec4", [x, y], (d, [a, o]) => d.add(d.view(a, 4, 900), d.view(o, 8, 900)));
+    await both("colSum vec4", [x, bias], (d, [a, b]) => d.colSum(a, R, 68, d.view(b, 0, 68)));
     await both("fill", [x], (d, [a]) => d.fill(a, 0.25));
     await both("addBias", [x, bias], (d, [a, b]) => d.addBias(a, b, R, C));
     await both("colSum", [x, bias], (d, [a, b]) => d.colSum(a, R, C, b));

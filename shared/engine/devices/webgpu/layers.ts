@@ -50,6 +50,33 @@ const ADD_BIAS = elementwise(
   "y[y_o + i] = y[y_o + i] + b[b_o + i % pu(PB + 1u)];",
 );
 
+/**
+ * vec4 variants of mul, add and colSum (4 elements per invocation, a quarter
+ * of the loads; on llvmpipe each storage load is a per-lane sequence), used
+ * where every view is 16-byte aligned and the lengths are multiples of 4.
+ * The per-element arithmetic and summation order are those of the float
+ * kernels, so results are bit-identical.
+ */
+const MUL4 = elementwise(
+  "mul",
+  [["x", "vec4<f32>"], ["m", "vec4<f32>"], ["o", "vec4<f32>"]],
+  "o[o_o / 4u + i] = x[x_o / 4u + i] * m[m_o / 4u + i];",
+);
+const ADD4 = elementwise(
+  "add",
+  [["x", "vec4<f32>"], ["o", "vec4<f32>"]],
+  "o[o_o / 4u + i] = o[o_o / 4u + i] + x[x_o / 4u + i];",
+);
+/** d[i] += Σ_r x[r, i] over column quads i (n = cols / 4). */
+const COL_SUM4 = elementwise(
+  "colSum",
+  [["x", "vec4<f32>"], ["d", "vec4<f32>"]],
+  `let rows = pu(PB + 1u); let cols4 = n;
+  var s = vec4<f32>(0.0);
+  for (var r = 0u; r < rows; r++) { s += x[x_o / 4u + r * cols4 + i]; }
+  d[d_o / 4u + i] = d[d_o / 4u + i] + s;`,
+);
+
 /** A per-row kernel: one workgroup of {@link WG} per row r < rows (first word). */
 function perRow(name: string, bindings: Kernel["bindings"], code: string, extra = ""): Kernel {
   return {
@@ -456,15 +483,30 @@ export function webgpuLayers(rt: Runtime, scratch: (n: number) => G, dummy: G) {
   /** Marks row `r` (width `cols`) of `t` as written. */
   const markRow = (t: G, r: number, cols: number) =>
     rt.markDirty(t.buf, t.offset + r * cols, t.offset + (r + 1) * cols);
-  const colSum = (x: G, rows: number, cols: number, d: G) =>
-    runElementwise(rt, COL_SUM, [x, d], cols, [rows]);
+  /** Whether vec4 bindings fit: every view 16-byte aligned, every count a multiple of 4. */
+  const v4 = (views: readonly G[], ...counts: number[]) =>
+    rt.align % 16 === 0 && views.every((v) => v.offset % 4 === 0) &&
+    counts.every((c) => c % 4 === 0);
+  const colSum = (x: G, rows: number, cols: number, d: G) => {
+    if (v4([x, d], cols)) runElementwise(rt, COL_SUM4, [x, d], cols / 4, [rows]);
+    else runElementwise(rt, COL_SUM, [x, d], cols, [rows]);
+  };
+  const mul = (x: G, m: G, o: G) =>
+    chunked(x.length, (sub) => {
+      const [a, b, c] = [sub(x), sub(m), sub(o)];
+      if (v4([a, b, c], a.length)) runElementwise(rt, MUL4, [a, b, c], a.length / 4);
+      else runElementwise(rt, MUL, [a, b, c], a.length);
+    });
   return {
     fill,
     colSum,
-    mul: (x: G, m: G, o: G) =>
-      chunked(x.length, (sub) => runElementwise(rt, MUL, [sub(x), sub(m), sub(o)], sub(x).length)),
+    mul,
     add: (x: G, o: G) =>
-      chunked(x.length, (sub) => runElementwise(rt, ADD, [sub(x), sub(o)], sub(x).length)),
+      chunked(x.length, (sub) => {
+        const [a, c] = [sub(x), sub(o)];
+        if (v4([a, c], a.length)) runElementwise(rt, ADD4, [a, c], a.length / 4);
+        else runElementwise(rt, ADD, [a, c], a.length);
+      }),
     addBias: (y: G, b: G, rows: number, cols: number) =>
       runElementwise(rt, ADD_BIAS, [y, b], rows * cols, [cols]),
     biasDropoutResidual: (
@@ -496,7 +538,7 @@ export function webgpuLayers(rt: Runtime, scratch: (n: number) => G, dummy: G) {
       runElementwise(rt, BIAS_GELU[deriv ? 1 : 0], binds, rows * cols, [cols]);
     },
     geluBackward: (dg: G, deriv: G, dbias: G | null, rows: number, cols: number) => {
-      runElementwise(rt, MUL, [dg, deriv, dg], rows * cols);
+      mul({ ...dg, length: rows * cols }, deriv, dg);
       if (dbias) colSum(dg, rows, cols, dbias);
     },
     biasTanh: (y: G, b: G, rows: number, cols: number) =>

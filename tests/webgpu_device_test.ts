@@ -275,6 +275,22 @@ Deno.test({
       [x, gamma, lnMean, lnRstd, y, mask, bias, beta],
       (d, b) => d.layerNormBackward(norm(b), b[4], b[5], b[6], b[7]),
     );
+    // Columns a multiple of 4, aligned views: the vec4 kernels (per-row ones on a software adapter).
+    const norm4 = <T>(b: T[]): NormState<T> => ({ ...norm(b), cols: 68 });
+    await both(
+      "layerNorm vec4",
+      [x, gamma, ...stats, beta, y],
+      (d, b) => d.layerNorm(norm4(b), b[4], b[5], 1e-5),
+    );
+    {
+      const m4 = new Float32Array(R), r4 = new Float32Array(R);
+      cpu.layerNorm({ x, gamma, mean: m4, rstd: r4, rows: R, cols: 68 }, beta, y.slice(), 1e-5);
+      await both(
+        "layerNormBackward vec4",
+        [x, gamma, m4, r4, y, mask, bias, beta],
+        (d, b) => d.layerNormBackward(norm4(b), b[4], b[5], b[6], b[7]),
+      );
+    }
     await both(
       "layerNormBackward in place",
       [x, gamma, lnMean, lnRstd, y],

@@ -113,7 +113,7 @@ export function webgpuDevice(
     }
     return { buf: scratchBuf.buf, offset: 0, length: n };
   };
-  const layers = webgpuLayers(rt, scratch, dummy);
+  const layers = webgpuLayers(rt, scratch, dummy, options.gemm === "direct");
   return {
     alloc: (n) => n === 0 ? empty : { buf: rt.createBuffer(n * 4), offset: 0, length: n },
     view: (t, offset, n) => {

@@ -77,6 +77,85 @@ const COL_SUM4 = elementwise(
   d[d_o / 4u + i] = d[d_o / 4u + i] + s;`,
 );
 
+/**
+ * LayerNorm with one invocation per row and vec4 loads (software adapters:
+ * no workgroup reductions, whose barriers cost a coroutine switch per 8
+ * lanes on llvmpipe). Word 1 is cols / 4.
+ */
+const LAYER_NORM_ROW = elementwise(
+  "layerNorm",
+  [
+    ["x", "vec4<f32>"],
+    ["g", "vec4<f32>"],
+    ["b", "vec4<f32>"],
+    ["mean", "f32"],
+    ["rstd", "f32"],
+    ["o", "vec4<f32>"],
+  ],
+  `let c4 = pu(PB + 1u); let eps = pf(PB + 2u); let cols = f32(4u * c4);
+  let xb = x_o / 4u + i * c4; let ob = o_o / 4u + i * c4;
+  var s = vec4<f32>(0.0);
+  for (var j = 0u; j < c4; j++) { s += x[xb + j]; }
+  let m = (s.x + s.y + s.z + s.w) / cols;
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < c4; j++) { let d = x[xb + j] - m; v += d * d; }
+  let rs = 1.0 / sqrt((v.x + v.y + v.z + v.w) / cols + eps);
+  mean[mean_o + i] = m; rstd[rstd_o + i] = rs;
+  for (var j = 0u; j < c4; j++) {
+    o[ob + j] = (x[xb + j] - m) * rs * g[g_o / 4u + j] + b[b_o / 4u + j];
+  }`,
+);
+
+/** The LayerNorm input gradient, one invocation per row (see {@link LAYER_NORM_ROW}). */
+const LAYER_NORM_DX_ROW = elementwise(
+  "layerNormBackward",
+  [
+    ["x", "vec4<f32>"],
+    ["g", "vec4<f32>"],
+    ["mean", "f32"],
+    ["rstd", "f32"],
+    ["dy", "vec4<f32>"],
+    ["dx", "vec4<f32>"],
+  ],
+  `let c4 = pu(PB + 1u); let cols = f32(4u * c4);
+  let xb = x_o / 4u + i * c4; let yb = dy_o / 4u + i * c4; let db = dx_o / 4u + i * c4;
+  let m = mean[mean_o + i]; let rs = rstd[rstd_o + i];
+  var sg = vec4<f32>(0.0); var sgx = vec4<f32>(0.0);
+  for (var j = 0u; j < c4; j++) {
+    let xh = (x[xb + j] - m) * rs;
+    let gg = dy[yb + j] * g[g_o / 4u + j];
+    sg += gg; sgx += gg * xh;
+  }
+  let mg = (sg.x + sg.y + sg.z + sg.w) / cols;
+  let mgx = (sgx.x + sgx.y + sgx.z + sgx.w) / cols;
+  for (var j = 0u; j < c4; j++) {
+    let xh = (x[xb + j] - m) * rs;
+    dx[db + j] = rs * (dy[yb + j] * g[g_o / 4u + j] - mg - xh * mgx);
+  }`,
+);
+
+/** dγ, dβ over column quads (n = cols / 4): the float kernel's arithmetic and order. */
+const LAYER_NORM_DGB4 = elementwise(
+  "layerNormBackwardParams",
+  [
+    ["x", "vec4<f32>"],
+    ["mean", "f32"],
+    ["rstd", "f32"],
+    ["dy", "vec4<f32>"],
+    ["dg", "vec4<f32>"],
+    ["db", "vec4<f32>"],
+  ],
+  `let rows = pu(PB + 1u); let c4 = n;
+  var sg = vec4<f32>(0.0); var sb = vec4<f32>(0.0);
+  for (var r = 0u; r < rows; r++) {
+    let d = dy[dy_o / 4u + r * c4 + i];
+    sg += d * (x[x_o / 4u + r * c4 + i] - mean[mean_o + r]) * rstd[rstd_o + r];
+    sb += d;
+  }
+  if (pu(PB + 2u) != 0u) { dg[dg_o / 4u + i] = dg[dg_o / 4u + i] + sg; }
+  if (pu(PB + 3u) != 0u) { db[db_o / 4u + i] = db[db_o / 4u + i] + sb; }`,
+);
+
 /** A per-row kernel: one workgroup of {@link WG} per row r < rows (first word). */
 function perRow(name: string, bindings: Kernel["bindings"], code: string, extra = ""): Kernel {
   return {
@@ -405,7 +484,12 @@ export function rowLists(ids: Int32Array): RowLists {
 }
 
 /** The layer kernels of the device over `rt`; `scratch(n)` is device memory reused between kernels. */
-export function webgpuLayers(rt: Runtime, scratch: (n: number) => G, dummy: G) {
+export function webgpuLayers(
+  rt: Runtime,
+  scratch: (n: number) => G,
+  dummy: G,
+  software = false,
+) {
   const lists = new WeakMap<BatchIndex, { word: RowLists; pos: RowLists; type: RowLists }>();
   const scales = new WeakMap<BatchIndex, Map<string, Float32Array>>();
   const distinct = new WeakSet<Int32Array>();
@@ -523,15 +607,21 @@ export function webgpuLayers(rt: Runtime, scratch: (n: number) => G, dummy: G) {
     },
     layerNorm: (n: NormState<G>, beta: G, out: G, eps: number) => {
       const binds = [n.x, n.gamma, beta, n.mean, n.rstd, out];
-      runRows(rt, LAYER_NORM, binds, n.rows, [n.cols, f32Bits(eps)]);
+      if (software && v4([n.x, n.gamma, beta, out], n.cols)) {
+        runElementwise(rt, LAYER_NORM_ROW, binds, n.rows, [n.cols / 4, f32Bits(eps)]);
+      } else runRows(rt, LAYER_NORM, binds, n.rows, [n.cols, f32Bits(eps)]);
     },
     layerNormBackward: (n: NormState<G>, dy: G, dx: G, dg: G | null, db: G | null) => {
+      const vec = v4([n.x, n.gamma, dy, dx, dg ?? dummy, db ?? dummy], n.cols);
       if (dg || db) { // before dx, which may overwrite dy
         const binds = [n.x, n.mean, n.rstd, dy, dg ?? dummy, db ?? dummy];
-        runElementwise(rt, LAYER_NORM_DGB, binds, n.cols, [n.rows, dg ? 1 : 0, db ? 1 : 0]);
+        const words = [n.rows, dg ? 1 : 0, db ? 1 : 0];
+        if (vec) runElementwise(rt, LAYER_NORM_DGB4, binds, n.cols / 4, words);
+        else runElementwise(rt, LAYER_NORM_DGB, binds, n.cols, words);
       }
       const binds = [n.x, n.gamma, n.mean, n.rstd, dy, dx];
-      runRows(rt, LAYER_NORM_DX, binds, n.rows, [n.cols]);
+      if (software && vec) runElementwise(rt, LAYER_NORM_DX_ROW, binds, n.rows, [n.cols / 4]);
+      else runRows(rt, LAYER_NORM_DX, binds, n.rows, [n.cols]);
     },
     biasGelu: (u: G, b: G, g: G, deriv: G | null, rows: number, cols: number) => {
       const binds = deriv ? [u, b, g, deriv] : [u, b, g];

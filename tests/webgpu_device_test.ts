@@ -196,7 +196,15 @@ Deno.test({
   name: "webgpu layer kernels = host kernels",
   ignore,
   fn: async () => {
-    const dev = gpu!.device;
+    // The software adapter's kernels, then the hardware path's (workgroup LayerNorm and attention).
+    for (const dev of [gpu!.device, webgpuDevice(new Runtime(gpu!.gpu), { gemm: "tiled" })]) {
+      await layerCases(dev);
+    }
+  },
+});
+
+async function layerCases(dev: Device<G>): Promise<void> {
+  {
     const R = 13, C = 70;
     const x = rand(R * C, 1), y = rand(R * C, 2), bias = rand(C, 3), mask = rand(R * C, 4);
     const gamma = rand(C, 5), beta = rand(C, 6);
@@ -406,8 +414,8 @@ Deno.test({
         }
       }
     }
-  },
-});
+  }
+}
 
 Deno.test({
   name: "webgpu kernels on views larger than one binding (a 1 KB binding cap) = host kernels",

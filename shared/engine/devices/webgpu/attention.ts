@@ -109,6 +109,76 @@ ${MAIN} {
   };
 }
 
+/**
+ * The forward with one invocation per (query, example·head) and no workgroup
+ * memory or barriers (software adapters, vec4 views only): scores into
+ * probs, softmax in place, then ctx = P·V accumulated in registers. On
+ * llvmpipe the workgroup version's reductions (a coroutine switch per 8
+ * lanes at each barrier) cost more than the serial loops over keys.
+ */
+function forwardRowKernel(L: number, hd: number, drop: boolean): Kernel {
+  return {
+    name: drop ? "attentionDrop" : "attention",
+    bindings: [
+      ["qkv", "vec4<f32>"],
+      ["mask", "u32"],
+      ["probs", "f32"],
+      ...(drop ? [["dm", "f32"] as const, ["dropped", "f32"] as const] : []),
+      ["ctx", "vec4<f32>"],
+    ],
+    workgroup: [WG],
+    body: `
+const L: u32 = ${L}u;
+const HD: u32 = ${hd}u;
+const HDV: u32 = ${hd / 4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  init();
+  let NH = pu(PB); let rows = pu(PB + 1u); let scale = pf(PB + 2u);
+  let H = NH * HD; let LD = 3u * H; let LDV = LD / 4u;
+  let ba = wid.y; let b = ba / NH; let a = ba % NH;
+  let base = b * L * LD + a * HD;
+  let q = gid.x;
+  if (q >= rows) { return; }
+  let pr = probs_o + ba * rows * L + q * L;
+  var qv: array<vec4<f32>, HDV>;
+  let qo = (qkv_o + base + q * LD) / 4u;
+  for (var j = 0u; j < HDV; j++) { qv[j] = qkv[qo + j]; }
+  var mx = -3.0e38; var real = 0.0;
+  for (var k = 0u; k < L; k++) {
+    var s = 0.0;
+    if (mask[mask_o + b * L + k] != 0u) {
+      let ko = (qkv_o + base + k * LD + H) / 4u;
+      for (var j = 0u; j < HDV; j++) { s += dot(qv[j], qkv[ko + j]); }
+      s = s * scale;
+      mx = max(mx, s);
+      real += 1.0;
+    }
+    probs[pr + k] = s;
+  }
+  var z = 0.0;
+  for (var k = 0u; k < L; k++) {
+    var e = 0.0;
+    if (mask[mask_o + b * L + k] != 0u) { e = exp(probs[pr + k] - mx); }
+    probs[pr + k] = e;
+    z += e;
+  }
+  let inv = 1.0 / z;
+  var acc: array<vec4<f32>, HDV>;
+  let vb = (qkv_o + b * L * LD + 2u * H + a * HD) / 4u;
+  for (var k = 0u; k < L; k++) {
+    var p = select(probs[pr + k] * inv, 1.0 / f32(L), real == 0.0);
+    probs[pr + k] = p;
+    ${drop ? "let at = pr - probs_o + k; p = p * dm[dm_o + at]; dropped[dropped_o + at] = p;" : ""}
+    let vo = vb + k * LDV;
+    for (var j = 0u; j < HDV; j++) { acc[j] += p * qkv[vo + j]; }
+  }
+  let co = (ctx_o + (b * rows + q) * H + a * HD) / 4u;
+  for (var j = 0u; j < HDV; j++) { ctx[co + j] = acc[j]; }
+}`,
+  };
+}
+
 /** Backward per query row: dS into `ds`, dQ into dqkv. */
 function backwardRowsKernel(L: number, hd: number, drop: boolean, w: number): Kernel {
   return {
@@ -218,7 +288,7 @@ function memo<K>(make: (key: K) => Kernel): (key: K, id: string) => Kernel {
 }
 
 /** The attention kernels of the device over `rt`; `scratch(n)` holds dS between the two backward kernels. */
-export function webgpuAttention(rt: Runtime, scratch: (n: number) => G): {
+export function webgpuAttention(rt: Runtime, scratch: (n: number) => G, software = false): {
   attention: AttentionKernel<G>;
   attentionBackward: AttentionBackwardKernel<G>;
   attentionFirst: AttentionKernel<G>;
@@ -226,6 +296,7 @@ export function webgpuAttention(rt: Runtime, scratch: (n: number) => G): {
 } {
   type S = { L: number; hd: number; drop: boolean; w: number };
   const fwd = memo<S>((s) => forwardKernel(s.L, s.hd, s.drop, s.w));
+  const fwdRow = memo<S>((s) => forwardRowKernel(s.L, s.hd, s.drop));
   const bwdRows = memo<S>((s) => backwardRowsKernel(s.L, s.hd, s.drop, s.w));
   const bwdKeys = memo<S>((s) => backwardKeysKernel(s.L, s.hd, s.w));
   /** 4 (vec4 bindings) when the head size and every head-row view allow it, else 1. */
@@ -248,10 +319,12 @@ export function webgpuAttention(rt: Runtime, scratch: (n: number) => G): {
         ...(dropMask ? [dropMask, dropped] : []),
         ctx,
       ];
-      rt.dispatch(fwd(s, id(s)), binds, words(shape, rows), [
-        rows,
-        batch.size * heads,
-      ]);
+      if (software && s.w === 4) {
+        rt.dispatch(fwdRow(s, id(s)), binds, words(shape, rows), [
+          Math.ceil(rows / WG),
+          batch.size * heads,
+        ]);
+      } else rt.dispatch(fwd(s, id(s)), binds, words(shape, rows), [rows, batch.size * heads]);
     };
   const backward =
     (first: boolean): AttentionBackwardKernel<G> =>

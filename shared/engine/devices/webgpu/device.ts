@@ -143,7 +143,7 @@ export function webgpuDevice(
     geluBackward: layers.geluBackward,
     biasTanh: layers.biasTanh,
     tanhBackward: layers.tanhBackward,
-    ...webgpuAttention(rt, scratch),
+    ...webgpuAttention(rt, scratch, options.gemm === "direct"),
     gatherRows: layers.gatherRows,
     scatterRows: layers.scatterRows,
     crossEntropy: layers.crossEntropy,

@@ -7,7 +7,10 @@
  * per query row dS = P ⊙ (dP − rowsum(dP ⊙ P)) with dP = (dctx·Vᵀ)·mask and
  * dQ = dS·K/√d; per key row dK = dSᵀ·Q/√d and dV = P'ᵀ·dctx. The
  * first-query variants (the last layer under a classifier) run the same
- * kernels over one query. Semantics: shared/engine/devices/cpu/attention.ts.
+ * kernels over one query. Head rows are bound as vec4 where aligned. On a
+ * software adapter the forward and the per-query backward run one
+ * invocation per query instead (no barriers), and the per-key backward
+ * packs several keys per workgroup. Semantics: shared/engine/devices/cpu/attention.ts.
  *
  * @module
  */
@@ -230,6 +233,64 @@ ${MAIN} {
 }
 
 /**
+ * The per-query backward with one invocation per (query, example·head), no
+ * workgroup memory or barriers (software adapters, vec4 views): dP = dctx·Vᵀ
+ * (through the dropout mask) into ds, D = rowsum(dP ⊙ P), then dS = P ⊙
+ * (dP − D) into ds and dQ = dS·K/√d accumulated in registers.
+ */
+function backwardRowsRowKernel(L: number, hd: number, drop: boolean): Kernel {
+  return {
+    name: drop ? "attentionBackwardRowsDrop" : "attentionBackwardRows",
+    bindings: [
+      ["dctx", "vec4<f32>"],
+      ["qkv", "vec4<f32>"],
+      ["probs", "f32"],
+      ...(drop ? [["dm", "f32"] as const] : []),
+      ["ds", "f32"],
+      ["dqkv", "vec4<f32>"],
+    ],
+    workgroup: [WG],
+    body: `
+const L: u32 = ${L}u;
+const HD: u32 = ${hd}u;
+const HDV: u32 = ${hd / 4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  init();
+  let NH = pu(PB); let rows = pu(PB + 1u); let scale = pf(PB + 2u);
+  let H = NH * HD; let LD = 3u * H; let LDV = LD / 4u;
+  let ba = wid.y; let b = ba / NH; let a = ba % NH;
+  let base = b * L * LD + a * HD;
+  let q = gid.x;
+  if (q >= rows) { return; }
+  let at0 = ba * rows * L + q * L;
+  var dc: array<vec4<f32>, HDV>;
+  let co = (dctx_o + (b * rows + q) * H + a * HD) / 4u;
+  for (var j = 0u; j < HDV; j++) { dc[j] = dctx[co + j]; }
+  var D = 0.0;
+  for (var k = 0u; k < L; k++) {
+    let vo = (qkv_o + base + k * LD + 2u * H) / 4u;
+    var dp = 0.0;
+    for (var j = 0u; j < HDV; j++) { dp += dot(dc[j], qkv[vo + j]); }
+    ${drop ? "dp = dp * dm[dm_o + at0 + k];" : ""}
+    ds[ds_o + at0 + k] = dp;
+    D += dp * probs[probs_o + at0 + k];
+  }
+  var acc: array<vec4<f32>, HDV>;
+  let kb = (qkv_o + base + H) / 4u;
+  for (var k = 0u; k < L; k++) {
+    let s = probs[probs_o + at0 + k] * (ds[ds_o + at0 + k] - D);
+    ds[ds_o + at0 + k] = s;
+    let ko = kb + k * LDV;
+    for (var j = 0u; j < HDV; j++) { acc[j] += s * qkv[ko + j]; }
+  }
+  let qo = (dqkv_o + base + q * LD) / 4u;
+  for (var j = 0u; j < HDV; j++) { dqkv[qo + j] = acc[j] * scale; }
+}`,
+  };
+}
+
+/**
  * Backward per key row: dK, dV (and zero dQ at queries past `rows`); KPW
  * keys per workgroup, each over HDV invocations (all 64 busy when HDV ≤ 64).
  */
@@ -297,6 +358,7 @@ export function webgpuAttention(rt: Runtime, scratch: (n: number) => G, software
   type S = { L: number; hd: number; drop: boolean; w: number };
   const fwd = memo<S>((s) => forwardKernel(s.L, s.hd, s.drop, s.w));
   const fwdRow = memo<S>((s) => forwardRowKernel(s.L, s.hd, s.drop));
+  const bwdRowsRow = memo<S>((s) => backwardRowsRowKernel(s.L, s.hd, s.drop));
   const bwdRows = memo<S>((s) => backwardRowsKernel(s.L, s.hd, s.drop, s.w));
   const bwdKeys = memo<S>((s) => backwardKeysKernel(s.L, s.hd, s.w));
   /** 4 (vec4 bindings) when the head size and every head-row view allow it, else 1. */
@@ -334,7 +396,9 @@ export function webgpuAttention(rt: Runtime, scratch: (n: number) => G, software
       const ds = scratch(batch.size * heads * rows * L);
       const w = words(shape, rows), groups = batch.size * heads;
       const rowBinds = [dctx, qkv, probs, ...(dropMask ? [dropMask] : []), ds, dqkv];
-      rt.dispatch(bwdRows(s, id(s)), rowBinds, w, [rows, groups]);
+      if (software && s.w === 4) {
+        rt.dispatch(bwdRowsRow(s, id(s)), rowBinds, w, [Math.ceil(rows / WG), groups]);
+      } else rt.dispatch(bwdRows(s, id(s)), rowBinds, w, [rows, groups]);
       const pd = dropMask ? dropped : probs;
       const keys = bwdKeys({ ...s, drop: false }, id({ ...s, drop: false }));
       const kpw = Math.max(1, Math.floor(WG / (hd / s.w)));

@@ -98,14 +98,20 @@ Deno.test({
 
 /** gemm against jsGemm; beta = 0 ignores NaN in C. */
 async function gemmCases(dev: Device<G>): Promise<void> {
-  {
-    for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [70, 33, 130], [128, 65, 64]]) {
+  // Unaligned offsets and strides (the scalar kernels), then 16-byte aligned ones (vec4 on "direct").
+  for (const aligned of [false, true]) {
+    const up4 = (x: number) => aligned ? Math.ceil(x / 4) * 4 + 4 : x;
+    const oa = aligned ? 4 : 5, ob = aligned ? 8 : 3;
+    const sizes = aligned
+      ? [[1, 1, 4], [5, 7, 3], [70, 33, 132], [36, 44, 130], [128, 65, 64]]
+      : [[1, 1, 1], [5, 7, 3], [70, 33, 130], [128, 65, 64]];
+    for (const [m, n, k] of sizes) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
           for (const [alpha, beta] of [[1, 0], [0.5, 1], [2, -0.5]]) {
-            const lda = (transA ? m : k) + 2, ldb = (transB ? k : n) + 1, ldc = n + 3;
+            const lda = up4((transA ? m : k) + 2), ldb = up4((transB ? k : n) + 1), ldc = n + 3;
             const aRows = transA ? k : m, bRows = transB ? n : k;
-            const a = rand(aRows * lda + 5, 1), b = rand(bRows * ldb + 3, 2);
+            const a = rand(aRows * lda + oa, 1), b = rand(bRows * ldb + ob, 2);
             const c = rand(m * ldc, 3);
             if (beta === 0) c.fill(NaN);
             const want = c.slice();
@@ -116,9 +122,9 @@ async function gemmCases(dev: Device<G>): Promise<void> {
               n,
               k,
               alpha,
-              a.subarray(5),
+              a.subarray(oa),
               lda,
-              b.subarray(3),
+              b.subarray(ob),
               ldb,
               beta,
               want,
@@ -132,9 +138,9 @@ async function gemmCases(dev: Device<G>): Promise<void> {
               n,
               k,
               alpha,
-              dev.view(ga, 5, a.length - 5),
+              dev.view(ga, oa, a.length - oa),
               lda,
-              dev.view(gb, 3, b.length - 3),
+              dev.view(gb, ob, b.length - ob),
               ldb,
               beta,
               gc,
@@ -147,7 +153,7 @@ async function gemmCases(dev: Device<G>): Promise<void> {
             assertClose(
               got,
               want,
-              `gemm ${m}x${n}x${k} ${transA}${transB} α${alpha} β${beta}`,
+              `gemm ${m}x${n}x${k} ${transA}${transB} α${alpha} β${beta} aligned=${aligned}`,
               1e-5,
             );
             for (const t of [ga, gb, gc]) dev.release(t);
@@ -190,7 +196,15 @@ Deno.test({
   name: "webgpu layer kernels = host kernels",
   ignore,
   fn: async () => {
-    const dev = gpu!.device;
+    // The software adapter's kernels, then the hardware path's (workgroup LayerNorm and attention).
+    for (const dev of [gpu!.device, webgpuDevice(new Runtime(gpu!.gpu), { gemm: "tiled" })]) {
+      await layerCases(dev);
+    }
+  },
+});
+
+async function layerCases(dev: Device<G>): Promise<void> {
+  {
     const R = 13, C = 70;
     const x = rand(R * C, 1), y = rand(R * C, 2), bias = rand(C, 3), mask = rand(R * C, 4);
     const gamma = rand(C, 5), beta = rand(C, 6);
@@ -210,6 +224,14 @@ Deno.test({
     };
     await both("mul", [x, mask, y], (d, [a, m, o]) => d.mul(a, m, o));
     await both("add", [x, y], (d, [a, o]) => d.add(a, o));
+    // 16-byte aligned views with lengths that are multiples of 4: the vec4 kernels.
+    await both(
+      "mul vec4",
+      [x, mask, y],
+      (d, [a, m, o]) => d.mul(d.view(a, 4, 900), d.view(m, 8, 900), d.view(o, 0, 900)),
+    );
+    await both("add vec4", [x, y], (d, [a, o]) => d.add(d.view(a, 4, 900), d.view(o, 8, 900)));
+    await both("colSum vec4", [x, bias], (d, [a, b]) => d.colSum(a, R, 68, d.view(b, 0, 68)));
     await both("fill", [x], (d, [a]) => d.fill(a, 0.25));
     await both("addBias", [x, bias], (d, [a, b]) => d.addBias(a, b, R, C));
     await both("colSum", [x, bias], (d, [a, b]) => d.colSum(a, R, C, b));
@@ -261,6 +283,22 @@ Deno.test({
       [x, gamma, lnMean, lnRstd, y, mask, bias, beta],
       (d, b) => d.layerNormBackward(norm(b), b[4], b[5], b[6], b[7]),
     );
+    // Columns a multiple of 4, aligned views: the vec4 kernels (per-row ones on a software adapter).
+    const norm4 = <T>(b: T[]): NormState<T> => ({ ...norm(b), cols: 68 });
+    await both(
+      "layerNorm vec4",
+      [x, gamma, ...stats, beta, y],
+      (d, b) => d.layerNorm(norm4(b), b[4], b[5], 1e-5),
+    );
+    {
+      const m4 = new Float32Array(R), r4 = new Float32Array(R);
+      cpu.layerNorm({ x, gamma, mean: m4, rstd: r4, rows: R, cols: 68 }, beta, y.slice(), 1e-5);
+      await both(
+        "layerNormBackward vec4",
+        [x, gamma, m4, r4, y, mask, bias, beta],
+        (d, b) => d.layerNormBackward(norm4(b), b[4], b[5], b[6], b[7]),
+      );
+    }
     await both(
       "layerNormBackward in place",
       [x, gamma, lnMean, lnRstd, y],
@@ -317,8 +355,9 @@ Deno.test({
         (d, [dl, g]) => d.ascend(dl, g, batch, H, cfg),
       );
     }
-    for (const L of [6, 70]) {
-      const B = 3, nh = 2, hd = 4, Hh = nh * hd, b = index(B, L, 5, L);
+    // hd 4: vec4 bindings; hd 3: float bindings (W = 1).
+    for (const [L, hd] of [[6, 4], [70, 4], [6, 3]]) {
+      const B = 3, nh = 2, Hh = nh * hd, b = index(B, L, 5, L);
       const shape = { batch: b, heads: nh, headDim: hd };
       const qkv = rand(B * L * 3 * Hh, 20),
         A = B * nh * L * L,
@@ -327,7 +366,7 @@ Deno.test({
         const rowsQ = first ? 1 : L, Af = B * nh * rowsQ * L;
         const dmf = dm.subarray(0, Af);
         for (const drop of [false, true]) {
-          const what = `attention L=${L} first=${first} drop=${drop}`;
+          const what = `attention L=${L} hd=${hd} first=${first} drop=${drop}`;
           const fwdInputs = [
             qkv,
             new Float32Array(Af),
@@ -372,6 +411,95 @@ Deno.test({
                 shape,
               ),
           );
+        }
+      }
+    }
+  }
+}
+
+Deno.test({
+  name: "webgpu kernels on views larger than one binding (a 1 KB binding cap) = host kernels",
+  ignore,
+  fn: async () => {
+    for (const gemm of ["direct", "tiled"] as const) {
+      const rt = new Runtime(gpu!.gpu, { maxBindingBytes: 1024 });
+      assert.ok(rt.maxView < 256, `maxView ${rt.maxView}`);
+      const dev = webgpuDevice(rt, { gemm });
+      const both = async (
+        what: string,
+        inputs: Float32Array[],
+        f: <T>(d: Device<T>, b: T[]) => void,
+      ) => {
+        const hb = inputs.map((a) => a.slice());
+        f(cpu, hb);
+        const gb = inputs.map((a) => up(dev, a));
+        f(dev, gb);
+        const got = await dev.read(gb);
+        got.forEach((g, i) => assertClose(g, hb[i], `split ${what} buffer ${i}`, 2e-6, 1));
+        gb.forEach((t) => dev.release(t));
+      };
+      const V = 100, H = 8, n = 1000;
+      if (gemm === "direct") {
+        const x = rand(n, 1), y = rand(n, 2), m = rand(n, 3);
+        await both("fill", [x], (d, [a]) => d.fill(a, 0.25));
+        await both("fill 0 of a view", [x], (d, [a]) => d.fill(d.view(a, 7, 900), 0));
+        await both("add", [x, y], (d, [a, o]) => d.add(d.view(a, 3, 990), d.view(o, 5, 990)));
+        await both("mul", [x, m, y], (d, [a, b, o]) => d.mul(a, b, o));
+        const rows = Int32Array.from([3, 97, 50, 0, 99, 31]);
+        const word = rand(V * H, 4);
+        await both(
+          "gather",
+          [word, new Float32Array(rows.length * H)],
+          (d, [a, o]) => d.gatherRows(a, rows, H, o),
+        );
+        await both(
+          "scatter",
+          [rand(rows.length * H, 5), word],
+          (d, [a, o]) => d.scatterRows(a, rows, H, o),
+        );
+        const batch = index(4, 6, V), N = 24;
+        const pos = rand(6 * H, 12), type = rand(2 * H, 13), delta = rand(N * H, 14);
+        await both(
+          "embed",
+          [new Float32Array(N * H), word, pos, type, delta],
+          (d, [o, w, p, t, dl]) => d.embed(o, w, p, t, dl, batch, H),
+        );
+        await both(
+          "embedBackward",
+          [delta, word, pos, type],
+          (d, [dx, w, p, t]) => d.embedBackward(dx, w, p, t, batch, H),
+        );
+      }
+      for (
+        const [m, n, k] of [[20, 100, 8], [100, 8, 20], [20, 8, 100], [300, 3, 2], [4, 4, 300]]
+      ) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            for (const [alpha, beta] of [[1, 0], [0.5, 1]]) {
+              const lda = transA ? m : k, ldb = transB ? k : n;
+              const a = rand(m * k + 4, 6), b = rand(n * k, 7), c = rand(m * n, 8);
+              await both(
+                `gemm ${gemm} ${m}x${n}x${k} ${transA}${transB} β${beta}`,
+                [a, b, c],
+                (d, [ga, gb, gc]) =>
+                  d.gemm(
+                    transA,
+                    transB,
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    d.view(ga, 4, m * k),
+                    lda,
+                    gb,
+                    ldb,
+                    beta,
+                    gc,
+                    n,
+                  ),
+              );
+            }
+          }
         }
       }
     }
@@ -450,6 +578,42 @@ for (const { name, over, mlm } of MODELS) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "webgpu engine with the word table split over bindings (vocab 2000, 32 KB cap) = cpu engine; " +
+    "exact zeros where the cpu gradient is zero after another batch",
+  ignore,
+  fn: async () => {
+    const capped = webgpuDevice(new Runtime(gpu!.gpu, { maxBindingBytes: 32768 }));
+    for (const mlm of [false, true]) {
+      const t = model({ vocab_size: 2000 }, mlm);
+      assert.ok(t.config.vocabSize * t.config.hiddenSize > 32768 / 4, "the word table must split");
+      const host = new EngineModel(cpuDevice(jsGemm), t.config, t.layout);
+      const dev = new EngineModel(capped, t.config, t.layout);
+      host.setWeights(t.weights);
+      dev.setWeights(t.weights);
+      const word = t.layout.specs.find((s) => s.name.endsWith("word_embeddings.weight"))!;
+      const other = { ...t.batch, inputIds: t.batch.inputIds.map((id) => (id * 7 + 1000) % 2000) };
+      for (const adv of [NO_ADVERSARY, DEFAULT_ADVERSARY]) {
+        for (const drop of DROPOUTS) {
+          for (const batch of [t.batch, other]) {
+            const what = `capped mlm=${mlm} ${adv.mode} dropout=${drop.hidden}`;
+            const k = { ...task(t, adv, drop), batch };
+            const want = await host.gradient(k), got = await dev.gradient(k);
+            assert.ok(Math.abs(got.loss - want.loss) <= TOL * Math.abs(want.loss), `${what}: loss`);
+            assertClose(got.grad, want.grad, `${what} grad`);
+            // The word rows the batch did not use (the previous batch did): exactly zero.
+            for (let i = word.offset; i < word.offset + word.size; i++) {
+              if (want.grad[i] === 0) assert.equal(got.grad[i], 0, `${what}: grad[${i}] not zero`);
+            }
+          }
+        }
+      }
+      dev.dispose();
+    }
+  },
+});
 
 Deno.test({
   name: "webgpu engine: counts of a micro-batch after warm-up; the same task twice, the same bits",

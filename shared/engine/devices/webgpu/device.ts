@@ -10,7 +10,11 @@
  * Buffers: `alloc` makes one GPUBuffer (up to the adapter's maxBufferSize);
  * a view is (buffer, element offset, length), bound from the aligned offset
  * below it, so the engine's flat weight and gradient buffers may exceed the
- * storage binding limit as long as each tensor fits in one binding.
+ * storage binding limit. The kernels that can see a tensor larger than one
+ * binding (the word table: embed, embedBackward, the MLM decoder's gemms,
+ * gatherRows/scatterRows, fill/add/mul) split it by rows into bindings.
+ * `fill(t, 0)` zeroes only what kernels and writes touched since t was last
+ * zeroed (runtime.ts tracks it), so a gradient's unused word rows cost nothing.
  *
  * @module
  */
@@ -33,6 +37,8 @@ export interface WebGpuOptions {
   readonly gemm?: "tiled" | "direct";
   /** An adapter to use (default: `navigator.gpu.requestAdapter()`). */
   readonly adapter?: GPUAdapter;
+  /** Caps the storage binding size (bytes) below the adapter's, to exercise the split paths. */
+  readonly maxBindingBytes?: number;
 }
 
 /** A WebGPU engine device and what it reports. */
@@ -74,7 +80,7 @@ export async function createWebGpuDevice(
     requiredLimits: limitsOf(adapter),
     requiredFeatures: timing ? ["timestamp-query"] : [],
   });
-  const rt = new Runtime(gpu, { profile: timing });
+  const rt = new Runtime(gpu, { profile: timing, maxBindingBytes: options.maxBindingBytes });
   const info = adapter.info;
   const software = info.isFallbackAdapter ||
     /llvmpipe|swiftshader|lavapipe/i.test(info.description);
@@ -107,7 +113,7 @@ export function webgpuDevice(
     }
     return { buf: scratchBuf.buf, offset: 0, length: n };
   };
-  const layers = webgpuLayers(rt, scratch, dummy);
+  const layers = webgpuLayers(rt, scratch, dummy, options.gemm === "direct");
   return {
     alloc: (n) => n === 0 ? empty : { buf: rt.createBuffer(n * 4), offset: 0, length: n },
     view: (t, offset, n) => {
@@ -137,7 +143,7 @@ export function webgpuDevice(
     geluBackward: layers.geluBackward,
     biasTanh: layers.biasTanh,
     tanhBackward: layers.tanhBackward,
-    ...webgpuAttention(rt, scratch),
+    ...webgpuAttention(rt, scratch, options.gemm === "direct"),
     gatherRows: layers.gatherRows,
     scatterRows: layers.scatterRows,
     crossEntropy: layers.crossEntropy,

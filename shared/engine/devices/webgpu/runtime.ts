@@ -55,7 +55,7 @@ export interface GpuTensor {
 export type HostArray = Int32Array | Uint32Array | Float32Array | Uint8Array;
 
 /** The element type a kernel binds a buffer as. */
-export type BindType = "f32" | "u32";
+export type BindType = "f32" | "u32" | "vec4<f32>";
 
 /** A kernel's source and the names and types of its storage bindings, in binding order. */
 export interface Kernel {
@@ -94,6 +94,20 @@ export function f32Bits(x: number): number {
   return BITS_U[0];
 }
 const BITS_F = new Float32Array(1), BITS_U = new Uint32Array(BITS_F.buffer);
+
+/** Sorts and merges flat [start, end) pairs in place; returns the new length. */
+function normalise(r: number[]): number {
+  const pairs: [number, number][] = [];
+  for (let i = 0; i < r.length; i += 2) pairs.push([r[i], r[i + 1]]);
+  pairs.sort((a, b) => a[0] - b[0]);
+  r.length = 0;
+  for (const [s, e] of pairs) {
+    const n = r.length;
+    if (n && s <= r[n - 1]) r[n - 1] = Math.max(r[n - 1], e);
+    else r.push(s, e);
+  }
+  return r.length;
+}
 
 /** A growable host mirror of a GPU arena, uploaded in one write per submission. */
 class UploadArena {
@@ -152,6 +166,12 @@ class UploadArena {
 export interface RuntimeOptions {
   /** Time every dispatch with timestamp queries (one compute pass per dispatch). */
   readonly profile?: boolean;
+  /**
+   * Caps the storage binding size below the adapter's (bytes; for tests of
+   * the split paths: kernels that may see a view larger than one binding
+   * split it by rows).
+   */
+  readonly maxBindingBytes?: number;
 }
 
 /** Dispatch recording, caches and counters over one GPUDevice. */
@@ -161,6 +181,16 @@ export class Runtime {
   readonly profile = { ms: new Map<string, number>(), calls: new Map<string, number>() };
   readonly align: number;
   readonly maxBinding: number;
+  /** Elements a view may hold and still fit in one binding from any element offset (a multiple of 4). */
+  readonly maxView: number;
+  /**
+   * Per buffer id, element ranges [start, end) (flat pairs) that may be
+   * non-zero; everything else is known to be zero. Every view a dispatch
+   * binds (unless it says otherwise) and every write marks its range, and a
+   * fill with 0 zeroes only the marked ranges it covers
+   * ({@link Runtime.takeDirty}).
+   */
+  readonly #dirty = new Map<number, { r: number[]; clean: number }>();
   #nextId = 1;
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   readonly #layouts = new Map<number, { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout }>();
@@ -185,7 +215,12 @@ export class Runtime {
   constructor(readonly device: GPUDevice, options: RuntimeOptions = {}) {
     const l = device.limits;
     this.align = Math.max(l.minStorageBufferOffsetAlignment, 4);
-    this.maxBinding = Math.min(l.maxStorageBufferBindingSize, l.maxBufferSize);
+    this.maxBinding = Math.min(
+      l.maxStorageBufferBindingSize,
+      l.maxBufferSize,
+      options.maxBindingBytes ?? Infinity,
+    );
+    this.maxView = Math.floor((this.maxBinding - this.align) / 16) * 4;
     const U = GPUBufferUsage;
     this.#params = new UploadArena(this, U.UNIFORM | U.COPY_DST, 64 * WORDS);
     this.#ints = new UploadArena(this, U.STORAGE | U.COPY_DST, 1 << 16);
@@ -213,11 +248,48 @@ export class Runtime {
       size,
       usage: usage ?? (U.STORAGE | U.COPY_SRC | U.COPY_DST),
     });
-    return { id: this.#nextId++, gpu, bytes: size };
+    const b = { id: this.#nextId++, gpu, bytes: size };
+    this.#dirty.set(b.id, { r: [], clean: 0 }); // new buffers are zero
+    return b;
+  }
+
+  /** Marks elements [start, end) of `b` as possibly non-zero. */
+  markDirty(b: GpuBuffer, start: number, end: number): void {
+    const d = this.#dirty.get(b.id);
+    if (!d || end <= start) return;
+    const r = d.r, n = r.length;
+    if (n >= 2 && r[n - 2] <= start && start <= r[n - 1]) r[n - 1] = Math.max(r[n - 1], end);
+    else r.push(start, end);
+    if (r.length > 2 * d.clean + 256) d.clean = normalise(r);
+  }
+
+  /**
+   * The marked ranges of `b` within [start, end), merged and in order (flat
+   * pairs), and unmarks them: the caller zeroes them.
+   */
+  takeDirty(b: GpuBuffer, start: number, end: number): number[] {
+    const d = this.#dirty.get(b.id);
+    if (!d) return [start, end];
+    normalise(d.r);
+    const out: number[] = [], keep: number[] = [];
+    for (let i = 0; i < d.r.length; i += 2) {
+      const s = d.r[i], e = d.r[i + 1];
+      if (e <= start || s >= end) {
+        keep.push(s, e);
+        continue;
+      }
+      if (s < start) keep.push(s, start);
+      out.push(Math.max(s, start), Math.min(e, end));
+      if (e > end) keep.push(end, e);
+    }
+    d.r = keep;
+    d.clean = keep.length;
+    return out;
   }
 
   /** Destroys `b` once the work recorded so far has been submitted, and forgets its bind groups. */
   destroyLater(b: GpuBuffer): void {
+    this.#dirty.delete(b.id);
     for (const key of this.#groupsOf.get(b.id) ?? []) this.#groups.delete(key);
     this.#groupsOf.delete(b.id);
     if (this.#encoder) this.#doomed.push(b);
@@ -273,7 +345,7 @@ export class Runtime {
         `webgpu: a view of ${t.length} floats exceeds the storage binding limit of ${this.maxBinding} bytes`,
       );
     }
-    return { start, size: size - (size % 4), offset: (first - start) / 4 };
+    return { start, size: size - (size % 16), offset: (first - start) / 4 };
   }
 
   /** The parameter slot holding `words` in this submission (shared with equal words). */
@@ -346,12 +418,15 @@ export class Runtime {
   /**
    * Records one dispatch of `k` over `groups` workgroups with `binds` bound in
    * order and `words` (u32; floats through {@link f32Bits}) after the offsets.
+   * Every bound view is marked as possibly non-zero except those in `exact`,
+   * whose writes the caller marks ({@link Runtime.markDirty}).
    */
   dispatch(
     k: Kernel,
     binds: readonly (GpuTensor | HostArray)[],
     words: readonly number[],
     groups: readonly [number, number?, number?],
+    exact: readonly GpuTensor[] = [],
   ): void {
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;
@@ -371,6 +446,11 @@ export class Runtime {
       this.submit();
       if (paramsFull) this.#params.grow(params);
       if (intsFull) this.#ints.grow(ints);
+    }
+    for (const b of binds) {
+      if (!ArrayBuffer.isView(b) && !exact.includes(b)) {
+        this.markDirty(b.buf, b.offset, b.offset + b.length);
+      }
     }
     const views = binds.map((b) => ArrayBuffer.isView(b) ? this.#upload(b) : b);
     const ranges = views.map((t) => this.#range(t));
@@ -514,6 +594,7 @@ export class Runtime {
       throw new Error(`webgpu write: ${data.length} values into a view of ${t.length}`);
     }
     if (this.pending) this.submit();
+    this.markDirty(t.buf, t.offset, t.offset + t.length);
     this.device.queue.writeBuffer(t.buf.gpu, t.offset * 4, data as Float32Array<ArrayBuffer>);
     this.counts.uploadBytes += data.byteLength;
   }

@@ -154,7 +154,8 @@ export function runElementwise(
   binds: readonly (GpuTensor | HostArray)[],
   n: number,
   words: readonly number[] = [],
+  exact: readonly GpuTensor[] = [],
 ): void {
   if (n === 0) return;
-  rt.dispatch(k, binds, [n, ...words], rt.grid(Math.ceil(n / WG)));
+  rt.dispatch(k, binds, [n, ...words], rt.grid(Math.ceil(n / WG)), exact);
 }

@@ -434,7 +434,7 @@ async function resumedDeterministicRun(
       await c.done;
       await c.close();
       await finish(a.p, [a.out, a.err]);
-      const resumed = await parseRunFlags(["--resume", save], {}, "");
+      const resumed = await parseRunFlags(["--resume", save, "--port", "0"], {}, "");
       assert.equal(
         resumed.config.training.deterministic,
         false,

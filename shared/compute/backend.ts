@@ -18,6 +18,11 @@
  *
  * @module
  */
+import {
+  adapterName,
+  isSoftwareAdapter,
+  requestGpuAdapter,
+} from "../engine/devices/webgpu/adapter.ts";
 import { type Blas, BLAS_ENV, isNoBlas, loadBlas } from "../engine/devices/cpu/blas.ts";
 import { FlagError, type FlagSpecs } from "../cli/flags.ts";
 
@@ -193,20 +198,9 @@ export const CPU_HINT =
 
 /** Describes the hardware GPU adapter, or null when there is none (or only a software one). */
 export async function hardwareGpu(): Promise<string | null> {
-  const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
-  if (!gpu) return null;
-  try {
-    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) return null;
-    const info = adapter.info;
-    const text = [info.vendor, info.architecture, info.device, info.description]
-      .filter((s) => s).join(" ");
-    const software = /llvmpipe|lavapipe|swiftshader|software/i.test(text) ||
-      (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
-    return software ? null : (text || "unknown GPU");
-  } catch {
-    return null;
-  }
+  const adapter = await requestGpuAdapter();
+  if (!adapter || isSoftwareAdapter(adapter)) return null;
+  return adapterName(adapter);
 }
 
 /** A backend chosen automatically, and why the faster one was not. */

@@ -31,6 +31,7 @@ import type { ParamLayout } from "../model/param_layout.ts";
 import { disposeTfjs, initTfjs } from "../tfjs/backend.ts";
 import { TfjsCompute } from "../tfjs/compute.ts";
 import { createWebGpuDevice, type WebGpuDevice } from "../engine/devices/webgpu/device.ts";
+import { requestGpuAdapter } from "../engine/devices/webgpu/adapter.ts";
 
 /** Why `--backend webgpu` cannot start: this process sees no WebGPU adapter at all. */
 export const NO_WEBGPU_ADAPTER =
@@ -67,9 +68,7 @@ async function webgpuBackend(): Promise<ComputeBackend> {
  */
 export async function backendUnavailable(name: BackendName): Promise<string | null> {
   if (name !== "webgpu") return null;
-  const nav = globalThis.navigator as Navigator & { gpu?: GPU };
-  const adapter = await nav.gpu?.requestAdapter().catch(() => null);
-  return adapter ? null : NO_WEBGPU_ADAPTER;
+  return (await requestGpuAdapter()) ? null : NO_WEBGPU_ADAPTER;
 }
 
 /**

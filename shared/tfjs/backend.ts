@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { requestGpuAdapter } from "../engine/devices/webgpu/adapter.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 // tfjs-core alone registers no gradients; the full tfjs bundle registers them all.
@@ -69,8 +70,7 @@ export async function initTfjs(name: TfjsBackendName): Promise<TfjsInfo> {
     registerUnsortedSegmentSum("cpu");
   } else {
     await import("@tensorflow/tfjs-backend-webgpu");
-    const gpu = (globalThis.navigator as Navigator & { gpu?: GPU }).gpu;
-    const adapter = await gpu?.requestAdapter({ powerPreference: "high-performance" });
+    const adapter = await requestGpuAdapter();
     if (!adapter) {
       throw new Error("tfjs-webgpu: no GPU adapter found (is a Vulkan driver installed?)");
     }

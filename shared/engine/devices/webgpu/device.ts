@@ -19,6 +19,7 @@
  * @module
  */
 import type { Device } from "../../device.ts";
+import { isSoftwareAdapter, requestGpuAdapter } from "./adapter.ts";
 import { webgpuAttention } from "./attention.ts";
 import { webgpuGemm } from "./gemm.ts";
 import { webgpuLayers } from "./layers.ts";
@@ -73,7 +74,7 @@ export async function createWebGpuDevice(
   options: WebGpuOptions = {},
 ): Promise<WebGpuDevice | null> {
   if (typeof navigator === "undefined" || !navigator.gpu) return null;
-  const adapter = options.adapter ?? await navigator.gpu.requestAdapter();
+  const adapter = options.adapter ?? await requestGpuAdapter();
   if (!adapter) return null;
   const timing = options.profile === true && adapter.features.has("timestamp-query");
   const gpu = await adapter.requestDevice({
@@ -82,8 +83,7 @@ export async function createWebGpuDevice(
   });
   const rt = new Runtime(gpu, { profile: timing, maxBindingBytes: options.maxBindingBytes });
   const info = adapter.info;
-  const software = info.isFallbackAdapter ||
-    /llvmpipe|swiftshader|lavapipe/i.test(info.description);
+  const software = isSoftwareAdapter(adapter);
   return {
     device: webgpuDevice(rt, { gemm: options.gemm ?? (software ? "direct" : "tiled") }),
     adapter: info.description || `${info.vendor} ${info.device}`.trim(),

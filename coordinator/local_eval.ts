@@ -41,7 +41,10 @@ export async function evaluateLocally(
   const weights = weightTensors(run.layout, run.weights);
   const tensors: DeviceModel = { config: run.modelConfig, layout: run.layout, weights };
   // Logits on the native engine where a BLAS loads (MLM scoring stays on tfjs).
-  const model = withHostLogits(tensors, run.weights, { deterministic: run.deterministic });
+  const model = withHostLogits(tensors, run.weights, {
+    deterministic: run.deterministic,
+    log: log ?? ((l) => console.error(l)),
+  });
   const t0 = performance.now();
   try {
     const result = await run.data.evaluate(model, run.evalLimit);

@@ -10,6 +10,7 @@
 import { parseFlagsOrExit } from "./flags.ts";
 import { parseJsonl } from "../data/jsonl.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
+import { maxLenFlag } from "./flag_rules.ts";
 
 const USAGE = `Usage: deno task tokenize --model DIR --input FILE.jsonl [--max-len N]
 
@@ -22,7 +23,7 @@ const SPEC = {
     help: "model folder with tokenizer.json or vocab.txt (default: built-in bert-base-uncased)",
   },
   input: { type: "string", help: "JSONL input file ('-' for stdin)", required: true },
-  "max-len": { type: "int", help: "maximum sequence length, specials included", default: 512 },
+  "max-len": maxLenFlag(512, "maximum sequence length, specials included"),
 } as const;
 
 async function readInput(path: string): Promise<string> {
@@ -43,10 +44,6 @@ async function writeAll(bytes: Uint8Array): Promise<void> {
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlagsOrExit(args, SPEC, USAGE);
   const maxLen = flags["max-len"];
-  if (maxLen < 4) {
-    console.error(`error: --max-len must be at least 4, got ${maxLen}\nRun with --help for usage.`);
-    return 2;
-  }
   try {
     const tokenizer = await loadTokenizer(flags.model);
     const source = flags.input === "-" ? "<stdin>" : flags.input;

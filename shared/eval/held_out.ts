@@ -101,7 +101,7 @@ export function nativeLogits(
 export function withHostLogits<M extends DeviceModel>(
   model: M,
   weights: Float32Array,
-  opts: BackendOptions & { deterministic?: boolean } = {},
+  opts: BackendOptions & { deterministic?: boolean; log?: (line: string) => void } = {},
 ): M & { readonly logits?: LogitsFn; close(): void } {
   const blas = hostBlas({ ...opts, threads: opts.deterministic ? 1 : opts.threads });
   if (!blas) return { ...model, close: () => {} };

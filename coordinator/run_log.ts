@@ -23,7 +23,42 @@ import { join } from "node:path";
 import type { EvalResult } from "../shared/eval/held_out.ts";
 import { atomicWriteFile } from "../shared/io/atomic_write.ts";
 import { isPlainObject } from "../shared/io/plain_object.ts";
-import type { StepReport, TrainerObserver } from "./trainer.ts";
+
+/**
+ * What a step line is made of: the fields of the trainer's `StepReport`
+ * (coordinator/trainer.ts) that the log keeps. Declared here, not imported,
+ * so that the trainer can own a log without an import cycle.
+ */
+export interface LoggedStep {
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly gradNorm: number;
+  readonly clipped: boolean;
+  readonly updateNorm: number;
+  readonly examples: number;
+  readonly tokens: number;
+  readonly adversary: string;
+  readonly microBatches: number;
+  readonly elapsedMs: number;
+  readonly timings: {
+    readonly waitMs: number;
+    readonly computeMs: number;
+    readonly adversaryMs: number;
+    readonly transferMs: number;
+    readonly averageMs: number;
+    readonly optimizerMs: number;
+    readonly encodeMs: number;
+    readonly stepMs: number;
+  };
+}
+
+/** The hooks the log listens on (a `TrainerObserver`'s). */
+export interface LogObserver {
+  step?(r: LoggedStep): void;
+  evaluated?(step: number, split: string, result: EvalResult): void;
+}
 
 /** The file name under `--save`. */
 export const METRICS_FILE = "metrics.jsonl";
@@ -103,7 +138,7 @@ export class RunLog {
   }
 
   /** Records a finished step. */
-  step(r: StepReport): void {
+  step(r: LoggedStep): void {
     const t = r.timings;
     this.#append({
       type: "step",
@@ -141,18 +176,18 @@ export class RunLog {
   }
 
   /** `observer` with every step and evaluation also recorded here (first). */
-  observe(observer: TrainerObserver): TrainerObserver {
+  observe<O extends LogObserver>(observer: O): O {
     return {
       ...observer,
-      step: (r) => {
+      step: (r: LoggedStep) => {
         this.step(r);
         observer.step?.(r);
       },
-      evaluated: (step, split, result) => {
+      evaluated: (step: number, split: string, result: EvalResult) => {
         this.evaluated(step, split, result);
         observer.evaluated?.(step, split, result);
       },
-    };
+    } as O;
   }
 
   /** The history as Hugging Face's `log_history`: `{loss, grad_norm, learning_rate, epoch, step}`, `{eval_*, epoch, step}`. */

@@ -120,6 +120,21 @@ Deno.test("DIR/best and early stopping on a run whose accuracy peaks at step 1; 
     for await (const e of Deno.readDir(save)) if (e.name.startsWith("step-")) folders.push(e.name);
     assert.deepEqual(folders.sort(), ["step-000001", "step-000003", "step-000004"]);
     assert.equal((await Deno.readTextFile(`${save}/latest`)).trim(), "step-000004");
+    // --overwrite replaces that run: its checkpoints, best/ and history go.
+    const again = await runDeno(
+      "coordinator/cluster.ts",
+      tinyRunArgs(model, task, [
+        ...["--steps", "1", "--save", save, "--overwrite", "--workers", "1", "--backend", "wasm"],
+      ]),
+    );
+    assert.equal(again.code, 0, again.stderr);
+    const entries: string[] = [];
+    for await (const e of Deno.readDir(save)) entries.push(e.name);
+    assert.deepEqual(entries.sort(), ["latest", "metrics.jsonl", "model", "step-000001"]);
+    assert.deepEqual((await readLog(`${save}/metrics.jsonl`)).map((l) => `${l.type} ${l.step}`), [
+      "step 1",
+      "eval 1",
+    ]);
   });
 });
 

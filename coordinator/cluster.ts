@@ -72,7 +72,7 @@ Deno.exit(
       backend,
       threads,
       blas: flags.blas,
-      output: resolved.ui.quiet ? "null" : "inherit",
+      output: resolved.ui.quiet ? "null" : "stderr",
     });
     const each = threads ? `, ${threads} BLAS thread${threads === 1 ? "" : "s"} each` : "";
     const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${CPU_HINT}` : ""})`;

@@ -58,7 +58,7 @@ export async function startCoordinator(
   given: RunConfig,
   opts: CoordinatorOptions = {},
 ): Promise<Coordinator> {
-  const log = opts.log ?? ((l: string) => console.log(l));
+  const log = opts.log ?? ((l: string) => console.error(l));
   const trainer = await Trainer.create(given, { recycleResults: opts.recycleResults !== false });
   // The resolved run config: a resumed run's settings come from its checkpoint.
   const { network } = trainer.config;

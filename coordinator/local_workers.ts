@@ -20,12 +20,18 @@ export function spawnLocalWorkers(
     threads?: number;
     /** cpu: the BLAS library (`--blas`). */
     blas?: string;
-    output?: "inherit" | "null";
+    /**
+     * Where the workers' output goes: this process's stdout and stderr
+     * (`inherit`, the default), nowhere, or all of it to this process's
+     * stderr (`stderr`: the cluster's stdout stays for its result line).
+     */
+    output?: "inherit" | "null" | "stderr";
   } = {},
 ): Deno.ChildProcess[] {
   const output = opts.output ?? "inherit";
-  return Array.from({ length: n }, () =>
-    new Deno.Command(Deno.execPath(), {
+  const toStderr = output === "stderr";
+  return Array.from({ length: n }, () => {
+    const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
@@ -39,9 +45,22 @@ export function spawnLocalWorkers(
         ...(opts.blas !== undefined ? ["--blas", opts.blas] : []),
       ],
       stdin: "null",
-      stdout: output,
-      stderr: output,
-    }).spawn());
+      stdout: toStderr ? "piped" : output,
+      stderr: toStderr ? "inherit" : output,
+    }).spawn();
+    if (toStderr) void copyToStderr(child.stdout);
+    return child;
+  });
+}
+
+/** Copies a child's stdout to this process's stderr until it closes. */
+async function copyToStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
+  try {
+    for await (const chunk of stream) {
+      let off = 0;
+      while (off < chunk.length) off += Deno.stderr.writeSync(chunk.subarray(off));
+    }
+  } catch { /* the child went away */ }
 }
 
 /** Waits for workers to exit after the coordinator's bye; kills those still running after `graceMs`. */

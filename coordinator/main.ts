@@ -5,11 +5,12 @@
  *
  * @module
  */
-import { exitOnFlagError, type FlagSpec } from "../shared/cli/flags.ts";
+import { exitOnFlagError, FlagError, type FlagSpec } from "../shared/cli/flags.ts";
+import { InputError } from "../shared/io/input_error.ts";
 import { startCoordinator } from "./coordinator.ts";
 import { progressPrinter } from "./progress.ts";
 import { parseRunFlags, type RunConfig } from "./run_config.ts";
-import type { TrainerObserver } from "./trainer.ts";
+import type { RunSummary, TrainerObserver } from "./trainer.ts";
 
 /** Parses training flags plus `extra`, printing help (exit 0) or the error (exit 2). */
 export function parseOrExit<const E extends Record<string, FlagSpec>>(
@@ -40,6 +41,22 @@ function untilSignal(): Promise<void> {
   });
 }
 
+/** The exit status of an error: 2 for the user's input (flags, files, folders), else 1. */
+export function exitStatus(e: unknown): number {
+  return e instanceof FlagError || e instanceof InputError ? 2 : 1;
+}
+
+/** The final stdout line of a run: `{"steps", "stopped", …metrics, "best"?, "early_stopped"?}`. */
+export function resultLine(summary: RunSummary): string {
+  return JSON.stringify({
+    steps: summary.steps,
+    stopped: summary.stopped,
+    ...summary.evaluation,
+    ...(summary.best ? { best: summary.best } : {}),
+    ...(summary.earlyStopped ? { early_stopped: true } : {}),
+  });
+}
+
 /** Prints nothing: the observer of a `--quiet` run. */
 const SILENT: TrainerObserver = { log: () => {} };
 
@@ -47,9 +64,10 @@ const SILENT: TrainerObserver = { log: () => {} };
  * Starts a coordinator for the parsed run, prints where to watch and how to
  * join, lets `withWorkers` start local workers (given the resolved run
  * config: a resumed run's comes from its checkpoint), and serves the run to
- * its end: the final JSON line on stdout, `--linger`, SIGINT/SIGTERM. With
- * `--quiet` that JSON line is all it prints on stdout, and errors all on
- * stderr. Returns the exit status.
+ * its end: the final JSON line on stdout — the only thing it prints there;
+ * progress, notes and worker lines go to stderr — `--linger`, SIGINT/SIGTERM.
+ * With `--quiet` stderr gets only errors. Returns the exit status (2 for a
+ * usage error found while loading: a refused `--save`, bad labels, …).
  */
 export async function serveRun(
   config: RunConfig,
@@ -63,14 +81,14 @@ export async function serveRun(
 ): Promise<number> {
   const printer = config.ui.quiet
     ? SILENT
-    : progressPrinter({ tty: Deno.stdout.isTerminal(), everyMs: 5000 });
+    : progressPrinter({ tty: Deno.stderr.isTerminal(), everyMs: 5000 });
   const log = printer.log!;
   let c;
   try {
     c = await startCoordinator(config, { observer: printer, log });
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
-    return 1;
+    return exitStatus(e);
   }
   log(`dashboard: ${c.httpUrl}`);
   log(`${joinLabel}:\n  ${c.joinCommand}`);
@@ -79,9 +97,7 @@ export async function serveRun(
   let code = 0;
   try {
     const summary = await c.done;
-    console.log(
-      JSON.stringify({ steps: summary.steps, stopped: summary.stopped, ...summary.evaluation }),
-    );
+    console.log(resultLine(summary));
     if (config.ui.linger && !summary.stopped) {
       log(`run over; dashboard stays up at ${c.httpUrl} (Ctrl-C to quit)`);
       unlisten();

@@ -1,6 +1,7 @@
 /**
- * Terminal progress: a one-line bar redrawn in place on a TTY, plain
- * periodic lines otherwise (CI, logs).
+ * Terminal progress, on stderr (stdout carries only the run's result line):
+ * a one-line bar redrawn in place on a TTY, plain periodic lines otherwise
+ * (CI, logs).
  *
  * @module
  */
@@ -24,15 +25,15 @@ export function formatMetrics(r: EvalResult): string {
   ).join(" ");
 }
 
-/** An observer printing progress to stdout. */
+/** An observer printing progress to stderr (`tty`: whether stderr is a terminal). */
 export function progressPrinter(opts: { tty: boolean; everyMs?: number }): TrainerObserver {
   const enc = new TextEncoder();
   let lastPrint = 0;
   let onBar = false;
   const line = (s: string) => {
-    if (onBar) Deno.stdout.writeSync(enc.encode("\r\x1b[2K"));
+    if (onBar) Deno.stderr.writeSync(enc.encode("\r\x1b[2K"));
     onBar = false;
-    console.log(s);
+    console.error(s);
   };
   return {
     log: line,
@@ -44,7 +45,7 @@ export function progressPrinter(opts: { tty: boolean; everyMs?: number }): Train
         `${rate.toFixed(1)} ex/s adv ${r.adversary} ETA ${duration(eta)}`;
       if (opts.tty) {
         const width = 20, done = Math.round((width * r.step) / r.totalSteps);
-        Deno.stdout.writeSync(
+        Deno.stderr.writeSync(
           enc.encode(`\r\x1b[2K[${"#".repeat(done)}${".".repeat(width - done)}] ${text}`),
         );
         onBar = true;

@@ -24,6 +24,9 @@ import { parseByteSize } from "../shared/io/checkpoint.ts";
 import { isPlainObject } from "../shared/io/plain_object.ts";
 import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
 import { ModelNotFound, resolveModel } from "../shared/io/hf_cache.ts";
+import { maxLenFlag, portFlag } from "../shared/cli/flag_rules.ts";
+import { BEST_MODEL_FLAGS, type BestModelConfig, resolveBestModel } from "./best_model.ts";
+import { SAVE_DIR_FLAGS } from "./save_dir.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
@@ -33,6 +36,9 @@ export const DEFAULT_ADVERSARY_START = 0.3;
 
 /** Optimizer steps of a run given neither `--steps` nor `--epochs`. */
 export const DEFAULT_STEPS = 40;
+
+/** Examples per worker task when `--micro-batch` is not given (at most the global batch). */
+export const DEFAULT_MICRO_BATCH = 32;
 
 /** The training flags, shared by cluster and coordinator; defaults from the modules that own them. */
 export const TRAINING_FLAGS = {
@@ -63,14 +69,18 @@ export const TRAINING_FLAGS = {
   data: { type: "string", help: "GLUE task folder (train.tsv, dev.tsv)" },
   train: { type: "string", help: "training JSONL file ({text, text_pair?, label})" },
   eval: { type: "string", help: "evaluation JSONL file" },
-  "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
+  "max-len": maxLenFlag(128),
   steps: {
     type: "int",
     help: `optimizer steps (default: from --epochs, else ${DEFAULT_STEPS})`,
   },
   epochs: { type: "number", help: "passes over the training split (instead of --steps)" },
   "global-batch": { type: "int", default: 256, help: "examples per optimizer step (B)" },
-  "micro-batch": { type: "int", default: 32, help: "examples per worker task (b)" },
+  "micro-batch": {
+    type: "int",
+    help:
+      `examples per worker task (b; default: min(${DEFAULT_MICRO_BATCH}, B); more than B is an error)`,
+  },
   optimizer: { type: "string", default: DEFAULT_OPTIMIZER_CONFIG.kind, help: "lamb | adamw" },
   lr: {
     type: "number",
@@ -134,13 +144,15 @@ export const TRAINING_FLAGS = {
     help: "largest weights file of the saved model (e.g. 5GB, 500MB); larger models are sharded",
   },
   resume: { type: "string", help: "continue the run checkpointed in this folder" },
+  ...SAVE_DIR_FLAGS,
+  ...BEST_MODEL_FLAGS,
   deterministic: {
     type: "boolean",
     help: "bit-reproducible: one backend for all workers, f32 weights",
   },
   "weights-encoding": { type: "string", default: "f32", help: "f32 | f16 weights sent to workers" },
   host: { type: "string", default: "127.0.0.1", help: "address to listen on" },
-  port: { type: "int", default: 8787, help: "port to listen on (0: any free port)" },
+  port: portFlag(8787),
   token: { type: "string", help: "run token workers must present (default: generated)" },
   "metrics-token": { type: "string", help: "require this bearer token for /metrics, /status, /" },
   "task-timeout": {
@@ -205,6 +217,8 @@ export interface TrainingConfig {
   readonly adversaryStart: number;
   /** Evaluate every N steps; 0: only at the end. */
   readonly evalEvery: number;
+  /** Keeping the best evaluation's model and early stopping (coordinator/best_model.ts). */
+  readonly best: BestModelConfig;
 }
 
 /** Which examples the run trains and scores on. */
@@ -227,6 +241,10 @@ export interface IoConfig {
   readonly saveShardBytes: number;
   readonly checkpointEvery: number;
   readonly resume: string | null;
+  /** Step checkpoints kept under `save` (the newest; coordinator/run_state.ts). */
+  readonly saveTotalLimit: number;
+  /** Replace an earlier run in `save` (coordinator/save_dir.ts). */
+  readonly overwrite: boolean;
 }
 
 /** Where the coordinator listens, who may talk to it, and how long it waits for workers. */
@@ -258,6 +276,11 @@ export interface RunConfig {
   readonly io: IoConfig;
   readonly network: NetworkConfig;
   readonly ui: UiConfig;
+  /**
+   * The flags given on the command line or in `--config` (not defaulted):
+   * on `--resume` these must match the checkpoint's (coordinator/resume_flags.ts).
+   */
+  readonly given?: ReadonlySet<string>;
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -328,7 +351,12 @@ function resolve(f: TrainingFlags): RunConfig {
   }
   if (f.data !== undefined && f.task === undefined) throw new FlagError("--data needs --task NAME");
   const globalBatch = positive("global-batch", f["global-batch"]);
-  const microBatch = positive("micro-batch", f["micro-batch"]);
+  const microBatch = positive("micro-batch", f["micro-batch"] ?? DEFAULT_MICRO_BATCH);
+  if (f["micro-batch"] !== undefined && microBatch > globalBatch) {
+    throw new FlagError(
+      `--micro-batch ${microBatch} is larger than --global-batch ${globalBatch}: a step's examples are split into micro-batches of at most B`,
+    );
+  }
   const dropout = f.dropout;
   if (dropout !== undefined && !(dropout >= 0 && dropout < 1)) {
     throw new FlagError(`--dropout must be in [0, 1), got ${dropout}`);
@@ -369,6 +397,7 @@ function resolve(f: TrainingFlags): RunConfig {
       },
       adversaryStart: positive("adv-start", f["adv-start"], true),
       evalEvery: positive("eval-every", f["eval-every"], true),
+      best: resolveBestModel(f),
     },
     data: {
       task: {
@@ -391,6 +420,8 @@ function resolve(f: TrainingFlags): RunConfig {
       saveShardBytes: byteSize("save-shard-size", f["save-shard-size"]),
       checkpointEvery: positive("checkpoint-every", f["checkpoint-every"], true),
       resume: f.resume ?? null,
+      saveTotalLimit: f["save-total-limit"],
+      overwrite: f.overwrite,
     },
     network: {
       host: f.host,
@@ -412,8 +443,10 @@ export async function parseRunFlags<const E extends Record<string, FlagSpec>>(
 ): Promise<{ config: RunConfig; flags: Flags<typeof TRAINING_FLAGS & E> }> {
   const spec = { ...TRAINING_FLAGS, ...extra };
   const fromFile = await configArgs(args);
-  const flags = parseFlags([...fromFile, ...args], spec, usage) as Flags<typeof TRAINING_FLAGS & E>;
-  const config = resolve(flags as unknown as TrainingFlags);
+  const all = [...fromFile, ...args];
+  const flags = parseFlags(all, spec, usage) as Flags<typeof TRAINING_FLAGS & E>;
+  const given = new Set(all.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]));
+  const config = { ...resolve(flags as unknown as TrainingFlags), given };
   return { config: await withModelFolder(config), flags };
 }
 
@@ -475,6 +508,9 @@ const STORED_FLAGS = {
   "save-dtype": (c) => c.io.saveDtype.toLowerCase(),
   "save-shard-size": (c) => String(c.io.saveShardBytes),
   "checkpoint-every": (c) => c.io.checkpointEvery,
+  "metric-for-best": (c) => c.training.best.metric,
+  "early-stopping-patience": (c) => c.training.best.patience,
+  "save-total-limit": (c) => c.io.saveTotalLimit,
 } satisfies Partial<Record<keyof typeof TRAINING_FLAGS, (c: RunConfig) => StoredValue>>;
 
 /**

@@ -38,6 +38,8 @@ import { trainingTaskId } from "./task_ids.ts";
 import type { TrainingData } from "./training_data.ts";
 import { type TrainerParts, trainerParts } from "./trainer_setup.ts";
 import { evaluateLocally } from "./local_eval.ts";
+import type { BestModel } from "./best_model.ts";
+import type { RunLog } from "./run_log.ts";
 
 /** Where the time of one step went, in ms. */
 export interface StepTimings {
@@ -102,6 +104,10 @@ export interface RunSummary {
   readonly evaluation: EvalResult | null;
   readonly elapsedMs: number;
   readonly savedTo: string | null;
+  /** With `--eval-every`: the best evaluation's step and value (coordinator/best_model.ts). */
+  readonly best: { readonly step: number; readonly metric: string; readonly value: number } | null;
+  /** Ended by `--early-stopping-patience` before its last step. */
+  readonly earlyStopped: boolean;
 }
 
 /** min/mean/max of the LAMB trust ratios of the tensors that use them. */
@@ -182,6 +188,10 @@ export class Trainer {
   declare readonly data: TrainingData;
   declare readonly tokenizerDir: string | null;
   declare readonly notes: string[];
+  /** metrics.jsonl and trainer_state.json's history (coordinator/run_log.ts). */
+  declare readonly runLog: RunLog;
+  /** The best evaluation so far and early stopping (coordinator/best_model.ts). */
+  declare readonly best: BestModel;
   /** Warmup in steps (`--warmup` resolved against the run's length). */
   readonly warmupSteps: number;
   /** How results carry gradients (row-sparse word embeddings). */
@@ -318,11 +328,12 @@ export class Trainer {
   }
 
   /** Trains until the last step (or a stop), then evaluates and saves. */
-  async run(scheduler: Scheduler, observer: TrainerObserver = {}): Promise<RunSummary> {
+  async run(scheduler: Scheduler, given: TrainerObserver = {}): Promise<RunSummary> {
+    const observer = this.runLog.observe(given);
     this.#encodeWeights();
     scheduler.setWeights(this.weightsVersion, this.#weightsFrame);
     // A stop asked for between steps (during an evaluation or a checkpoint) ends the loop too.
-    while (this.step < this.totalSteps && !this.#stopping) {
+    while (this.step < this.totalSteps && !this.#stopping && !this.best.exhausted) {
       let report: StepReport;
       try {
         report = await this.trainStep(this.step, scheduler);
@@ -333,7 +344,7 @@ export class Trainer {
       observer.step?.(report);
       await this.#betweenSteps(scheduler, observer);
     }
-    return this.step < this.totalSteps
+    return this.step < this.totalSteps && !this.best.exhausted
       ? await this.#stopped(observer)
       : await this.#finish(scheduler, observer);
   }
@@ -401,7 +412,9 @@ export class Trainer {
   async #betweenSteps(scheduler: Scheduler, observer: TrainerObserver): Promise<void> {
     if (this.step === this.totalSteps) return;
     const due = (every: number) => every > 0 && this.step % every === 0;
-    if (due(this.config.training.evalEvery)) await this.evaluate(observer, scheduler);
+    if (due(this.config.training.evalEvery)) {
+      await this.#select(await this.evaluate(observer, scheduler), observer);
+    }
     if (this.config.io.save && due(this.config.io.checkpointEvery)) await this.checkpoint(observer);
   }
 
@@ -414,7 +427,10 @@ export class Trainer {
 
   /** A finished run: evaluated, then checkpointed and saved (with `--save`). */
   async #finish(scheduler: Scheduler, observer: TrainerObserver): Promise<RunSummary> {
-    const evaluation = await this.evaluate(observer, scheduler);
+    // Early stopping comes right after an evaluation of these weights.
+    const evaluation = this.best.exhausted
+      ? this.lastEval
+      : await this.#select(await this.evaluate(observer, scheduler), observer);
     const { save } = this.config.io;
     if (save) {
       await this.checkpoint(observer);
@@ -425,7 +441,24 @@ export class Trainer {
 
   #summary(stopped: boolean, evaluation: EvalResult | null, savedTo: string | null): RunSummary {
     const elapsedMs = performance.now() - this.startedAt;
-    return { steps: this.step, stopped, evaluation, elapsedMs, savedTo };
+    const { step, value, metric, exhausted: earlyStopped } = this.best;
+    const best = step !== null && value !== null ? { step, metric, value } : null;
+    return { steps: this.step, stopped, evaluation, elapsedMs, savedTo, best, earlyStopped };
+  }
+
+  /**
+   * With `--eval-every`, an evaluation is weighed for model selection: a new
+   * best's model is saved to `DIR/best` (with `--save`); early stopping is
+   * announced. Returns the evaluation.
+   */
+  async #select(result: EvalResult | null, observer: TrainerObserver): Promise<EvalResult | null> {
+    if (!result || this.config.training.evalEvery === 0) return result;
+    const { save } = this.config.io;
+    if (this.best.consider(this.step, result)) {
+      const to = save ? await this.saveModel(save, "best") : null;
+      observer.log?.(this.best.newBestLine(to));
+    } else if (this.best.exhausted) observer.log?.(this.best.stopLine(this.step));
+    return result;
   }
 
   /**
@@ -532,6 +565,20 @@ export class Trainer {
       runId: this.runId,
       backend: this.#backend,
       runConfig: storedSettings(this.config),
+      best: this.best.state(),
+      trainerState: this.runLog.trainerState({
+        globalStep: this.step,
+        maxSteps: this.totalSteps,
+        evalSteps: this.config.training.evalEvery,
+        saveSteps: this.config.io.checkpointEvery,
+        trainBatchSize: this.config.training.globalBatch,
+        best: this.best.step === null ? null : {
+          metric: this.best.metric,
+          value: this.best.value,
+          step: this.best.step,
+          checkpoint: this.config.io.save ? `${this.config.io.save}/best` : null,
+        },
+      }),
     };
   }
 
@@ -539,13 +586,16 @@ export class Trainer {
   async checkpoint(observer: TrainerObserver = {}): Promise<void> {
     if (!this.config.io.save) return;
     const dir = await this.#tokenizerSource();
-    const folder = await saveRunState(this.config.io.save, this.state(), dir);
+    const folder = await saveRunState(this.config.io.save, this.state(), dir, {
+      limit: this.config.io.saveTotalLimit,
+      protectStep: this.best.step,
+    });
     observer.checkpointed?.(this.step, folder);
   }
 
-  /** Saves the final model as a Hugging Face folder at `dir/model`, replaced as a whole. */
-  async saveModel(dir: string): Promise<string> {
-    const out = `${dir}/model`;
+  /** Saves the model as a Hugging Face folder at `dir/name` (`model`: the final one), replaced as a whole. */
+  async saveModel(dir: string, name = "model"): Promise<string> {
+    const out = `${dir}/${name}`;
     await Deno.mkdir(dir, { recursive: true });
     const tokenizerFrom = await this.#tokenizerSource();
     await replaceDirectory(out, (tmp) =>

@@ -20,6 +20,11 @@ import { DataPlan } from "./data_plan.ts";
 import { MlmSet } from "./mlm_data.ts";
 import { DEFAULT_STEPS, resumedConfig, type RunConfig } from "./run_config.ts";
 import { loadRunState, type RunState } from "./run_state.ts";
+import { prepareSaveDir } from "./save_dir.ts";
+import { applyResumeFlags } from "./resume_flags.ts";
+import { BestModel } from "./best_model.ts";
+import { RunLog } from "./run_log.ts";
+import { InputError } from "../shared/io/input_error.ts";
 
 /** Everything a Trainer is made of, as {@link trainerParts} assembles it. */
 export interface TrainerParts {
@@ -39,14 +44,21 @@ export interface TrainerParts {
   readonly notes: string[];
   /** The backend a resumed deterministic run is pinned to. */
   readonly backend: string | null;
+  /** metrics.jsonl, continued by a resumed run. */
+  readonly runLog: RunLog;
+  /** Model selection and early stopping, with a resumed run's state. */
+  readonly best: BestModel;
 }
 
 /** Loads data, model (or the run being resumed) and sets up the plan. */
 export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
+  // The --save folder first: a refused or unwritable one fails before anything loads.
+  await prepareSaveDir(given.io);
   const resumed = given.io.resume ? await loadRunState(given.io.resume) : null;
   // The stored settings win: the data order and schedule must not change.
+  const source = `--resume ${given.io.resume}`;
   const config = resumed
-    ? resumedConfig(given, resumed.runConfig, `--resume ${given.io.resume}`)
+    ? applyResumeFlags(given, resumedConfig(given, resumed.runConfig, source), source)
     : given;
   const { training, data: dataConfig } = config;
   const loaded = training.objective === "classify" ? await loadTask(dataConfig.task) : null;
@@ -75,6 +87,22 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     model.weights.set(data.train.unigramLogPrior(bias.size), bias.offset);
     model.notes.push("MLM decoder bias initialised to the corpus's log unigram frequencies");
   }
+  const summary = data.summary();
+  if (training.evalEvery > 0 && summary.eval === 0) {
+    throw new InputError(
+      "--eval-every needs an evaluation split (--eval FILE, or a task with one)",
+    );
+  }
+  const metrics = data.logitsOnly ? summary.metrics : [...summary.metrics, "mlm_loss"];
+  const best = new BestModel(training.best, metrics, resumed?.best);
+  const step = resumed?.step ?? 0;
+  const runLog = await RunLog.open({
+    save: config.io.save,
+    resumedFrom: given.io.resume,
+    step,
+    trainExamples: data.train.size,
+    globalBatch: training.globalBatch,
+  });
   const plan = new DataPlan(
     data.train.size,
     training.globalBatch,
@@ -89,7 +117,7 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     layout,
     weights: model.weights,
     optimizer: resumed?.optimizer ?? createOptimizerState(layout.total),
-    step: resumed?.step ?? 0,
+    step,
     weightsVersion: resumed?.weightsVersion ?? 0,
     totalSteps: training.steps ??
       (training.epochs ? plan.stepsForEpochs(training.epochs) : DEFAULT_STEPS),
@@ -98,6 +126,8 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     tokenizerDir,
     notes: model.notes,
     backend: resumed?.backend ?? null,
+    runLog,
+    best,
   };
 }
 

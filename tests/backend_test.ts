@@ -230,11 +230,11 @@ Deno.test({
       assert.equal(r.code, 0, r.out + r.err);
       const cores = navigator.hardwareConcurrency;
       assert.match(
-        r.out,
+        r.err,
         new RegExp(`started ${cores} local worker\\(s\\): tfjs-wasm \\(auto; BLAS turned off`),
       );
       // The held-out evaluation runs on the workers: the coordinator computes nothing itself.
-      assertTinyRunEnd(r.out, "\\d+");
+      assertTinyRunEnd(r.err + r.out, "\\d+");
     });
   },
 });
@@ -256,14 +256,14 @@ Deno.test({
         assert.equal(r.code, 0, r.out + r.err);
         const [n, t] = deterministic ? [cores, 1] : [1, cores];
         assert.match(
-          r.out,
+          r.err,
           new RegExp(
             `started ${n} local worker\\(s\\): cpu, ${t} BLAS threads? each \\(auto\\)`,
           ),
-          r.out,
+          r.err,
         );
-        assert.equal(r.out.match(/backend cpu on /g)?.length, n);
-        assertTinyRunEnd(r.out, `${n}`);
+        assert.equal(r.err.match(/backend cpu on /g)?.length, n);
+        assertTinyRunEnd(r.err + r.out, `${n}`);
       }
     });
   },

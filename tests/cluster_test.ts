@@ -28,11 +28,15 @@ async function cluster(extra: string[] = []) {
 Deno.test("deno task cluster trains over real WebSockets with 2 worker processes and evaluates", async () => {
   const { code, stdout, stderr } = await cluster();
   assert.equal(code, 0, stdout + stderr);
-  assert.match(stdout, /dashboard: http:\/\/127\.0\.0\.1:\d+\//);
-  assert.match(stdout, /deno task worker --url ws:\/\/127\.0\.0\.1:\d+\/ws --token test-token/);
-  assert.equal(stdout.match(/joined run/g)?.length, 2, stdout);
-  assert.match(stdout, /final evaluation: accuracy \d\.\d{4} \(16 examples\)/);
-  const last = JSON.parse(stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)!);
+  // Progress, notes and the workers' lines are on stderr …
+  assert.match(stderr, /dashboard: http:\/\/127\.0\.0\.1:\d+\//);
+  assert.match(stderr, /deno task worker --url ws:\/\/127\.0\.0\.1:\d+\/ws --token test-token/);
+  assert.equal(stderr.match(/joined run/g)?.length, 2, stderr);
+  assert.match(stderr, /final evaluation: accuracy \d\.\d{4} \(16 examples\)/);
+  // … and stdout is the result: one JSON line (so `… 2>/dev/null | tail -1` works).
+  const lines = stdout.trim().split("\n");
+  assert.equal(lines.length, 1, stdout);
+  const last = JSON.parse(lines[0]);
   assert.equal(last.steps, 4);
   assert.equal(last.examples, 16);
 });

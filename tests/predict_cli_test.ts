@@ -1,6 +1,6 @@
 /** `deno task predict` and `deno task evaluate` as subprocesses on a tiny HF folder. */
 import assert from "node:assert/strict";
-import { loadCheckpoint } from "../shared/io/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../shared/io/checkpoint.ts";
 import { loadTokenizer } from "../shared/text/tokenizer.ts";
 import { EncodedSet } from "../shared/data/batching.ts";
 import { referenceLogits } from "./support/reference_bert.ts";
@@ -101,4 +101,41 @@ Deno.test("predict on a sharded BF16 RoBERTa with the real tokenizer.json matche
     await Deno.remove(model, { recursive: true });
     await Deno.remove(input);
   }
+});
+
+Deno.test("predict prints softmax probabilities beside the logits, and warns on stderr about an untrained head", async () => {
+  const model = await tinyModelDir(5);
+  const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+  await Deno.writeTextFile(input, '{"text": "a great film"}\n{"text": "dull"}\n');
+  const r = await runDeno("shared/cli/predict.ts", ["--model", model, "--input", input]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /warning/);
+  for (const line of r.stdout.trim().split("\n")) {
+    const { logits, probabilities } = JSON.parse(line) as Prediction & { probabilities: number[] };
+    const exps = logits.map((l) => Math.exp(l));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    assert.equal(probabilities.length, 2);
+    probabilities.forEach((p, c) => assert.ok(Math.abs(p - exps[c] / sum) < 1e-12, line));
+  }
+  // The same encoder saved with only an MLM head: predict initialises a classifier fresh.
+  const ck = await loadCheckpoint(model);
+  const bare = await Deno.makeTempDir();
+  await Deno.copyFile(`${model}/vocab.txt`, `${bare}/vocab.txt`);
+  const mlm = await loadCheckpoint(model, { objective: "mlm" });
+  await saveCheckpoint(bare, { config: ck.config, weights: mlm.weights, objective: "mlm" });
+  const fresh = await runDeno("shared/cli/predict.ts", ["--model", bare, "--input", input]);
+  assert.equal(fresh.code, 0, fresh.stderr);
+  assert.match(fresh.stderr, /warning: .* has no trained classifier head/);
+  assert.equal(fresh.stdout.trim().split("\n").length, 2);
+});
+
+Deno.test("predict on a regression checkpoint prints no probabilities", async () => {
+  const model = await tinyModelDir(5, { num_labels: 1 });
+  const input = await Deno.makeTempFile({ suffix: ".jsonl" });
+  await Deno.writeTextFile(input, '{"text": "a great film"}\n');
+  const r = await runDeno("shared/cli/predict.ts", ["--model", model, "--input", input]);
+  assert.equal(r.code, 0, r.stderr);
+  const line = JSON.parse(r.stdout.trim());
+  assert.equal(line.logits.length, 1);
+  assert.ok(!("probabilities" in line));
 });

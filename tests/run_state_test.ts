@@ -33,7 +33,7 @@ async function uninterrupted(): Promise<Trainer> {
 async function runCoordinator(args: string[]) {
   const p = spawnDeno("coordinator/main.ts", args);
   const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
-  const join = await out.waitFor(/deno task worker --url/);
+  const join = await err.waitFor(/deno task worker --url/);
   const url = join.match(/--url (\S+)/)![1];
   const w = spawnWorker(url, "test-token");
   const wout = new LineReader(w.stdout), werr = new LineReader(w.stderr);
@@ -50,7 +50,7 @@ Deno.test("SIGTERM at step k, then --resume: final weights bit-identical to an u
     "--checkpoint-every",
     "1",
   ]);
-  await first.out.waitFor(/checkpoint at step 2/);
+  await first.err.waitFor(/checkpoint at step 2/);
   first.p.kill("SIGTERM");
   const s1 = await finish(first.p, [first.out, first.err]);
   assert.equal(s1.code, 0, first.err.lines.join("\n"));

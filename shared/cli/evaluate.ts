@@ -13,6 +13,7 @@ import { evaluateSet } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 import { maxSequenceLength } from "../model/config.ts";
 import { resolveModel } from "../io/hf_cache.ts";
+import { maxLenFlag } from "./flag_rules.ts";
 
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
@@ -24,9 +25,20 @@ const FLAGS = {
   data: { type: "string", help: "GLUE task folder" },
   eval: { type: "string", help: "JSONL evaluation file" },
   ...BACKEND_FLAGS,
-  "max-len": { type: "int", default: 128, help: "maximum tokens per example" },
+  "max-len": maxLenFlag(128),
   limit: { type: "int", default: 0, help: "score only the first N examples (0: all)" },
 } as const satisfies FlagSpecs;
+
+/** The class count a checkpoint's config.json declares (`num_labels`, else its id2label). */
+function checkpointLabels(
+  config: { num_labels?: unknown; id2label?: unknown },
+): number | undefined {
+  if (typeof config.num_labels === "number") return config.num_labels;
+  if (config.id2label && typeof config.id2label === "object") {
+    return Object.keys(config.id2label).length;
+  }
+  return undefined;
+}
 
 if (import.meta.main) {
   const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
@@ -45,6 +57,7 @@ if (import.meta.main) {
       data: flags.data,
       eval: flags.eval,
       label2id: probe.label2id,
+      numLabels: checkpointLabels(probe),
     });
     const { ck, tokenizer } = await loadScored(modelDir, { numLabels: task.numLabels });
     const scoring = await startScoring(ck, request);

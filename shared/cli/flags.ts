@@ -21,6 +21,10 @@ export interface FlagSpec {
   default?: unknown;
   /** The flag must be given. */
   required?: boolean;
+  /** number/int: the smallest value accepted (shared/cli/flag_rules.ts). */
+  min?: number;
+  /** number/int: the largest value accepted. */
+  max?: number;
 }
 
 /** The flag declarations of one command, keyed by flag name (without `--`). */
@@ -85,6 +89,18 @@ function convert(name: string, spec: FlagSpec, raw: string): string | number | b
   }
 }
 
+/** A given number checked against the spec's `min`/`max` (defaults are not checked). */
+function inRange<V>(name: string, spec: FlagSpec, v: V): V {
+  if (typeof v !== "number") return v;
+  if (spec.min !== undefined && v < spec.min) {
+    throw new FlagError(`--${name} must be >= ${spec.min}, got ${v}`);
+  }
+  if (spec.max !== undefined && v > spec.max) {
+    throw new FlagError(`--${name} must be <= ${spec.max}, got ${v}`);
+  }
+  return v;
+}
+
 /** The help text: the usage line(s), then one line per flag. */
 export function helpText(spec: FlagSpecs, usage: string): string {
   const rows = Object.entries(spec).map(([name, s]) => {
@@ -143,7 +159,7 @@ export function parseFlags<const T extends FlagSpecs>(
       raw = next;
       i++;
     }
-    out[name] = convert(name, s, raw);
+    out[name] = inRange(name, s, convert(name, s, raw));
   }
   for (const [name, s] of Object.entries(spec)) {
     if (given.has(name)) continue;

@@ -1,8 +1,10 @@
 /**
  * `deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]`:
- * prints one `{"logits": [...], "label": ...}` line per input line
- * `{"text": ..., "text_pair"?: ...}`. `label` is the predicted class name
- * (id2label) or, for regression, the score.
+ * prints one `{"logits": [...], "probabilities": [...], "label": ...}` line
+ * per input line `{"text": ..., "text_pair"?: ...}`. `label` is the predicted
+ * class name (id2label) or, for regression, the score (and no
+ * probabilities). A checkpoint without a trained classifier head is warned
+ * about on stderr.
  *
  * @module
  */
@@ -14,6 +16,8 @@ import { logitsOf, predictionsFromLogits } from "../eval/held_out.ts";
 import { loadScored, MODEL_FLAG, runOrExit, startScoring } from "./scoring.ts";
 import { maxSequenceLength } from "../model/config.ts";
 import { resolveModel } from "../io/hf_cache.ts";
+import { batchSizeFlag, maxLenFlag } from "./flag_rules.ts";
+import { predictionLine, untrainedHeadWarning } from "./probabilities.ts";
 
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
@@ -23,8 +27,8 @@ const FLAGS = {
   ...MODEL_FLAG,
   input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
   ...BACKEND_FLAGS,
-  "max-len": { type: "int", default: 512, help: "maximum tokens per example" },
-  "batch-size": { type: "int", default: 32, help: "examples per forward pass" },
+  "max-len": maxLenFlag(512),
+  "batch-size": batchSizeFlag(32),
 } as const satisfies FlagSpecs;
 
 if (import.meta.main) {
@@ -32,6 +36,7 @@ if (import.meta.main) {
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
     const { ck, tokenizer } = await loadScored(await resolveModel(flags.model));
+    if (ck.freshHead) console.error(untrainedHeadWarning(flags.model));
     const records = await readJsonl(flags.input);
     const examples = records.map((r) => ({ text: r.text, textPair: r.textPair, label: 0 }));
     const set = new EncodedSet(
@@ -47,9 +52,8 @@ if (import.meta.main) {
       const logits = await logitsFn(set.batch(idx));
       const preds = predictionsFromLogits(logits, N);
       const lines = idx.map((_, k) => {
-        const row = Array.from(logits.subarray(k * N, (k + 1) * N));
         const label = N === 1 ? preds[k] : (ck.config.id2label?.[preds[k]] ?? preds[k]);
-        return JSON.stringify({ logits: row, label });
+        return predictionLine(logits.subarray(k * N, (k + 1) * N), label);
       });
       console.log(lines.join("\n"));
     }

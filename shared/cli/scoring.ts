@@ -10,6 +10,7 @@ import { loadCheckpoint, type LoadedCheckpoint, type LoadOptions } from "../io/c
 import type { BackendOptions } from "../compute/backend.ts";
 import { scoringModel } from "../eval/held_out.ts";
 import { loadTokenizer, type TextTokenizer } from "../text/tokenizer.ts";
+import { InputError } from "../io/input_error.ts";
 
 /** `--model DIR`: the Hugging Face checkpoint folder a scoring command reads. */
 export const MODEL_FLAG = {
@@ -40,12 +41,15 @@ export async function startScoring(
   return scoring;
 }
 
-/** Runs a command's body; any error is printed as `error: message` and the process exits 1. */
+/**
+ * Runs a command's body; any error is printed as `error: message` and the
+ * process exits 2 for bad input (shared/io/input_error.ts), else 1.
+ */
 export async function runOrExit(body: () => Promise<void>): Promise<void> {
   try {
     await body();
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(e instanceof InputError ? 2 : 1);
   }
 }

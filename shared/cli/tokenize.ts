@@ -11,6 +11,7 @@ import { parseFlagsOrExit } from "./flags.ts";
 import { parseJsonl } from "../data/jsonl.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { resolveModel } from "../io/hf_cache.ts";
+import { maxLenFlag } from "./flag_rules.ts";
 
 const USAGE = `Usage: deno task tokenize --model DIR --input FILE.jsonl [--max-len N]
 
@@ -24,7 +25,7 @@ const SPEC = {
       "model folder with tokenizer.json or vocab.txt, or a Hub name in the local HF cache (default: built-in bert-base-uncased)",
   },
   input: { type: "string", help: "JSONL input file ('-' for stdin)", required: true },
-  "max-len": { type: "int", help: "maximum sequence length, specials included", default: 512 },
+  "max-len": maxLenFlag(512, "maximum sequence length, specials included"),
 } as const;
 
 async function readInput(path: string): Promise<string> {
@@ -45,10 +46,6 @@ async function writeAll(bytes: Uint8Array): Promise<void> {
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlagsOrExit(args, SPEC, USAGE);
   const maxLen = flags["max-len"];
-  if (maxLen < 4) {
-    console.error(`error: --max-len must be at least 4, got ${maxLen}\nRun with --help for usage.`);
-    return 2;
-  }
   try {
     const modelDir = flags.model === undefined ? undefined : await resolveModel(flags.model);
     const tokenizer = await loadTokenizer(modelDir);

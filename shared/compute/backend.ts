@@ -169,7 +169,7 @@ let hostSaid: string | null = null;
  * A BLAS handle of the caller's own for host-side compute (the
  * coordinator's evaluation), with `opts.threads` threads (default: every
  * core); close it when done. Null when none is wanted or none loads — never
- * throws. Says once per process which it is (through `log`, default console.log).
+ * throws. Says once per process which it is (through `log`, default console.error: stdout is for results).
  */
 export function hostBlas(
   opts: BackendOptions & { log?: (line: string) => void } = {},
@@ -187,7 +187,7 @@ export function hostBlas(
     blas.setThreads(opts.threads ?? availableCores());
     line = `host compute on cpu: ${blas.describe()}`;
   }
-  if (line !== hostSaid) (opts.log ?? console.log)(line);
+  if (line !== hostSaid) (opts.log ?? console.error)(line);
   hostSaid = line;
   return blas;
 }

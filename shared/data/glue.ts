@@ -9,6 +9,8 @@
 
 import type { MetricName } from "../eval/glue_metrics.ts";
 import type { Example, TaskData } from "./example.ts";
+import { emptyEvalSplit, labelOutOfRange } from "./label_check.ts";
+import { InputError } from "../io/input_error.ts";
 
 /** The GLUE configuration names. */
 export const GLUE_TASKS = [
@@ -179,8 +181,13 @@ function parseSplit(
       }
     } else {
       const id = ids.get(rawLabel);
+      if (
+        id === undefined && /^-?\d+$/.test(rawLabel) && labelNames.every((l) => /^\d+$/.test(l))
+      ) {
+        throw labelOutOfRange(where, rawLabel, labelNames.length);
+      }
       if (id === undefined) {
-        throw new Error(
+        throw new InputError(
           `${where}: unknown label ${JSON.stringify(rawLabel)} (expected one of ${
             labelNames.join(", ")
           })`,
@@ -213,13 +220,18 @@ export function loadGlueTask(
   const labelNames = spec.labels === null ? null : labelOrder(spec.labels, label2id);
   const split = (file: string) => parseSplit(`${dir}/${file}`, task, labelNames);
   const isMnli = task === "mnli";
+  const evalSplit = (file: string) => {
+    const examples = split(file);
+    if (examples.length === 0) throw emptyEvalSplit(`${dir}/${file}`);
+    return examples;
+  };
   return {
     name: task,
     numLabels: labelNames === null ? 1 : labelNames.length,
     labelNames,
     metricNames: spec.metrics.slice(),
     train: split("train.tsv"),
-    eval: split(isMnli ? "dev_matched.tsv" : "dev.tsv"),
-    extraEval: isMnli ? [{ name: "mismatched", examples: split("dev_mismatched.tsv") }] : [],
+    eval: evalSplit(isMnli ? "dev_matched.tsv" : "dev.tsv"),
+    extraEval: isMnli ? [{ name: "mismatched", examples: evalSplit("dev_mismatched.tsv") }] : [],
   };
 }

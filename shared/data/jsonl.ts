@@ -7,6 +7,7 @@
 
 import type { Example } from "./example.ts";
 import { isPlainObject } from "../io/plain_object.ts";
+import { labelOutOfRange } from "./label_check.ts";
 
 /** One parsed JSONL line. */
 export interface JsonlRecord {
@@ -116,9 +117,7 @@ export function recordsToExamples(
       if (
         labelNames !== null && !(Number.isInteger(label) && label >= 0 && label < labelNames.length)
       ) {
-        throw new Error(
-          `${where}: label ${label} is not a class id in 0..${labelNames.length - 1}`,
-        );
+        throw labelOutOfRange(where, label, labelNames.length);
       }
     }
     const ex: Example = { text: rec.text, label };

@@ -8,6 +8,7 @@
 import type { Example, TaskData } from "./example.ts";
 import { GLUE_TASKS, glueTaskName, loadGlueTask } from "./glue.ts";
 import { type JsonlRecord, readJsonl, recordsToExamples } from "./jsonl.ts";
+import { emptyEvalSplit, firstNegativeInteger, labelOutOfRange } from "./label_check.ts";
 
 /** What the user chose (the `--task`, `--data`, `--train`, `--eval` flags). */
 export interface TaskOptions {
@@ -21,6 +22,11 @@ export interface TaskOptions {
   eval?: string;
   /** The checkpoint's label2id, kept when it names exactly the task's labels. */
   label2id?: Record<string, number>;
+  /**
+   * The checkpoint's class count (`deno task evaluate`): integer JSONL labels
+   * are class ids of these classes, and one outside them is an error.
+   */
+  numLabels?: number;
 }
 
 /** Every task name `loadTask` accepts. */
@@ -52,18 +58,20 @@ export async function loadTask(opts: TaskOptions): Promise<TaskData> {
     const { loadImdb } = await import("./imdb.ts");
     return loadImdb();
   }
-  return await loadJsonlTask(train, evalPath, opts.label2id);
+  return await loadJsonlTask(train, evalPath, opts.label2id, opts.numLabels);
 }
 
 /**
  * The label space of JSONL files: string labels → classes (the checkpoint's
  * `label2id` order if it names every label, else sorted names, as the
- * Hugging Face examples do); integer labels → class ids 0..max; any
- * non-integer number → regression.
+ * Hugging Face examples do); integer labels → class ids 0..max (of the
+ * checkpoint's `numLabels` classes when given; a negative one is an error
+ * naming its line); any non-integer number → regression.
  */
 function labelSpace(
   records: { rec: JsonlRecord; source: string }[],
   label2id?: Record<string, number>,
+  numLabels?: number,
 ): string[] | null {
   if (records.length === 0) throw new Error("the JSONL files hold no examples");
   const strings = new Set<string>();
@@ -73,8 +81,8 @@ function labelSpace(
     if (typeof rec.label === "string") strings.add(rec.label);
     else {
       numbers++;
-      if (Number.isInteger(rec.label) && rec.label >= 0) maxInt = Math.max(maxInt, rec.label);
-      else fractional = true;
+      if (!Number.isInteger(rec.label)) fractional = true;
+      else maxInt = Math.max(maxInt, rec.label);
     }
   }
   if (strings.size > 0 && numbers > 0) {
@@ -85,8 +93,16 @@ function labelSpace(
     if (fromConfig && [...strings].every((s) => fromConfig.includes(s))) return fromConfig;
     return [...strings].sort();
   }
-  if (fractional) return null;
+  if (fractional || numLabels === 1) return null;
+  // Integer labels: class ids, so a negative one is a mistake, not a regression target.
+  const negative = firstNegativeInteger(records);
+  if (negative) throw labelOutOfRange(negative.where, negative.label, maxInt + 1);
   if (fromConfig && maxInt < fromConfig.length) return fromConfig;
+  if (numLabels !== undefined && numLabels > 1) {
+    const over = records.find(({ rec }) => (rec.label as number) >= numLabels);
+    if (over) throw labelOutOfRange(`${over.source}:${over.rec.line}`, over.rec.label!, numLabels);
+    return Array.from({ length: numLabels }, (_, i) => String(i));
+  }
   return Array.from({ length: maxInt + 1 }, (_, i) => String(i));
 }
 
@@ -108,12 +124,14 @@ async function loadJsonlTask(
   train: string | undefined,
   evalPath: string | undefined,
   label2id?: Record<string, number>,
+  numLabels?: number,
 ): Promise<TaskData> {
   const read = async (path: string | undefined) =>
     path === undefined ? [] : (await readJsonl(path)).map((rec) => ({ rec, source: path }));
   const trainRecs = await read(train);
   const evalRecs = await read(evalPath);
-  const labelNames = labelSpace([...trainRecs, ...evalRecs], label2id);
+  if (evalPath !== undefined && evalRecs.length === 0) throw emptyEvalSplit(evalPath);
+  const labelNames = labelSpace([...trainRecs, ...evalRecs], label2id, numLabels);
   const toExamples = (recs: { rec: JsonlRecord; source: string }[]): Example[] =>
     recs.length === 0 ? [] : recordsToExamples(recs.map((r) => r.rec), recs[0].source, labelNames);
   return {

@@ -97,6 +97,22 @@ for (const c of CASES) {
       assert.equal(back.plan.lora.dropout, c.lora.dropout);
       assert.equal(back.plan.trainPooler, c.pooler);
       assert.equal(back.baseModel, "some/base");
+      // Written again from what was read: the same bytes.
+      const again = await tempDir();
+      try {
+        await savePeftAdapter(again, t.config, back.plan, back.trainable, {
+          baseModel: "some/base",
+        });
+        for (const f of [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]) {
+          assert.deepEqual(
+            await Deno.readFile(join(again, f)),
+            await Deno.readFile(join(dir, f)),
+            f,
+          );
+        }
+      } finally {
+        await Deno.remove(again, { recursive: true });
+      }
       // PEFT's fields and key names.
       const cfg = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_NAME)));
       assert.equal(cfg.peft_type, "LORA");

@@ -8,6 +8,11 @@
  * PEFT's init with B drawn non-zero. The issue's target: LoRA r = 8 ≤ 0.8× full
  * at BERT-base.
  *
+ * Each call is measured twice: wall time, and the process's CPU time
+ * (`process.cpuUsage`, user + system). On a machine shared with other work
+ * the wall time of a call varies by tens of percent; CPU time with one BLAS
+ * thread (`--threads 1`) counts the work itself and is the steadier number.
+ *
  *   deno run -A bench/lora_compute.ts [--shapes default,bert-base] [--micro-batch 8]
  *     [--seq-len 64] [--rounds 3] [--modes off,pgd1] [--rank 8] [--targets query,value]
  *     [--out bench/results/lora_compute-<date>.json] [--profile]
@@ -18,6 +23,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import process from "node:process";
 import { initWeights } from "../shared/io/checkpoint.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { paramLayout } from "../shared/model/param_layout.ts";
@@ -47,6 +53,7 @@ const { values: flags } = parseArgs({
     targets: { type: "string", default: DEFAULT_LORA.targetModules.join(",") },
     out: { type: "string" },
     profile: { type: "boolean", default: false },
+    threads: { type: "string" },
   },
   strict: true,
 });
@@ -92,9 +99,10 @@ function cpuModel(): string {
 }
 
 const blas = nativeBlas();
-if (blas.blas) blas.blas.setThreads(navigator.hardwareConcurrency);
+const threads = Number(flags.threads ?? navigator.hardwareConcurrency);
+if (blas.blas) blas.blas.setThreads(threads);
 const gemmName = blas.blas ? blas.blas.describe() : `jsGemm (${blas.reason})`;
-console.error(`cpu device: ${gemmName}, ${navigator.hardwareConcurrency} threads`);
+console.error(`cpu device: ${gemmName}, ${threads} BLAS threads`);
 
 interface Row {
   shape: string;
@@ -105,7 +113,13 @@ interface Row {
   loraMs: number[];
   fullMedianMs: number;
   loraMedianMs: number;
+  /** LoRA / full, median wall times. */
   ratio: number;
+  /** CPU ms (user + system) of each call. */
+  fullCpuMs: number[];
+  loraCpuMs: number[];
+  /** LoRA / full, mean CPU times. */
+  cpuRatio: number;
   /** Per-kernel ms of one call each (`--profile`). */
   profile?: {
     kernel: string;
@@ -150,14 +164,19 @@ for (const shape of flags.shapes!.split(",")) {
     await full.gradient(task, fullOut); // warm-up: buffers, page faults
     await lora.gradient(task, loraOut);
     const fullMs: number[] = [], loraMs: number[] = [];
+    const fullCpuMs: number[] = [], loraCpuMs: number[] = [];
+    const timed = async (call: () => Promise<unknown>, wall: number[], cpu: number[]) => {
+      const c = process.cpuUsage(), t = performance.now();
+      await call();
+      wall.push(performance.now() - t);
+      const u = process.cpuUsage(c);
+      cpu.push((u.user + u.system) / 1000);
+    };
     for (let r = 0; r < rounds; r++) {
-      let t = performance.now();
-      await full.gradient(task, fullOut);
-      fullMs.push(performance.now() - t);
-      t = performance.now();
-      await lora.gradient(task, loraOut);
-      loraMs.push(performance.now() - t);
+      await timed(() => full.gradient(task, fullOut), fullMs, fullCpuMs);
+      await timed(() => lora.gradient(task, loraOut), loraMs, loraCpuMs);
     }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const row: Row = {
       shape,
       mode,
@@ -168,6 +187,9 @@ for (const shape of flags.shapes!.split(",")) {
       fullMedianMs: median(fullMs),
       loraMedianMs: median(loraMs),
       ratio: median(loraMs) / median(fullMs),
+      fullCpuMs,
+      loraCpuMs,
+      cpuRatio: mean(loraCpuMs) / mean(fullCpuMs),
     };
     if (flags.profile) {
       const pf = kernelProfile(), pl = kernelProfile();
@@ -202,7 +224,8 @@ for (const shape of flags.shapes!.split(",")) {
     rows.push(row);
     console.error(
       `${shape} ${mode}: full ${row.fullMedianMs.toFixed(1)} ms, LoRA r=${rank} ` +
-        `${row.loraMedianMs.toFixed(1)} ms, ratio ${row.ratio.toFixed(3)}`,
+        `${row.loraMedianMs.toFixed(1)} ms, ratio ${row.ratio.toFixed(3)}; CPU ratio ` +
+        row.cpuRatio.toFixed(3),
     );
   }
   full.dispose();
@@ -218,7 +241,10 @@ console.log(
       `LoRA r=${rank} trainable`,
       "full ms (median)",
       "LoRA ms (median)",
-      "LoRA / full",
+      "LoRA / full (wall)",
+      "full CPU ms (mean)",
+      "LoRA CPU ms (mean)",
+      "LoRA / full (CPU)",
     ],
     rows.map((r) => [
       r.shape,
@@ -228,6 +254,9 @@ console.log(
       r.fullMedianMs.toFixed(1),
       r.loraMedianMs.toFixed(1),
       r.ratio.toFixed(3),
+      (r.fullCpuMs.reduce((a, b) => a + b, 0) / r.fullCpuMs.length).toFixed(1),
+      (r.loraCpuMs.reduce((a, b) => a + b, 0) / r.loraCpuMs.length).toFixed(1),
+      r.cpuRatio.toFixed(3),
     ]),
   ),
 );
@@ -238,7 +267,13 @@ await Deno.writeTextFile(
   JSON.stringify(
     {
       date,
-      machine: { cpu: cpuModel(), threads: navigator.hardwareConcurrency, gemm: gemmName },
+      machine: {
+        cpu: cpuModel(),
+        cores: navigator.hardwareConcurrency,
+        blasThreads: threads,
+        gemm: gemmName,
+        loadAverage: Deno.loadavg(),
+      },
       settings: { microBatch: B, seqLen: L, rounds, rank, alpha: rank, targets, dropout: 0.1 },
       rows,
     },

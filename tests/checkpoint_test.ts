@@ -206,6 +206,7 @@ Deno.test("encoder-only checkpoint (bare names, no pooler/head) gets a seeded he
     assert.equal(a.notes.length, 2);
     assert.match(a.notes.join("\n"), /no classifier head in checkpoint.*2 labels, seed 11/);
     assert.match(a.notes.join("\n"), /no pooler/);
+    assert.equal(a.freshPooler, true, "a LoRA run trains this pooler");
     for (const s of a.layout.specs) {
       if (isHeadParam(s.name) || s.name.startsWith("bert.pooler.")) continue;
       assert.deepEqual(
@@ -236,6 +237,7 @@ Deno.test("a head with another label count is replaced, with a note", async () =
     const ck = await loadCheckpoint(dir, { numLabels: 2, seed: 1 });
     assert.equal(ck.config.numLabels, 2);
     assert.equal(ck.notes.length, 1);
+    assert.equal(ck.freshPooler, false);
     assert.match(ck.notes[0], /3 labels but 2 were requested.*seed 1/);
     assert.deepEqual(view(ck.layout, ck.weights, "classifier.weight").length, 16);
     assert.deepEqual(

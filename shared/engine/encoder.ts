@@ -9,13 +9,25 @@
  *              g = GELU(h1·W1ᵀ + b1);  r2 = h1 + DropF(g·W2ᵀ + b2);  h' = LN(r2)
  *
  * The backward walks the same list in reverse; with `grads` null it forms
- * only the activation gradients (the adversary's δ-only pass).
+ * only the activation gradients (the adversary's δ-only pass, and every pass
+ * of a LoRA model, whose frozen weights get no gradient: their weight-gradient
+ * products are skipped). LoRA adapters (shared/engine/lora.ts) add their
+ * low-rank terms to the adapted products, forward and backward.
  *
  * @module
  */
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import type { AttentionShape, BatchIndex, Device, NormState, PassPart } from "./device.ts";
+import {
+  loraBackward,
+  type LoraBuffers,
+  loraForward,
+  type LoraUse,
+  loraUse,
+  type LoraWeights,
+} from "./lora.ts";
+import { LORA_MODULES, type LoraModule } from "../model/lora.ts";
 
 /** One layer's parameters after Q, K and V (weights or their gradients). */
 export interface LayerTail<T> {
@@ -324,10 +336,23 @@ export class EncoderBuffers<T> {
   }
 }
 
+/** LoRA adapters in a pass: their weights and their buffers for the batch. */
+export interface EncoderLora<T> {
+  readonly w: LoraWeights<T>;
+  readonly bufs: LoraBuffers<T>;
+}
+
 /** One pass's encoder: its weights, and the buffers and dropout masks of the batch. */
 export interface EncoderPass<T> extends PassPart<T, EncoderWeights<T>, EncoderBuffers<T>> {
   readonly masks: EncoderMasks<T>;
   readonly batch: BatchIndex;
+  /** LoRA adapters on the frozen weights `w`, when the model has them. */
+  readonly lora?: EncoderLora<T> | null;
+}
+
+/** The adapter of `module` in layer `l` of the pass, if any. */
+function adapter<T>(pass: EncoderPass<T>, l: number, module: LoraModule): LoraUse<T> | null {
+  return pass.lora ? loraUse(pass.lora.w, pass.lora.bufs, l, module) : null;
 }
 
 /** The shape of every attention call of a pass over `batch`. */
@@ -352,16 +377,26 @@ export function encoderForward<T>(pass: EncoderPass<T>, delta: T | null, derivs:
     const a = bufs.layers[l], m = masks.layers[l], lw = w.layers[l], M = a.rows;
     dev.gemm(false, true, N, 3 * H, H, 1, h, H, lw.qkvW, H, 0, a.qkv, 3 * H);
     dev.addBias(a.qkv, lw.qkvB, N, 3 * H);
+    for (let j = 0; j < 3; j++) {
+      const ad = adapter(pass, l, LORA_MODULES[j]);
+      if (ad) loraForward(dev, ad, h, dev.view(a.qkv, j * H, N * 3 * H - j * H), 3 * H);
+    }
     if (a.first) dev.attentionFirst(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
     else dev.attention(a.qkv, a.probs, m.attention, a.dropped, a.ctx, shape);
     let res = h;
     if (a.first) dev.gatherRows(h, bufs.firstRows, H, res = a.res);
     dev.gemm(false, true, M, H, H, 1, a.ctx, H, lw.oW, H, 0, a.r1, H);
+    const adO = adapter(pass, l, "attention.output.dense");
+    if (adO) loraForward(dev, adO, a.ctx, a.r1, H);
     dev.biasDropoutResidual(a.r1, lw.oB, m.attentionOut, res, a.r1, M, H);
     dev.layerNorm(attentionNorm(a, lw, H), lw.ln1B, a.h1, eps);
     dev.gemm(false, true, M, I, H, 1, a.h1, H, lw.iW, H, 0, a.g, I);
+    const adI = adapter(pass, l, "intermediate.dense");
+    if (adI) loraForward(dev, adI, a.h1, a.g, I);
     dev.biasGelu(a.g, lw.iB, a.g, derivs ? a.deriv : null, M, I);
     dev.gemm(false, true, M, H, I, 1, a.g, I, lw.fW, I, 0, a.r2, H);
+    const adF = adapter(pass, l, "output.dense");
+    if (adF) loraForward(dev, adF, a.g, a.r2, H);
     dev.biasDropoutResidual(a.r2, lw.fB, m.ffnOut, a.h1, a.r2, M, H);
     dev.layerNorm(outputNorm(a, lw, H), lw.ln2B, a.out, eps);
     h = a.out;
@@ -391,10 +426,22 @@ function outputNorm<T>(a: LayerActs<T>, lw: LayerWeights<T>, cols: number): Norm
 /**
  * The backward pass from `bufs.dLast` (∂loss/∂ last hidden states, filled by
  * the head; overwritten) to ∂loss/∂(E + δ), which it returns (a buffer of
- * `bufs`). Parameter gradients accumulate into `grads`; null skips them all.
+ * `bufs`). Parameter gradients accumulate into `grads`; null skips them all
+ * (no weight-gradient product is run). The adapters' gradients accumulate
+ * into `loraGrads` (views of the trainable gradient) when given.
  */
-export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> | null): T {
+export function encoderBackward<T>(
+  pass: EncoderPass<T>,
+  grads: EncoderGrads<T> | null,
+  loraGrads: LoraWeights<T> | null = null,
+): T {
   const { dev, config, w, bufs, masks, batch } = pass;
+  const lb = pass.lora?.bufs ?? null;
+  /** The adapter of `module` in layer `l` and where its gradients go. */
+  const adapted = (l: number, module: LoraModule) => {
+    const use = adapter(pass, l, module);
+    return use ? { use, g: loraGrads?.layers[l][module] ?? null } : null;
+  };
   const H = config.hiddenSize, I = config.intermediateSize, N = bufs.rows;
   const shape = attentionShape(config, batch);
   let dh = bufs.dLast; // ∂/∂(this layer's output); after the layer, ∂/∂(its input)
@@ -412,9 +459,13 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
       dev.gemm(true, false, H, I, M, 1, df, H, a.g, I, 1, g.fW, I);
     }
     dev.gemm(false, false, M, I, H, 1, df, H, lw.fW, I, 0, s.dInter, I);
+    const adF = adapted(l, "output.dense");
+    if (adF) loraBackward(dev, adF.use, lb!, a.g, df, H, s.dInter, adF.g);
     dev.geluBackward(s.dInter, a.deriv, g?.iB ?? null, M, I);
     if (g) dev.gemm(true, false, I, H, M, 1, s.dInter, I, a.h1, H, 1, g.iW, H);
     dev.gemm(false, false, M, H, I, 1, s.dInter, I, lw.iW, H, 1, s.dr, H); // s.dr is now ∂/∂h1
+    const adI = adapted(l, "intermediate.dense");
+    if (adI) loraBackward(dev, adI.use, lb!, a.h1, s.dInter, I, s.dr, adI.g);
     // h1 = LN(r1), r1 = res + DropA(ctx·Woᵀ + bo)
     dev.layerNormBackward(attentionNorm(a, lw, H), s.dr, dh, g?.ln1G ?? null, g?.ln1B ?? null);
     let da = dh;
@@ -424,6 +475,8 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
       dev.gemm(true, false, H, H, M, 1, da, H, a.ctx, H, 1, g.oW, H);
     }
     dev.gemm(false, false, M, H, H, 1, da, H, lw.oW, H, 0, s.dctx, H);
+    const adO = adapted(l, "attention.output.dense");
+    if (adO) loraBackward(dev, adO.use, lb!, a.ctx, da, H, s.dctx, adO.g);
     if (a.first) {
       dev.attentionFirstBackward(s.dctx, a.qkv, a.probs, m.attention, a.dropped, bufs.dqkv, shape);
     } else {
@@ -445,6 +498,12 @@ export function encoderBackward<T>(pass: EncoderPass<T>, grads: EncoderGrads<T> 
       dh = bufs.dh;
     }
     dev.gemm(false, false, N, H, 3 * H, 1, bufs.dqkv, 3 * H, lw.qkvW, H, 1, dh, H); // ∂/∂input
+    for (let j = 0; j < 3; j++) {
+      const ad = adapted(l, LORA_MODULES[j]);
+      if (!ad) continue;
+      const dq = dev.view(bufs.dqkv, j * H, N * 3 * H - j * H);
+      loraBackward(dev, ad.use, lb!, input, dq, 3 * H, dh, ad.g);
+    }
   }
   // h0 = Drop0(LN(x0))
   if (masks.embedding) dev.mul(dh, masks.embedding, dh);

@@ -19,6 +19,11 @@
  * a pass only enqueues kernels, and one read at its end brings the gradient
  * and the loss to the host.
  *
+ * LoRA ({@link EngineModel.setLora}, shared/model/lora.ts): the weights of
+ * {@link EngineModel.setWeights} become the frozen base, adapters and the head
+ * come from a separate trainable buffer, and `gradient` returns the gradient
+ * of that buffer only; no gradient product of a frozen matrix is run.
+ *
  * @module
  */
 import { dropoutSite } from "../method/dropout_mask.ts";
@@ -46,10 +51,13 @@ import {
   encoderWeights,
 } from "./encoder.ts";
 import { Arena } from "./arena.ts";
+import type { LoraPlan } from "../model/lora.ts";
+import { type LoraBuffers, loraBuffers, type LoraWeights, loraWeights } from "./lora.ts";
 import {
   classifierBackward,
   ClassifierBuffers,
   classifierForward,
+  type ClassifierGrads,
   classifierLoss,
   type ClassifierMasks,
   type ClassifierParams,
@@ -70,7 +78,7 @@ interface Masks<T> {
   readonly sites: readonly {
     readonly site: number;
     readonly buf: T;
-    readonly kind: "hidden" | "attention";
+    readonly kind: "hidden" | "attention" | "lora";
     readonly rows?: MaskRows;
   }[];
 }
@@ -82,6 +90,8 @@ interface Workspace<T> {
   readonly delta: T;
   readonly loss: T;
   readonly masks: Masks<T>;
+  /** The LoRA adapters' buffers (a LoRA model only). */
+  readonly lora: LoraBuffers<T> | null;
 }
 
 /** Dropout rates of a task. */
@@ -92,8 +102,25 @@ type Targets =
   | { readonly kind: "classify"; readonly t: ClassifierTargets }
   | { readonly kind: "mlm"; readonly t: MlmTargets };
 
-/** Where a pass's parameter gradients go: the encoder's and the head's. */
-type PassGrads<T> = { enc: EncoderGrads<T>; head: ClassifierParams<T> | MlmParams<T> };
+/**
+ * Where a pass's parameter gradients go: the encoder's (null for a LoRA model:
+ * the base is frozen), the adapters' (LoRA only) and the head's.
+ */
+type PassGrads<T> = {
+  enc: EncoderGrads<T> | null;
+  lora: LoraWeights<T> | null;
+  head: ClassifierGrads<T> | MlmParams<T>;
+};
+
+/** A LoRA model's adapters on the device: the plan, the trainable buffer and its views. */
+interface LoraState<T> {
+  readonly plan: LoraPlan;
+  /** The trainable buffer on the device (the caller's array on a host device). */
+  readonly buf: T;
+  readonly w: LoraWeights<T>;
+  /** Distinguishes the workspaces of one plan from another's. */
+  readonly id: number;
+}
 
 /** What a mode's passes need of one task, bound to its batch, buffers and adversary. */
 interface ModeRun<T> {
@@ -168,6 +195,10 @@ export class EngineModel<T> {
   #enc: EncoderWeights<T> | null = null;
   #cls: ClassifierParams<T> | null = null;
   #mlmW: MlmParams<T> | null = null;
+  #lora: LoraState<T> | null = null;
+  /** The trainable gradient buffer of a device that is not host memory. */
+  #loraGrad: T | null = null;
+  #loraIds = 0;
 
   /**
    * Options: `profile` times every kernel into it by `clock` (for profiling);
@@ -208,9 +239,110 @@ export class EngineModel<T> {
       dev.write(w, flat);
     }
     this.#enc = encoderWeights(dev, c, l, w, flat, this.#packed);
-    if (this.#mlm) this.#mlmW = mlmParams(dev, l, w);
-    else this.#cls = classifierParams(dev, c, l, w);
     this.#weights = w;
+    if (this.#mlm) this.#mlmW = mlmParams(dev, l, w);
+    else this.#cls = this.#headWeights();
+  }
+
+  /** The LoRA plan in use, or null (full fine-tuning). */
+  get lora(): LoraPlan | null {
+    return this.#lora?.plan ?? null;
+  }
+
+  /**
+   * Turns LoRA on: the weights of {@link setWeights} (base layout) become the
+   * frozen base; adapters and head come from `trainable` (layout
+   * `plan.layout`: shared/model/lora.ts `loraPlan`, `initTrainable`), and
+   * {@link gradient} returns the gradient of `trainable` only (base-weight
+   * gradient products are skipped). Call again with new values each step (a
+   * host device keeps the array by reference; another uploads a copy); `null`
+   * turns LoRA off. A classification layout only.
+   */
+  setLora(plan: LoraPlan | null, trainable?: Float32Array): void {
+    const dev = this.#dev;
+    if (!plan) {
+      this.#dropLora();
+      if (this.#weights && !this.#mlm) this.#cls = this.#headWeights();
+      return;
+    }
+    if (this.#mlm) throw new Error("setLora: LoRA needs a classification layout, not MLM");
+    if (!trainable || trainable.length !== plan.layout.total) {
+      throw new Error(
+        `setLora: expected ${plan.layout.total} trainable values, got ${trainable?.length}`,
+      );
+    }
+    const same = this.#lora?.plan === plan;
+    if (!same) this.#dropLora();
+    let buf: T;
+    if (dev.alias) buf = dev.alias(trainable);
+    else {
+      buf = this.#lora?.buf ?? dev.alloc(plan.layout.total);
+      dev.write(buf, trainable);
+    }
+    const id = same ? this.#lora!.id : ++this.#loraIds;
+    this.#lora = { plan, buf, w: loraWeights(dev, plan, buf), id };
+    if (!same) this.#shapes.clear(); // workspaces hold the adapters' buffers
+    if (this.#weights) this.#cls = this.#headWeights();
+  }
+
+  /** Frees the LoRA buffers of a device that is not host memory. */
+  #dropLora(): void {
+    const dev = this.#dev;
+    if (this.#lora && !dev.alias) dev.release(this.#lora.buf);
+    if (this.#loraGrad) dev.release(this.#loraGrad);
+    if (this.#lora) this.#shapes.clear();
+    this.#lora = this.#loraGrad = null;
+  }
+
+  /** The classifier's weights: the base's, with a LoRA model's trained head tensors instead. */
+  #headWeights(): ClassifierParams<T> {
+    const base = classifierParams(this.#dev, this.config, this.layout, this.#weights!);
+    const lora = this.#lora;
+    if (!lora) return base;
+    const names = this.#headNames();
+    const pick = (key: keyof ClassifierParams<T>) => {
+      const spec = lora.plan.layout.byName.get(names[key]);
+      return spec ? this.#dev.view(lora.buf, spec.offset, spec.size) : base[key];
+    };
+    return {
+      denseW: pick("denseW"),
+      denseB: pick("denseB"),
+      outW: pick("outW"),
+      outB: pick("outB"),
+    };
+  }
+
+  /** The head tensors' names by role. */
+  #headNames(): Record<keyof ClassifierParams<T>, string> {
+    return this.config.modelType === "bert"
+      ? {
+        denseW: "bert.pooler.dense.weight",
+        denseB: "bert.pooler.dense.bias",
+        outW: "classifier.weight",
+        outB: "classifier.bias",
+      }
+      : {
+        denseW: "classifier.dense.weight",
+        denseB: "classifier.dense.bias",
+        outW: "classifier.out_proj.weight",
+        outB: "classifier.out_proj.bias",
+      };
+  }
+
+  /** Views of the trainable gradient `flat`: adapters and head (frozen pooler: null). */
+  #loraGrads(lora: LoraState<T>, flat: T): PassGrads<T> {
+    const names = this.#headNames(), dev = this.#dev;
+    const P = (key: keyof ClassifierParams<T>) => {
+      const spec = lora.plan.layout.byName.get(names[key]);
+      return spec ? dev.view(flat, spec.offset, spec.size) : null;
+    };
+    const head: ClassifierGrads<T> = {
+      denseW: P("denseW"),
+      denseB: P("denseB"),
+      outW: P("outW")!,
+      outB: P("outB")!,
+    };
+    return { enc: null, lora: loraWeights(dev, lora.plan, flat), head };
   }
 
   /** Frees the device buffers; the model needs {@link setWeights} again before use. */
@@ -226,6 +358,7 @@ export class EngineModel<T> {
     if (this.#mlmBuffers) this.#mlmBuffers.dispose();
     if (this.#weights && !dev.alias) dev.release(this.#weights);
     if (this.#grad) dev.release(this.#grad);
+    this.#dropLora();
     this.#mlmBuffers =
       this.#weights =
       this.#grad =
@@ -240,6 +373,8 @@ export class EngineModel<T> {
    * `microBatchGradient`. The gradient goes into `out` when given (zeroed
    * first, then returned as `grad`): a caller done with each result before
    * the next call saves the page faults of a fresh 4-byte-per-parameter array.
+   * With LoRA on ({@link setLora}) the gradient is that of the trainable
+   * buffer (layout `plan.layout`), and `out` must have its length.
    */
   async gradient(task: GradientTask, out?: Float32Array): Promise<GradientResult> {
     const t0 = performance.now();
@@ -247,20 +382,33 @@ export class EngineModel<T> {
     const { batch, adversary: adv } = task;
     const index = this.#index(batch);
     const targets = this.#targets(batch.labels, batch);
-    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout);
-    const masks = this.#masks(ws, mixSeed(task.seed, task.step, task.index), task.dropout);
+    const lora = this.#lora;
+    const loraDrop = lora ? lora.plan.lora.dropout : 0;
+    const ws = this.#workspace(batch.size, batch.seqLen, task.dropout, loraDrop);
+    const masks = this.#masks(
+      ws,
+      mixSeed(task.seed, task.step, task.index),
+      task.dropout,
+      loraDrop,
+    );
     const dev = this.#dev, H = this.config.hiddenSize;
-    if (out && out.length !== this.layout.total) {
-      throw new Error(`gradient: out holds ${out.length} values, the layout ${this.layout.total}`);
+    const total = lora ? lora.plan.layout.total : this.layout.total;
+    if (out && out.length !== total) {
+      throw new Error(
+        `gradient: out holds ${out.length} values, the ${lora ? "trainable " : ""}layout ${total}`,
+      );
     }
-    const host = out ?? new Float32Array(this.layout.total);
+    const host = out ?? new Float32Array(total);
     const grad = this.#gradBuffer(host);
     dev.fill(grad, 0);
-    const gEnc = encoderGrads(dev, this.config, this.layout, grad);
-    const gHead = this.#mlm
-      ? mlmParams(dev, this.layout, grad)
-      : classifierParams(dev, this.config, this.layout, grad);
-    const grads = { enc: gEnc, head: gHead };
+    let grads: PassGrads<T>;
+    if (lora) grads = this.#loraGrads(lora, grad);
+    else {
+      const head = this.#mlm
+        ? mlmParams(dev, this.layout, grad)
+        : classifierParams(dev, this.config, this.layout, grad);
+      grads = { enc: encoderGrads(dev, this.config, this.layout, grad), lora: null, head };
+    }
     const run: ModeRun<T> = {
       pass: (delta, g, weight) => this.#pass(ws, masks, index, targets, enc, delta, g, weight),
       ascend: (delta, g) => dev.ascend(delta, g, index, H, adv),
@@ -287,11 +435,19 @@ export class EngineModel<T> {
     if (this.#mlm) throw new Error("EngineModel.logits: an MLM layout has no classifier head");
     const index = this.#index(batch);
     const none = { hidden: 0, attention: 0 };
-    const ws = this.#workspace(batch.size, batch.seqLen, none);
-    const masks = this.#masks(ws, 0, none);
+    const ws = this.#workspace(batch.size, batch.seqLen, none, 0);
+    const masks = this.#masks(ws, 0, none, 0);
     const dev = this.#dev, config = this.config;
     encoderForward(
-      { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index },
+      {
+        dev,
+        config,
+        w: enc,
+        bufs: ws.enc,
+        masks: masks.enc,
+        batch: index,
+        lora: this.#encLora(ws),
+      },
       null,
       false,
     );
@@ -316,7 +472,8 @@ export class EngineModel<T> {
     weight: number,
   ): T {
     const dev = this.#dev, config = this.config;
-    const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index };
+    const lora = this.#encLora(ws);
+    const encoder = { dev, config, w: enc, bufs: ws.enc, masks: masks.enc, batch: index, lora };
     encoderForward(encoder, delta, true);
     const dLast = ws.enc.dLast;
     if (targets.kind === "mlm") {
@@ -324,15 +481,21 @@ export class EngineModel<T> {
       const mlm = { dev, config, w: this.#mlmW!, word: enc.word, bufs, targets: targets.t };
       mlmForwardLoss(mlm, ws.enc.last, ws.loss, weight, true);
       const g = grads ? grads.head as MlmParams<T> : null;
-      mlmBackward(mlm, dLast, g, grads ? grads.enc.word : null);
+      mlmBackward(mlm, dLast, g, grads?.enc?.word ?? null);
     } else {
       const cls = { dev, config, w: this.#cls!, bufs: ws.cls, masks: masks.cls };
       classifierForward(cls, ws.enc.last);
       classifierLoss(cls, targets.t, ws.loss, weight, true);
-      const g = grads ? grads.head as ClassifierParams<T> : null;
+      const g = grads ? grads.head as ClassifierGrads<T> : null;
       classifierBackward(cls, dLast, g);
     }
-    return encoderBackward(encoder, grads?.enc ?? null);
+    return encoderBackward(encoder, grads?.enc ?? null, grads?.lora ?? null);
+  }
+
+  /** The adapters of a pass over workspace `ws`, or null without LoRA. */
+  #encLora(ws: Workspace<T>) {
+    const lora = this.#lora;
+    return lora && ws.lora ? { w: lora.w, bufs: ws.lora } : null;
   }
 
   #needWeights(): EncoderWeights<T> {
@@ -344,6 +507,7 @@ export class EngineModel<T> {
   #gradBuffer(host: Float32Array): T {
     const dev = this.#dev;
     if (dev.alias) return dev.alias(host);
+    if (this.#lora) return this.#loraGrad ??= dev.alloc(this.#lora.plan.layout.total);
     return this.#grad ??= dev.alloc(this.layout.total);
   }
 
@@ -381,14 +545,20 @@ export class EngineModel<T> {
     };
   }
 
-  /** The buffers for a batch shape and which dropouts are on (made on first use, then reused). */
-  #workspace(size: number, seqLen: number, rates: DropoutRates): Workspace<T> {
-    const hidden = rates.hidden > 0, attention = rates.attention > 0;
-    const key = `${size}x${seqLen}x${hidden}x${attention}`; // #firstOnly is fixed per model
+  /**
+   * The buffers for a batch shape and which dropouts are on (the LoRA
+   * adapters' rate `loraRate`; made on first use, then reused).
+   */
+  #workspace(size: number, seqLen: number, rates: DropoutRates, loraRate: number): Workspace<T> {
+    const hidden = rates.hidden > 0, attention = rates.attention > 0, loraOn = loraRate > 0;
+    // #firstOnly is fixed per model; the LoRA plan's id names its adapters' buffers.
+    const key = `${size}x${seqLen}x${hidden}x${attention}x${this.#lora?.id ?? 0}x${loraOn}`;
     const generation = this.#arena.generation;
     let ws = this.#shapes.get(key);
     if (!ws) {
-      ws = this.#arena.build((dev) => this.#buildWorkspace(dev, size, seqLen, hidden, attention));
+      ws = this.#arena.build((dev) =>
+        this.#buildWorkspace(dev, size, seqLen, hidden, attention, loraOn)
+      );
       if (this.#arena.generation !== generation) this.#shapes.clear(); // their views are stale
       this.#shapes.set(key, ws);
     }
@@ -401,6 +571,7 @@ export class EngineModel<T> {
     seqLen: number,
     hiddenOn: boolean,
     attentionOn: boolean,
+    loraDropout: boolean,
   ): Workspace<T> {
     const c = this.config, H = c.hiddenSize, nh = c.numHeads, B = size, L = seqLen;
     const enc = new EncoderBuffers(dev, c, size, seqLen, attentionOn, this.#firstOnly);
@@ -431,6 +602,9 @@ export class EngineModel<T> {
         };
     });
     const bert = c.modelType === "bert";
+    const plan = this.#lora?.plan;
+    const lora = plan ? loraBuffers(dev, c, plan, B, L, enc.lastIsFirstRows, loraDropout) : null;
+    for (const s of lora?.sites ?? []) sites.push({ ...s, kind: "lora" });
     const masks: Masks<T> = {
       enc: { embedding: mask(dropoutSite({ at: "embedding" }), B * L * H, "hidden"), layers },
       cls: this.#mlm ? { pre: null, post: null } : {
@@ -445,19 +619,19 @@ export class EngineModel<T> {
       delta: dev.alloc(B * L * H),
       loss: dev.alloc(1),
       masks,
+      lora,
     };
   }
 
   /** Fills the workspace's dropout masks for the task seeded `seed`. */
-  #masks(ws: Workspace<T>, seed: number, rates: DropoutRates): Masks<T> {
+  #masks(ws: Workspace<T>, seed: number, rates: DropoutRates, loraRate: number): Masks<T> {
     for (const s of ws.masks.sites) {
-      this.#dev.dropoutMask(
-        s.buf,
-        seed,
-        s.site,
-        s.kind === "hidden" ? rates.hidden : rates.attention,
-        s.rows,
-      );
+      const rate = s.kind === "hidden"
+        ? rates.hidden
+        : s.kind === "attention"
+        ? rates.attention
+        : loraRate;
+      this.#dev.dropoutMask(s.buf, seed, s.site, rate, s.rows);
     }
     return ws.masks;
   }

@@ -27,6 +27,17 @@ export interface ClassifierParams<T> {
   readonly outB: T;
 }
 
+/**
+ * Where the classifier's gradients go: the dense layer's may be null (a LoRA
+ * model whose BERT pooler is frozen: its weight-gradient product is skipped).
+ */
+export interface ClassifierGrads<T> {
+  readonly denseW: T | null;
+  readonly denseB: T | null;
+  readonly outW: T;
+  readonly outB: T;
+}
+
 /** Views of the classifier head's tensors in `flat` (weights or gradients, layout order). */
 export function classifierParams<T>(
   dev: Device<T>,
@@ -140,7 +151,7 @@ export function classifierLoss<T>(
 export function classifierBackward<T>(
   pass: ClassifierPass<T>,
   dLast: T,
-  grads: ClassifierParams<T> | null,
+  grads: ClassifierGrads<T> | null,
 ): void {
   const { dev, config, w, bufs, masks } = pass;
   const H = config.hiddenSize, C = config.numLabels, B = bufs.size;
@@ -152,7 +163,9 @@ export function classifierBackward<T>(
   dev.gemm(false, false, B, H, C, 1, bufs.dlogits, C, w.outW, H, 0, bufs.dpost, H);
   if (masks.post) dev.mul(bufs.dpost, masks.post, bufs.dpost);
   dev.tanhBackward(bufs.dpost, bufs.t, grads?.denseB ?? null, B, H);
-  if (grads) dev.gemm(true, false, H, H, B, 1, bufs.dpost, H, bufs.pre, H, 1, grads.denseW, H);
+  if (grads?.denseW) {
+    dev.gemm(true, false, H, H, B, 1, bufs.dpost, H, bufs.pre, H, 1, grads.denseW, H);
+  }
   dev.gemm(false, false, B, H, H, 1, bufs.dpost, H, w.denseW, H, 0, bufs.dpre, H);
   if (masks.pre) dev.mul(bufs.dpre, masks.pre, bufs.dpre);
   dev.fill(dLast, 0);

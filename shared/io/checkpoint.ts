@@ -53,6 +53,11 @@ export interface LoadedCheckpoint {
   notes: string[];
   /** Whether the head (classifier, or MLM head) was initialised here rather than loaded. */
   freshHead: boolean;
+  /**
+   * Whether the BERT pooler was initialised here (a checkpoint without one):
+   * a LoRA run then trains it in full (shared/model/lora.ts, `trainPooler`).
+   */
+  freshPooler?: boolean;
 }
 
 /** Options of {@link loadCheckpoint}. */
@@ -683,7 +688,15 @@ async function loadFromSources(
   const weights = await fillWeights(dir, config, layout, named, fresh, seed);
   if (order) reorderHeadRows(layout, weights, prefix, order);
   const extra = await extraTensors(named.tensors, layout);
-  return { config, layout, weights, extra, notes, freshHead: head.fresh };
+  return {
+    config,
+    layout,
+    weights,
+    extra,
+    notes,
+    freshHead: head.fresh,
+    freshPooler: pooler.length > 0,
+  };
 }
 
 /** Reads one tensor (into `out` when given), prefixing errors with its file's path. */

@@ -42,15 +42,20 @@ import { mixSeed } from "./rng.ts";
 /** Site number of the classifier head's first dropout (later ones count up from it). */
 export const HEAD_SITE = 1_000_000;
 
+/** Site number of the first LoRA adapter's input dropout (shared/model/lora.ts). */
+export const LORA_SITE = 2_000_000;
+
 /**
  * A dropout of the model: after the embedding LayerNorm; in encoder layer
  * `layer`, on the attention probabilities, the attention output or the
- * feed-forward output; or the classifier head's `index`-th.
+ * feed-forward output; the classifier head's `index`-th; or the input of
+ * the LoRA adapter in slot `slot` of encoder layer `layer`.
  */
 export type DropoutPlace =
   | { readonly at: "embedding" }
   | { readonly at: "attention" | "attentionOutput" | "ffnOutput"; readonly layer: number }
-  | { readonly at: "head"; readonly index: number };
+  | { readonly at: "head"; readonly index: number }
+  | { readonly at: "lora"; readonly layer: number; readonly slot: number };
 
 /**
  * The site number of a dropout (see "Numbering" above): the one definition
@@ -68,6 +73,8 @@ export function dropoutSite(place: DropoutPlace): number {
       return 3 + 3 * place.layer;
     case "head":
       return HEAD_SITE + place.index;
+    case "lora": // slot: the adapted module's place among the (at most 8) adaptable ones
+      return LORA_SITE + 8 * place.layer + place.slot;
   }
 }
 

@@ -3,6 +3,10 @@
  * (docs/method.md, "One micro-batch gradient"). Same weights, batch, step, index,
  * seed and settings give the same bits on the same backend.
  *
+ * A LoRA model (`DeviceModel.lora`) differentiates the trainable tensors only
+ * (adapters and head, in `plan.layout` order); the base weights are
+ * constants, so tfjs forms none of their gradients.
+ *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
@@ -14,7 +18,9 @@ import {
   batchTensors,
   type DeviceModel,
   type DropoutConfig,
+  type LoraRun,
   objectiveLoss,
+  passWeights,
   type Targets,
   targetTensors,
   type Weights,
@@ -45,9 +51,10 @@ export function deltaGradient(
   delta: tf.Tensor3D,
   drop: DropoutConfig,
 ): tf.Tensor3D {
-  const { config, weights } = model;
+  const { config } = model;
+  const weights = passWeights(model), lora = loraRun(model);
   return tf.grad((d: tf.Tensor) =>
-    objectiveLoss(config, weights, batch, d as tf.Tensor3D, drop, targets)
+    objectiveLoss(config, weights, batch, d as tf.Tensor3D, drop, targets, lora)
   )(
     delta,
   ) as tf.Tensor3D;
@@ -72,10 +79,20 @@ interface DeviceGradient {
   readonly adversaryMs: number;
 }
 
+/** A LoRA model's adapters in a training pass (their dropout on), or null. */
+function loraRun(model: DeviceModel): LoraRun | null {
+  const lora = model.lora;
+  return lora ? { scale: lora.plan.scale, dropout: lora.plan.lora.dropout } : null;
+}
+
 /** Uploads the task's batch and targets and fixes its dropout seed. */
 function openPass(model: DeviceModel, task: GradientTask): Pass {
-  const { config, layout, weights } = model;
+  const { config } = model;
+  // What is differentiated: every parameter, or a LoRA model's trainable tensors.
+  const layout = model.lora ? model.lora.plan.layout : model.layout;
+  const weights = model.lora ? model.lora.weights : model.weights;
   const names = layout.specs.map((s) => s.name);
+  const lora = loraRun(model);
   const drop: DropoutConfig = {
     hidden: task.dropout.hidden,
     attention: task.dropout.attention,
@@ -91,7 +108,7 @@ function openPass(model: DeviceModel, task: GradientTask): Pass {
     params: names.map((n) => weights[n]),
     lossAt: (ps, delta) => {
       const w: Weights = Object.fromEntries(names.map((n, i) => [n, ps[i]]));
-      return objectiveLoss(config, w, batch, delta, drop, targets);
+      return objectiveLoss(config, passWeights(model, w), batch, delta, drop, targets, lora);
     },
   };
 }

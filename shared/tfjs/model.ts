@@ -9,6 +9,10 @@
  *   BERT:    logits = Wc·Drop(tanh(Wp·h[CLS]))
  *   RoBERTa: logits = Wout·Drop(tanh(Wd·Drop(h[<s>])))
  *
+ * A LoRA model (shared/model/lora.ts) is the same function with the adapters'
+ * tensors in the record (`<module>.lora_A.weight`, `…lora_B.weight`): every
+ * encoder linear layer that has them adds (Drop(x)·Aᵀ)·Bᵀ·(α/r), see {@link LoraRun}.
+ *
  * @module
  */
 import * as tf from "@tensorflow/tfjs-core";
@@ -17,6 +21,7 @@ import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
 import { dropout, gelu, layerNorm, linear, matMul } from "./ops.ts";
 import { dropoutSite } from "../method/dropout_mask.ts";
+import { loraDropoutSite, type LoraModule, type LoraPlan } from "../model/lora.ts";
 import { isTokenLabelled, maskedTokens, positionIds } from "../model/targets.ts";
 
 /** Weight tensors by Hugging Face name. */
@@ -27,6 +32,19 @@ export interface DeviceModel {
   readonly config: ModelConfig;
   readonly layout: ParamLayout;
   readonly weights: Weights;
+  /**
+   * LoRA: `weights` are the frozen base, and these (by `plan.layout` name:
+   * adapters and head, see `weightTensors(plan.layout, trainable)`) are what
+   * trains; their head tensors replace the base's.
+   */
+  readonly lora?: { readonly plan: LoraPlan; readonly weights: Weights } | null;
+}
+
+/** How a pass runs the LoRA adapters found in its weights: α/r, and the dropout on their input. */
+export interface LoraRun {
+  readonly scale: number;
+  /** Dropout rate on the adapters' input (0 in prediction). */
+  readonly dropout: number;
 }
 
 /** One micro-batch on the device. All [B, L]. */
@@ -92,6 +110,7 @@ export function encode(
   batch: BatchTensors,
   words: tf.Tensor3D,
   drop: DropoutConfig,
+  lora: LoraRun | null = null,
 ): tf.Tensor3D {
   const p = config.modelType;
   const [B, L, H] = words.shape;
@@ -115,9 +134,20 @@ export function encode(
   for (let l = 0; l < config.numLayers; l++) {
     const n = `${p}.encoder.layer.${l}`;
     const W = (s: string) => w[`${n}.${s}.weight`], b = (s: string) => w[`${n}.${s}.bias`];
-    const q = heads(linear(h, W("attention.self.query"), b("attention.self.query")), B, L, nh, hd);
-    const k = heads(linear(h, W("attention.self.key"), b("attention.self.key")), B, L, nh, hd);
-    const v = heads(linear(h, W("attention.self.value"), b("attention.self.value")), B, L, nh, hd);
+    /** The linear layer `s`, plus its LoRA term when the weights carry one. */
+    const dense = (x: tf.Tensor, s: LoraModule) => {
+      const y = linear(x, W(s), b(s));
+      const A = w[`${n}.${s}.lora_A.weight`], Bm = w[`${n}.${s}.lora_B.weight`];
+      if (!A || !Bm || !lora) return y;
+      const xd = dropout(x, lora.dropout, drop.seed, loraDropoutSite(l, s));
+      const inDim = x.shape[x.rank - 1];
+      const u = matMul(tf.reshape(xd, [-1, inDim]), A, true);
+      const delta = tf.mul(matMul(u, Bm, true), lora.scale);
+      return tf.add(y, tf.reshape(delta, y.shape));
+    };
+    const q = heads(dense(h, "attention.self.query"), B, L, nh, hd);
+    const k = heads(dense(h, "attention.self.key"), B, L, nh, hd);
+    const v = heads(dense(h, "attention.self.value"), B, L, nh, hd);
     const scores = tf.add(tf.mul(matMul(q, k, true), 1 / Math.sqrt(hd)), keyMask);
     const site = dropoutSite({ at: "attention", layer: l });
     const probs = dropout(tf.softmax(scores), drop.attention, drop.seed, site);
@@ -126,7 +156,7 @@ export function encode(
       [B, L, H],
     );
     const attn = hidden(
-      linear(ctx, W("attention.output.dense"), b("attention.output.dense")),
+      dense(ctx, "attention.output.dense"),
       dropoutSite({ at: "attentionOutput", layer: l }),
     );
     h = layerNorm(
@@ -135,11 +165,8 @@ export function encode(
       b("attention.output.LayerNorm"),
       eps,
     );
-    const inter = gelu(linear(h, W("intermediate.dense"), b("intermediate.dense")));
-    const out = hidden(
-      linear(inter, W("output.dense"), b("output.dense")),
-      dropoutSite({ at: "ffnOutput", layer: l }),
-    );
+    const inter = gelu(dense(h, "intermediate.dense"));
+    const out = hidden(dense(inter, "output.dense"), dropoutSite({ at: "ffnOutput", layer: l }));
     h = layerNorm(tf.add(h, out), W("output.LayerNorm"), b("output.LayerNorm"), eps);
   }
   return h as tf.Tensor3D;
@@ -177,10 +204,21 @@ export function forward(
   batch: BatchTensors,
   delta: tf.Tensor3D | null,
   drop: DropoutConfig,
+  lora: LoraRun | null = null,
 ): tf.Tensor2D {
   const e = wordEmbeddings(config, w, batch);
   const words = delta ? tf.add(e, delta) as tf.Tensor3D : e;
-  return classify(config, w, encode(config, w, batch, words, drop), drop);
+  return classify(config, w, encode(config, w, batch, words, drop, lora), drop);
+}
+
+/**
+ * The weights a pass reads: the base's, or for a LoRA model the base's with
+ * the trainable tensors `trainable` (by trainable-layout name) added and
+ * their head tensors in place of the base's.
+ */
+export function passWeights(model: DeviceModel, trainable?: Weights): Weights {
+  if (!model.lora) return model.weights;
+  return { ...model.weights, ...(trainable ?? model.lora.weights) };
 }
 
 /**
@@ -248,10 +286,11 @@ export function objectiveLoss(
   delta: tf.Tensor3D | null,
   drop: DropoutConfig,
   targets: Targets,
+  lora: LoraRun | null = null,
 ): tf.Scalar {
   const e = wordEmbeddings(config, w, batch);
   const words = delta ? tf.add(e, delta) as tf.Tensor3D : e;
-  const sequence = encode(config, w, batch, words, drop);
+  const sequence = encode(config, w, batch, words, drop, lora);
   if (targets.kind === "classify") {
     return meanLoss(config, classify(config, w, sequence, drop), targets.labels);
   }
@@ -267,7 +306,10 @@ export function objectiveLoss(
 export async function predictLogits(model: DeviceModel, batch: HostBatch): Promise<Float32Array> {
   const bt = batchTensors(model.config, batch);
   try {
-    const logits = tf.tidy(() => forward(model.config, model.weights, bt, null, NO_DROPOUT));
+    const lora = model.lora ? { scale: model.lora.plan.scale, dropout: 0 } : null;
+    const logits = tf.tidy(() =>
+      forward(model.config, passWeights(model), bt, null, NO_DROPOUT, lora)
+    );
     const out = await logits.data() as Float32Array;
     logits.dispose();
     return out;

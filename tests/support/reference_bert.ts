@@ -2,6 +2,11 @@
  * An independent BERT/RoBERTa forward pass in plain float64 loops, written
  * from docs/model-and-data.md without tfjs, for checking the tfjs model (logits)
  * and its gradients (by central finite differences). No dropout.
+ *
+ * LoRA: with a {@link ReferenceLora}, each encoder linear layer that has
+ * `<module>.lora_A.weight` / `.lora_B.weight` in it adds (x·Aᵀ)·Bᵀ·scale, and
+ * its head tensors replace the base's (written from the PEFT formula, not
+ * from the engine).
  */
 import type { ModelConfig } from "../../shared/model/config.ts";
 import type { ParamLayout } from "../../shared/model/param_layout.ts";
@@ -61,23 +66,58 @@ function layerNorm(x: M, n: number, d: number, g: M, b: M, eps: number): M {
   return y;
 }
 
-/** What the reference reads: the model's shape, the weights in layout order, the batch, and δ if any. */
+/** A LoRA model's trainable tensors: their layout, values and the scale α/r. */
+export interface ReferenceLora {
+  readonly layout: ParamLayout;
+  readonly w: ArrayLike<number>;
+  readonly scale: number;
+}
+
+/**
+ * What the reference reads: the model's shape, the weights in layout order,
+ * the batch, δ if any, and LoRA's trainable tensors if any.
+ */
 type ReferenceInput = [
   config: ModelConfig,
   layout: ParamLayout,
   w: ArrayLike<number>,
   batch: LabelledBatch,
-  delta?: ArrayLike<number>,
+  delta?: ArrayLike<number> | null,
+  lora?: ReferenceLora | null,
 ];
+
+/** The tensor `name`: from the LoRA trainable tensors when they hold it, else the base. */
+function getter(layout: ParamLayout, w: ArrayLike<number>, lora?: ReferenceLora | null) {
+  return (name: string): M =>
+    lora?.layout.byName.has(name) ? get(lora.layout, lora.w, name) : get(layout, w, name);
+}
+
+/** y[n, out] += scale·(x·Aᵀ)·Bᵀ, A [r, in], B [out, r]. */
+function addLowRank(y: M, x: M, n: number, inD: number, A: M, B: M, outD: number, scale: number) {
+  const r = A.length / inD;
+  const u = new Float64Array(r);
+  for (let row = 0; row < n; row++) {
+    for (let k = 0; k < r; k++) {
+      let s = 0;
+      for (let i = 0; i < inD; i++) s += x[row * inD + i] * A[k * inD + i];
+      u[k] = s;
+    }
+    for (let o = 0; o < outD; o++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += u[k] * B[o * r + k];
+      y[row * outD + o] += scale * s;
+    }
+  }
+}
 
 /** Last hidden states [B·L, H], word embeddings perturbed by `delta` [B, L, H] if given. */
 export function referenceSequence(
-  ...[config, layout, w, batch, delta]: ReferenceInput
+  ...[config, layout, w, batch, delta, lora]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize, I = config.intermediateSize;
   const { size: B, seqLen: L } = batch;
   const nh = config.numHeads, hd = H / nh;
-  const P = (n: string) => get(layout, w, n);
+  const P = getter(layout, w, lora);
   const word = P(`${p}.embeddings.word_embeddings.weight`);
   const pos = P(`${p}.embeddings.position_embeddings.weight`);
   const typ = P(`${p}.embeddings.token_type_embeddings.weight`);
@@ -106,8 +146,12 @@ export function referenceSequence(
   );
   for (let l = 0; l < config.numLayers; l++) {
     const n = `${p}.encoder.layer.${l}`;
-    const lin = (x: M, s: string, i: number, o: number) =>
-      dense(x, N, i, P(`${n}.${s}.weight`), P(`${n}.${s}.bias`), o);
+    const lin = (x: M, s: string, i: number, o: number) => {
+      const y = dense(x, N, i, P(`${n}.${s}.weight`), P(`${n}.${s}.bias`), o);
+      const a = `${n}.${s}.lora_A.weight`, b = `${n}.${s}.lora_B.weight`;
+      if (lora?.layout.byName.has(a)) addLowRank(y, x, N, i, P(a), P(b), o, lora.scale);
+      return y;
+    };
     const q = lin(h, "attention.self.query", H, H);
     const k = lin(h, "attention.self.key", H, H);
     const v = lin(h, "attention.self.value", H, H);
@@ -169,12 +213,12 @@ export function referenceSequence(
 
 /** Logits [B, numLabels] for the batch, word embeddings perturbed by `delta` [B, L, H] if given. */
 export function referenceLogits(
-  ...[config, layout, w, batch, delta]: ReferenceInput
+  ...[config, layout, w, batch, delta, lora]: ReferenceInput
 ): Float64Array {
   const p = config.modelType, H = config.hiddenSize;
   const { size: B, seqLen: L } = batch;
-  const P = (n: string) => get(layout, w, n);
-  const h = referenceSequence(config, layout, w, batch, delta);
+  const P = getter(layout, w, lora);
+  const h = referenceSequence(config, layout, w, batch, delta, lora);
   const first = new Float64Array(B * H);
   for (let b = 0; b < B; b++) for (let j = 0; j < H; j++) first[b * H + j] = h[b * L * H + j];
   const C = config.numLabels;
@@ -191,9 +235,9 @@ export function referenceLogits(
 
 /** The micro-batch mean loss: cross-entropy, or squared error when numLabels = 1. */
 export function referenceLoss(
-  ...[config, layout, w, batch, delta]: ReferenceInput
+  ...[config, layout, w, batch, delta, lora]: ReferenceInput
 ): number {
-  const logits = referenceLogits(config, layout, w, batch, delta);
+  const logits = referenceLogits(config, layout, w, batch, delta, lora);
   const C = config.numLabels, B = batch.size;
   let total = 0;
   for (let b = 0; b < B; b++) {

@@ -8,6 +8,9 @@
  * threads (a deterministic run: one single-threaded process per core); on
  * the tfjs backends one process per core.
  *
+ * `deno task pretrain` (coordinator/pretrain.ts) is the same command with the
+ * objective fixed to mlm: {@link runCluster} with `objective`.
+ *
  * @module
  */
 import { exitOnFlagError } from "../shared/cli/flags.ts";
@@ -20,10 +23,13 @@ import {
   pickBackend,
 } from "../shared/compute/backend.ts";
 import { backendUnavailable } from "../shared/compute/create.ts";
+import type { FlagSpecs } from "../shared/cli/flags.ts";
+import type { Objective } from "../shared/model/param_layout.ts";
 import { parseOrExit, serveRun } from "./main.ts";
 import { spawnLocalWorkers, stopLocalWorkers } from "./local_workers.ts";
 
-const { config, flags } = await parseOrExit(Deno.args, {
+/** The flags `cluster` (and `pretrain`) take besides the training flags: the local workers. */
+export const CLUSTER_FLAGS = {
   workers: {
     type: "int",
     help: "local worker processes (default: cpu: one using every core; else one per core)",
@@ -37,29 +43,47 @@ const { config, flags } = await parseOrExit(Deno.args, {
     help: "cpu: BLAS threads per local worker (default: cores / workers)",
   },
   blas: BACKEND_FLAGS.blas,
-}, "deno task cluster [--workers N] [--backend B] [training flags]");
-if (flags.workers !== undefined && flags.workers < 0) {
-  console.error("error: --workers must be >= 0");
-  Deno.exit(2);
-}
-const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
+} as const satisfies FlagSpecs;
 
-/** The local workers' backend: as asked, else picked here (workers on this machine pick the same). */
-let backend: BackendName;
-let note: string | null = null;
-try {
-  if (requested !== undefined) backend = requested;
-  else ({ name: backend, note } = await pickBackend(opts));
-  const unavailable = await backendUnavailable(backend);
-  if (unavailable) throw new Error(unavailable);
-} catch (e) {
-  console.error(`error: ${(e as Error).message}`);
-  Deno.exit(1);
-}
-const cores = availableCores();
-const cpu = backend === "cpu";
-Deno.exit(
-  await serveRun(config, "more machines can join with", (url, token, log, resolved) => {
+/** The usage line of `deno task cluster --help`. */
+export const CLUSTER_USAGE = "deno task cluster [--workers N] [--backend B] [training flags]";
+
+/**
+ * Runs `cluster` on `args` to its end and returns the exit status (`--help`
+ * and usage errors exit here). `objective` fixes the run's objective (no
+ * `--objective` flag; see `parseRunFlags`), `usage` is the help's first lines.
+ */
+export async function runCluster(
+  args: string[],
+  opts: { readonly usage?: string; readonly objective?: Objective } = {},
+): Promise<number> {
+  const { config, flags } = await parseOrExit(
+    args,
+    CLUSTER_FLAGS,
+    opts.usage ?? CLUSTER_USAGE,
+    opts.objective,
+  );
+  if (flags.workers !== undefined && flags.workers < 0) {
+    console.error("error: --workers must be >= 0");
+    return 2;
+  }
+  const { requested, opts: backendOpts } = exitOnFlagError(() => backendRequest(flags));
+
+  /** The local workers' backend: as asked, else picked here (workers on this machine pick the same). */
+  let backend: BackendName;
+  let note: string | null = null;
+  try {
+    if (requested !== undefined) backend = requested;
+    else ({ name: backend, note } = await pickBackend(backendOpts));
+    const unavailable = await backendUnavailable(backend);
+    if (unavailable) throw new Error(unavailable);
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
+  }
+  const cores = availableCores();
+  const cpu = backend === "cpu";
+  return await serveRun(config, "more machines can join with", (url, token, log, resolved) => {
     // A resumed run's `deterministic` comes from its checkpoint, not from this command line.
     const { deterministic } = resolved.training;
     // One process drives a GPU, or (cpu) every core as BLAS threads; else one per core.
@@ -78,5 +102,7 @@ Deno.exit(
     const why = requested !== undefined ? "" : ` (auto${note ? `; ${note}; ${CPU_HINT}` : ""})`;
     log(`started ${children.length} local worker(s): ${backend}${each}${why}`);
     return Promise.resolve(() => stopLocalWorkers(children));
-  }),
-);
+  });
+}
+
+if (import.meta.main) Deno.exit(await runCluster(Deno.args));

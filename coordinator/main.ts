@@ -11,14 +11,19 @@ import { startCoordinator } from "./coordinator.ts";
 import { progressPrinter } from "./progress.ts";
 import { parseRunFlags, type RunConfig } from "./run_config.ts";
 import type { RunSummary, TrainerObserver } from "./trainer.ts";
+import type { Objective } from "../shared/model/param_layout.ts";
 
-/** Parses training flags plus `extra`, printing help (exit 0) or the error (exit 2). */
+/**
+ * Parses training flags plus `extra` (`objective`: fixed, see `parseRunFlags`),
+ * printing help (exit 0) or the error (exit 2).
+ */
 export function parseOrExit<const E extends Record<string, FlagSpec>>(
   args: string[],
   extra: E,
   usage: string,
+  objective?: Objective,
 ) {
-  return exitOnFlagError(() => parseRunFlags(args, extra, usage));
+  return exitOnFlagError(() => parseRunFlags(args, extra, usage, objective));
 }
 
 /** Installs SIGINT/SIGTERM handlers that checkpoint and stop the run. */

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { FlagError, type Flags, type FlagSpec, parseFlags } from "../shared/cli/flags.ts";
+import {
+  FlagError,
+  type Flags,
+  type FlagSpec,
+  type FlagSpecs,
+  parseFlags,
+} from "../shared/cli/flags.ts";
 import {
   ADVERSARY_MODES,
   ADVERSARY_NORMS,
@@ -177,6 +183,43 @@ export const TRAINING_FLAGS = {
 
 /** Parsed training flags. */
 export type TrainingFlags = Flags<typeof TRAINING_FLAGS>;
+
+/**
+ * The training flags only a classification run reads (the labelled task and
+ * how much of it is used): an MLM run takes its text from the corpus instead.
+ */
+export const CLASSIFY_ONLY_FLAGS = ["task", "data", "train", "eval", "train-limit"] as const;
+
+/** The training flags with `--objective` and the {@link CLASSIFY_ONLY_FLAGS} left out. */
+type MlmFlagNames = Exclude<
+  keyof typeof TRAINING_FLAGS,
+  "objective" | typeof CLASSIFY_ONLY_FLAGS[number]
+>;
+
+/**
+ * The flags of `deno task pretrain` (coordinator/pretrain.ts): the training
+ * flags an MLM run reads. `--objective` is fixed to `mlm`, and the
+ * {@link CLASSIFY_ONLY_FLAGS} are not accepted (unknown flags, exit 2).
+ */
+export const PRETRAIN_FLAGS = (() => {
+  const left = new Set<string>(["objective", ...CLASSIFY_ONLY_FLAGS]);
+  const kept = Object.fromEntries(
+    Object.entries(TRAINING_FLAGS).filter(([name]) => !left.has(name)),
+  ) as Pick<typeof TRAINING_FLAGS, MlmFlagNames>;
+  return {
+    ...kept,
+    model: {
+      ...TRAINING_FLAGS.model,
+      help: "checkpoint folder (HF format) or Hub name in the local HF cache to pre-train " +
+        "further (an MLM head is added if it has none); default: a fresh small BERT",
+    },
+    "metric-for-best": {
+      ...TRAINING_FLAGS["metric-for-best"],
+      help: "with --eval-every: the metric DIR/best and early stopping follow: " +
+        "mlm_accuracy (default, maximised) or mlm_loss (minimised)",
+    },
+  } as const;
+})();
 
 /** Where the examples come from: a named task, a GLUE folder, or JSONL files. */
 export interface TaskSource {
@@ -435,16 +478,33 @@ function resolve(f: TrainingFlags): RunConfig {
   };
 }
 
-/** Parses training flags (plus `extra` command-specific ones) into a RunConfig. */
+/**
+ * Parses training flags (plus `extra` command-specific ones) into a RunConfig.
+ * With `objective` the run's objective is fixed: `--objective` is not a flag,
+ * and for `mlm` the flags are {@link PRETRAIN_FLAGS} (`deno task pretrain`);
+ * the flags left out take their defaults.
+ */
 export async function parseRunFlags<const E extends Record<string, FlagSpec>>(
   args: readonly string[],
   extra: E,
   usage: string,
+  objective?: Objective,
 ): Promise<{ config: RunConfig; flags: Flags<typeof TRAINING_FLAGS & E> }> {
-  const spec = { ...TRAINING_FLAGS, ...extra };
+  const base: FlagSpecs = objective === undefined
+    ? TRAINING_FLAGS
+    : objective === "mlm"
+    ? PRETRAIN_FLAGS
+    : Object.fromEntries(Object.entries(TRAINING_FLAGS).filter(([n]) => n !== "objective"));
+  const spec = { ...base, ...extra };
   const fromFile = await configArgs(args);
   const all = [...fromFile, ...args];
-  const flags = parseFlags(all, spec, usage) as Flags<typeof TRAINING_FLAGS & E>;
+  const parsed = parseFlags(all, spec, usage);
+  // The flags this command does not take: their defaults (and the fixed objective).
+  const flags = {
+    ...parseFlags([], TRAINING_FLAGS, usage),
+    ...parsed,
+    ...(objective === undefined ? {} : { objective }),
+  } as unknown as Flags<typeof TRAINING_FLAGS & E>;
   const given = new Set(all.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]));
   const config = { ...resolve(flags as unknown as TrainingFlags), given };
   return { config: await withModelFolder(config), flags };

@@ -18,8 +18,8 @@ import { maxLenFlag } from "./flag_rules.ts";
 const USAGE =
   "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
 
-/** The flags (docs/architecture.md lists the commands). */
-const FLAGS = {
+/** The flags (docs/architecture.md lists the commands; README, "Flags of the other commands"). */
+export const EVALUATE_FLAGS = {
   ...MODEL_FLAG,
   task: { type: "string", help: "imdb or a GLUE name (with --data)" },
   data: { type: "string", help: "GLUE task folder" },
@@ -41,7 +41,7 @@ function checkpointLabels(
 }
 
 if (import.meta.main) {
-  const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
+  const flags = parseFlagsOrExit(Deno.args, EVALUATE_FLAGS, USAGE);
   if (!flags.task && !flags.eval) {
     console.error(
       "error: give --task NAME (with --data DIR for GLUE) or --eval FILE\nRun with --help for usage.",

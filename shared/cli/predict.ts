@@ -22,8 +22,8 @@ import { predictionLine, untrainedHeadWarning } from "./probabilities.ts";
 const USAGE =
   "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
 
-/** The flags (docs/architecture.md lists the commands). */
-const FLAGS = {
+/** The flags (docs/architecture.md lists the commands; README, "Flags of the other commands"). */
+export const PREDICT_FLAGS = {
   ...MODEL_FLAG,
   input: { type: "string", required: true, help: "JSONL lines {text, text_pair?}" },
   ...BACKEND_FLAGS,
@@ -32,7 +32,7 @@ const FLAGS = {
 } as const satisfies FlagSpecs;
 
 if (import.meta.main) {
-  const flags = parseFlagsOrExit(Deno.args, FLAGS, USAGE);
+  const flags = parseFlagsOrExit(Deno.args, PREDICT_FLAGS, USAGE);
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
     const { ck, tokenizer } = await loadScored(await resolveModel(flags.model));

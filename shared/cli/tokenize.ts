@@ -18,7 +18,8 @@ const USAGE = `Usage: deno task tokenize --model DIR --input FILE.jsonl [--max-l
 Tokenizes each line {"text": ..., "text_pair"?: ...} of the input and prints
 {"input_ids": [...], "token_type_ids": [...]} per line, in order.`;
 
-const SPEC = {
+/** The flags (README, "Flags of the other commands"). */
+export const TOKENIZE_FLAGS = {
   model: {
     type: "string",
     help:
@@ -44,7 +45,7 @@ async function writeAll(bytes: Uint8Array): Promise<void> {
 
 /** Runs the command on `args`; returns the exit status. */
 export async function main(args: string[]): Promise<number> {
-  const flags = parseFlagsOrExit(args, SPEC, USAGE);
+  const flags = parseFlagsOrExit(args, TOKENIZE_FLAGS, USAGE);
   const maxLen = flags["max-len"];
   try {
     const modelDir = flags.model === undefined ? undefined : await resolveModel(flags.model);

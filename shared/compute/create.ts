@@ -94,7 +94,7 @@ export function cpuBackend(
         if (!blas?.threadControl || want === null) return;
         if (blas.threads() !== want) blas.setThreads(want);
       };
-      const engine = new EngineModel(cpuDevice(gemm), config, layout);
+      const engine = new EngineModel(cpuDevice(gemm, { rowStable: o.rowStable }), config, layout);
       return new EngineCompute(engine, "cpu", device, { before });
     },
   };
@@ -174,8 +174,8 @@ export function disposeBackend(): void {
 /**
  * The coordinator's own compute for `config`/`layout`: the engine on the host
  * with a BLAS handle of its own where one loads (see {@link hostBlas}; one
- * thread when `deterministic`), else tfjs-wasm — and tfjs-wasm for
- * `maskedLm` scoring, which only tfjs has. Dispose it when done (that closes
+ * thread when `deterministic`; row-stable, see `cpuDevice`), else tfjs-wasm —
+ * and tfjs-wasm for `maskedLm` scoring, which only tfjs has. Dispose it when done (that closes
  * the BLAS handle).
  */
 export async function hostCompute(
@@ -188,7 +188,8 @@ export async function hostCompute(
     const info = await initTfjs("tfjs-wasm");
     return tfjsBackend(info.name, info.device).model(config, layout);
   }
-  const engine = new EngineModel(cpuDevice(blas.gemm), config, layout);
+  // It only scores: an example's logits independent of its place in the batch.
+  const engine = new EngineModel(cpuDevice(blas.gemm, { rowStable: true }), config, layout);
   const device = `${blas.describe()} on ${cpuName()}`;
   return new EngineCompute(engine, "cpu", device, { release: () => blas.close() });
 }

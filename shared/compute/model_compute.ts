@@ -72,10 +72,13 @@ export interface ComputeBackend {
    * so that every machine of the same kind gives the same bits (cpu: one
    * BLAS thread — OpenBLAS's sgemm gives different bits with 1 and 2 threads
    * on this model's shapes, and one is a count every machine can match).
+   * `rowStable` (cpu; for scoring, not training): an example's logits do not
+   * depend on its place in the batch (shared/engine/devices/cpu/device.ts,
+   * `rowStableGemm`).
    */
   model(
     config: ModelConfig,
     layout: ParamLayout,
-    opts?: { readonly deterministic?: boolean },
+    opts?: { readonly deterministic?: boolean; readonly rowStable?: boolean },
   ): ModelCompute;
 }

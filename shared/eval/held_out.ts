@@ -118,7 +118,8 @@ export async function scoringModel(
   opts: BackendOptions = {},
 ): Promise<{ model: ModelCompute; line: string; dispose(): void }> {
   const { backend, line } = await startBackend(requested, opts);
-  const model = backend.model(ck.config, ck.layout);
+  // Scoring: an example's logits do not depend on its place in the batch (cpu).
+  const model = backend.model(ck.config, ck.layout, { rowStable: true });
   model.setWeights(ck.weights);
   return {
     model,

@@ -52,12 +52,72 @@ function counted(dev: Device<F32>): Device<F32> {
   return out as unknown as Device<F32>;
 }
 
-/** A host device whose matrix products run on `gemm` (with {@link Device.counts}). */
-export function cpuDevice(gemm: Gemm): Device<F32> {
-  return counted(hostDevice(gemm));
+/** How {@link cpuDevice} computes. */
+export interface CpuDeviceOptions {
+  /**
+   * Give a row of a matrix product the same bits wherever it sits in the
+   * matrix ({@link rowStableGemm} for the device's `gemm`; the attention's
+   * products are per example already): identical examples get identical
+   * logits at any place in any batch. For scoring (predict, evaluate, the
+   * coordinator's own evaluation); training keeps the plain calls.
+   */
+  readonly rowStable?: boolean;
 }
 
-function hostDevice(gemm: Gemm): Device<F32> {
+/**
+ * A host device whose matrix products run on `gemm` (with {@link Device.counts});
+ * `opts.rowStable`: see {@link CpuDeviceOptions}.
+ */
+export function cpuDevice(gemm: Gemm, opts: CpuDeviceOptions = {}): Device<F32> {
+  return counted(hostDevice(gemm, opts.rowStable ? rowStableGemm(gemm) : gemm));
+}
+
+/**
+ * Rows per call of {@link rowStableGemm}. OpenBLAS 0.3.21's Haswell sgemm
+ * (bench/sgemm_rows.ts) computes the rows of one call in blocks of 12 whose
+ * halves take different code paths, and a remainder by a third; a call of 8
+ * rows computes all 8 alike (so do 1–4), but not alike the rows of a 1- or
+ * 4-row call: so every call must have the same row count.
+ */
+export const ROW_STABLE_ROWS = 8;
+
+/**
+ * `gemm` with every row of C computed in a call of exactly `rows` rows: M is
+ * split into calls of `rows`, and the last, shorter part is padded with zero
+ * rows in scratch (its rows of C copied in when `beta` is not 0, and back
+ * after). A row's bits then depend on its own inputs only — not on its place
+ * in the matrix nor on M — on a BLAS whose rows within such a call are
+ * computed alike (measured for OpenBLAS; tests/row_stable_test.ts).
+ */
+export function rowStableGemm(gemm: Gemm, rows = ROW_STABLE_ROWS): Gemm {
+  let pa = new Float32Array(0), pc = new Float32Array(0);
+  return (transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
+    let r = 0;
+    for (; r + rows <= m; r += rows) {
+      const ar = transA ? a.subarray(r) : a.subarray(r * lda);
+      gemm(transA, transB, rows, n, k, alpha, ar, lda, b, ldb, beta, c.subarray(r * ldc), ldc);
+    }
+    const rest = m - r;
+    if (rest <= 0) return;
+    if (pa.length < rows * k) pa = new Float32Array(rows * k);
+    if (pc.length < rows * n) pc = new Float32Array(rows * n);
+    // op(A)'s remaining rows, stored as A is (transA: k × rows, else rows × k), zeros after.
+    pa.fill(0, 0, rows * k);
+    for (let i = 0; i < rest; i++) {
+      if (transA) { for (let p = 0; p < k; p++) pa[p * rows + i] = a[p * lda + r + i]; }
+      else pa.set(a.subarray((r + i) * lda, (r + i) * lda + k), i * k);
+    }
+    pc.fill(0, 0, rows * n);
+    if (beta !== 0) {
+      for (let i = 0; i < rest; i++) pc.set(c.subarray((r + i) * ldc, (r + i) * ldc + n), i * n);
+    }
+    gemm(transA, transB, rows, n, k, alpha, pa, transA ? rows : k, b, ldb, beta, pc, n);
+    for (let i = 0; i < rest; i++) c.set(pc.subarray(i * n, i * n + n), (r + i) * ldc);
+  };
+}
+
+/** The host device: `gemm` for attention, `rowGemm` for the device's own matrix products. */
+function hostDevice(gemm: Gemm, rowGemm: Gemm): Device<F32> {
   let scratch = new Float32Array(0);
   const need = (n: number) => {
     if (scratch.length < n) scratch = new Float32Array(n);
@@ -97,7 +157,7 @@ function hostDevice(gemm: Gemm): Device<F32> {
     write: (t, data) => t.set(data),
     alias: (host) => host,
     release: () => {},
-    gemm,
+    gemm: rowGemm,
     dropoutMask: layers.dropoutMask,
     mul: layers.mul,
     add: layers.add,

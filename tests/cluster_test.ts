@@ -92,7 +92,7 @@ Deno.test("Ctrl-C on cluster (SIGINT to its process group) stops without alarmin
     env: { NO_COLOR: "1" },
   }).spawn();
   const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
-  await out.waitFor(/^worker \S+ joined: /);
+  await err.waitFor(/^worker \S+ joined: /); // progress and notes go to stderr
   // Mid-run: a few steps done, tasks in flight.
   await new Promise((r) => setTimeout(r, 1500));
   Deno.kill(-p.pid, "SIGINT");
@@ -101,8 +101,9 @@ Deno.test("Ctrl-C on cluster (SIGINT to its process group) stops without alarmin
   assert.equal(status.code, 0, all);
   const last = JSON.parse(out.lines.filter((l) => l.startsWith("{")).at(-1)!);
   assert.equal(last.stopped, true, all);
-  assert.ok(out.lines.includes("signal received: checkpointing and stopping"), all);
-  assert.ok(out.lines.some((l) => /^\[worker \d+\] exiting: /.test(l)), all);
+  assert.ok(err.lines.includes("signal received: checkpointing and stopping"), all);
+  assert.ok(err.lines.some((l) => /^\[worker \d+\] exiting: /.test(l)), all);
+  assert.equal(out.lines.length, 1, `stdout is the result line only:\n${out.lines.join("\n")}`);
   assert.doesNotMatch(
     all,
     /unknown_task|never assigned|failed to send|reset by peer|connection failed|refused|error/i,

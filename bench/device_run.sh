@@ -48,7 +48,6 @@ cd "$(dirname "$0")/.." || exit 1
 
 SLIM=.devcarry/node_modules-slim.tar.xz
 DENO_XZ=.devcarry/deno.xz
-TTA_COPY=bench/.device_run_tta-$$.ts  # beside the original, so its imports resolve
 MODE=gpu
 case "${1:-}" in
   pack) MODE=pack ;;
@@ -79,22 +78,10 @@ find_deno() {
   fi
 }
 
-# time_to_accuracy.ts starts its workers with a fixed --backend; where it has no --backend flag
-# of its own, run a copy (beside it, so its imports resolve) that starts them on $1.
+# Part c's script and its workers' backend (bench/time_to_accuracy.ts --backend).
 tta_script() {
-  if grep -q '"backend"\|  backend: {' bench/time_to_accuracy.ts; then
-    TTA=bench/time_to_accuracy.ts
-    TTA_BACKEND=(--backend "$1")
-    return 0
-  fi
-  grep -q 'backend: "tfjs-wasm",' bench/time_to_accuracy.ts || {
-    echo "device_run: bench/time_to_accuracy.ts has neither --backend nor backend: \"tfjs-wasm\"" >&2
-    return 1
-  }
-  sed -e "s/backend: \"tfjs-wasm\",/backend: \"$1\",/" \
-    -e "s/backend: \"wasm\" }/backend: \"$1\" }/" bench/time_to_accuracy.ts >"$TTA_COPY" || return 1
-  TTA=$TTA_COPY
-  TTA_BACKEND=()
+  TTA=bench/time_to_accuracy.ts
+  TTA_BACKEND=(--backend "$1")
 }
 
 if [ "$MODE" = pack ]; then
@@ -175,7 +162,6 @@ OUT=$(realpath "$OUT")
 LOG=$OUT/device_run.log
 : >"$LOG"
 exec > >(tee -a "$LOG") 2>&1
-trap 'rm -f "$TTA_COPY"' EXIT
 START=$(date +%s)
 TOTAL_S=${TOTAL_S:-470}
 [ "$MODE" = smoke ] && TOTAL_S=${SMOKE_TOTAL_S:-900}

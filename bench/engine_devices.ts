@@ -164,19 +164,44 @@ function perCall(c: DeviceCounts, n: number): DeviceCounts {
   };
 }
 
+const USAGE = `deno run -A bench/engine_devices.ts [flags]
+  --device-shape default|bert-base   model shape (default: the built-in model, mb 8, seq 64;
+                                     bert-base: random weights, mb 32, seq 128)
+  --micro-batch N, --seq-len N       override the shape's micro-batch and sequence length
+  --backends LIST                    ${BACKENDS.join(",")} (default: all)
+  --min-seconds S, --min-reps N      timing per row (default 3 s, 3 reps)
+  --out FILE                         JSON output (default bench/results/engine_devices-DATE.json)`;
+
+/** A positive integer flag value, or an error naming the flag. */
+function positiveInt(s: string, flag: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: a positive integer, got ${s}`);
+  return n;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
       "device-shape": { type: "string", default: "default" },
+      "micro-batch": { type: "string" },
+      "seq-len": { type: "string" },
+      help: { type: "boolean" },
       backends: { type: "string", default: BACKENDS.join(",") },
       "min-seconds": { type: "string", default: "3" },
       "min-reps": { type: "string", default: "3" },
       out: { type: "string" },
     },
   });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
   const shapeName = values["device-shape"]!;
-  const { config, B, L } = shapeOf(shapeName);
+  const shape = shapeOf(shapeName);
+  const config = shape.config;
+  const B = values["micro-batch"] ? positiveInt(values["micro-batch"], "--micro-batch") : shape.B;
+  const L = values["seq-len"] ? positiveInt(values["seq-len"], "--seq-len") : shape.L;
   const backends = values.backends!.split(",") as Backend[];
   for (const b of backends) if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b}`);
   const minSeconds = Number(values["min-seconds"]), minReps = Number(values["min-reps"]);

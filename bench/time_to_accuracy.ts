@@ -38,6 +38,11 @@ const flags = parseFlagsOrExit(
     "eval-limit": { type: "int", default: 500, help: "held-out examples scored" },
     "max-len": { type: "int", default: 64, help: "tokens per example" },
     workers: { type: "int", default: 2, help: "local worker processes" },
+    backend: {
+      type: "string",
+      default: "tfjs-wasm",
+      help: "the local workers' backend (cpu, webgpu, tfjs-wasm, …)",
+    },
     model: { type: "string", help: "checkpoint (default: the built-in model)" },
     lr: { type: "string", default: "", help: "overrides, e.g. baseline=3e-4,lamb=5e-3" },
     "big-batch": { type: "int", default: 1024, help: "global batch of the large-batch recipes" },
@@ -160,7 +165,7 @@ async function runOnce(r: Recipe, seed: number): Promise<RunResult> {
     },
   });
   const procs = spawnLocalWorkers(flags.workers, c.wsUrl, c.token, {
-    backend: "tfjs-wasm",
+    backend: flags.backend,
     output: "null",
   });
   const summary = await c.done;
@@ -351,7 +356,7 @@ await Deno.writeTextFile(
   JSON.stringify(
     {
       date: new Date().toISOString(),
-      machine: { cores: navigator.hardwareConcurrency, backend: "wasm" },
+      machine: { cores: navigator.hardwareConcurrency, backend: flags.backend },
       flags,
       target,
       baselineBest,

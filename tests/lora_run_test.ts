@@ -17,6 +17,17 @@ import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, runDeno, spawnWorker } from "./support/processes.ts";
 import { loadPeftAdapter } from "../shared/io/peft.ts";
+import { saveCheckpoint } from "../shared/io/checkpoint.ts";
+import { TINY_VOCAB, tinyExamples } from "./support/fixtures.ts";
+import { tinyConfig, tinyWeights } from "./support/tiny.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
+import { adversaryAt } from "../shared/method/adversary_config.ts";
+import { learningRate } from "../coordinator/lr_schedule.ts";
+import { createOptimizerState, optimizerStep } from "../coordinator/optimizer.ts";
+import { microBatchGradient } from "../shared/tfjs/gradient.ts";
+import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
+import * as tf from "@tensorflow/tfjs-core";
+import { baseHash } from "../shared/model/base_hash.ts";
 
 await initBackend("tfjs-wasm");
 const model = await tinyModelDir();
@@ -40,21 +51,139 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   return d;
 }
 
-Deno.test("--lora 4: a coordinator and a worker process train the adapters as in-process", async () => {
-  const cache = await Deno.makeTempDir({ prefix: "adaptmesh-bases-" });
-  const reference = await inProcess(tinyRunArgs(model, task, LORA));
-  const { config } = await parseRunFlags(tinyRunArgs(model, task, LORA), {}, "");
+const reference = await inProcess(tinyRunArgs(model, task, LORA));
+
+/** A coordinator of `args` and one worker process on `cache`; resolves after the run. */
+async function processRun(args: string[], cache: string) {
+  const { config } = await parseRunFlags(args, {}, "");
   const c = await startCoordinator(config, { log: () => {} });
   const p = spawnWorker(c.wsUrl, c.token, ["--base-cache", cache]);
   const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
   await c.done;
   await c.close();
   await finish(p, [out, err]);
-  const got = c.trainer.lora!.trainable, want = reference.lora!.trainable;
+  return { c, out };
+}
+
+Deno.test("--lora 4: a coordinator and a worker process train the adapters as in-process; the saved PEFT folder loads back and predict --adapter gives the run's logits", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "adaptmesh-bases-" });
+  const save = await Deno.makeTempDir({ prefix: "adaptmesh-save-" });
+  const { c, out } = await processRun(
+    tinyRunArgs(model, task, [...LORA, "--save", save, "--merge", "--overwrite"]),
+    cache,
+  );
+  const lora = c.trainer.lora!;
+  const got = lora.trainable, want = reference.lora!.trainable;
   assert.ok(maxDiff(got, want) <= 1e-6, `max diff ${maxDiff(got, want)}`);
-  assert.ok(maxDiff(got, reference.trainLayout.total ? c.trainer.lora!.trainable : got) === 0);
-  // The base is frozen; the head moved.
+  // Training moved the adapters (B starts at zero) and the head; the base is frozen.
+  const b0 = lora.plan.adapters[0].b;
+  assert.ok(got.subarray(b0.offset, b0.offset + b0.size).some((x) => x !== 0));
   assert.deepEqual(c.trainer.weights, reference.weights);
   assert.ok(out.lines.some((l) => /received base/.test(l)), out.lines.join("\n"));
+  // The cache holds the base under its hash.
+  assert.ok((await Deno.stat(join(cache, `${lora.baseHash}.f32`))).isFile);
+
+  // DIR/model is a PEFT folder with the trained values.
+  const back = await loadPeftAdapter(join(save, "model"), lora.config);
+  assert.deepEqual(back.trainable, got);
+  const cfg = JSON.parse(await Deno.readTextFile(join(save, "model", "adapter_config.json")));
+  assert.equal(cfg.base_model_name_or_path, model);
+  assert.equal(cfg.r, 4);
+  assert.equal(cfg.lora_alpha, 4);
+  // predict --model BASE --adapter DIR/model, and the merged model, give the run's logits.
+  const input = join(save, "input.jsonl");
+  const texts = tinyExamples(5, 9).map((e) => ({ text: e.text }));
+  await Deno.writeTextFile(input, texts.map((t) => JSON.stringify(t)).join("\n") + "\n");
+  const run = (args: string[]) =>
+    runDeno("shared/cli/predict.ts", [...args, "--input", input, "--backend", "tfjs-wasm"]);
+  const viaAdapter = await run(["--model", model, "--adapter", join(save, "model")]);
+  const viaMerged = await run(["--model", join(save, "merged")]);
+  assert.equal(viaAdapter.code, 0, viaAdapter.stderr);
+  assert.equal(viaMerged.code, 0, viaMerged.stderr);
+  const logitsOf = (s: string) =>
+    s.trim().split("\n").map((l) => JSON.parse(l).logits as number[]).flat();
+  const a = logitsOf(viaAdapter.stdout), m = logitsOf(viaMerged.stdout);
+  // The run's own logits: the tfjs oracle with the adapters on the base.
+  const { EncodedSet } = await import("../shared/data/batching.ts");
+  const { loadTokenizer } = await import("../shared/text/tokenizer.ts");
+  const set = new EncodedSet(
+    texts.map((t) => ({ text: t.text, label: 0 })),
+    await loadTokenizer(model),
+    16,
+  );
+  const batch = set.batch([0, 1, 2, 3, 4]);
+  const weights = weightTensors(c.trainer.layout, c.trainer.weights);
+  const lw = weightTensors(lora.plan.layout, got);
+  const runLogits = await predictLogits({
+    config: lora.config,
+    layout: c.trainer.layout,
+    weights,
+    lora: { plan: lora.plan, weights: lw },
+  }, batch);
+  tf.dispose([...Object.values(weights), ...Object.values(lw)]);
+  assert.equal(a.length, runLogits.length);
+  for (let i = 0; i < a.length; i++) {
+    assert.ok(Math.abs(a[i] - runLogits[i]) <= 1e-5, `logit ${i}: ${a[i]} vs ${runLogits[i]}`);
+    assert.ok(Math.abs(m[i] - runLogits[i]) <= 1e-5, `merged logit ${i}: ${m[i]}`);
+  }
+  await Deno.remove(cache, { recursive: true });
+  await Deno.remove(save, { recursive: true });
+});
+
+Deno.test("a LoRA worker killed and restarted mid-run does not download the base again", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "adaptmesh-bases-" });
+  const args = tinyRunArgs(model, task, LORA);
+  const { config } = await parseRunFlags(args, {}, "");
+  const c = await startCoordinator(config, { log: () => {} });
+  const spawn = () => {
+    const p = spawnWorker(c.wsUrl, c.token, ["--base-cache", cache]);
+    return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
+  };
+  const a = spawn();
+  let b: ReturnType<typeof spawn> | null = null;
+  let sentBefore = 0;
+  const watch = setInterval(() => {
+    if (!b && c.trainer.step >= 1) {
+      a.p.kill("SIGKILL");
+      sentBefore = c.monitor.bytesOut;
+      b = spawn();
+    }
+  }, 5);
+  await c.done;
+  clearInterval(watch);
+  await c.close();
+  await finish(a.p, [a.out, a.err]);
+  assert.ok(b, "a worker was restarted");
+  const late = b as ReturnType<typeof spawn>;
+  await finish(late.p, [late.out, late.err]);
+  const baseBytes = c.trainer.weights.byteLength;
+  const after = c.monitor.bytesOut - sentBefore;
+  assert.ok(a.out.lines.some((l) => /received base/.test(l)), a.out.lines.join("\n"));
+  assert.ok(!late.out.lines.some((l) => /received base/.test(l)), late.out.lines.join("\n"));
+  assert.ok(late.out.lines.some((l) => /loaded from/.test(l)), late.out.lines.join("\n"));
+  // After the restart only trainable tensors (and tasks) travelled: far less than one base.
+  assert.ok(after < baseBytes, `sent ${after} bytes after the restart; the base is ${baseBytes}`);
+  assert.ok(maxDiff(c.trainer.lora!.trainable, reference.lora!.trainable) <= 1e-6);
+  await Deno.remove(cache, { recursive: true });
+});
+
+Deno.test("a worker holding bases of other hashes (and a corrupt copy of this one) receives the right base", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "adaptmesh-bases-" });
+  const layout = reference.layout, base = reference.weights;
+  // Another base, cached correctly under its own hash.
+  const other = base.map((x) => x + 1);
+  const otherHash = baseHash(layout, other);
+  await Deno.writeFile(join(cache, `${otherHash}.f32`), new Uint8Array(other.buffer));
+  // A file named by this run's hash whose content is another base.
+  const right = reference.lora!.baseHash;
+  await Deno.writeFile(join(cache, `${right}.f32`), new Uint8Array(other.buffer));
+  const { c, out } = await processRun(tinyRunArgs(model, task, LORA), cache);
+  assert.ok(out.lines.some((l) => /does not hash to its name/.test(l)), out.lines.join("\n"));
+  assert.ok(out.lines.some((l) => /received base/.test(l)), out.lines.join("\n"));
+  assert.ok(maxDiff(c.trainer.lora!.trainable, reference.lora!.trainable) <= 1e-6);
+  // The cache now holds the right base under its name, and the other base untouched.
+  const again = new Float32Array((await Deno.readFile(join(cache, `${right}.f32`))).buffer);
+  assert.equal(baseHash(layout, again), right);
+  assert.ok((await Deno.stat(join(cache, `${otherHash}.f32`))).isFile);
   await Deno.remove(cache, { recursive: true });
 });

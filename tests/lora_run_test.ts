@@ -187,3 +187,110 @@ Deno.test("a worker holding bases of other hashes (and a corrupt copy of this on
   assert.ok((await Deno.stat(join(cache, `${otherHash}.f32`))).isFile);
   await Deno.remove(cache, { recursive: true });
 });
+
+Deno.test("continuing the PEFT adapter PEFT wrote: 3 LAMB + PGD steps equal an independent step-by-step computation", async () => {
+  const fixture = new URL("./fixtures/peft_tiny_bert/", import.meta.url).pathname;
+  // The fixture's base: the tiny BERT of tests/support/tiny.ts, 3 labels.
+  const dir = await Deno.makeTempDir({ prefix: "adaptmesh-model-" });
+  const config = tinyConfig();
+  const layout = paramLayout(config), weights = tinyWeights(layout);
+  await Deno.writeTextFile(join(dir, "vocab.txt"), TINY_VOCAB.join("\n") + "\n");
+  await saveCheckpoint(dir, { config, weights });
+  const rows = (n: number, seed: number) =>
+    tinyExamples(n, seed).map((e, i) => JSON.stringify({ text: e.text, label: i % 3 }));
+  await Deno.writeTextFile(join(dir, "train.jsonl"), rows(24, 1).join("\n") + "\n");
+  await Deno.writeTextFile(join(dir, "eval.jsonl"), rows(6, 2).join("\n") + "\n");
+  const args = tinyRunArgs(
+    dir,
+    { train: join(dir, "train.jsonl"), eval: join(dir, "eval.jsonl") },
+    [
+      "--adapter",
+      fixture,
+      "--steps",
+      "3",
+      "--adv",
+      "pgd",
+      "--adv-start",
+      "0",
+      "--dropout",
+      "0",
+    ],
+  );
+  const trained = await inProcess(args);
+
+  // Independently: the tfjs oracle's gradient per micro-batch, Σ n_j g_j / Σ n_j, LAMB.
+  const { config: runConfig } = await parseRunFlags(args, {}, "");
+  const t = await Trainer.create(runConfig);
+  const adapter = await loadPeftAdapter(fixture, t.modelConfig);
+  const plan = adapter.plan, trainable = adapter.trainable.slice();
+  const state = createOptimizerState(plan.layout.total);
+  const { training } = t.config;
+  const base = weightTensors(t.layout, t.weights);
+  for (let step = 0; step < 3; step++) {
+    const adversary = adversaryAt(training.adversary, step, t.totalSteps, training.adversaryStart);
+    const acc = new Float64Array(plan.layout.total);
+    let n = 0;
+    const lw = weightTensors(plan.layout, trainable);
+    for (const [index, indices] of t.plan.step(step).microBatches.entries()) {
+      const batch = t.data.train.batch(indices, step);
+      const r = await microBatchGradient(
+        { config: t.modelConfig, layout: t.layout, weights: base, lora: { plan, weights: lw } },
+        {
+          step,
+          index,
+          seed: training.seed,
+          adversary,
+          batch,
+          dropout: { hidden: 0, attention: 0 },
+        },
+      );
+      for (let i = 0; i < acc.length; i++) acc[i] += batch.size * r.grad[i];
+      n += batch.size;
+    }
+    tf.dispose(Object.values(lw));
+    const grad = Float32Array.from(acc, (x) => x / n);
+    const opt = training.optimizer;
+    const lr = learningRate(step + 1, t.totalSteps, opt.lr, t.warmupSteps, training.schedule.kind);
+    optimizerStep(plan.layout, trainable, grad, state, lr, opt);
+  }
+  tf.dispose(Object.values(base));
+  const got = trained.lora!.trainable;
+  const d = maxDiff(got, trainable);
+  assert.ok(d <= 1e-6, `max diff ${d}`);
+  assert.ok(maxDiff(got, adapter.trainable) > 1e-4, "the adapter was trained");
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a LoRA run resumed from a checkpoint (trainable state, optimizer, base by hash) ends as the run it continues", async () => {
+  const save = await Deno.makeTempDir({ prefix: "adaptmesh-save-" });
+  const full = await inProcess(
+    tinyRunArgs(model, task, [
+      ...LORA,
+      "--save",
+      save,
+      "--overwrite",
+      "--checkpoint-every",
+      "1",
+      "--save-total-limit",
+      "5",
+    ]),
+  );
+  assert.deepEqual(full.lora!.trainable, reference.lora!.trainable);
+  const meta = JSON.parse(await Deno.readTextFile(join(save, "step-000001", "run_state.json")));
+  assert.equal(meta.lora.baseHash, reference.lora!.baseHash);
+  await Deno.writeTextFile(join(save, "latest"), "step-000001\n");
+  const resumed = await inProcess(["--resume", save, "--port", "0", "--token", "t"]);
+  assert.equal(resumed.step, 3);
+  assert.deepEqual(resumed.lora!.trainable, reference.lora!.trainable);
+  // Another base (another --model) is refused by hash.
+  await Deno.writeTextFile(join(save, "latest"), "step-000001\n");
+  const other = await tinyModelDir(7);
+  const stored = JSON.parse(await Deno.readTextFile(join(save, "step-000001", "run_state.json")));
+  stored.runConfig.model = other;
+  await Deno.writeTextFile(join(save, "step-000001", "run_state.json"), JSON.stringify(stored));
+  await assert.rejects(
+    inProcess(["--resume", save, "--port", "0", "--token", "t"]),
+    /base model's hash/,
+  );
+  await Deno.remove(save, { recursive: true });
+});

@@ -294,3 +294,12 @@ Deno.test("a LoRA run resumed from a checkpoint (trainable state, optimizer, bas
   );
   await Deno.remove(save, { recursive: true });
 });
+
+Deno.test("a base larger than a chunk travels as a chunked transfer and arrives whole", async () => {
+  const { deliver } = await import("./support/transfer.ts");
+  const { prepareMessage, CHUNK_BYTES } = await import("../shared/wire/transfer.ts");
+  const data = Float32Array.from({ length: CHUNK_BYTES / 2 + 7 }, (_, i) => i % 97);
+  const m = deliver(prepareMessage({ type: "base", runId: "r", hash: "a".repeat(64), data }));
+  assert.equal(m.type, "base");
+  if (m.type === "base") assert.deepEqual(m.data, data);
+});

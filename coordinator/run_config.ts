@@ -558,7 +558,13 @@ export function resumedConfig(given: RunConfig, stored: unknown, source: string)
   const { resume } = given.io;
   return {
     ...r,
-    io: { ...r.io, save: given.io.save ?? resume, resume },
+    // The stored model is the resolved folder: it names the adapter's base too.
+    io: {
+      ...r.io,
+      ...(r.io.modelDir !== null ? { modelName: r.io.modelDir } : {}),
+      save: given.io.save ?? resume,
+      resume,
+    },
     network: given.network,
     ui: given.ui,
   };

@@ -100,7 +100,8 @@ export async function startCoordinator(
     maxFrameBytes: opts.maxFrameBytes ?? MAX_FRAME_BYTES,
     // A deterministic run's pinned backend (kept across resumes by its checkpoints).
     requireBackend: () => trainer.pinnedBackend,
-    welcome: (id) => trainer.welcome(id),
+    welcome: (id, hello) => trainer.welcome(id, hello),
+    baseFor: (hello) => trainer.baseFor(hello),
     rejected: (code) => monitor.rejected(code),
     bytes: (dir, n) => monitor.bytes(dir, n),
     log,

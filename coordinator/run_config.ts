@@ -33,6 +33,7 @@ import { ModelNotFound, resolveModel } from "../shared/io/hf_cache.ts";
 import { maxLenFlag, portFlag } from "../shared/cli/flag_rules.ts";
 import { BEST_MODEL_FLAGS, type BestModelConfig, resolveBestModel } from "./best_model.ts";
 import { SAVE_DIR_FLAGS } from "./save_dir.ts";
+import { LORA_FLAGS, type LoraSettings, resolveLora, STORED_LORA_FLAGS } from "./lora_flags.ts";
 
 /**
  * First adversarial step when `--adv-start` is not given: 30% into the run
@@ -152,6 +153,7 @@ export const TRAINING_FLAGS = {
   resume: { type: "string", help: "continue the run checkpointed in this folder" },
   ...SAVE_DIR_FLAGS,
   ...BEST_MODEL_FLAGS,
+  ...LORA_FLAGS,
   deterministic: {
     type: "boolean",
     help: "bit-reproducible: one backend for all workers, f32 weights",
@@ -262,6 +264,8 @@ export interface TrainingConfig {
   readonly evalEvery: number;
   /** Keeping the best evaluation's model and early stopping (coordinator/best_model.ts). */
   readonly best: BestModelConfig;
+  /** LoRA (coordinator/lora_flags.ts); null: full fine-tuning. */
+  readonly lora: LoraSettings | null;
 }
 
 /** Which examples the run trains and scores on. */
@@ -278,6 +282,8 @@ export interface DataConfig {
 /** What is read and written: the starting model, checkpoints, the saved model, the resumed run. */
 export interface IoConfig {
   readonly modelDir: string | null;
+  /** `--model` as given (a Hub name or a folder), before it was resolved to `modelDir`. */
+  readonly modelName?: string | null;
   readonly save: string | null;
   readonly saveDtype: "F32" | "F16" | "BF16";
   /** Largest weights file of a saved model in bytes; past it the weights are sharded. */
@@ -441,6 +447,7 @@ function resolve(f: TrainingFlags): RunConfig {
       adversaryStart: positive("adv-start", f["adv-start"], true),
       evalEvery: positive("eval-every", f["eval-every"], true),
       best: resolveBestModel(f),
+      lora: resolveLora(f),
     },
     data: {
       task: {
@@ -515,7 +522,10 @@ async function withModelFolder(config: RunConfig): Promise<RunConfig> {
   const ref = config.io.modelDir;
   if (ref === null) return config;
   try {
-    return { ...config, io: { ...config.io, modelDir: await resolveModel(ref) } };
+    return {
+      ...config,
+      io: { ...config.io, modelDir: await resolveModel(ref), modelName: ref },
+    };
   } catch (e) {
     if (e instanceof ModelNotFound) throw new FlagError(`--model: ${e.message}`);
     throw e;
@@ -571,6 +581,7 @@ const STORED_FLAGS = {
   "metric-for-best": (c) => c.training.best.metric,
   "early-stopping-patience": (c) => c.training.best.patience,
   "save-total-limit": (c) => c.io.saveTotalLimit,
+  ...STORED_LORA_FLAGS,
 } satisfies Partial<Record<keyof typeof TRAINING_FLAGS, (c: RunConfig) => StoredValue>>;
 
 /**
@@ -607,7 +618,13 @@ export function resumedConfig(given: RunConfig, stored: unknown, source: string)
   const { resume } = given.io;
   return {
     ...r,
-    io: { ...r.io, save: given.io.save ?? resume, resume },
+    // The stored model is the resolved folder: it names the adapter's base too.
+    io: {
+      ...r.io,
+      ...(r.io.modelDir !== null ? { modelName: r.io.modelDir } : {}),
+      save: given.io.save ?? resume,
+      resume,
+    },
     network: given.network,
     ui: given.ui,
   };

@@ -23,6 +23,7 @@ import { atomicWriteFile } from "../shared/io/atomic_write.ts";
 import type { ModelConfig } from "../shared/model/config.ts";
 import type { Objective } from "../shared/model/param_layout.ts";
 import { decodeOptimizerState, encodeOptimizerState, type OptimizerState } from "./optimizer.ts";
+import { loadLoraState, type LoraState, saveLoraState } from "./lora_state.ts";
 
 /** Everything a resumed run needs. */
 export interface RunState {
@@ -49,6 +50,12 @@ export interface RunState {
   readonly best?: unknown;
   /** trainer_state.json in Hugging Face's layout (coordinator/run_log.ts); absent: not written. */
   readonly trainerState?: Record<string, unknown>;
+  /**
+   * A LoRA run: the trainable state and the base's hash (coordinator/lora_state.ts).
+   * Then `weights` is not written (the base comes from `--model`, checked by
+   * hash) and, read back, is empty; `optimizer` is over the trainable layout.
+   */
+  readonly lora?: LoraState | null;
 }
 
 /** Which step checkpoints a save keeps. */
@@ -74,14 +81,17 @@ export async function saveRunState(
   const name = stepFolderName(state.step);
   const folder = join(dir, name);
   await Deno.mkdir(folder, { recursive: true });
-  await saveCheckpoint(folder, {
-    config: state.modelConfig,
-    weights: state.weights,
-    objective: state.objective,
-  }, {
-    dtype: "F32",
-    copyTokenizerFrom: tokenizerFrom,
-  });
+  if (state.lora) await saveLoraState(folder, state.modelConfig, state.lora, tokenizerFrom);
+  else {
+    await saveCheckpoint(folder, {
+      config: state.modelConfig,
+      weights: state.weights,
+      objective: state.objective,
+    }, {
+      dtype: "F32",
+      copyTokenizerFrom: tokenizerFrom,
+    });
+  }
   await atomicWriteFile(join(folder, "optimizer.bin"), encodeOptimizerState(state.optimizer));
   await atomicWriteFile(
     join(folder, RUN_STATE_FILE),
@@ -94,6 +104,7 @@ export async function saveRunState(
         backend: state.backend,
         runConfig: state.runConfig,
         best: state.best ?? null,
+        ...(state.lora ? { lora: { baseHash: state.lora.baseHash } } : {}),
       },
       null,
       2,
@@ -148,7 +159,10 @@ export async function loadRunState(dir: string): Promise<RunState & { folder: st
     ),
   );
   const objective: Objective = meta.objective ?? "classify";
-  const ck = await loadCheckpoint(folder, { objective });
+  const lora = meta.lora ? await loadLoraState(folder, meta.lora) : null;
+  const ck = lora
+    ? { config: lora.config, weights: new Float32Array(0), layout: lora.state.plan.layout }
+    : await loadCheckpoint(folder, { objective });
   const optimizer = decodeOptimizerState(
     await Deno.readFile(join(folder, "optimizer.bin")),
     ck.layout.total,
@@ -165,5 +179,6 @@ export async function loadRunState(dir: string): Promise<RunState & { folder: st
     backend: typeof meta.backend === "string" ? meta.backend : null,
     runConfig: meta.runConfig,
     best: meta.best ?? null,
+    lora: lora?.state ?? null,
   };
 }

@@ -28,7 +28,7 @@ import {
   toErrorMessage,
   type WelcomeMessage,
 } from "../shared/wire/protocol.ts";
-import { type BufferPool, Reassembler, Sender } from "../shared/wire/transfer.ts";
+import { type BufferPool, type Outgoing, Reassembler, Sender } from "../shared/wire/transfer.ts";
 import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { ErrorReply, Scheduler, WorkerLink } from "./scheduler.ts";
 import { peerText } from "../shared/wire/peer_text.ts";
@@ -44,7 +44,10 @@ export interface MeshContext {
   readonly maxFrameBytes: number;
   /** One backend for every worker (deterministic mode). */
   readonly requireBackend: () => string | null;
-  welcome(workerId: string): WelcomeMessage;
+  /** The welcome of worker `workerId`, given its hello (LoRA: the bases it holds). */
+  welcome(workerId: string, hello?: HelloMessage): WelcomeMessage;
+  /** LoRA: the `base` message to send right after the welcome, for a worker without the base. */
+  baseFor?(hello: HelloMessage): Outgoing | null;
   /** A peer's message was refused. */
   rejected?(reason: ErrorCode, detail: string): void;
   /** Frame sizes, for metrics. */
@@ -334,9 +337,11 @@ function handshake(m: HelloMessage, peer: Peer, ctx: MeshContext): string {
   const id = m.workerId && PLAIN_ID.test(m.workerId) && !ctx.scheduler.workers.has(m.workerId)
     ? m.workerId
     : crypto.randomUUID().slice(0, 8);
-  const welcome = ctx.welcome(id);
+  const welcome = ctx.welcome(id, m);
   peer.receiver.runId = welcome.runId;
   peer.send(welcome);
+  const base = ctx.baseFor?.(m);
+  if (base) peer.sender.send(base);
   const link: WorkerLink = {
     id,
     backend: m.backend,

@@ -14,7 +14,7 @@ import { saveCheckpoint } from "../shared/io/checkpoint.ts";
 import { maxSequenceLength, type ModelConfig, toHfConfig } from "../shared/model/config.ts";
 import { lossItems } from "../shared/model/targets.ts";
 import type { ParamLayout } from "../shared/model/param_layout.ts";
-import { encodeMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
+import { encodeMessage, type HelloMessage, type WelcomeMessage } from "../shared/wire/protocol.ts";
 import { BufferPool, CHUNK_BYTES, type Outgoing } from "../shared/wire/transfer.ts";
 import { WeightsOut } from "./weights_out.ts";
 import { bertBaseUncasedVocab, vocabToTxt } from "../shared/text/vocab.ts";
@@ -29,7 +29,8 @@ import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { type OptimizerState, optimizerStep, type StepStats } from "./optimizer.ts";
 import type { DataPlan } from "./data_plan.ts";
 import { replaceDirectory } from "../shared/io/atomic_write.ts";
-import { gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
+import { denseLayout, gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
+import type { LoraRun } from "./lora_run.ts";
 import { type RunConfig, storedSettings } from "./run_config.ts";
 import { type RunState, saveRunState } from "./run_state.ts";
 import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";
@@ -192,6 +193,12 @@ export class Trainer {
   declare readonly runLog: RunLog;
   /** The best evaluation so far and early stopping (coordinator/best_model.ts). */
   declare readonly best: BestModel;
+  /**
+   * A LoRA run (coordinator/lora_run.ts): the optimizer, the weights
+   * messages and the gradients are over its trainable layout; `weights` is
+   * the frozen base. Null: full fine-tuning.
+   */
+  declare readonly lora: LoraRun | null;
   /** Warmup in steps (`--warmup` resolved against the run's length). */
   readonly warmupSteps: number;
   /** How results carry gradients (row-sparse word embeddings). */
@@ -220,7 +227,10 @@ export class Trainer {
     this.#backend = backend;
     const { training, data } = parts.config;
     this.warmupSteps = resolveWarmup(training.schedule.warmup, parts.totalSteps);
-    this.gradLayout = gradLayout(parts.layout, training.objective);
+    // LoRA: the trainable gradient is dense (no word-embedding rows train).
+    this.gradLayout = parts.lora
+      ? denseLayout(parts.lora.plan.layout.total)
+      : gradLayout(parts.layout, training.objective);
     const tokens = training.microBatch *
       Math.min(data.maxLen, maxSequenceLength(parts.modelConfig));
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
@@ -254,8 +264,26 @@ export class Trainer {
     if (this.config.training.deterministic) this.#backend ??= backend;
   }
 
-  /** The welcome every worker receives. */
-  welcome(workerId: string): WelcomeMessage {
+  /** The layout the optimizer, weights messages and gradients are over (LoRA: the trainable one). */
+  get trainLayout(): ParamLayout {
+    return this.lora?.plan.layout ?? this.layout;
+  }
+
+  /** What the optimizer updates (LoRA: the trainable buffer). */
+  get trainWeights(): Float32Array {
+    return this.lora?.trainable ?? this.weights;
+  }
+
+  /**
+   * LoRA: the `base` message for a worker whose hello does not list the
+   * base's hash (sent right after its welcome); else null.
+   */
+  baseFor(hello?: Pick<HelloMessage, "bases">): Outgoing | null {
+    return this.lora?.baseFor(this.runId, hello) ?? null;
+  }
+
+  /** The welcome every worker receives (LoRA: says whether the base follows, from `hello.bases`). */
+  welcome(workerId: string, hello?: Pick<HelloMessage, "bases">): WelcomeMessage {
     return {
       type: "welcome",
       workerId,
@@ -264,6 +292,7 @@ export class Trainer {
       objective: this.config.training.objective,
       dropout: this.config.training.dropout,
       deterministic: this.config.training.deterministic,
+      ...(this.lora ? { lora: this.lora.welcome(hello) } : {}),
     };
   }
 
@@ -278,7 +307,7 @@ export class Trainer {
     this.#weightsFrame = this.#weightsOut.prepare(
       this.runId,
       this.weightsVersion,
-      this.weights,
+      this.trainWeights,
       f16 ? "f16" : "f32",
     );
     return performance.now() - t0;
@@ -385,7 +414,7 @@ export class Trainer {
       gradNorm: norm,
       clipped,
       updateNorm: stats.updateNorm,
-      trustRatio: trustSummary(this.layout, stats.trustRatios),
+      trustRatio: trustSummary(this.trainLayout, stats.trustRatios),
       examples: results.reduce((a, r) => a + r.count, 0),
       tokens,
       adversary: mode,
@@ -405,7 +434,8 @@ export class Trainer {
     const opt = this.config.training.optimizer;
     const { kind } = this.config.training.schedule;
     const lr = learningRate(t + 1, this.totalSteps, opt.lr, this.warmupSteps, kind);
-    return { lr, stats: optimizerStep(this.layout, this.weights, grad, this.optimizer, lr, opt) };
+    const stats = optimizerStep(this.trainLayout, this.trainWeights, grad, this.optimizer, lr, opt);
+    return { lr, stats };
   }
 
   /** The evaluations and checkpoints due after a step (not after the last: the end does those). */
@@ -508,7 +538,12 @@ export class Trainer {
     // the f32 ones, and training the f16 ones again afterwards.
     const f16 = this.config.training.weightsEncoding === "f16";
     if (f16) {
-      const out = this.#weightsOut.prepare(this.runId, this.weightsVersion, this.weights, "f32");
+      const out = this.#weightsOut.prepare(
+        this.runId,
+        this.weightsVersion,
+        this.trainWeights,
+        "f32",
+      );
       scheduler.setWeights(this.weightsVersion, out);
     }
     const workers = scheduler.workers.size;
@@ -542,7 +577,8 @@ export class Trainer {
     const result = await evaluateLocally({
       modelConfig: this.modelConfig,
       layout: this.layout,
-      weights: this.weights,
+      // LoRA: the merged model computes the same logits (to float rounding).
+      weights: this.lora ? this.lora.merged() : this.weights,
       data: this.data,
       evalLimit: this.config.data.evalLimit,
       deterministic: this.config.training.deterministic,
@@ -579,6 +615,9 @@ export class Trainer {
           checkpoint: this.config.io.save ? `${this.config.io.save}/best` : null,
         },
       }),
+      lora: this.lora
+        ? { plan: this.lora.plan, trainable: this.lora.trainable, baseHash: this.lora.baseHash }
+        : null,
     };
   }
 
@@ -598,6 +637,20 @@ export class Trainer {
     const out = `${dir}/${name}`;
     await Deno.mkdir(dir, { recursive: true });
     const tokenizerFrom = await this.#tokenizerSource();
+    const lora = this.lora;
+    if (lora) {
+      // LoRA: a PEFT adapter folder; --merge: the merged model at DIR/merged (final model only).
+      await replaceDirectory(out, (tmp) => lora.save(tmp, { copyTokenizerFrom: tokenizerFrom }));
+      if (name === "model" && lora.merge) {
+        await replaceDirectory(`${dir}/merged`, (tmp) =>
+          lora.saveMerged(tmp, {
+            dtype: this.config.io.saveDtype,
+            maxShardBytes: this.config.io.saveShardBytes,
+            copyTokenizerFrom: tokenizerFrom,
+          }));
+      }
+      return out;
+    }
     await replaceDirectory(out, (tmp) =>
       saveCheckpoint(tmp, {
         config: this.modelConfig,

@@ -25,6 +25,7 @@ import { applyResumeFlags } from "./resume_flags.ts";
 import { BestModel } from "./best_model.ts";
 import { RunLog } from "./run_log.ts";
 import { InputError } from "../shared/io/input_error.ts";
+import { LoraRun } from "./lora_run.ts";
 
 /** Everything a Trainer is made of, as {@link trainerParts} assembles it. */
 export interface TrainerParts {
@@ -48,6 +49,8 @@ export interface TrainerParts {
   readonly runLog: RunLog;
   /** Model selection and early stopping, with a resumed run's state. */
   readonly best: BestModel;
+  /** A LoRA run's base and trainable state (coordinator/lora_run.ts); null: full fine-tuning. */
+  readonly lora: LoraRun | null;
 }
 
 /** Loads data, model (or the run being resumed) and sets up the plan. */
@@ -67,6 +70,16 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     : loaded;
   const model = await startingModel(config, resumed, task);
   const layout = paramLayout(model.config, training.objective);
+  const lora = training.lora
+    ? await LoraRun.start({
+      settings: training.lora,
+      model: { ...model, layout },
+      seed: training.seed,
+      baseModel: config.io.modelName ?? config.io.modelDir,
+      resumed: resumed?.lora,
+    })
+    : null;
+  if (lora) model.notes.push(...lora.notes);
   // A resumed run's checkpoint folder is replaced by the next checkpoint: keep its tokenizer apart.
   const tokenizerDir = resumed ? await copyTokenizerFiles(resumed.folder) : model.dir;
   const tokenizer = await loadTokenizer(tokenizerDir ?? undefined);
@@ -116,7 +129,8 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     modelConfig: model.config,
     layout,
     weights: model.weights,
-    optimizer: resumed?.optimizer ?? createOptimizerState(layout.total),
+    optimizer: resumed?.optimizer ??
+      createOptimizerState(lora ? lora.plan.layout.total : layout.total),
     step,
     weightsVersion: resumed?.weightsVersion ?? 0,
     totalSteps: training.steps ??
@@ -128,6 +142,7 @@ export async function trainerParts(given: RunConfig): Promise<TrainerParts> {
     backend: resumed?.backend ?? null,
     runLog,
     best,
+    lora,
   };
 }
 
@@ -155,12 +170,14 @@ async function startingModel(
   resumed: (RunState & { folder: string }) | null,
   task: TaskData | null,
 ) {
-  if (resumed) {
+  // A LoRA checkpoint holds no base: it is loaded again from --model (and checked by hash).
+  if (resumed && !resumed.lora) {
     return {
       config: resumed.modelConfig,
       weights: resumed.weights,
       notes: [`resumed from ${resumed.folder}`],
       freshHead: false,
+      freshPooler: false,
       dir: resumed.folder,
     };
   }

@@ -169,7 +169,7 @@ function expectRefused(code: ErrorCode, cases: readonly (readonly [unknown, RegE
 }
 
 Deno.test("constants", () => {
-  assert.equal(PROTOCOL_VERSION, 5);
+  assert.equal(PROTOCOL_VERSION, 6);
   // One frame must stay below what a Deno WebSocket can receive at all.
   assert.equal(DENO_WEBSOCKET_MESSAGE_LIMIT, 64 * 1024 * 1024);
   assert.equal(MAX_FRAME_BYTES, 32 * 1024 * 1024);
@@ -533,7 +533,7 @@ Deno.test("hello: version and token", () => {
   expectError(
     () => decodeRaw({ ...hello, protocol: 1 }),
     "bad_version",
-    /hello\.protocol 1 is not supported \(this side speaks 5\)/,
+    /hello\.protocol 1 is not supported \(this side speaks 6\)/,
   );
   // A future hello with other fields still gets the version error, not a shape error.
   expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");

@@ -10,6 +10,7 @@
  * @module
  */
 import {
+  type BaseMessage,
   type ByeMessage,
   DTYPES,
   encodeMessage,
@@ -31,6 +32,7 @@ import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { WorkerCompute } from "./compute.ts";
 import { peerText } from "../shared/wire/peer_text.ts";
 import { connectFailure } from "./connect_failure.ts";
+import { BaseCache } from "./base_cache.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -48,6 +50,11 @@ export interface WorkerOptions {
    * says `bye` ("interrupted") and exits 0 quietly.
    */
   readonly interrupt?: AbortSignal;
+  /**
+   * LoRA bases held across reconnects and runs (worker/base_cache.ts);
+   * default: memory only.
+   */
+  readonly bases?: BaseCache;
 }
 
 /** Why the worker stopped. */
@@ -67,12 +74,18 @@ interface WorkerState {
   readonly compute: WorkerCompute;
   readonly pool: BufferPool;
   installed: Float32Array | Uint16Array | null;
+  readonly bases: BaseCache;
 }
 
 /** Serves runs until the coordinator ends them (or refuses us). */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const compute = new WorkerCompute(opts.backend);
-  const state: WorkerState = { compute, pool: new BufferPool(2), installed: null };
+  const state: WorkerState = {
+    compute,
+    pool: new BufferPool(2),
+    installed: null,
+    bases: opts.bases ?? new BaseCache({ dir: null, maxBytes: 0 }),
+  };
   let workerId: string | undefined;
   let backoff = 250;
   let lastConnected = Date.now();
@@ -173,7 +186,7 @@ class Connection {
     );
     const { promise, resolve } = Promise.withResolvers<Outcome>();
     this.ended = promise;
-    ws.onopen = () => this.#hello();
+    ws.onopen = () => void this.#hello();
     ws.onmessage = (evt) => this.#receive(evt.data as ArrayBuffer);
     ws.onerror = (e) => {
       this.#socketError = e instanceof ErrorEvent ? e.message : "error";
@@ -200,9 +213,10 @@ class Connection {
     }
   }
 
-  #hello(): void {
+  async #hello(): Promise<void> {
     if (this.opts.interrupt?.aborted) return;
     this.#opened = true;
+    const bases = await this.state.bases.hashes();
     const { token, backend } = this.opts;
     this.#send({
       type: "hello",
@@ -213,6 +227,7 @@ class Connection {
       device: backend.device,
       pid: Deno.pid,
       host: Deno.hostname(),
+      ...(bases.length > 0 ? { bases } : {}),
     });
   }
 
@@ -242,6 +257,8 @@ class Connection {
         return this.#onWelcome(m);
       case "weights":
         return this.#onWeights(m);
+      case "base":
+        return this.#onBase(m);
       case "task":
         return this.#answer(() => this.state.compute.task(m), m.runId);
       case "eval_task":
@@ -255,9 +272,27 @@ class Connection {
     }
   }
 
-  /** Adopts the run, sizes the transfers it accepts, asks for the first task. */
-  #onWelcome(m: WelcomeMessage): void {
-    const config = this.state.compute.welcome(m);
+  /**
+   * Adopts the run, sizes the transfers it accepts, asks for the first task.
+   * LoRA: installs the base from the cache when the welcome says none
+   * follows; a cached base that is gone or fails its hash closes the
+   * connection, and the next hello no longer lists it.
+   */
+  async #onWelcome(m: WelcomeMessage): Promise<void> {
+    const compute = this.state.compute;
+    const config = compute.welcome(m);
+    const missing = compute.missingBase;
+    if (missing && m.lora && !m.lora.baseFollows) {
+      const data = await this.state.bases.get(missing, compute.layout!);
+      if (!data) {
+        this.opts.log(`base ${missing.slice(0, 12)}… is no longer cached; reconnecting for it`);
+        this.#close(1000, "base not cached");
+        return;
+      }
+      compute.base({ runId: m.runId, hash: missing, data }, true);
+    } else if (m.lora && !missing) {
+      this.opts.log(`base ${m.lora.baseHash.slice(0, 12)}… already held`);
+    }
     this.#receiver.runId = m.runId;
     this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
     if (!this.#welcomed) {
@@ -268,6 +303,13 @@ class Connection {
     this.#welcomed = true;
     this.onWelcome(m.workerId);
     this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** LoRA: the frozen base, checked against its hash, installed and cached. */
+  #onBase(m: BaseMessage): void {
+    this.state.compute.base(m);
+    this.state.bases.put(m.hash, m.data);
+    this.opts.log(`received base ${m.hash.slice(0, 12)}… (${m.data.byteLength} bytes)`);
   }
 
   #onWeights(m: WeightsMessage): void {

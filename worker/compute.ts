@@ -21,7 +21,10 @@ import {
   type SparseLayout,
   usedRows,
 } from "../shared/model/sparse_grad.ts";
+import { type LoraPlan, loraPlan } from "../shared/model/lora.ts";
+import { baseHash } from "../shared/model/base_hash.ts";
 import {
+  type BaseMessage,
   type EvalResultMessage,
   type EvalTaskMessage,
   ProtocolError,
@@ -39,6 +42,8 @@ interface Run {
   readonly layout: ParamLayout;
   readonly objective: Objective;
   readonly dropout: { hidden: number; attention: number };
+  /** LoRA: the plan and the base this run computes on; null: full fine-tuning. */
+  readonly lora: { readonly plan: LoraPlan; readonly baseHash: string } | null;
 }
 
 /**
@@ -54,6 +59,8 @@ export class WorkerCompute {
   #gradLayout: SparseLayout | null = null;
   /** A classifier task's dense gradient, reused (see task()). */
   #scratch: Float32Array | null = null;
+  /** LoRA: the hash of the base the model holds (null: none). */
+  #baseHash: string | null = null;
 
   /** Computes on `backend` (default: the one this process set up last). */
   constructor(backend: ComputeBackend | null = activeBackend()) {
@@ -85,7 +92,21 @@ export class WorkerCompute {
       this.#model = null;
       this.#version = -1;
       this.#scratch = null;
+      this.#baseHash = null;
     }
+    const old = this.#run?.lora;
+    const lora = m.lora
+      ? {
+        // A reconnect to the same run keeps the plan object (the model's buffers follow it).
+        plan: sameRun && old ? old.plan : loraPlan(config, {
+          r: m.lora.r,
+          alpha: m.lora.alpha,
+          dropout: m.lora.dropout,
+          targetModules: m.lora.targetModules,
+        }, { trainPooler: m.lora.trainPooler }),
+        baseHash: m.lora.baseHash,
+      }
+      : null;
     this.#run = {
       runId: m.runId,
       config,
@@ -94,6 +115,7 @@ export class WorkerCompute {
       dropout: m.dropout === null
         ? { hidden: config.hiddenDropout, attention: config.attentionDropout }
         : { hidden: m.dropout, attention: m.dropout },
+      lora,
     };
     this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective);
     // A reconnect to the same run keeps the model and the weights it holds.
@@ -105,18 +127,66 @@ export class WorkerCompute {
     return config;
   }
 
-  /** Replaces the cached weights. */
+  /** LoRA: the hash of the base this run needs and the model does not hold yet; else null. */
+  get missingBase(): string | null {
+    const lora = this.#run?.lora;
+    return lora && this.#baseHash !== lora.baseHash ? lora.baseHash : null;
+  }
+
+  /** The run's layout (the base's, for a LoRA run). */
+  get layout(): ParamLayout | null {
+    return this.#run?.layout ?? null;
+  }
+
+  /**
+   * LoRA: installs the frozen base. It must be the one the welcome named, and
+   * hash to it (checked unless `verified`: a base from the worker's own
+   * cache, shared/model/base_hash.ts); a base of another hash is refused, never mixed in.
+   */
+  base(m: Pick<BaseMessage, "runId" | "hash" | "data">, verified = false): void {
+    const run = this.#need();
+    if (m.runId !== run.runId) {
+      throw new ProtocolError("stale", `base for run ${m.runId}, serving ${run.runId}`);
+    }
+    if (!run.lora) throw new ProtocolError("malformed", "a base for a run without LoRA");
+    if (m.hash !== run.lora.baseHash) {
+      throw new ProtocolError(
+        "malformed",
+        `base ${m.hash.slice(0, 12)}… is not this run's (${run.lora.baseHash.slice(0, 12)}…)`,
+      );
+    }
+    if (m.data.length !== run.layout.total) {
+      throw new ProtocolError(
+        "bad_shape",
+        `base.data has ${m.data.length} elements, expected ${run.layout.total}`,
+      );
+    }
+    if (!verified && baseHash(run.layout, m.data) !== m.hash) {
+      throw new ProtocolError("malformed", `base.data does not hash to ${m.hash.slice(0, 12)}…`);
+    }
+    this.#baseHash = null;
+    this.#version = -1;
+    this.#model!.setWeights(m.data);
+    this.#baseHash = m.hash;
+  }
+
+  /** Replaces the cached weights (LoRA: the trainable buffer, on the base installed). */
   weights(m: WeightsMessage): void {
     const run = this.#need();
     if (m.runId !== run.runId) {
       throw new ProtocolError("stale", `weights for run ${m.runId}, serving ${run.runId}`);
     }
-    validateWeightsShape(m, run.layout.total);
+    const lora = run.lora;
+    if (lora && this.#baseHash !== lora.baseHash) {
+      throw new ProtocolError("stale", `weights before the base ${lora.baseHash.slice(0, 12)}…`);
+    }
+    validateWeightsShape(m, lora ? lora.plan.layout.total : run.layout.total);
     const flat = m.encoding === "f16"
       ? f16BitsToF32(m.data as Uint16Array)
       : m.data as Float32Array;
     this.#version = -1;
-    this.#model!.setWeights(flat);
+    if (lora) this.#model!.setLora(lora.plan, flat);
+    else this.#model!.setWeights(flat);
     this.#version = m.version;
   }
 
@@ -139,7 +209,10 @@ export class WorkerCompute {
     };
     // A classifier's dense gradient is compacted (copied) below, so the model
     // may write it into one buffer reused across tasks; an MLM gradient is sent as is.
-    const rows = this.#gradLayout!.rowWidth > 0 ? usedRows(m.batch.inputIds) : undefined;
+    // LoRA: the trainable gradient is dense (no word-embedding rows train).
+    const rows = this.#gradLayout!.rowWidth > 0 && !run.lora
+      ? usedRows(m.batch.inputIds)
+      : undefined;
     if (rows) this.#scratch ??= new Float32Array(run.layout.total);
     const r = await this.#model!.gradient(task, rows ? this.#scratch! : undefined);
     // A classifier's word-embedding gradient is non-zero only on the rows the
@@ -189,6 +262,7 @@ export class WorkerCompute {
     this.#model = null;
     this.#version = -1;
     this.#scratch = null;
+    this.#baseHash = null;
     this.#run = null;
   }
 

@@ -1,5 +1,6 @@
 /**
- * `deno task worker --url ws://HOST:PORT/ws --token T [--backend B] [--threads N] [--blas PATH] [--stay]`:
+ * `deno task worker --url ws://HOST:PORT/ws --token T [--backend B] [--threads N] [--blas PATH] [--stay]
+ * [--base-cache DIR] [--base-cache-size 8GB]`:
  * lends this machine's GPU (or CPU) to a running coordinator.
  *
  * @module
@@ -9,6 +10,9 @@ import { BACKEND_FLAGS, backendRequest } from "../shared/compute/backend.ts";
 import { disposeBackend, startBackend } from "../shared/compute/create.ts";
 import type { ComputeBackend } from "../shared/compute/model_compute.ts";
 import { runWorker } from "./client.ts";
+import { BaseCache, DEFAULT_BASE_CACHE_BYTES, defaultBaseCacheDir } from "./base_cache.ts";
+import { parseByteSize } from "../shared/io/checkpoint.ts";
+import { FlagError } from "../shared/cli/flags.ts";
 
 const flags = parseFlagsOrExit(Deno.args, {
   url: {
@@ -24,10 +28,31 @@ const flags = parseFlagsOrExit(Deno.args, {
     default: 60,
     help: "seconds to keep retrying an unreachable coordinator",
   },
+  "base-cache": {
+    type: "string",
+    help: "LoRA: folder of cached frozen bases (default $XDG_CACHE_HOME/adaptmesh/bases)",
+  },
+  "base-cache-size": {
+    type: "string",
+    default: String(DEFAULT_BASE_CACHE_BYTES),
+    help: "LoRA: size cap of the base cache, e.g. 8GB (0: keep bases in memory only)",
+  },
 }, "deno task worker --url ws://HOST:PORT/ws --token T [flags]");
 
 const { requested, opts } = exitOnFlagError(() => backendRequest(flags));
 const log = (line: string) => console.log(`[worker ${Deno.pid}] ${line}`);
+const cacheBytes = exitOnFlagError(() => {
+  try {
+    return parseByteSize(flags["base-cache-size"]);
+  } catch (e) {
+    throw new FlagError(`--base-cache-size: ${(e as Error).message}`);
+  }
+});
+const bases = new BaseCache({
+  dir: cacheBytes > 0 ? flags["base-cache"] ?? defaultBaseCacheDir() : null,
+  maxBytes: cacheBytes,
+  log,
+});
 let backend: ComputeBackend;
 try {
   const started = await startBackend(requested, opts);
@@ -49,7 +74,9 @@ const exit = await runWorker({
   connectTimeoutMs: flags["connect-timeout"] * 1000,
   log,
   interrupt: interrupt.signal,
+  bases,
 });
+await bases.flushed();
 log(`exiting: ${exit.reason}`);
 disposeBackend();
 Deno.exit(exit.code);

@@ -1,5 +1,5 @@
 /**
- * `deno task evaluate --model DIR (--task NAME --data DIR | --eval FILE)`:
+ * `deno task evaluate --model DIR [--adapter DIR] (--task NAME --data DIR | --eval FILE)`:
  * scores the held-out split; the last stdout line is one JSON object keyed
  * as GLUE names its metrics, plus "examples".
  *
@@ -16,7 +16,7 @@ import { resolveModel } from "../io/hf_cache.ts";
 import { maxLenFlag } from "./flag_rules.ts";
 
 const USAGE =
-  "Usage: deno task evaluate --model DIR (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
+  "Usage: deno task evaluate --model DIR [--adapter DIR] (--task NAME [--data DIR] | --eval FILE) [--backend B] [--threads N]";
 
 /** The flags (docs/architecture.md lists the commands; README, "Flags of the other commands"). */
 export const EVALUATE_FLAGS = {
@@ -59,7 +59,11 @@ if (import.meta.main) {
       label2id: probe.label2id,
       numLabels: checkpointLabels(probe),
     });
-    const { ck, tokenizer } = await loadScored(modelDir, { numLabels: task.numLabels });
+    const { ck, tokenizer } = await loadScored(
+      modelDir,
+      { numLabels: task.numLabels },
+      flags.adapter,
+    );
     const scoring = await startScoring(ck, request);
     const model = scoring.model;
     const maxLen = Math.min(flags["max-len"], maxSequenceLength(ck.config));

@@ -1,5 +1,5 @@
 /**
- * `deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]`:
+ * `deno task predict --model DIR [--adapter DIR] --input FILE.jsonl [--backend B] [--threads N] [--max-len N]`:
  * prints one `{"logits": [...], "probabilities": [...], "label": ...}` line
  * per input line `{"text": ..., "text_pair"?: ...}`. `label` is the predicted
  * class name (id2label) or, for regression, the score (and no
@@ -20,7 +20,7 @@ import { batchSizeFlag, maxLenFlag } from "./flag_rules.ts";
 import { predictionLine, untrainedHeadWarning } from "./probabilities.ts";
 
 const USAGE =
-  "Usage: deno task predict --model DIR --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
+  "Usage: deno task predict --model DIR [--adapter DIR] --input FILE.jsonl [--backend B] [--threads N] [--max-len N]";
 
 /** The flags (docs/architecture.md lists the commands; README, "Flags of the other commands"). */
 export const PREDICT_FLAGS = {
@@ -35,7 +35,7 @@ if (import.meta.main) {
   const flags = parseFlagsOrExit(Deno.args, PREDICT_FLAGS, USAGE);
   const request = exitOnFlagError(() => backendRequest(flags));
   await runOrExit(async () => {
-    const { ck, tokenizer } = await loadScored(await resolveModel(flags.model));
+    const { ck, tokenizer } = await loadScored(await resolveModel(flags.model), {}, flags.adapter);
     if (ck.freshHead) console.error(untrainedHeadWarning(flags.model));
     const records = await readJsonl(flags.input);
     const examples = records.map((r) => ({ text: r.text, textPair: r.textPair, label: 0 }));

@@ -11,6 +11,8 @@ import type { BackendOptions } from "../compute/backend.ts";
 import { scoringModel } from "../eval/held_out.ts";
 import { loadTokenizer, type TextTokenizer } from "../text/tokenizer.ts";
 import { InputError } from "../io/input_error.ts";
+import { loadPeftAdapter } from "../io/peft.ts";
+import { mergeLora } from "../model/lora.ts";
 
 /** `--model DIR`: the Hugging Face checkpoint folder a scoring command reads. */
 export const MODEL_FLAG = {
@@ -19,14 +21,36 @@ export const MODEL_FLAG = {
     required: true,
     help: "Hugging Face checkpoint folder, or a Hub name in the local HF cache",
   },
+  adapter: {
+    type: "string",
+    help: "a PEFT LoRA adapter folder to apply to --model (its base)",
+  },
 } as const;
 
-/** The checkpoint at `dir` (its notes printed to stderr) and the tokenizer beside it. */
+/**
+ * The checkpoint at `dir` (its notes printed to stderr) and the tokenizer
+ * beside it; with `adapter`, a PEFT LoRA adapter folder merged into it
+ * (W + (α/r)·B·A and the adapter's head: the logits of base + adapter).
+ */
 export async function loadScored(
   dir: string,
   opts: LoadOptions = {},
+  adapter?: string,
 ): Promise<{ ck: LoadedCheckpoint; tokenizer: TextTokenizer }> {
-  const ck = await loadCheckpoint(dir, opts);
+  let ck = await loadCheckpoint(dir, opts);
+  if (adapter) {
+    const a = await loadPeftAdapter(adapter, ck.config);
+    ck = {
+      ...ck,
+      weights: mergeLora(a.plan, ck.layout, ck.weights, a.trainable),
+      // The adapter saves the head (modules_to_save): it is trained.
+      freshHead: false,
+      notes: [
+        ...ck.notes.filter((n) => !/classifier|head/i.test(n)),
+        `applied the LoRA adapter ${adapter} (r=${a.plan.lora.r})`,
+      ],
+    };
+  }
   for (const note of ck.notes) console.error(`note: ${note}`);
   return { ck, tokenizer: await loadTokenizer(dir) };
 }

@@ -10,6 +10,7 @@ import type { EngineModel } from "../engine/engine.ts";
 import type { HostBatch } from "../model/batch.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
+import type { LoraPlan } from "../model/lora.ts";
 import type { BackendName } from "./backend.ts";
 import type { ModelCompute } from "./model_compute.ts";
 import type { GradientResult, GradientTask } from "./task.ts";
@@ -38,6 +39,11 @@ export class EngineCompute<T> implements ModelCompute {
   /** {@link EngineModel.setWeights}: a host device keeps `flat` by reference. */
   setWeights(flat: Float32Array): void {
     this.model.setWeights(flat);
+  }
+
+  /** {@link EngineModel.setLora}. */
+  setLora(plan: LoraPlan | null, trainable?: Float32Array): void {
+    this.model.setLora(plan, trainable);
   }
 
   /** {@link EngineModel.gradient}. */

@@ -11,6 +11,7 @@ import type { Blas } from "../engine/devices/cpu/blas.ts";
 import type { HostBatch, LabelledBatch } from "../model/batch.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ParamLayout } from "../model/param_layout.ts";
+import type { LoraPlan } from "../model/lora.ts";
 import type { BackendName } from "./backend.ts";
 import type { GradientResult, GradientTask } from "./task.ts";
 
@@ -47,6 +48,14 @@ export interface ModelCompute extends ComputeIdentity {
    * saves a fresh 4-byte-per-parameter array.
    */
   gradient(task: GradientTask, out?: Float32Array): Promise<GradientResult>;
+  /**
+   * LoRA (shared/model/lora.ts): the weights of {@link setWeights} become the
+   * frozen base; adapters and head come from `trainable` (layout
+   * `plan.layout`), and {@link gradient} returns their gradient only, dense,
+   * `plan.layout.total` long. Call again with new values (same `plan`) each
+   * version; null turns LoRA off. A classification layout only.
+   */
+  setLora(plan: LoraPlan | null, trainable?: Float32Array): void;
   /** Logits [size·numLabels] of a batch: no dropout, no perturbation (classifier layouts). */
   logits(batch: HostBatch): Promise<Float32Array>;
   /**

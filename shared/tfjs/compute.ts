@@ -12,6 +12,7 @@ import type { MaskedLmOutput, ModelCompute } from "../compute/model_compute.ts";
 import type { GradientResult, GradientTask } from "../compute/task.ts";
 import type { HostBatch, LabelledBatch } from "../model/batch.ts";
 import type { ModelConfig } from "../model/config.ts";
+import type { LoraPlan } from "../model/lora.ts";
 import { layoutObjective, type ParamLayout } from "../model/param_layout.ts";
 import { checkLabels } from "../model/targets.ts";
 import { microBatchGradient } from "./gradient.ts";
@@ -30,6 +31,7 @@ import {
 /** A model on the tfjs backend set up in this process (shared/tfjs/backend.ts). */
 export class TfjsCompute implements ModelCompute {
   #weights: Record<string, tf.Tensor> | null = null;
+  #lora: { plan: LoraPlan; weights: Record<string, tf.Tensor> } | null = null;
 
   /** `backend` and `device` say what runs (tfjs must already be set up on it). */
   constructor(
@@ -45,11 +47,25 @@ export class TfjsCompute implements ModelCompute {
     this.#weights = weightTensors(this.layout, flat);
   }
 
+  /** LoRA on (the trainable tensors uploaded, the previous ones freed) or off. */
+  setLora(plan: LoraPlan | null, trainable?: Float32Array): void {
+    if (this.#lora) tf.dispose(Object.values(this.#lora.weights));
+    this.#lora = null;
+    if (!plan) return;
+    if (!trainable || trainable.length !== plan.layout.total) {
+      throw new Error(
+        `setLora: expected ${plan.layout.total} trainable values, got ${trainable?.length}`,
+      );
+    }
+    this.#lora = { plan, weights: weightTensors(plan.layout, trainable) };
+  }
+
   /** {@link microBatchGradient}, copied into `out` when given. */
   async gradient(task: GradientTask, out?: Float32Array): Promise<GradientResult> {
     checkLabels(task.batch.labels, task.batch, layoutObjective(this.layout));
-    if (out && out.length !== this.layout.total) {
-      throw new Error(`gradient: out holds ${out.length} values, the layout ${this.layout.total}`);
+    const total = this.#lora ? this.#lora.plan.layout.total : this.layout.total;
+    if (out && out.length !== total) {
+      throw new Error(`gradient: out holds ${out.length} values, the layout ${total}`);
     }
     const r = await microBatchGradient(this.#model(), task);
     if (!out) return r;
@@ -98,11 +114,12 @@ export class TfjsCompute implements ModelCompute {
   /** Frees the weight tensors. */
   dispose(): void {
     this.#drop();
+    this.setLora(null);
   }
 
   #model(): DeviceModel {
     if (!this.#weights) throw new Error("TfjsCompute: call setWeights first");
-    return { config: this.config, layout: this.layout, weights: this.#weights };
+    return { config: this.config, layout: this.layout, weights: this.#weights, lora: this.#lora };
   }
 
   #drop(): void {

@@ -52,9 +52,11 @@ import { sameToken } from "./token.ts";
  * `eval_result`; 4: `wrong_backend`, the refusal of a worker whose backend is
  * not a deterministic run's; 5: `hello.backend` uses the names that say what
  * runs — `cpu`, `webgpu`, `tfjs-wasm`, `tfjs-cpu`, `tfjs-webgpu`, were
- * `native`, `wasm`, `cpu`, `webgpu`).
+ * `native`, `wasm`, `cpu`, `webgpu`; 6: LoRA — `hello.bases`, `welcome.lora`
+ * and the `base` message: the frozen base goes to a worker once, named by its
+ * hash, and `weights` then carries the trainable tensors only).
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /**
  * Deno's WebSocket refuses to *receive* a message of this many bytes or more
@@ -141,6 +143,30 @@ export interface HelloMessage {
   device: string;
   pid: number;
   host: string;
+  /**
+   * LoRA: the hashes of the frozen bases this worker holds (in memory or in
+   * its base cache, worker/base_cache.ts); a base listed here is not sent.
+   */
+  bases?: string[];
+}
+
+/** Most base hashes a hello may list. */
+export const MAX_HELLO_BASES = 64;
+
+/**
+ * A LoRA run's settings in the welcome (shared/model/lora.ts `LoraConfig`
+ * plus the pooler rule) and the frozen base's hash (shared/model/base_hash.ts).
+ */
+export interface WelcomeLora {
+  r: number;
+  alpha: number;
+  dropout: number;
+  targetModules: string[];
+  trainPooler: boolean;
+  /** The base's hash: a worker computes on this base and no other. */
+  baseHash: string;
+  /** Whether a `base` message follows (false: the hello listed the hash). */
+  baseFollows: boolean;
 }
 
 /** Coordinator → worker: accepted; the run's model and objective. */
@@ -154,9 +180,27 @@ export interface WelcomeMessage {
   /** Dropout override; null keeps the config's. */
   dropout: number | null;
   deterministic: boolean;
+  /**
+   * LoRA: the adapters' settings and the base's hash; absent or null: full
+   * fine-tuning. With it, `weights` messages carry the trainable buffer
+   * (layout `loraPlan(...).layout`) and results its dense gradient.
+   */
+  lora?: WelcomeLora | null;
 }
 
-/** Coordinator → worker: the flat weights of version `version`. */
+/**
+ * Coordinator → worker, LoRA only: the frozen base (flat, the ordinary
+ * layout, f32), sent once to a worker that does not hold it, after the
+ * welcome. The worker checks that it hashes to `hash`.
+ */
+export interface BaseMessage {
+  type: "base";
+  runId: string;
+  hash: string;
+  data: Float32Array;
+}
+
+/** Coordinator → worker: the flat weights of version `version` (LoRA: the trainable buffer). */
 export interface WeightsMessage {
   type: "weights";
   runId: string;
@@ -275,6 +319,7 @@ export type Message =
   | HelloMessage
   | WelcomeMessage
   | WeightsMessage
+  | BaseMessage
   | RequestMessage
   | TaskMessage
   | ResultMessage
@@ -483,6 +528,7 @@ export function transferRef(v: unknown): number | null {
  */
 export const TENSOR_FIELDS: { readonly [T in MessageType]?: readonly (readonly string[])[] } = {
   weights: [["data"]],
+  base: [["data"]],
   task: [["batch", "inputIds"], ["batch", "tokenTypeIds"], ["batch", "attentionMask"], [
     "batch",
     "labels",
@@ -812,6 +858,7 @@ const TYPES: readonly MessageType[] = [
   "hello",
   "welcome",
   "weights",
+  "base",
   "request",
   "task",
   "result",
@@ -843,6 +890,8 @@ function parseMessage(raw: unknown, frame: ArrayBufferLike | null): Message {
       return parseWelcome(raw);
     case "weights":
       return parseWeights(raw, frame);
+    case "base":
+      return parseBase(raw, frame);
     case "request":
       return { type: "request", capacity: int(raw, "request", "capacity", 1) };
     case "task":
@@ -884,7 +933,54 @@ function parseHello(o: Obj): HelloMessage {
     host: str(o, "hello", "host"),
   };
   if (o.workerId !== undefined && o.workerId !== null) m.workerId = str(o, "hello", "workerId");
+  if (o.bases !== undefined && o.bases !== null) m.bases = hashList(o.bases);
   return m;
+}
+
+/** A base hash: 64 lowercase hex digits (shared/model/base_hash.ts). */
+const HASH = /^[0-9a-f]{64}$/;
+
+function hashList(v: unknown): string[] {
+  if (!Array.isArray(v) || v.length > MAX_HELLO_BASES) {
+    fail("malformed", `hello.bases must be a list of at most ${MAX_HELLO_BASES} hashes`);
+  }
+  return v.map((h, i) => {
+    if (typeof h !== "string" || !HASH.test(h)) {
+      fail("malformed", `hello.bases[${i}] is not a base hash (64 lowercase hex digits)`);
+    }
+    return h;
+  });
+}
+
+function parseWelcomeLora(o: Obj): WelcomeLora {
+  const ctx = "welcome.lora";
+  const targets = field(o, ctx, "targetModules");
+  if (
+    !Array.isArray(targets) || targets.length === 0 || targets.some((t) => typeof t !== "string")
+  ) {
+    fail("malformed", `${ctx}.targetModules must be a non-empty list of module names`);
+  }
+  const hash = str(o, ctx, "baseHash");
+  if (!HASH.test(hash)) fail("malformed", `${ctx}.baseHash is not a base hash`);
+  const dropout = num(o, ctx, "dropout", 0);
+  if (dropout >= 1) fail("malformed", `${ctx}.dropout must be in [0, 1), got ${dropout}`);
+  return {
+    r: int(o, ctx, "r", 1),
+    alpha: num(o, ctx, "alpha", Number.MIN_VALUE),
+    dropout,
+    targetModules: [...targets as string[]],
+    trainPooler: bool(o, ctx, "trainPooler"),
+    baseHash: hash,
+    baseFollows: bool(o, ctx, "baseFollows"),
+  };
+}
+
+function parseBase(o: Obj, frame: ArrayBufferLike | null): BaseMessage {
+  const hash = str(o, "base", "hash");
+  if (!HASH.test(hash)) fail("malformed", "base.hash is not a base hash");
+  const data = typed(o, "base", "data", Float32Array, frame);
+  checkFinite(data, "base.data");
+  return { type: "base", runId: str(o, "base", "runId"), hash, data };
 }
 
 function parseWelcome(o: Obj): WelcomeMessage {
@@ -893,7 +989,7 @@ function parseWelcome(o: Obj): WelcomeMessage {
     dropout = num(o, "welcome", "dropout", 0);
     if (dropout >= 1) fail("malformed", `welcome.dropout must be in [0, 1), got ${dropout}`);
   }
-  return {
+  const m: WelcomeMessage = {
     type: "welcome",
     workerId: str(o, "welcome", "workerId"),
     runId: str(o, "welcome", "runId"),
@@ -902,6 +998,10 @@ function parseWelcome(o: Obj): WelcomeMessage {
     dropout,
     deterministic: bool(o, "welcome", "deterministic"),
   };
+  if (o.lora !== undefined && o.lora !== null) {
+    m.lora = parseWelcomeLora(object(o, "welcome", "lora"));
+  }
+  return m;
 }
 
 function parseWeights(o: Obj, frame: ArrayBufferLike | null): WeightsMessage {

@@ -802,12 +802,13 @@ function firstGap(t: Incoming): string {
 /** A transfer serves only the message it was declared for: same weights version, same task. */
 function checkBelongs(d: TransferMessage, raw: Record<string, unknown>, field: string): void {
   const type = raw.type;
-  const version = type === "weights" ? raw.version : raw.weightsVersion;
+  // A LoRA `base` belongs to no weights version (declared as 0) and no task.
+  const version = type === "weights" ? raw.version : type === "base" ? 0 : raw.weightsVersion;
   const problems: string[] = [];
   if (version !== d.version) {
     problems.push(`declared for weights version ${d.version}, the message says ${String(version)}`);
   }
-  if (type === "weights") {
+  if (type === "weights" || type === "base") {
     if (d.taskId !== undefined) problems.push(`declared for task ${d.taskId}`);
   } else if (raw.taskId !== d.taskId) {
     problems.push(

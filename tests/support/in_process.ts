@@ -27,6 +27,9 @@ export class InProcessWorker {
   constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
     this.compute.welcome(trainer.welcome(id));
     this.link = { id, backend: "tfjs-wasm", device: "in-process", send: (f) => this.#receive(f) };
+    // LoRA: the frozen base, sent after the welcome as the coordinator does.
+    const base = trainer.baseFor();
+    if (base) this.#receive(base);
     scheduler.addWorker(this.link);
     scheduler.request(id, 1);
   }
@@ -36,6 +39,7 @@ export class InProcessWorker {
       if (!this.#alive) return;
       const m = deliver(out);
       if (m.type === "weights") this.compute.weights(m);
+      else if (m.type === "base") this.compute.base(m);
       else if (m.type === "task") {
         if (!this.beforeTask(m.step, m.index)) return;
         const result = await this.compute.task(m);

@@ -109,10 +109,12 @@ function checkConfig(cfg: OptimizerConfig, lr: number): void {
  *     m ← β1·m + (1−β1)·g          v ← β2·v + (1−β2)·g²
  *     m̂ = m / (1 − β1^t)           v̂ = v / (1 − β2^t)
  *     u = m̂ / (sqrt(v̂) + ϵ) + λ·w
- *     r = ‖w‖₂ / ‖u‖₂ if both > 0, else 1   (LAMB, decayed tensors only)
+ *     r = ‖w‖₂ / ‖u‖₂ if both > 0, else 1   (LAMB, tensors that adapt: decayed, not LoRA's B)
  *     w ← w − lr · r · u
  *
- * Tensors with `decay` false use λ = 0 and r = 1; AdamW uses r = 1 everywhere.
+ * Tensors with `decay` false use λ = 0 and r = 1, tensors with `adapt` false
+ * (LoRA's B, see `adapts` in shared/model/param_layout.ts) r = 1; AdamW uses
+ * r = 1 everywhere.
  * m and v are stored as float32 first; u is computed in float64 from the
  * stored m, v and the current w, as
  *
@@ -122,7 +124,7 @@ function checkConfig(cfg: OptimizerConfig, lr: number): void {
  * by sqrt(1 − β2^t)), with one division and one square root per element
  * instead of three divisions and a square root; it can differ from the
  * literal form in the last bits of the float64 value (the form PyTorch's Adam
- * uses). For LAMB a decayed tensor takes two passes: the first updates the
+ * uses). For LAMB a tensor that adapts takes two passes: the first updates the
  * moments, computes u into a float64 scratch buffer (one per state, the size
  * of the largest such tensor, kept between steps) and accumulates ‖w‖² and
  * ‖u‖²; the second applies w − lr·r·u. Norms are summed in float64 in index
@@ -168,7 +170,7 @@ export function optimizerStep(
       v: state.v.subarray(start, end),
       w: weights.subarray(start, end),
     };
-    if (cfg.kind === "lamb" && spec.decay) {
+    if (cfg.kind === "lamb" && spec.adapt) {
       const u = scratchFor(state, layout, spec.size).subarray(0, spec.size);
       const norms = momentsAndUpdate(k, lambda, slices, u);
       const r = norms.wSq > 0 && norms.uSq > 0 ? Math.sqrt(norms.wSq) / Math.sqrt(norms.uSq) : 1;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ParamLayout, ParamSpec } from "../shared/model/param_layout.ts";
+import { adapts, decays, type ParamLayout, type ParamSpec } from "../shared/model/param_layout.ts";
 import {
   createOptimizerState,
   decodeOptimizerState,
@@ -13,8 +13,8 @@ import { mixSeed, Rng } from "../shared/method/rng.ts";
 /** A hand-built layout: a decayed weight [2,2] at 0..3, an excluded bias [2] at 4..5. */
 function fakeLayout(): ParamLayout {
   const specs: ParamSpec[] = [
-    { name: "dense.weight", shape: [2, 2], offset: 0, size: 4, decay: true },
-    { name: "dense.bias", shape: [2], offset: 4, size: 2, decay: false },
+    { name: "dense.weight", shape: [2, 2], offset: 0, size: 4, decay: true, adapt: true },
+    { name: "dense.bias", shape: [2], offset: 4, size: 2, decay: false, adapt: false },
   ];
   return { specs, byName: new Map(specs.map((s) => [s.name, s])), total: 6 };
 }
@@ -288,7 +288,7 @@ for (const cfg of [LAMB, ADAMW]) {
     const sizes: [number, boolean][] = [[17 * 5, true], [5, false], [300, true], [40, false]];
     let offset = 0;
     const specs: ParamSpec[] = sizes.map(([size, decay], k) => {
-      const spec = { name: `t${k}`, shape: [size], offset, size, decay };
+      const spec = { name: `t${k}`, shape: [size], offset, size, decay, adapt: decay };
       offset += size;
       return spec;
     });
@@ -332,11 +332,37 @@ Deno.test("LAMB's scratch grows when one state meets a layout with a larger tens
   const st = createOptimizerState(6);
   optimizerStep(small, new Float32Array(W0), new Float32Array(G1), st, 0.1, LAMB);
   // The same state (size 6) now with all 6 elements in one decayed tensor.
-  const spec: ParamSpec = { name: "w", shape: [6], offset: 0, size: 6, decay: true };
+  const spec: ParamSpec = { name: "w", shape: [6], offset: 0, size: 6, decay: true, adapt: true };
   const big: ParamLayout = { specs: [spec], byName: new Map([["w", spec]]), total: 6 };
   const w = new Float32Array(W0), ref = new Float32Array(W0);
   const refState = { step: st.step, m: st.m.slice(), v: st.v.slice() };
   optimizerStep(big, w, new Float32Array(G2), st, 0.1, LAMB);
   literalStep(big, ref, new Float32Array(G2), refState, 0.1, LAMB);
   for (let i = 0; i < 6; i++) assert.ok(ulps(w[i], ref[i]) <= 1, `w[${i}] ${w[i]} vs ${ref[i]}`);
+});
+
+Deno.test("LAMB: LoRA's zero-initialised B takes no trust ratio (it would freeze it); A does", () => {
+  const names = ["q.lora_A.weight", "q.lora_B.weight"];
+  const specs: ParamSpec[] = names.map((name, k) => ({
+    name,
+    shape: [4],
+    offset: 4 * k,
+    size: 4,
+    decay: decays(name),
+    adapt: adapts(name),
+  }));
+  assert.deepEqual(specs.map((s) => [s.decay, s.adapt]), [[true, true], [true, false]]);
+  const layout: ParamLayout = { specs, byName: new Map(specs.map((s) => [s.name, s])), total: 8 };
+  const w = new Float32Array([0.5, -0.5, 0.25, 1, 0, 0, 0, 0]); // B = 0, as PEFT initialises it
+  const state = createOptimizerState(8);
+  const g = new Float32Array([0.1, 0.2, -0.1, 0.3, 0.2, -0.1, 0.05, 0.4]);
+  const lr = 0.01;
+  for (let t = 0; t < 3; t++) {
+    const { trustRatios } = optimizerStep(layout, w, g, state, lr, { ...LAMB, weightDecay: 0 });
+    assert.equal(trustRatios[1], 1, `step ${t + 1}: B's ratio`);
+  }
+  // Adam-like steps of about lr per element: after 3 steps |B| ≈ 3·lr, not lr·(1 + lr)².
+  for (let i = 4; i < 8; i++) {
+    assert.ok(Math.abs(Math.abs(w[i]) - 3 * lr) < 1e-3, `B[${i - 4}] ${w[i]}`);
+  }
 });

@@ -19,7 +19,7 @@
  * @module
  */
 import type { ModelConfig } from "./config.ts";
-import { decays, type ParamLayout, paramLayout, type ParamSpec } from "./param_layout.ts";
+import { adapts, decays, type ParamLayout, paramLayout, type ParamSpec } from "./param_layout.ts";
 import { dropoutSite } from "../method/dropout_mask.ts";
 import { fnv1a } from "../method/hash32.ts";
 import { mixSeed, Rng } from "../method/rng.ts";
@@ -254,7 +254,14 @@ export function loraPlan(
   let offset = 0;
   const add = (name: string, shape: number[]) => {
     const size = shape.reduce((a, b) => a * b, 1);
-    const spec: ParamSpec = { name, shape, offset, size, decay: decays(name) };
+    const spec: ParamSpec = {
+      name,
+      shape,
+      offset,
+      size,
+      decay: decays(name),
+      adapt: adapts(name),
+    };
     specs.push(spec);
     offset += size;
     return spec;

@@ -20,6 +20,8 @@ export interface ParamSpec {
   readonly size: number;
   /** False for every bias and LayerNorm tensor: no weight decay, no layer adaptation. */
   readonly decay: boolean;
+  /** Whether LAMB's trust ratio scales the tensor's update ({@link adapts}). */
+  readonly adapt: boolean;
 }
 
 /** The ordered list of parameters and the total flat size. */
@@ -29,9 +31,20 @@ export interface ParamLayout {
   readonly total: number;
 }
 
-/** Whether weight decay and the LAMB trust ratio apply to the tensor `name`. */
+/** Whether weight decay applies to the tensor `name` (not to biases and LayerNorm). */
 export function decays(name: string): boolean {
   return !(name.endsWith(".bias") || name.includes("LayerNorm"));
+}
+
+/**
+ * Whether LAMB's trust ratio ‖w‖/‖u‖ scales the update of the tensor `name`:
+ * every decayed tensor except LoRA's B, which starts at zero by design
+ * (PEFT's init, so that step 0 is the base model) — its ratio would be 1 at
+ * the first step and about the learning rate after it, so B would grow by a
+ * factor (1 + lr) per step and the adapter would barely train.
+ */
+export function adapts(name: string): boolean {
+  return decays(name) && !name.endsWith(".lora_B.weight");
 }
 
 /**
@@ -111,7 +124,7 @@ export function paramLayout(config: ModelConfig, objective: Objective = "classif
   let offset = 0;
   const specs: ParamSpec[] = entries.map(([name, shape]) => {
     const size = shape.reduce((a, b) => a * b, 1);
-    const spec = { name, shape, offset, size, decay: decays(name) };
+    const spec = { name, shape, offset, size, decay: decays(name), adapt: adapts(name) };
     offset += size;
     return spec;
   });

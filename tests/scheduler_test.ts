@@ -134,6 +134,9 @@ Deno.test("bad results are refused with clear errors and never combined", async 
   const discarded: string[] = [];
   await train({
     workers: 1,
+    // The old path, one result per micro-batch: with n_j = 4 (a power of two) the same bits
+    // as the reference's tasks of one micro-batch.
+    extra: ["--results", "per-micro-batch"],
     events: { discarded: (_w, reason) => discarded.push(reason) },
     arrange: (s, t) => {
       let n = 0;

@@ -16,10 +16,13 @@ import {
   type ErrorCode,
   type ErrorMessage,
   type EvalResultMessage,
+  type FlushMessage,
   HEARTBEAT_MS,
   type Message,
+  type PartialMessage,
   PROTOCOL_VERSION,
   type ResultMessage,
+  type TaskMessage,
   toErrorMessage,
   type WeightsMessage,
   type WelcomeMessage,
@@ -29,6 +32,8 @@ import { BufferPool, prepareMessage, Reassembler, Sender } from "../shared/wire/
 import { closeLine, describeClose } from "../shared/wire/close_log.ts";
 import type { BackendInfo } from "../shared/compute/backend.ts";
 import { WorkerCompute } from "./compute.ts";
+import { HeldWork } from "./partial_sum.ts";
+import { gradLayout } from "../shared/model/sparse_grad.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -59,12 +64,19 @@ interface WorkerState {
   readonly compute: WorkerCompute;
   readonly pool: BufferPool;
   installed: Float32Array | Uint16Array | null;
+  /** Held tasks' partial sum (worker/partial_sum.ts). */
+  readonly held: HeldWork;
 }
 
 /** Serves runs until the coordinator ends them (or refuses us). */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const compute = new WorkerCompute();
-  const state: WorkerState = { compute, pool: new BufferPool(2), installed: null };
+  const state: WorkerState = {
+    compute,
+    pool: new BufferPool(2),
+    installed: null,
+    held: new HeldWork(),
+  };
   let workerId: string | undefined;
   let backoff = 250;
   let lastConnected = Date.now();
@@ -204,7 +216,9 @@ class Connection {
       case "weights":
         return this.#onWeights(m);
       case "task":
-        return this.#answer(() => this.state.compute.task(m), m.runId);
+        return m.hold ? this.#hold(m) : this.#answer(() => this.state.compute.task(m), m.runId);
+      case "flush":
+        return this.#answer(() => Promise.resolve(this.#flush(m)), m.runId);
       case "eval_task":
         return this.#answer(() => this.state.compute.evaluate(m), m.runId);
       case "error":
@@ -219,8 +233,10 @@ class Connection {
   /** Adopts the run, sizes the transfers it accepts, asks for the first task. */
   #onWelcome(m: WelcomeMessage): void {
     const config = this.state.compute.welcome(m);
+    const layout = paramLayout(config, m.objective);
+    this.state.held.reset(gradLayout(layout, m.objective), m.gradEncoding);
     this.#receiver.runId = m.runId;
-    this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
+    this.#receiver.maxTransferBytes = DTYPES.f32.bytes * layout.total;
     if (!this.#welcomed) this.opts.log(`joined run ${m.runId.slice(0, 8)} as worker ${m.workerId}`);
     this.#welcomed = true;
     this.onWelcome(m.workerId);
@@ -240,7 +256,7 @@ class Connection {
    * asks for the next task; a refusal is answered with an `error`.
    */
   async #answer(
-    work: () => Promise<ResultMessage | EvalResultMessage>,
+    work: () => Promise<ResultMessage | EvalResultMessage | PartialMessage>,
     runId: string,
   ): Promise<void> {
     try {
@@ -254,6 +270,22 @@ class Connection {
       this.#send(toErrorMessage(e));
     }
     this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** A held task: computed into the partial sum, answered with a small `done`, then a request. */
+  async #hold(m: TaskMessage): Promise<void> {
+    try {
+      const result = await this.state.compute.task(m);
+      this.#send(this.state.held.absorb(m, result));
+    } catch (e) {
+      this.#send(toErrorMessage(e));
+    }
+    this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** The partial sum a flush asks for (worker/partial_sum.ts). */
+  #flush(m: FlushMessage): PartialMessage {
+    return this.state.held.flush(m);
   }
 
   /** A handshake refusal no retry can cure ends the worker; others are only logged. */

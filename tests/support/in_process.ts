@@ -10,22 +10,31 @@ import { deliver } from "./transfer.ts";
 import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
 import type { Message } from "../../shared/wire/protocol.ts";
+import { HeldWork } from "../../worker/partial_sum.ts";
+import { gradLayout } from "../../shared/model/sparse_grad.ts";
 
 /** A worker living in this process; `detach()` simulates it dying. */
 export class InProcessWorker {
   readonly compute = new WorkerCompute();
+  /** Held tasks' partial sum, as worker/client.ts keeps it. */
+  readonly held = new HeldWork();
   readonly link: WorkerLink;
   #chain = Promise.resolve();
   #alive = true;
+  /** Called before each flush is answered; return false to drop it silently. */
+  beforeFlush: (step: number, indices: readonly number[]) => boolean = () => true;
   /** Called before each task is computed; return false to drop it silently (a hung worker). */
   beforeTask: (step: number, index: number) => boolean = () => true;
   /** The same for evaluation tasks. */
   beforeEval: (index: number) => boolean = () => true;
   tasksDone = 0;
   evalsDone = 0;
+  partials = 0;
 
   constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
-    this.compute.welcome(trainer.welcome(id));
+    const welcome = trainer.welcome(id);
+    this.compute.welcome(welcome);
+    this.held.reset(gradLayout(trainer.layout, welcome.objective), welcome.gradEncoding);
     this.link = { id, backend: "wasm", device: "in-process", send: (f) => this.#receive(f) };
     scheduler.addWorker(this.link);
     scheduler.request(id, 1);
@@ -39,7 +48,13 @@ export class InProcessWorker {
       else if (m.type === "task") {
         if (!this.beforeTask(m.step, m.index)) return;
         const result = await this.compute.task(m);
-        if (this.#alive) this.#reply(result, m.runId);
+        if (!this.#alive) return;
+        if (m.hold) this.#reply(this.held.absorb(m, result), m.runId);
+        else this.#reply(result, m.runId);
+      } else if (m.type === "flush") {
+        if (!this.beforeFlush(m.step, [...m.indices])) return;
+        const partial = this.held.flush(m);
+        if (this.#alive) this.#reply(partial, m.runId);
       } else if (m.type === "eval_task") {
         if (!this.beforeEval(m.index)) return;
         const result = await this.compute.evaluate(m);
@@ -54,6 +69,12 @@ export class InProcessWorker {
     if (back.type === "result") {
       this.tasksDone++;
       this.scheduler.result(this.id, back);
+    } else if (back.type === "done") {
+      this.tasksDone++;
+      this.scheduler.done(this.id, back);
+    } else if (back.type === "partial") {
+      this.partials++;
+      this.scheduler.partial(this.id, back);
     } else if (back.type === "eval_result") {
       this.evalsDone++;
       this.scheduler.evalResult(this.id, back);

@@ -48,6 +48,7 @@ function welcome(objective: Objective, deterministic = false): WelcomeMessage {
     objective,
     dropout: null,
     deterministic,
+    gradEncoding: "f32",
   };
 }
 
@@ -86,6 +87,7 @@ function task(objective: Objective, adversary: AdversaryConfig): TaskMessage {
     seed: 77,
     adversary,
     batch: { ...batch, labels },
+    hold: false,
   };
 }
 

@@ -215,7 +215,7 @@ Deno.test("release: each part once, in index order, after it is summed; freeArra
   const released: number[] = [];
   const acc = new GradAccumulator(s, {
     release: (p) => {
-      released.push(p.index);
+      if ("index" in p && typeof p.index === "number") released.push(p.index);
       freeArrays(p);
     },
   });

@@ -7,9 +7,9 @@
 import { WorkerCompute } from "../../worker/compute.ts";
 import { type Outgoing, prepareMessage } from "../../shared/wire/transfer.ts";
 import { deliver } from "./transfer.ts";
-import type { Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
+import type { ErrorReply, Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
-import type { Message } from "../../shared/wire/protocol.ts";
+import type { Message, PartialMessage } from "../../shared/wire/protocol.ts";
 import { HeldWork } from "../../worker/partial_sum.ts";
 import { gradLayout } from "../../shared/model/sparse_grad.ts";
 
@@ -21,6 +21,10 @@ export class InProcessWorker {
   readonly link: WorkerLink;
   #chain = Promise.resolve();
   #alive = true;
+  /** What the partial answering a flush becomes on the wire: any messages (a misbehaving worker). */
+  tamper: (p: PartialMessage) => PartialMessage[] = (p) => [p];
+  /** Every refusal the scheduler answered this worker with. */
+  readonly refusals: ErrorReply[] = [];
   /** Called before each flush is answered; return false to drop it silently. */
   beforeFlush: (step: number, indices: readonly number[]) => boolean = () => true;
   /** Called before each task is computed; return false to drop it silently (a hung worker). */
@@ -54,7 +58,9 @@ export class InProcessWorker {
       } else if (m.type === "flush") {
         if (!this.beforeFlush(m.step, [...m.indices])) return;
         const partial = this.held.flush(m);
-        if (this.#alive) this.#reply(partial, m.runId);
+        if (!this.#alive) return;
+        const sent = this.tamper(partial);
+        sent.forEach((p, k) => this.#reply(p, m.runId, k === sent.length - 1));
       } else if (m.type === "eval_task") {
         if (!this.beforeEval(m.index)) return;
         const result = await this.compute.evaluate(m);
@@ -64,22 +70,24 @@ export class InProcessWorker {
   }
 
   /** Sends a result back through the wire format to the scheduler, then asks for the next task. */
-  #reply(result: Message, runId: string): void {
+  #reply(result: Message, runId: string, request = true): void {
     const back = deliver(prepareMessage(result, { runId }));
+    let refusal: ErrorReply | null;
     if (back.type === "result") {
       this.tasksDone++;
-      this.scheduler.result(this.id, back);
+      refusal = this.scheduler.result(this.id, back);
     } else if (back.type === "done") {
       this.tasksDone++;
-      this.scheduler.done(this.id, back);
+      refusal = this.scheduler.done(this.id, back);
     } else if (back.type === "partial") {
       this.partials++;
-      this.scheduler.partial(this.id, back);
+      refusal = this.scheduler.partial(this.id, back);
     } else if (back.type === "eval_result") {
       this.evalsDone++;
-      this.scheduler.evalResult(this.id, back);
+      refusal = this.scheduler.evalResult(this.id, back);
     } else throw new Error(`unreachable: a worker sent ${back.type}`);
-    this.scheduler.request(this.id, 1);
+    if (refusal) this.refusals.push(refusal);
+    if (request) this.scheduler.request(this.id, 1);
   }
 
   /** Disconnects: the scheduler forgets it and its tasks go elsewhere. */

@@ -909,3 +909,30 @@ Deno.test("bf16 and f16 partials: the run trains, and the weights stay close to 
     assert.ok(d > 0 && d < 1e-2, `${enc}: ${d}`);
   }
 });
+
+Deno.test("2 workers, 16 micro-batches per step: bytes received per step in results' worth, per-worker vs per-micro-batch", async () => {
+  const bytes = async (results: string) => {
+    const { config } = await parseRunFlags(
+      tinyRunArgs(model, task, ["--global-batch", "32", "--micro-batch", "2", "--results", results])
+        .filter((a) => a !== "--deterministic"),
+      {},
+      "",
+    );
+    const trainer = await Trainer.create(config);
+    const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+    const ws = [0, 1].map((i) => new InProcessWorker(`w${i}`, scheduler, trainer));
+    await trainer.run(scheduler);
+    for (const w of ws) await w.settle();
+    return { total: ws.reduce((a, w) => a + w.bytesSent, 0), steps: trainer.step };
+  };
+  const old = await bytes("per-micro-batch");
+  const held = await bytes("per-worker");
+  const result = old.total / (old.steps * 16); // one result, framed
+  const worth = (b: { total: number; steps: number }) => b.total / b.steps / result;
+  console.log(
+    `results' worth received per step: per-micro-batch ${worth(old).toFixed(2)}, ` +
+      `per-worker ${worth(held).toFixed(2)} (one result ${Math.round(result)} bytes)`,
+  );
+  assert.ok(Math.abs(worth(old) - 16) < 1e-9);
+  assert.ok(worth(held) <= 4.5, `${worth(held)}`);
+});

@@ -5,7 +5,7 @@
  * reassembler). For mesh tests without network.
  */
 import { WorkerCompute } from "../../worker/compute.ts";
-import { type Outgoing, prepareMessage } from "../../shared/wire/transfer.ts";
+import { type Outgoing, outgoingBytes, prepareMessage } from "../../shared/wire/transfer.ts";
 import { deliver } from "./transfer.ts";
 import type { ErrorReply, Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
 import type { Trainer } from "../../coordinator/trainer.ts";
@@ -34,6 +34,8 @@ export class InProcessWorker {
   tasksDone = 0;
   evalsDone = 0;
   partials = 0;
+  /** Bytes of every answer it sent (results, dones, partials), as framed for the wire. */
+  bytesSent = 0;
 
   constructor(readonly id: string, readonly scheduler: Scheduler, trainer: Trainer) {
     const welcome = trainer.welcome(id);
@@ -71,7 +73,9 @@ export class InProcessWorker {
 
   /** Sends a result back through the wire format to the scheduler, then asks for the next task. */
   #reply(result: Message, runId: string, request = true): void {
-    const back = deliver(prepareMessage(result, { runId }));
+    const out = prepareMessage(result, { runId });
+    this.bytesSent += outgoingBytes(out);
+    const back = deliver(out);
     let refusal: ErrorReply | null;
     if (back.type === "result") {
       this.tasksDone++;

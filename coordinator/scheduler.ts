@@ -1099,8 +1099,10 @@ export class Scheduler {
     const s = this.#step;
     if (!s || !this.#weights) return;
     const end = s.prefix + s.window;
+    // A unit credited to a worker (a held one, answered with a done) is not handed out again.
     const open = (w: ConnectedWorker, p: Pending) =>
-      p.index < end && !p.result && !p.excluded.has(w.id) && !p.assigned.has(w.id);
+      p.index < end && !p.result && p.credited.size === 0 && !p.excluded.has(w.id) &&
+      !p.assigned.has(w.id);
     for (const w of this.workers.values()) {
       while (w.wants > 0) {
         const i = this.#queue.findIndex((p) => open(w, p));

@@ -936,3 +936,20 @@ Deno.test("2 workers, 16 micro-batches per step: bytes received per step in resu
   assert.ok(Math.abs(worth(old) - 16) < 1e-9);
   assert.ok(worth(held) <= 4.5, `${worth(held)}`);
 });
+
+Deno.test("per-worker stragglers past their deadline: the micro-batch goes to another worker, is never handed to one that holds it, and is counted once", async () => {
+  const run = await trainHeld(2, {
+    extra: ["--task-timeout", "0.3"],
+    arrange: (_s, _t, ws) => {
+      // w1 answers two micro-batches of step 1 late: both workers may end up holding them.
+      ws[1].delayTask = (step, index) => (step === 1 && index < 4 ? 600 : 0);
+      ws[0].delayTask = (step, index) => (step === 2 && index === 0 ? 600 : 0);
+    },
+  });
+  assert.ok(run.redispatched.includes("timeout"), run.redispatched.join());
+  for (const w of run.workers) {
+    assert.ok(!w.refusals.some((r) => r.code === "bad_partial"), JSON.stringify(w.refusals));
+  }
+  for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+  assert.ok(relDiff(run.weights, heldReference.weights) < 1e-5);
+});

@@ -25,6 +25,8 @@ export class InProcessWorker {
   tamper: (p: PartialMessage) => PartialMessage[] = (p) => [p];
   /** Every refusal the scheduler answered this worker with. */
   readonly refusals: ErrorReply[] = [];
+  /** Milliseconds to wait before computing a task (a straggler). */
+  delayTask: (step: number, index: number) => number = () => 0;
   /** Called before each flush is answered; return false to drop it silently. */
   beforeFlush: (step: number, indices: readonly number[]) => boolean = () => true;
   /** Called before each task is computed; return false to drop it silently (a hung worker). */
@@ -53,6 +55,8 @@ export class InProcessWorker {
       if (m.type === "weights") this.compute.weights(m);
       else if (m.type === "task") {
         if (!this.beforeTask(m.step, m.index)) return;
+        const delay = this.delayTask(m.step, m.index);
+        if (delay > 0) await new Promise((r) => setTimeout(r, delay));
         const result = await this.compute.task(m);
         if (!this.#alive) return;
         if (m.hold) this.#reply(this.held.absorb(m, result), m.runId);

@@ -515,6 +515,7 @@ const flags = parseFlagsOrExit(
     steps: { type: "int", default: 3, help: "steps per configuration (the first is not averaged)" },
     backend: { type: "string", default: "native", help: "worker backend (mesh part)" },
     "no-mesh": { type: "boolean", default: false, help: "only the in-process part" },
+    "mesh-only": { type: "boolean", default: false, help: "only the mesh part" },
     recycle: {
       type: "string",
       default: "on",
@@ -581,7 +582,7 @@ const env = flags["malloc-tuning"] ? MALLOC_TUNING : {};
 const workerCounts = flags.workers.split(",").map(Number);
 const inproc: Record<string, unknown>[] = [];
 const windowedRows: Record<string, unknown>[] = [];
-for (const m of models) {
+for (const m of flags["mesh-only"] ? [] : models) {
   const params = paramLayout(shapeConfig(m), "classify").total;
   const needMb = Math.round(36 * params / 2 ** 20), haveMb = availableMb();
   if (needMb > 0.9 * haveMb) {

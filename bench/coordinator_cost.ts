@@ -5,7 +5,8 @@
  *
  *     deno run -A bench/coordinator_cost.ts [--models bert-base,roberta-large]
  *       [--workers 1,2,4] [--parts 4] [--steps 3] [--backend native] [--no-mesh]
- *       [--malloc-tuning] [--mesh-timeout 900] [--out FILE]
+ *       [--malloc-tuning] [--mesh-timeout 900] [--micro-batches 4]
+ *       [--modes "per-micro-batch=--results per-micro-batch,per-worker="] [--out FILE]
  *
  * Three parts, every configuration in its own process so that each peak RSS
  * (VmHWM from /proc/<pid>/status) is that configuration's alone:
@@ -22,11 +23,14 @@
  *   fresh array, in the worst order the dispatch window allows — for the
  *   coordinator's peak RSS with as many workers as the window lets compute.
  * - mesh: a random checkpoint of the shape is written to a temp folder and a
- *   real coordinator trains `--steps` steps of 4 micro-batches of 1 example ×
- *   8 tokens with N local worker processes over loopback WebSockets; the
- *   step reports give the combine, optimizer and encode times, the monitor
- *   the bytes in and out. A configuration that would not fit in the memory
- *   available is skipped, saying so.
+ *   real coordinator trains `--steps` steps of `--micro-batches` micro-batches
+ *   of 1 example × 8 tokens with N local worker processes over loopback
+ *   WebSockets, once per `--modes` entry (`name=coordinator flags`: how the
+ *   results come back, issue 21); the step reports give the combine,
+ *   optimizer and encode times, the monitor the bytes in and out, also in
+ *   results' worth (bytes in per step over one micro-batch result's bytes).
+ *   A configuration that would not fit in the memory available is skipped,
+ *   saying so.
  *
  * `--malloc-tuning` runs the children with glibc malloc told to keep freed
  * memory (see MALLOC_TUNING): on this VM every fresh page costs ~11 µs, and
@@ -61,7 +65,6 @@ import { shapeConfig, writeShapeCheckpoint, writeSmallTask } from "./random_chec
 const SELF = fileURLToPath(import.meta.url);
 
 const TOKENS = 8; // one example of 8 tokens per micro-batch
-const MICRO_BATCHES = 4; // per mesh step
 
 /** A field of /proc/<pid>/status in MB (VmHWM: peak resident set; VmRSS: now). */
 function procMb(field: "VmHWM" | "VmRSS", pid: number | "self" = "self"): number {
@@ -369,6 +372,8 @@ async function mesh(opts: {
   steps: number;
   backend: string;
   recycle: boolean;
+  microBatches: number;
+  modeFlags: string[];
 }) {
   const { parseRunFlags } = await import("../coordinator/run_config.ts");
   const { startCoordinator } = await import("../coordinator/coordinator.ts");
@@ -377,17 +382,22 @@ async function mesh(opts: {
   const { config } = await parseRunFlags(
     [
       ...["--model", opts.modelDir, "--train", task.train, "--eval", task.eval],
-      ...["--steps", String(opts.steps), "--global-batch", String(MICRO_BATCHES)],
+      ...["--steps", String(opts.steps), "--global-batch", String(opts.microBatches)],
       ...["--micro-batch", "1", "--max-len", String(TOKENS), "--adv", "off", "--dropout", "0"],
       ...["--eval-limit", "1", "--task-timeout", "1800", "--port", "0", "--token", "bench"],
-      "--deterministic",
       "--quiet",
+      ...opts.modeFlags,
     ],
     {},
     "",
   );
   type Report = import("../coordinator/trainer.ts").StepReport;
-  const reports: (Report & { rssMB: number; hwmMB: number; workersHwmMB: number[] })[] = [];
+  const reports: (Report & {
+    rssMB: number;
+    hwmMB: number;
+    workersHwmMB: number[];
+    bytesIn: number;
+  })[] = [];
   let pids: number[] = [];
   const loadedHwm = { mb: NaN };
   const c = await startCoordinator(config, {
@@ -400,6 +410,7 @@ async function mesh(opts: {
           rssMB: procMb("VmRSS"),
           hwmMB: procMb("VmHWM"),
           workersHwmMB: pids.map((p) => procMb("VmHWM", p)),
+          bytesIn: c.monitor.bytesIn,
         }),
     },
   });
@@ -417,8 +428,18 @@ async function mesh(opts: {
   const mean = (f: (r: Report) => number) =>
     measured.reduce((a, r) => a + f(r), 0) / Math.max(1, measured.length);
   const counters = c.monitor;
+  // One micro-batch result: the dense rest and the rows of one 1 × 8-token micro-batch.
+  const resultBytes = maxResultBytes(c.trainer.gradLayout, TOKENS);
+  // Bytes between the first and the last step report: the steps after the first.
+  const inPerStep = measured.length && reports.length > 1
+    ? (reports.at(-1)!.bytesIn - reports[0].bytesIn) / measured.length
+    : counters.bytesIn / Math.max(1, reports.length);
   return {
     workers: opts.workers,
+    microBatches: opts.microBatches,
+    modeFlags: opts.modeFlags.join(" "),
+    resultBytes,
+    resultsWorthInPerStep: Math.round(100 * inPerStep / resultBytes) / 100,
     backend: opts.backend,
     steps: summary.steps,
     measuredSteps: measured.length,
@@ -494,6 +515,7 @@ const flags = parseFlagsOrExit(
     steps: { type: "int", default: 3, help: "steps per configuration (the first is not averaged)" },
     backend: { type: "string", default: "cpu", help: "worker backend (mesh part)" },
     "no-mesh": { type: "boolean", default: false, help: "only the in-process part" },
+    "mesh-only": { type: "boolean", default: false, help: "only the mesh part" },
     recycle: {
       type: "string",
       default: "on",
@@ -517,6 +539,13 @@ const flags = parseFlagsOrExit(
     model: { type: "string", default: "", help: "(internal) shape of a child" },
     "model-dir": { type: "string", default: "", help: "(internal) checkpoint of a mesh child" },
     n: { type: "int", default: 1, help: "(internal) workers of a mesh child" },
+    "micro-batches": { type: "int", default: 4, help: "mesh part: micro-batches per step" },
+    modes: {
+      type: "string",
+      default: "per-micro-batch=--results per-micro-batch,per-worker=",
+      help: "mesh part: name=coordinator flags, comma-separated (flags separated by spaces)",
+    },
+    "mode-flags": { type: "string", default: "", help: "(internal) a mesh child's mode flags" },
   } as const,
   "deno run -A bench/coordinator_cost.ts [flags]",
 );
@@ -536,6 +565,8 @@ if (flags.phase === "mesh") {
     steps: flags.steps,
     backend: flags.backend,
     recycle: flags.recycle !== "off",
+    microBatches: flags["micro-batches"],
+    modeFlags: flags["mode-flags"].split(" ").filter(Boolean),
   });
   console.log(JSON.stringify(r));
   Deno.exit(0);
@@ -551,7 +582,7 @@ const env = flags["malloc-tuning"] ? MALLOC_TUNING : {};
 const workerCounts = flags.workers.split(",").map(Number);
 const inproc: Record<string, unknown>[] = [];
 const windowedRows: Record<string, unknown>[] = [];
-for (const m of models) {
+for (const m of flags["mesh-only"] ? [] : models) {
   const params = paramLayout(shapeConfig(m), "classify").total;
   const needMb = Math.round(36 * params / 2 ** 20), haveMb = availableMb();
   if (needMb > 0.9 * haveMb) {
@@ -622,18 +653,22 @@ if (!flags["no-mesh"]) {
           continue;
         }
         for (const recycle of flags.recycle.split(",")) {
-          console.error(`mesh: ${m}, ${n} worker(s), results recycled ${recycle} …`);
-          const r = await child(
-            [
-              ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
-              ...["--steps", String(flags.steps), "--backend", flags.backend],
-              ...["--recycle", recycle],
-            ],
-            flags["mesh-timeout"],
-            env,
-          );
-          console.error(JSON.stringify(r));
-          meshRows.push({ model: m, recycleResults: recycle === "on", ...r });
+          for (const entry of flags.modes.split(",").filter(Boolean)) {
+            const [mode, modeFlags = ""] = entry.split("=");
+            console.error(`mesh: ${m}, ${n} worker(s), ${mode}, results recycled ${recycle} …`);
+            const r = await child(
+              [
+                ...["--phase", "mesh", "--model-dir", dir, "--n", String(n)],
+                ...["--steps", String(flags.steps), "--backend", flags.backend],
+                ...["--recycle", recycle, "--micro-batches", String(flags["micro-batches"])],
+                `--mode-flags=${modeFlags}`,
+              ],
+              flags["mesh-timeout"],
+              env,
+            );
+            console.error(JSON.stringify(r));
+            meshRows.push({ model: m, mode, recycleResults: recycle === "on", ...r });
+          }
         }
       }
     } finally {
@@ -715,6 +750,7 @@ if (meshRows.length) {
       [
         "model",
         "workers",
+        "mode",
         "results into",
         "step ms",
         "combine ms",
@@ -722,18 +758,20 @@ if (meshRows.length) {
         "encode ms",
         "MB in/step",
         "MB out/step",
+        "results' worth in/step",
         "coordinator peak RSS MB (steps / with eval)",
         "worker peak RSS MB",
       ],
       meshRows.map((r) => {
         if (r.skipped || r.failed) {
           return [String(r.model), String(r.workers ?? ""), String(r.skipped ?? r.failed)]
-            .concat(new Array<string>(8).fill(""));
+            .concat(new Array<string>(10).fill(""));
         }
         const rss = r.coordinatorPeakRssMB as Record<string, number>;
         return [
           String(r.model),
           String(r.workers),
+          String(r.mode ?? ""),
           r.recycleResults === false ? "fresh memory" : "recycled memory",
           f0(r.stepMs),
           f0(r.combineMs),
@@ -741,6 +779,7 @@ if (meshRows.length) {
           f0(r.encodeMs),
           f1(Number(r.bytesInPerStep) / 1e6),
           f1(Number(r.bytesOutPerStep) / 1e6),
+          f1(r.resultsWorthInPerStep),
           `${rss.duringSteps} / ${rss.withFinalEvaluation}`,
           (r.workersPeakRssMB as number[]).join(", "),
         ];

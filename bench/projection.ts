@@ -15,17 +15,62 @@
  *   coord    = m · t_expand + t_opt                       (combine + LAMB on the coordinator)
  * and time to accuracy = steps-to-target × step time.
  *
+ * `--link` instead projects the wire at the paper's setting (issue 21, item
+ * 5) — also a MODEL: bytes per step per worker from the formats the mesh
+ * sends (shared/model/sparse_grad.ts, shared/wire/grad_encoding.ts; the
+ * measured run of bench/wan.ts and bench/coordinator_cost.ts carries exactly
+ * these), for BERT-base and RoBERTa-large, 8–32 GPU workers, B = 1,024–4,096
+ * in micro-batches of `--micro-batch`, on a star whose coordinator link runs
+ * at 1, 10 or 100 Gbit/s each way, beside the GPU compute time of the step:
+ *
+ *   weights out  = W · 4P (f32) or 2P (f16)
+ *   results in   = m · (4·(P − V·H) + r·(4H + 4))            per-micro-batch
+ *                = W · (e·(P − V·H) + u·(e·H + 4))           per-worker, e = 4 (f32) or 2 (bf16)
+ *   wire         = max(out, in) / link rate                  (full duplex)
+ *   compute      = ⌈m / W⌉ · b / (examples per second of one GPU) · adversary factor
+ *
+ * with r the distinct tokens of a micro-batch and u = min(V, ⌈m / W⌉ · r)
+ * the rows a worker's partial carries (`--distinct-tokens`), and the GPU's
+ * speed a stated assumption (`--gpu-examples-per-second`).
+ *
  * @module
  */
 import { parseFlagsOrExit } from "../shared/cli/flags.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
+import { sparseLayout } from "../shared/model/sparse_grad.ts";
+import { shapeConfig } from "./random_checkpoint.ts";
+import { table } from "./markdown.ts";
 
 const flags = parseFlagsOrExit(
   Deno.args,
   {
     tta: {
       type: "string",
-      required: true,
-      help: "time_to_accuracy JSON (steps to target per recipe)",
+      help: "time_to_accuracy JSON (steps to target per recipe; required without --link)",
+    },
+    link: {
+      type: "boolean",
+      help: "project the wire at the paper's setting instead (see the module doc)",
+    },
+    "link-gbps": { type: "string", default: "1,10,100", help: "--link: link rates, Gbit/s" },
+    "link-workers": { type: "string", default: "8,16,32", help: "--link: GPU workers" },
+    "link-batches": { type: "string", default: "1024,4096", help: "--link: global batches B" },
+    "micro-batch": { type: "int", default: 32, help: "--link: examples per micro-batch b" },
+    "seq-len": { type: "int", default: 128, help: "--link: tokens per example" },
+    "distinct-tokens": {
+      type: "int",
+      default: 1500,
+      help: "--link: distinct token ids in one micro-batch (b × seq-len tokens)",
+    },
+    "gpu-examples-per-second": {
+      type: "string",
+      default: "bert-base=800,roberta-large=250",
+      help: "--link: clean training examples/s of one GPU at seq-len (an assumption)",
+    },
+    "adversary-factor": {
+      type: "number",
+      default: 1.63,
+      help: "--link: compute of a ScaLA step over a clean one (PGD K=1, measured on CPU)",
     },
     mesh: {
       type: "string",
@@ -80,15 +125,24 @@ const flags = parseFlagsOrExit(
     },
     workers: { type: "string", default: "1,2,8,32,128", help: "worker counts" },
   } as const,
-  "deno run -A bench/projection.ts --tta FILE [flags]",
+  "deno run -A bench/projection.ts --tta FILE [flags] | --link [flags]",
 );
+
+if (flags.link) {
+  await linkProjection();
+  Deno.exit(0);
+}
+if (!flags.tta) {
+  console.error("--tta FILE is required (or --link)");
+  Deno.exit(2);
+}
 
 interface Row {
   recipe: string;
   label: string;
   stepsToTarget: number | null;
 }
-const tta = JSON.parse(await Deno.readTextFile(flags.tta)) as {
+const tta = JSON.parse(await Deno.readTextFile(flags.tta!)) as {
   rows: Row[];
   flags: Record<string, unknown>;
   runs: { recipe: string; steps: number }[];
@@ -167,9 +221,111 @@ for (const row of tta.rows) {
     } |`,
   );
 }
-const path = flags.tta.replace(/\.json$/, "") + `-projection-x${flags["worker-speedup"]}.json`;
+const path = flags.tta!.replace(/\.json$/, "") + `-projection-x${flags["worker-speedup"]}.json`;
 await Deno.writeTextFile(
   path,
   JSON.stringify({ model: "see bench/projection.ts", assumptions: flags, rows: out }, null, 2),
 );
 console.log(`wrote ${path}`);
+
+/** `--link`: the wire against the compute at the paper's setting (a projection; module doc). */
+async function linkProjection(): Promise<void> {
+  const rates = flags["link-gbps"].split(",").map(Number);
+  const Ws = flags["link-workers"].split(",").map(Number);
+  const Bs = flags["link-batches"].split(",").map(Number);
+  const b = flags["micro-batch"], r = flags["distinct-tokens"];
+  const speed = Object.fromEntries(
+    flags["gpu-examples-per-second"].split(",").map((kv) => {
+      const [k, v] = kv.split("=");
+      return [k, Number(v)];
+    }),
+  );
+  const rows: Record<string, number | string>[] = [];
+  for (const model of ["bert-base", "roberta-large"]) {
+    const layout = paramLayout(shapeConfig(model), "classify");
+    const s = sparseLayout(layout);
+    const P = s.total, V = s.rowCount, H = s.rowWidth, rest = P - V * H;
+    const result = 4 * rest + Math.min(V, r) * (4 * H + 4);
+    for (const B of Bs) {
+      const m = Math.ceil(B / b);
+      for (const W of Ws) {
+        const perWorker = Math.ceil(m / W);
+        const u = Math.min(V, perWorker * r);
+        const partial = (e: number) => e * rest + u * (e * H + 4);
+        const bytes = {
+          weightsF32: W * 4 * P,
+          weightsF16: W * 2 * P,
+          perMicroBatch: m * result,
+          perWorkerF32: W * partial(4),
+          perWorkerBf16: W * partial(2),
+        };
+        const computeS = perWorker * b / speed[model] * flags["adversary-factor"];
+        for (const gbps of rates) {
+          const Bps = gbps * 1e9 / 8;
+          const wire = (out: number, inn: number) => Math.max(out, inn) / Bps;
+          rows.push({
+            model,
+            workers: W,
+            globalBatch: B,
+            microBatches: m,
+            linkGbps: gbps,
+            computeS,
+            bytesPerWorkerPerStepPerMicroBatch: (bytes.weightsF32 + bytes.perMicroBatch) / W,
+            bytesPerWorkerPerStepPerWorker: (bytes.weightsF32 + bytes.perWorkerF32) / W,
+            bytesPerWorkerPerStepBf16F16: (bytes.weightsF16 + bytes.perWorkerBf16) / W,
+            wireSPerMicroBatch: wire(bytes.weightsF32, bytes.perMicroBatch),
+            wireSPerWorker: wire(bytes.weightsF32, bytes.perWorkerF32),
+            wireSPerWorkerBf16F16: wire(bytes.weightsF16, bytes.perWorkerBf16),
+          });
+        }
+      }
+    }
+  }
+  const f = (x: number | string, d = 2) => (typeof x === "number" ? x.toFixed(d) : x);
+  console.log(
+    `A PROJECTION, not a measurement: star topology, the coordinator's link at each rate ` +
+      `(full duplex), b = ${b}, ${flags["seq-len"]} tokens, ${r} distinct tokens per ` +
+      `micro-batch, GPU ${flags["gpu-examples-per-second"]} examples/s × ${
+        flags["adversary-factor"]
+      } (ScaLA); weights f32 (f16 in the last column).`,
+  );
+  console.log(table(
+    [
+      "model",
+      "W",
+      "B",
+      "Gbit/s",
+      "compute s",
+      "GB/worker/step: per-micro-batch / per-worker / +bf16,f16 weights",
+      "wire s: per-micro-batch",
+      "per-worker",
+      "per-worker bf16 + f16 weights",
+    ],
+    rows.map((x) =>
+      [
+        x.model,
+        x.workers,
+        x.globalBatch,
+        x.linkGbps,
+        f(x.computeS),
+        `${f(Number(x.bytesPerWorkerPerStepPerMicroBatch) / 1e9)} / ${
+          f(Number(x.bytesPerWorkerPerStepPerWorker) / 1e9)
+        } / ${f(Number(x.bytesPerWorkerPerStepBf16F16) / 1e9)}`,
+        f(x.wireSPerMicroBatch),
+        f(x.wireSPerWorker),
+        f(x.wireSPerWorkerBf16F16),
+      ].map(String)
+    ),
+  ));
+  const out = `bench/results/projection-link-${new Date().toISOString().slice(0, 10)}.json`;
+  await Deno.writeTextFile(
+    out,
+    JSON.stringify(
+      { projection: "see bench/projection.ts (--link)", assumptions: flags, rows },
+      null,
+      2,
+    ) +
+      "\n",
+  );
+  console.log(`wrote ${out}`);
+}

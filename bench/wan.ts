@@ -173,7 +173,12 @@ async function runOne(
       );
     }
     let last: StatusDoc | null = null;
+    let exited = 0;
+    for (const w of workers) void w.status.then(() => exited++);
     while (Date.now() < deadline) {
+      if (exited === workers.length && !(await status())?.finished) {
+        throw new Error("every worker exited before the run ended (killed for memory?)");
+      }
       const s = await status();
       if (s) {
         last = s;
@@ -253,8 +258,19 @@ try {
       for (let k = 1; k <= n; k++) await makeLink(k, mbit);
       for (const mode of modes) {
         console.error(`wan: ${mbit} Mbit/s, ${n} worker(s), ${mode.name} …`);
-        const r = await runOne(dir, task, mbit, n, mode.flags);
-        rows.push({ mode: mode.name, flags: mode.flags.join(" "), ...r });
+        try {
+          const r = await runOne(dir, task, mbit, n, mode.flags);
+          rows.push({ mode: mode.name, flags: mode.flags.join(" "), ...r });
+        } catch (e) {
+          // One configuration that fails (a worker killed for memory, a timeout) is recorded, not fatal.
+          rows.push({
+            mode: mode.name,
+            flags: mode.flags.join(" "),
+            linkMbit: mbit,
+            workers: n,
+            failed: e instanceof Error ? e.message : String(e),
+          });
+        }
         console.error(`  ${JSON.stringify(rows.at(-1))}`);
       }
     }

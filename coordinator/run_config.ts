@@ -28,7 +28,13 @@ import { DEFAULT_SCHEDULE, type ScheduleConfig, type ScheduleKind } from "./lr_s
 import { type Objective, OBJECTIVES } from "../shared/model/param_layout.ts";
 import { parseByteSize } from "../shared/io/checkpoint.ts";
 import { isPlainObject } from "../shared/io/plain_object.ts";
-import { HEARTBEAT_MS, WEIGHTS_ENCODINGS, type WeightsEncoding } from "../shared/wire/protocol.ts";
+import {
+  GRAD_ENCODINGS,
+  type GradEncoding,
+  HEARTBEAT_MS,
+  WEIGHTS_ENCODINGS,
+  type WeightsEncoding,
+} from "../shared/wire/protocol.ts";
 import { ModelNotFound, resolveModel } from "../shared/io/hf_cache.ts";
 import { maxLenFlag, portFlag } from "../shared/cli/flag_rules.ts";
 import { BEST_MODEL_FLAGS, type BestModelConfig, resolveBestModel } from "./best_model.ts";
@@ -159,6 +165,23 @@ export const TRAINING_FLAGS = {
     help: "bit-reproducible: one backend for all workers, f32 weights",
   },
   "weights-encoding": { type: "string", default: "f32", help: "f32 | f16 weights sent to workers" },
+  results: {
+    type: "string",
+    default: "per-worker",
+    help: "per-worker (each worker sums its micro-batches and sends one gradient per step) | " +
+      "per-micro-batch (one gradient per micro-batch, the old path)",
+  },
+  group: {
+    type: "int",
+    default: 0,
+    help: "--deterministic with per-worker results: micro-batches per task, summed in order on " +
+      "one worker (the bits depend on it; 0: ceil(M / 4), 4 tasks per step)",
+  },
+  "grad-encoding": {
+    type: "string",
+    default: "f32",
+    help: "f32 | bf16 | f16 (scaled) gradients from workers (per-worker results)",
+  },
   host: { type: "string", default: "127.0.0.1", help: "address to listen on" },
   port: portFlag(8787),
   token: { type: "string", help: "run token workers must present (default: generated)" },
@@ -255,6 +278,16 @@ export interface TrainingConfig {
   readonly deterministic: boolean;
   /** How weights are sent to workers (f16 rounds what they compute on). */
   readonly weightsEncoding: WeightsEncoding;
+  /**
+   * How gradients come back: one partial sum per worker per step (or, in a
+   * deterministic run, per task of `group` micro-batches), or one result per
+   * micro-batch.
+   */
+  readonly results: ResultsFlag;
+  /** Micro-batches per task of a deterministic per-worker run (resolved: ≥ 1). */
+  readonly group: number;
+  /** How partial sums travel. */
+  readonly gradEncoding: GradEncoding;
   readonly optimizer: OptimizerSettings;
   readonly schedule: ScheduleConfig;
   readonly adversary: AdversaryConfig;
@@ -267,6 +300,12 @@ export interface TrainingConfig {
   /** LoRA (coordinator/lora_flags.ts); null: full fine-tuning. */
   readonly lora: LoraSettings | null;
 }
+
+/** The values of `--results`. */
+export const RESULTS_FLAGS = ["per-worker", "per-micro-batch"] as const;
+
+/** One of {@link RESULTS_FLAGS}. */
+export type ResultsFlag = typeof RESULTS_FLAGS[number];
 
 /** Which examples the run trains and scores on. */
 export interface DataConfig {
@@ -425,6 +464,10 @@ function resolve(f: TrainingFlags): RunConfig {
       weightsEncoding: f.deterministic
         ? "f32"
         : oneOf("weights-encoding", f["weights-encoding"], WEIGHTS_ENCODINGS),
+      results: oneOf("results", f.results, RESULTS_FLAGS),
+      group: positive("group", f.group, true) ||
+        Math.ceil(Math.ceil(globalBatch / Math.min(microBatch, globalBatch)) / 4),
+      gradEncoding: oneOf("grad-encoding", f["grad-encoding"], GRAD_ENCODINGS),
       optimizer: {
         ...DEFAULT_OPTIMIZER_CONFIG,
         kind,
@@ -551,6 +594,9 @@ const STORED_FLAGS = {
   dropout: (c) => c.training.dropout,
   deterministic: (c) => c.training.deterministic,
   "weights-encoding": (c) => c.training.weightsEncoding,
+  results: (c) => c.training.results,
+  group: (c) => c.training.group,
+  "grad-encoding": (c) => c.training.gradEncoding,
   optimizer: (c) => c.training.optimizer.kind,
   lr: (c) => c.training.optimizer.lr,
   "weight-decay": (c) => c.training.optimizer.weightDecay,

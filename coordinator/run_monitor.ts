@@ -13,11 +13,12 @@
  *
  * @module
  */
-import type { ErrorCode, ResultMessage } from "../shared/wire/protocol.ts";
+import type { ErrorCode } from "../shared/wire/protocol.ts";
 import type { EvalResult } from "../shared/eval/held_out.ts";
 import type {
   Discard,
   Redispatch,
+  ResultSummary,
   Scheduler,
   SchedulerEvents,
   WorkerInfo,
@@ -204,7 +205,7 @@ export class RunMonitor {
   readonly events: SchedulerEvents = {
     discarded: (_w: WorkerInfo, reason: Discard) => inc(this.discardedByReason, reason),
     redispatched: (reason: Redispatch) => inc(this.redispatchedByReason, reason),
-    accepted: (w: WorkerInfo, r: ResultMessage) => {
+    accepted: (w: WorkerInfo, r: ResultSummary) => {
       this.#stepExamples.set(w.id, (this.#stepExamples.get(w.id) ?? 0) + r.count);
       const t = this.#total(w.id, w.backend);
       t.microBatches++;

@@ -18,6 +18,22 @@
  * further dispatch instead of growing the buffer (and is re-dispatched when
  * it times out, as any other).
  *
+ * Held tasks (docs/protocol.md, "Held tasks"). In a `per-worker` step each
+ * micro-batch is still dispatched, timed and re-dispatched on its own, but
+ * the worker keeps its gradient in a partial sum and answers with a `done`;
+ * the micro-batch is then *credited* to that worker. When a worker has
+ * nothing in flight and nothing is left to hand it, it is sent a `flush`
+ * naming exactly the micro-batches credited to it since its last flush, and
+ * its `partial` is accepted only if it names that same set and none of them
+ * was accepted through another answer; the partial goes to `acceptSum`. A
+ * worker lost (disconnect, silence, a flush deadline) before its partial is
+ * accepted has exactly its credited, not yet accepted micro-batches queued
+ * again, and a later partial of it is refused. In a `per-group` step (a
+ * deterministic run) the unit of dispatch is a task of G consecutive
+ * micro-batches, sent to one worker as G held tasks and a flush of the
+ * group; it is timed, re-dispatched and accepted as one, and the accepted
+ * partials are summed in group order by the trainer's accumulator.
+ *
  * Held-out evaluation runs through the same machinery ({@link Scheduler.runEval}):
  * its forward-only batches are dispatched, timed out, re-dispatched and
  * accepted exactly as a step's micro-batches are (the first valid answer
@@ -32,12 +48,16 @@
  * @module
  */
 import {
+  type DoneMessage,
+  encodeMessage,
   type ErrorMessage,
   type EvalResultMessage,
   type Frame,
+  type PartialMessage,
   ProtocolError,
   type ResultMessage,
   validateEvalResultShape,
+  validatePartialShape,
   validateResultShape,
 } from "../shared/wire/protocol.ts";
 import type { SparseLayout } from "../shared/model/sparse_grad.ts";
@@ -59,10 +79,20 @@ export interface WorkerLink {
 export interface StepTask {
   readonly taskId: number;
   readonly index: number;
+  /** Examples. */
   readonly count: number;
+  /** n_j, the loss items (a partial's `count` is their sum); default: `count`. */
+  readonly items?: number;
   /** The encoded `task` (or `eval_task`) message. */
   readonly frame: Frame;
 }
+
+/**
+ * How a step's gradients come back: one `result` per micro-batch; held
+ * tasks and one `partial` per worker (per flush); or held tasks in groups of
+ * G consecutive micro-batches, one `partial` per group (deterministic runs).
+ */
+export type ResultMode = "per-micro-batch" | "per-worker" | "per-group";
 
 /** What the scheduler keeps of an accepted result: everything but the gradient. */
 export type ResultSummary = Omit<ResultMessage, "grad" | "rows">;
@@ -74,11 +104,29 @@ export type EvalSummary = Omit<EvalResultMessage, "logits">;
 export interface StepOptions {
   /**
    * Called once per micro-batch with its first valid result, in arrival
-   * order. It must take the result synchronously (add it to a sum, or keep
-   * it): the scheduler drops its reference on return. An exception aborts
-   * the step with that error.
+   * order (`per-micro-batch`). It must take the result synchronously (add it
+   * to a sum, or keep it): the scheduler drops its reference on return. An
+   * exception aborts the step with that error.
    */
   readonly accept: (result: ResultMessage) => void;
+  /**
+   * Called once per accepted partial sum (`per-worker`, `per-group`), in
+   * arrival order, under the same rules as `accept`; every micro-batch is in
+   * exactly one accepted partial.
+   */
+  readonly acceptSum?: (partial: PartialMessage) => void;
+  /** Default `per-micro-batch`; the tasks' frames must carry `hold` for the other two. */
+  readonly results?: ResultMode;
+  /** `per-group`: micro-batches per group (the last may be shorter). */
+  readonly group?: number;
+  /** The run id a `flush` names (held modes). */
+  readonly runId?: string;
+  /**
+   * The dispatch window in units of dispatch (micro-batches, or groups);
+   * default the scheduler's. A `per-worker` step sums partials as they
+   * arrive and needs none (pass the number of tasks).
+   */
+  readonly window?: number;
 }
 
 /** How {@link Scheduler.runEval} hands logits over. */
@@ -94,7 +142,13 @@ export interface EvalOptions {
 }
 
 /** Why a result was not used (each one counted in `/metrics` and `/status`). */
-export const DISCARD_REASONS = ["stale", "duplicate", "unknown_task", "invalid"] as const;
+export const DISCARD_REASONS = [
+  "stale",
+  "duplicate",
+  "unknown_task",
+  "invalid",
+  "bad_partial",
+] as const;
 
 /** Why a result was not used. */
 export type Discard = (typeof DISCARD_REASONS)[number];
@@ -107,7 +161,8 @@ export type Redispatch = (typeof REDISPATCH_REASONS)[number];
 
 /** What the scheduler reports, for metrics and logs. */
 export interface SchedulerEvents {
-  accepted?(worker: WorkerInfo, result: ResultMessage): void;
+  /** A micro-batch's answer was accepted (for a held one, with the partial that holds it). */
+  accepted?(worker: WorkerInfo, result: ResultSummary): void;
   discarded?(worker: WorkerInfo, reason: Discard, detail: string): void;
   redispatched?(reason: Redispatch, step: number, index: number): void;
   weightsSent?(worker: WorkerInfo, bytes: number): void;
@@ -134,11 +189,22 @@ export interface WorkerInfo {
   evalMsPerExample: number;
 }
 
+/** A flush sent and not yet answered: the units it names and its deadline. */
+interface Flush {
+  readonly units: readonly Pending[];
+  readonly indices: readonly number[];
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
 /** A registered worker: its bookkeeping and its link. */
 export interface ConnectedWorker extends WorkerInfo {
   readonly link: WorkerLink;
   /** Which {@link Scheduler.setWeights} call's weights it was sent last (-1: none). */
   weightsGeneration: number;
+  /** `per-worker`: units credited to it (a valid `done`) and not yet flushed. */
+  readonly held: Set<Pending>;
+  /** `per-worker`: flushes sent, oldest first, whose partial has not come. */
+  flushes: Flush[];
 }
 
 /** What is running: a training step, or an evaluation. */
@@ -148,13 +214,22 @@ type JobKind = "train" | "eval";
 type Answer = ResultMessage | EvalResultMessage;
 
 interface Pending {
+  /** The unit's first micro-batch (its `taskId` keys the unit in a worker's `inflight`). */
   readonly task: StepTask;
+  /** Every micro-batch of the unit: one, or a `per-group` group. */
+  readonly tasks: readonly StepTask[];
+  /** The unit's place in the step (micro-batch index, or group index). */
+  readonly index: number;
   readonly step: number;
   /** Workers computing it now, with the time they were given it. */
   readonly assigned: Map<string, number>;
   /** Workers whose answer for it was invalid. */
   readonly excluded: Set<string>;
   result: ResultSummary | EvalSummary | null;
+  /** What each micro-batch of the unit was answered with, once accepted. */
+  summaries: (ResultSummary | EvalSummary)[] | null;
+  /** `per-worker`: workers whose partial sum holds it (credited, not yet accepted), with their `done`. */
+  readonly credited: Map<string, ResultSummary>;
   /** Whether it has been handed to a worker at least once this step. */
   dispatched: boolean;
   timer: ReturnType<typeof setTimeout> | null;
@@ -178,6 +253,10 @@ interface Job {
   prefix: number;
   /** Micro-batches at index ≥ prefix dispatched at least once (≤ window). */
   ahead: number;
+  /** How answers come back (evaluations: `per-micro-batch`). */
+  results: ResultMode;
+  acceptSum: ((p: PartialMessage) => void) | null;
+  runId: string;
 }
 
 /** What one batch of each job is called in messages. */
@@ -219,6 +298,8 @@ export interface SchedulerOptions {
 }
 
 const FIRST_TASK_DEADLINE_MS = 300_000; // first call: webgpu compiles its shaders
+/** A flush's deadline without `--task-timeout`: the partial may be a model's worth over a slow link. */
+const FLUSH_DEADLINE_MS = 300_000;
 const MIN_DEADLINE_MS = 10_000;
 
 /** Dispatches each step's micro-batches and collects one valid result per micro-batch. */
@@ -277,6 +358,8 @@ export class Scheduler {
       lastResultAt: 0,
       evalMsPerExample: 0,
       weightsGeneration: -1,
+      held: new Set(),
+      flushes: [],
     };
     this.workers.set(link.id, info);
     return info;
@@ -293,6 +376,12 @@ export class Scheduler {
       p.assigned.delete(id);
       if (p.assigned.size === 0) this.#requeue(p, "disconnect");
     }
+    // Held micro-batches die with the worker's partial sum.
+    const lost = [...w.held, ...w.flushes.flatMap((f) => f.units)];
+    for (const f of w.flushes) if (f.timer !== null) clearTimeout(f.timer);
+    w.flushes = [];
+    w.held.clear();
+    this.#uncredit(w, lost, "disconnect");
     this.#checkStuck();
     this.#pump();
   }
@@ -324,10 +413,22 @@ export class Scheduler {
     tasks: readonly StepTask[],
     options: StepOptions,
   ): Promise<ResultSummary[]> {
+    const results = options.results ?? "per-micro-batch";
+    if (results !== "per-micro-batch" && (!options.acceptSum || options.runId === undefined)) {
+      throw new Error(`a ${results} step needs acceptSum and runId`);
+    }
+    const group = results === "per-group" ? options.group ?? 1 : 1;
+    if (!Number.isSafeInteger(group) || group < 1) {
+      throw new RangeError(`the group must be a positive integer, got ${group}`);
+    }
     return this.#start("train", step, tasks, {
       accept: options.accept as (r: Answer) => void,
-      window: this.options.window ?? tasks.length,
+      window: options.window ?? this.options.window ?? tasks.length,
       numLabels: 0,
+      results,
+      group,
+      acceptSum: options.acceptSum ?? null,
+      runId: options.runId ?? "",
     }) as Promise<ResultSummary[]>;
   }
 
@@ -352,6 +453,10 @@ export class Scheduler {
       accept: options.accept as (r: Answer) => void,
       window: tasks.length,
       numLabels: options.numLabels,
+      results: "per-micro-batch",
+      group: 1,
+      acceptSum: null,
+      runId: "",
     }) as Promise<EvalSummary[]>;
   }
 
@@ -359,7 +464,15 @@ export class Scheduler {
     kind: JobKind,
     step: number,
     tasks: readonly StepTask[],
-    options: { accept: (r: Answer) => void; window: number; numLabels: number },
+    options: {
+      accept: (r: Answer) => void;
+      window: number;
+      numLabels: number;
+      results: ResultMode;
+      group: number;
+      acceptSum: ((p: PartialMessage) => void) | null;
+      runId: string;
+    },
   ): Promise<(ResultSummary | EvalSummary)[]> {
     const what = kind === "train" ? `step ${step}` : `the evaluation after step ${step}`;
     if (this.#step) {
@@ -382,16 +495,20 @@ export class Scheduler {
         );
       }
     });
-    const { window } = options;
-    for (const p of this.#pending.values()) this.#retire(p);
-    this.#pending.clear();
-    this.#queue = [];
-    const pendings = tasks.map((task): Pending => ({
-      task,
+    const { window, group } = options;
+    this.#clearJob();
+    const units: StepTask[][] = [];
+    for (let j = 0; j < tasks.length; j += group) units.push(tasks.slice(j, j + group));
+    const pendings = units.map((unit, index): Pending => ({
+      task: unit[0],
+      tasks: unit,
+      index,
       step,
       assigned: new Map(),
       excluded: new Set(),
       result: null,
+      summaries: null,
+      credited: new Map(),
       dispatched: false,
       timer: null,
       queued: true,
@@ -401,7 +518,7 @@ export class Scheduler {
       this.#step = {
         kind,
         step,
-        remaining: tasks.length,
+        remaining: pendings.length,
         resolve,
         reject,
         accept: options.accept,
@@ -410,10 +527,13 @@ export class Scheduler {
         tasks: pendings,
         prefix: 0,
         ahead: 0,
+        results: options.results,
+        acceptSum: options.acceptSum,
+        runId: options.runId,
       };
     });
     for (const p of pendings) {
-      this.#pending.set(p.task.taskId, p);
+      for (const t of p.tasks) this.#pending.set(t.taskId, p);
       this.#queue.push(p);
     }
     this.#pump();
@@ -427,10 +547,20 @@ export class Scheduler {
   abort(reason: Error): void {
     const s = this.#step;
     this.#step = null;
+    this.#clearJob();
+    s?.reject(reason);
+  }
+
+  /** Forgets the job's units, the workers' held micro-batches and every deadline. */
+  #clearJob(): void {
     for (const p of this.#pending.values()) this.#retire(p);
     this.#pending.clear();
     this.#queue = [];
-    s?.reject(reason);
+    for (const w of this.workers.values()) {
+      for (const f of w.flushes) if (f.timer !== null) clearTimeout(f.timer);
+      w.flushes = [];
+      w.held.clear();
+    }
   }
 
   /**
@@ -448,6 +578,302 @@ export class Scheduler {
    */
   evalResult(id: string, m: EvalResultMessage): ErrorReply | null {
     return this.#answer(id, m, "eval");
+  }
+
+  /**
+   * Takes a `done` from worker `id`: held task `m.taskId` is in its partial
+   * sum. In a `per-worker` step a valid one credits the micro-batch to the
+   * worker (it is answered, not yet accepted); the same checks as a result's
+   * come first — unknown task, not this worker's, stale, wrong index or
+   * count. In a `per-group` step it only proves progress (the worker's speed).
+   * Returns the error to send back, or null.
+   */
+  done(id: string, m: DoneMessage): ErrorReply | null {
+    const w = this.workers.get(id);
+    if (!w) return null;
+    const p = this.#pending.get(m.taskId);
+    const s = this.#step;
+    if (!p || !s || s.kind !== "train" || s.results === "per-micro-batch") {
+      const wasAssigned = w.inflight.has(m.taskId);
+      if (p && s) {
+        return this.#notYours(w, `done for task ${m.taskId}, which is not held: send a result`)
+          .reply;
+      }
+      return this.#unknownTask(w, m, "train", wasAssigned).reply;
+    }
+    const task = p.tasks.find((t) => t.taskId === m.taskId)!;
+    if (s.results === "per-group") {
+      if (!p.assigned.has(w.id)) {
+        return this.#notYours(w, `done for task ${m.taskId}, which is not assigned to you`).reply;
+      }
+      if (m.weightsVersion === this.weightsVersion && m.step === p.step) this.#speed(w, m);
+      return null;
+    }
+    const wasAssigned = w.inflight.delete(m.taskId);
+    const refusal = this.#claim(w, m, p, wasAssigned) ?? this.#stale(w, m, p) ??
+      this.#invalidDone(w, m, p, task);
+    if (refusal) return refusal.reply;
+    // Credited even when another worker's partial already holds it: this
+    // worker's sum does too, so its flush must name it (and is then refused).
+    const summary = summarizeDone(m);
+    p.credited.set(w.id, summary);
+    w.held.add(p);
+    if (p.assigned.size === 0) this.#retire(p);
+    this.#speed(w, m);
+    this.#pump();
+    return null;
+  }
+
+  /**
+   * Takes a `partial` from worker `id`. Refused, in this order: another step
+   * or weights version (`stale`); a micro-batch already accepted through
+   * another answer (`duplicate`); a set that is not exactly one the
+   * coordinator credited to this worker and flushed (`bad_partial`); a
+   * gradient or Σ n_j that does not fit (`bad_shape`). Otherwise accepted:
+   * handed to the step's `acceptSum`, every micro-batch it names answered.
+   * A refusal queues again the micro-batches of the flush it answered that
+   * no one else holds. Returns the error to send back, or null.
+   */
+  partial(id: string, m: PartialMessage): ErrorReply | null {
+    const w = this.workers.get(id);
+    if (!w) return null;
+    const s = this.#step;
+    if (
+      !s || s.kind !== "train" || s.results === "per-micro-batch" || m.step !== s.step ||
+      m.weightsVersion !== this.weightsVersion
+    ) {
+      const detail = s && s.kind === "train" && s.results === "per-micro-batch"
+        ? `partial for step ${m.step}: this step takes results`
+        : `partial for step ${m.step}, weights ${m.weightsVersion}; current step ${
+          s?.step ?? "(none)"
+        }, weights ${this.weightsVersion}`;
+      this.options.events?.discarded?.(w, "stale", detail);
+      return { code: "stale", message: `stale partial: ${detail}` };
+    }
+    return s.results === "per-worker"
+      ? this.#partialOfWorker(w, m, s)
+      : this.#partialOfGroup(w, m, s);
+  }
+
+  /** {@link partial} in a `per-worker` step. */
+  #partialOfWorker(w: ConnectedWorker, m: PartialMessage, s: Job): ErrorReply | null {
+    const f = w.flushes.find((f) => sameIndices(f.indices, m.indices)) ?? null;
+    const unitOf = (j: number) => (j < s.tasks.length ? s.tasks[j] : null);
+    const taken = [...m.indices].filter((j) => unitOf(j)?.result);
+    if (taken.length > 0) {
+      if (f) this.#dropFlush(w, f, "invalid");
+      const detail = `partial holds micro-batch(es) ${taken.join(", ")}, already accepted`;
+      this.options.events?.discarded?.(w, "duplicate", detail);
+      this.#pump();
+      return { code: "duplicate", message: detail };
+    }
+    if (!f) {
+      // Flushes are answered in order: this answers the oldest one, which is lost.
+      const oldest = w.flushes[0];
+      if (oldest) this.#dropFlush(w, oldest, "invalid");
+      w.rejected++;
+      const detail = `partial names micro-batches [${m.indices.join(", ")}] of step ${m.step}; ` +
+        (oldest
+          ? `the set credited to you and flushed is [${oldest.indices.join(", ")}]`
+          : "no flush of yours is waiting for an answer");
+      this.options.events?.discarded?.(w, "bad_partial", detail);
+      this.#checkStuck();
+      this.#pump();
+      return { code: "bad_partial", message: detail };
+    }
+    try {
+      validatePartialShape(m, this.options.gradLayout, itemsOf(f.units));
+    } catch (e) {
+      for (const p of f.units) p.excluded.add(w.id);
+      this.#dropFlush(w, f, "invalid");
+      return this.#refuseInvalid(w, e);
+    }
+    this.#dropFlush(w, f, null);
+    const summaries = f.units.map((p) => p.credited.get(w.id)!);
+    this.#acceptUnits(w, f.units, summaries, m, s);
+    return null;
+  }
+
+  /** {@link partial} in a `per-group` step: the partial answers one group. */
+  #partialOfGroup(w: ConnectedWorker, m: PartialMessage, s: Job): ErrorReply | null {
+    const first = m.indices[0];
+    const p = first !== undefined ? s.tasks.find((q) => q.task.index === first) : undefined;
+    if (p?.result) {
+      const detail = `group ${p.index} (micro-batches from ${first}) already accepted`;
+      this.options.events?.discarded?.(w, "duplicate", detail);
+      return { code: "duplicate", message: detail };
+    }
+    const expected = p?.tasks.map((t) => t.index) ?? [];
+    if (!p || !p.assigned.has(w.id) || !sameIndices(expected, m.indices)) {
+      w.rejected++;
+      const detail = `partial names micro-batches [${m.indices.join(", ")}] of step ${m.step}, ` +
+        `which is not a group assigned to you`;
+      if (p?.assigned.delete(w.id)) {
+        w.inflight.delete(p.task.taskId);
+        if (p.assigned.size === 0) this.#requeue(p, "invalid");
+      }
+      this.options.events?.discarded?.(w, "bad_partial", detail);
+      this.#pump();
+      return { code: "bad_partial", message: detail };
+    }
+    p.assigned.delete(w.id);
+    w.inflight.delete(p.task.taskId);
+    try {
+      validatePartialShape(m, this.options.gradLayout, itemsOf([p]));
+    } catch (e) {
+      p.excluded.add(w.id);
+      if (p.assigned.size === 0) this.#requeue(p, "invalid");
+      return this.#refuseInvalid(w, e);
+    }
+    const summaries = p.tasks.map((t): ResultSummary => ({
+      type: "result",
+      taskId: t.taskId,
+      step: m.step,
+      index: t.index,
+      weightsVersion: m.weightsVersion,
+      loss: m.count > 0 ? m.lossSum / m.count : 0,
+      count: t.count,
+      timings: {
+        computeMs: m.timings.computeMs / p.tasks.length,
+        adversaryMs: m.timings.adversaryMs / p.tasks.length,
+        encodeMs: m.timings.encodeMs / p.tasks.length,
+      },
+    }));
+    this.#acceptUnits(w, [p], [summaries], m, s);
+    return null;
+  }
+
+  /** Refuses a partial that does not fit (`bad_shape`, …): counted invalid, the step checked for being stuck. */
+  #refuseInvalid(w: ConnectedWorker, e: unknown): ErrorReply {
+    w.rejected++;
+    const reply: ErrorReply = {
+      code: e instanceof ProtocolError ? e.code : "malformed",
+      message: e instanceof Error ? e.message : String(e),
+    };
+    this.options.events?.discarded?.(w, "invalid", reply.message);
+    this.#checkStuck();
+    this.#pump();
+    return reply;
+  }
+
+  /**
+   * Accepts a partial for `units` (their micro-batches' summaries, in unit
+   * order): hands it on, marks them answered, advances the prefix, and ends
+   * the step on its last unit.
+   */
+  #acceptUnits(
+    w: ConnectedWorker,
+    units: readonly Pending[],
+    summaries: readonly (ResultSummary | ResultSummary[])[],
+    m: PartialMessage,
+    s: Job,
+  ): void {
+    units.forEach((p, k) => {
+      const sum = summaries[k];
+      p.summaries = Array.isArray(sum) ? sum : [sum];
+      p.result = p.summaries[0];
+      p.credited.delete(w.id);
+      this.#retire(p);
+    });
+    try {
+      s.acceptSum!(m);
+    } catch (e) {
+      this.abort(e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
+      s.prefix++;
+      s.ahead--;
+    }
+    w.lastResultAt = Date.now();
+    for (const p of units) {
+      for (const r of p.summaries as ResultSummary[]) {
+        w.microBatches++;
+        w.examples += r.count;
+        this.options.events?.accepted?.(w, r);
+      }
+    }
+    s.remaining -= units.length;
+    if (s.remaining === 0) this.#finish(s);
+    this.#pump();
+  }
+
+  /**
+   * Ends flush `f` of worker `w`: its deadline is cleared, and — unless its
+   * partial was accepted (`reason` null) — its micro-batches lose this
+   * worker's credit and are queued again where no one else holds them.
+   */
+  #dropFlush(w: ConnectedWorker, f: Flush, reason: Redispatch | null): void {
+    if (f.timer !== null) clearTimeout(f.timer);
+    f.timer = null;
+    w.flushes = w.flushes.filter((x) => x !== f);
+    if (reason !== null) this.#uncredit(w, f.units, reason);
+  }
+
+  /** Takes `w`'s credit off `units`; those left with no holder and no worker computing them are queued again. */
+  #uncredit(w: ConnectedWorker, units: readonly Pending[], reason: Redispatch): void {
+    for (const p of units) {
+      p.credited.delete(w.id);
+      if (!p.result && p.assigned.size === 0) this.#requeue(p, reason);
+    }
+  }
+
+  /** Refuses a `done` for another index, or with another count than the micro-batch's. */
+  #invalidDone(w: ConnectedWorker, m: DoneMessage, p: Pending, task: StepTask): Refusal | null {
+    const problem = m.index !== task.index
+      ? `task ${m.taskId} is micro-batch ${task.index}, done says ${m.index}`
+      : m.count !== task.count
+      ? `done.count is ${m.count}, but micro-batch ${m.index} of step ${m.step} has ${task.count} examples`
+      : null;
+    if (problem === null) return null;
+    w.rejected++;
+    p.excluded.add(w.id);
+    this.options.events?.discarded?.(w, "invalid", problem);
+    if (p.assigned.size === 0) this.#requeue(p, "invalid");
+    this.#checkStuck();
+    this.#pump();
+    return { reply: { code: "bad_shape", message: problem } };
+  }
+
+  /** Sends `w` a flush of everything credited to it and not yet flushed, with a deadline. */
+  #flush(w: ConnectedWorker, s: Job): void {
+    const units = [...w.held].filter((p) => !p.result).sort((a, b) => a.index - b.index);
+    w.held.clear();
+    if (units.length === 0) return;
+    const indices = units.map((p) => p.task.index);
+    const frame = encodeMessage({
+      type: "flush",
+      runId: s.runId,
+      step: s.step,
+      weightsVersion: this.weightsVersion,
+      indices: Int32Array.from(indices),
+    });
+    const f: Flush = { units, indices, timer: null };
+    w.flushes.push(f);
+    try {
+      w.link.send(frame);
+    } catch {
+      this.#dropFlush(w, f, "disconnect");
+      return;
+    }
+    f.timer = setTimeout(() => {
+      f.timer = null;
+      if (!w.flushes.includes(f)) return;
+      this.#dropFlush(w, f, "timeout");
+      this.#pump();
+    }, this.#flushDeadline());
+  }
+
+  /** How long a flush may wait for its partial: `--task-timeout` when given, else 300 s. */
+  #flushDeadline(): number {
+    return this.options.taskTimeoutMs > 0 ? this.options.taskTimeoutMs : FLUSH_DEADLINE_MS;
+  }
+
+  /** Records a worker's compute speed (which sets its deadlines). */
+  #speed(w: ConnectedWorker, m: DoneMessage): void {
+    const ms = m.timings.computeMs / Math.max(1, m.count);
+    w.msPerExample = w.msPerExample === 0 ? ms : 0.7 * w.msPerExample + 0.3 * ms;
+    w.lastResultAt = Date.now();
   }
 
   /**
@@ -477,7 +903,12 @@ export class Scheduler {
    * An answer for no task of the running job: a duplicate when the task was
    * this worker's in a finished job, else one it was never given.
    */
-  #unknownTask(w: ConnectedWorker, m: Answer, kind: JobKind, wasAssigned: boolean): Refusal {
+  #unknownTask(
+    w: ConnectedWorker,
+    m: Answer | DoneMessage,
+    kind: JobKind,
+    wasAssigned: boolean,
+  ): Refusal {
     if (this.#finished.has(m.taskId) && wasAssigned) {
       return this.#duplicate(w, `task ${m.taskId} already done`);
     }
@@ -494,7 +925,12 @@ export class Scheduler {
    * task is not assigned to it (a duplicate when it was, before a re-dispatch
    * took it back).
    */
-  #claim(w: ConnectedWorker, m: Answer, p: Pending, wasAssigned: boolean): Refusal | null {
+  #claim(
+    w: ConnectedWorker,
+    m: Answer | DoneMessage,
+    p: Pending,
+    wasAssigned: boolean,
+  ): Refusal | null {
     if (!p.assigned.has(w.id)) {
       return wasAssigned
         ? this.#duplicate(w, `task ${m.taskId} reassigned`)
@@ -511,7 +947,7 @@ export class Scheduler {
   }
 
   /** Refuses an answer computed on other weights or for another step; the task goes to another worker. */
-  #stale(w: ConnectedWorker, m: Answer, p: Pending): Refusal | null {
+  #stale(w: ConnectedWorker, m: Answer | DoneMessage, p: Pending): Refusal | null {
     if (m.weightsVersion === this.weightsVersion && m.step === p.step) return null;
     this.options.events?.discarded?.(
       w,
@@ -570,6 +1006,7 @@ export class Scheduler {
    */
   #accept(w: ConnectedWorker, m: Answer, p: Pending, s: Job): void {
     p.result = summarize(m);
+    p.summaries = [p.result];
     this.#retire(p);
     try {
       s.accept(m);
@@ -604,11 +1041,11 @@ export class Scheduler {
 
   /** Every task of the job is answered: resolves it with their summaries, in index order. */
   #finish(s: Job): void {
-    const results = s.tasks.map((q) => q.result!);
-    for (const q of this.#pending.values()) this.#finished.add(q.task.taskId);
+    const results = s.tasks.flatMap((q) => q.summaries!);
+    for (const taskId of this.#pending.keys()) this.#finished.add(taskId);
     if (this.#finished.size > 100_000) this.#finished.clear();
-    this.#pending.clear();
     this.#step = null;
+    this.#clearJob();
     s.resolve(results);
   }
 
@@ -619,7 +1056,8 @@ export class Scheduler {
   }
 
   #requeue(p: Pending, reason: Redispatch): void {
-    if (p.result || p.queued) return;
+    // A unit credited to a live worker is answered: its partial is coming.
+    if (p.result || p.queued || p.credited.size > 0) return;
     p.queued = true;
     this.#queue.unshift(p);
     this.options.events?.redispatched?.(reason, p.step, p.task.index);
@@ -629,7 +1067,7 @@ export class Scheduler {
   #checkStuck(): void {
     if (!this.#step || this.workers.size === 0) return;
     for (const p of this.#queue) {
-      if (p.result || p.assigned.size > 0) continue;
+      if (p.result || p.assigned.size > 0 || p.credited.size > 0) continue;
       if ([...this.workers.keys()].every((id) => p.excluded.has(id))) {
         const from = `was rejected from every connected worker (${[...p.excluded].join(", ")})`;
         this.abort(
@@ -661,17 +1099,24 @@ export class Scheduler {
     const s = this.#step;
     if (!s || !this.#weights) return;
     const end = s.prefix + s.window;
+    // A unit credited to a worker (a held one, answered with a done) is not handed out again.
+    const open = (w: ConnectedWorker, p: Pending) =>
+      p.index < end && !p.result && p.credited.size === 0 && !p.excluded.has(w.id) &&
+      !p.assigned.has(w.id);
     for (const w of this.workers.values()) {
       while (w.wants > 0) {
-        const i = this.#queue.findIndex((p) =>
-          p.task.index < end && !p.result && !p.excluded.has(w.id) && !p.assigned.has(w.id)
-        );
+        const i = this.#queue.findIndex((p) => open(w, p));
         if (i < 0) break;
         const p = this.#queue[i];
         this.#queue.splice(i, 1);
         p.queued = false;
         this.#assign(w, p);
       }
+      // Nothing in flight and nothing left to hand it: its sum is due.
+      if (
+        s.results === "per-worker" && w.held.size > 0 && w.inflight.size === 0 &&
+        !this.#queue.some((p) => open(w, p))
+      ) this.#flush(w, s);
     }
   }
 
@@ -684,7 +1129,17 @@ export class Scheduler {
         w.weightsGeneration = weights.generation;
         this.options.events?.weightsSent?.(w, weights.out.byteLength);
       }
-      w.link.send(p.task.frame);
+      for (const t of p.tasks) w.link.send(t.frame);
+      const s = this.#step!;
+      if (s.results === "per-group") {
+        w.link.send(encodeMessage({
+          type: "flush",
+          runId: s.runId,
+          step: s.step,
+          weightsVersion: weights.version,
+          indices: Int32Array.from(p.tasks, (t) => t.index),
+        }));
+      }
     } catch {
       // The socket died under us: the close handler removes the worker.
       this.#requeue(p, "disconnect");
@@ -705,7 +1160,7 @@ export class Scheduler {
       if (p.result || !this.#pending.has(p.task.taskId)) return;
       this.#requeue(p, "timeout");
       this.#pump();
-    }, this.#deadline(w, p.task.count, this.#step!.kind));
+    }, this.#deadline(w, p.tasks.reduce((n, t) => n + t.count, 0), this.#step!.kind));
   }
 
   /** Tells every worker the run is over. */
@@ -716,6 +1171,26 @@ export class Scheduler {
       } catch { /* already gone */ }
     }
   }
+}
+
+/** A `done` as the summary of the result it stands for. */
+function summarizeDone(m: DoneMessage): ResultSummary {
+  const { type: _type, ...rest } = m;
+  return { type: "result", ...rest };
+}
+
+/** Whether two increasing index lists are the same set. */
+function sameIndices(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Σ n_j over the units' micro-batches. */
+function itemsOf(units: readonly Pending[]): number {
+  let n = 0;
+  for (const p of units) for (const t of p.tasks) n += t.items ?? t.count;
+  return n;
 }
 
 /** An accepted answer without its tensors (what the scheduler keeps). */
@@ -741,6 +1216,12 @@ function checkAnswerShape(
   task: StepTask,
   gradLayout: SparseLayout,
 ): void {
+  if (m.type === "result" && job.kind === "train" && job.results !== "per-micro-batch") {
+    throw new ProtocolError(
+      "malformed",
+      `task ${m.taskId} is held: answer it with a done, and the flush with a partial`,
+    );
+  }
   if (kind !== job.kind) {
     throw new ProtocolError(
       "malformed",

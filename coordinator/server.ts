@@ -243,6 +243,10 @@ class Peer {
         return scheduler.request(id, m.capacity);
       case "result":
         return this.#answered(scheduler.result(id, m));
+      case "done":
+        return this.#answered(scheduler.done(id, m));
+      case "partial":
+        return this.#answered(scheduler.partial(id, m));
       case "eval_result":
         return this.#answered(scheduler.evalResult(id, m));
       case "heartbeat":

@@ -33,7 +33,13 @@ import { denseLayout, gradLayout, type SparseLayout } from "../shared/model/spar
 import type { LoraRun } from "./lora_run.ts";
 import { type RunConfig, storedSettings } from "./run_config.ts";
 import { type RunState, saveRunState } from "./run_state.ts";
-import { type ResultSummary, type Scheduler, StepFailedError, type StepTask } from "./scheduler.ts";
+import {
+  type ResultMode,
+  type ResultSummary,
+  type Scheduler,
+  StepFailedError,
+  type StepTask,
+} from "./scheduler.ts";
 import { meshLogits } from "./mesh_eval.ts";
 import { trainingTaskId } from "./task_ids.ts";
 import type { TrainingData } from "./training_data.ts";
@@ -204,6 +210,12 @@ export class Trainer {
   /** How results carry gradients (row-sparse word embeddings). */
   readonly gradLayout: SparseLayout;
   /**
+   * How the workers' gradients come back (docs/protocol.md, "Held tasks"):
+   * `--results per-micro-batch`, else one partial per worker per step, or,
+   * in a deterministic run, one per task of `--group` micro-batches.
+   */
+  readonly resultMode: ResultMode;
+  /**
    * Micro-batches dispatched or answered ahead of the accumulated prefix, at
    * most: the largest result times this stays within RESULT_BUDGET_BYTES.
    * The scheduler's `window` (coordinator/coordinator.ts).
@@ -231,6 +243,11 @@ export class Trainer {
     this.gradLayout = parts.lora
       ? denseLayout(parts.lora.plan.layout.total)
       : gradLayout(parts.layout, training.objective);
+    this.resultMode = training.results === "per-micro-batch"
+      ? "per-micro-batch"
+      : training.deterministic
+      ? "per-group"
+      : "per-worker";
     const tokens = training.microBatch *
       Math.min(data.maxLen, maxSequenceLength(parts.modelConfig));
     this.dispatchWindow = dispatchWindow(maxResultBytes(this.gradLayout, tokens));
@@ -293,6 +310,7 @@ export class Trainer {
       dropout: this.config.training.dropout,
       deterministic: this.config.training.deterministic,
       ...(this.lora ? { lora: this.lora.welcome(hello) } : {}),
+      gradEncoding: this.config.training.gradEncoding,
     };
   }
 
@@ -326,6 +344,7 @@ export class Trainer {
     const adversary = adversaryAt(adv, t, this.totalSteps, adversaryStart);
     let tokens = 0;
     const items: number[] = [];
+    const hold = this.resultMode !== "per-micro-batch";
     const tasks = this.plan.step(t).microBatches.map((indices, index) => {
       const batch = this.data.train.batch(indices, t);
       for (const m of batch.attentionMask) tokens += m;
@@ -335,6 +354,7 @@ export class Trainer {
         taskId,
         index,
         count: batch.size,
+        items: items[index],
         frame: encodeMessage({
           type: "task",
           taskId,
@@ -345,6 +365,7 @@ export class Trainer {
           seed: this.config.training.seed,
           adversary,
           batch,
+          hold,
         }),
       };
     });
@@ -389,9 +410,16 @@ export class Trainer {
     const { tasks, items, tokens, mode } = this.#tasks(t);
     const acc = this.accumulator;
     // n_j comes from the batch the coordinator made, not from the worker.
-    acc.begin(items);
-    const results = await scheduler.runStep(t, tasks, {
+    const results = this.resultMode;
+    acc.begin(items, results === "per-worker" ? "arrival" : "index");
+    const answers = await scheduler.runStep(t, tasks, {
       accept: (r) => acc.add({ index: r.index, grad: r.grad, rows: r.rows, loss: r.loss }),
+      acceptSum: (p) => acc.addSum(p),
+      results,
+      group: this.config.training.group,
+      runId: this.runId,
+      // Partials of a per-worker step are summed as they come: nothing waits, no window.
+      window: results === "per-worker" ? tasks.length : undefined,
     });
     const t1 = performance.now();
     const { grad, loss, norm: gradNorm } = acc.finish();
@@ -415,13 +443,13 @@ export class Trainer {
       clipped,
       updateNorm: stats.updateNorm,
       trustRatio: trustSummary(this.trainLayout, stats.trustRatios),
-      examples: results.reduce((a, r) => a + r.count, 0),
+      examples: answers.reduce((a, r) => a + r.count, 0),
       tokens,
       adversary: mode,
-      microBatches: results.length,
+      microBatches: answers.length,
       weightsBytes: this.#weightsFrame.byteLength,
       timings: stepTimings(
-        results,
+        answers,
         { t0, t1, t2, t3, encodeMs, sumMs: acc.sumMs },
         scheduler.workers.size,
       ),

@@ -49,6 +49,7 @@ function welcome(objective: Objective, deterministic = false): WelcomeMessage {
     objective,
     dropout: null,
     deterministic,
+    gradEncoding: "f32",
   };
 }
 
@@ -87,6 +88,7 @@ function task(objective: Objective, adversary: AdversaryConfig): TaskMessage {
     seed: 77,
     adversary,
     batch: { ...batch, labels },
+    hold: false,
   };
 }
 

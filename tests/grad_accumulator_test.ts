@@ -7,11 +7,18 @@ import {
   maxResultBytes,
   releaseInto,
   RESULT_BUDGET_BYTES,
+  type SumPart,
 } from "../coordinator/grad_accumulator.ts";
 import { BufferPool } from "../shared/wire/transfer.ts";
 import { combineGradients, combineLosses, globalNorm } from "../coordinator/grad_combine.ts";
 import { mixSeed, Rng } from "../shared/method/rng.ts";
-import { compactGrad, denseLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
+import {
+  addPacked,
+  compactGrad,
+  denseLayout,
+  type SparseLayout,
+} from "../shared/model/sparse_grad.ts";
+import { decodeGrad, encodeGrad } from "../shared/wire/grad_encoding.ts";
 
 const bits = (a: Float32Array) => [...new Uint32Array(a.buffer, a.byteOffset, a.length)];
 
@@ -215,7 +222,7 @@ Deno.test("release: each part once, in index order, after it is summed; freeArra
   const released: number[] = [];
   const acc = new GradAccumulator(s, {
     release: (p) => {
-      released.push(p.index);
+      if ("index" in p && typeof p.index === "number") released.push(p.index);
       freeArrays(p);
     },
   });
@@ -246,4 +253,94 @@ Deno.test("releaseInto: summed gradients go back to the pool the results arrive 
   freeing.begin(counts);
   for (const p of fresh) freeing.add(p);
   assert.ok(fresh.every((p) => p.grad.length === 0), "without a pool, freed at once");
+});
+
+// ---------------------------------------------------------------------------
+// Partial sums (held tasks)
+// ---------------------------------------------------------------------------
+
+/** Partial sums of consecutive micro-batches (Σ n_j·g_j in float64, rounded once), as a worker sends them. */
+function sums(
+  parts: readonly AccumulatorPart[],
+  counts: readonly number[],
+  s: SparseLayout,
+  g: number,
+) {
+  const out: SumPart[] = [];
+  for (let a = 0; a < parts.length; a += g) {
+    const group = parts.slice(a, a + g);
+    const acc = new Float64Array(s.total);
+    let lossSum = 0, count = 0;
+    for (const p of group) {
+      addPacked(acc, p.grad, p.rows, s, counts[p.index]);
+      lossSum += counts[p.index] * p.loss;
+      count += counts[p.index];
+    }
+    out.push({
+      indices: group.map((p) => p.index),
+      grad: Float32Array.from(acc),
+      encoding: "f32",
+      scale: 0,
+      lossSum,
+      count,
+    });
+  }
+  return out;
+}
+
+Deno.test("addSum in index order: tasks of G micro-batches give the same bits in every arrival order", () => {
+  const { s, parts } = sparseParts(9, 5);
+  const counts = parts.map((_, j) => 1 + (j % 3));
+  const groups = sums(parts, counts, s, 3);
+  const rng = new Rng(mixSeed(77));
+  let first: number[] | null = null;
+  for (let trial = 0; trial < 6; trial++) {
+    const acc = new GradAccumulator(s);
+    acc.begin(counts, "index");
+    for (const g of shuffled(groups, rng)) acc.addSum(g);
+    const r = acc.finish();
+    first ??= bits(r.grad);
+    assert.deepEqual(bits(r.grad), first);
+  }
+  const acc = new GradAccumulator(s);
+  acc.begin(counts, "index");
+  assert.throws(() => acc.addSum({ ...groups[0], indices: [0, 2] }), /consecutive/);
+  assert.throws(() => acc.addSum({ ...groups[0], count: 1 }), /count 1/);
+  acc.addSum(groups[0]);
+  assert.throws(() => acc.addSum(groups[0]), /already added/);
+  assert.throws(() => acc.finish(), /incomplete: 3 of 9/);
+});
+
+Deno.test("addSum in arrival order: the sum of any partition, within float rounding; 16-bit partials decoded", () => {
+  const { s, parts } = sparseParts(8, 9);
+  const counts = parts.map(() => 2);
+  const want = reference(parts, counts, s);
+  const acc = new GradAccumulator(s);
+  acc.begin(counts, "arrival");
+  // Two workers' partials: the even and the odd micro-batches.
+  for (const pick of [0, 1]) {
+    const mine = parts.filter((p) => p.index % 2 === pick);
+    const [sum] = sums(mine, counts, s, mine.length);
+    acc.addSum(sum);
+  }
+  const got = acc.finish();
+  for (let i = 0; i < s.total; i++) {
+    assert.ok(
+      Math.abs(got.grad[i] - want.grad[i]) <= 1e-6 * Math.abs(want.grad[i]),
+      `element ${i}`,
+    );
+  }
+  assert.ok(Math.abs(got.loss - want.loss) < 1e-12);
+  for (const encoding of ["bf16", "f16"] as const) {
+    const half = new GradAccumulator(s);
+    half.begin(counts, "arrival");
+    const [all] = sums(parts, counts, s, parts.length);
+    const enc = encodeGrad(all.grad as Float32Array, encoding);
+    half.addSum({ ...all, grad: enc.data, encoding, scale: enc.scale });
+    const r = half.finish();
+    const exact = decodeGrad(enc);
+    for (let i = 0; i < s.total; i++) {
+      assert.equal(r.grad[i], Math.fround(exact[i] / r.items), `${encoding} element ${i}`);
+    }
+  }
 });

@@ -19,6 +19,7 @@ import {
   type Message,
   packFrame,
   parseTransfer,
+  type PartialMessage,
   PROTOCOL_VERSION,
   ProtocolError,
   readChunkHeader,
@@ -27,6 +28,7 @@ import {
   toErrorMessage,
   validateBatchRanges,
   validateEvalResultShape,
+  validatePartialShape,
   validateResultShape,
   validateWeightsShape,
   writeChunkHeader,
@@ -57,6 +59,7 @@ function task(): TaskMessage {
       size: 2,
       seqLen: 4,
     },
+    hold: false,
   };
 }
 
@@ -130,6 +133,7 @@ function allMessages(): Message[] {
       objective: "classify",
       dropout: null,
       deterministic: true,
+      gradEncoding: "f32",
     },
     {
       type: "welcome",
@@ -139,6 +143,7 @@ function allMessages(): Message[] {
       objective: "mlm",
       dropout: 0.1,
       deterministic: false,
+      gradEncoding: "bf16",
     },
     {
       type: "weights",
@@ -169,14 +174,14 @@ function expectRefused(code: ErrorCode, cases: readonly (readonly [unknown, RegE
 }
 
 Deno.test("constants", () => {
-  assert.equal(PROTOCOL_VERSION, 6);
+  assert.equal(PROTOCOL_VERSION, 7);
   // One frame must stay below what a Deno WebSocket can receive at all.
   assert.equal(DENO_WEBSOCKET_MESSAGE_LIMIT, 64 * 1024 * 1024);
   assert.equal(MAX_FRAME_BYTES, 32 * 1024 * 1024);
   assert.ok(MAX_FRAME_BYTES < DENO_WEBSOCKET_MESSAGE_LIMIT);
   // Every code a peer may see, the transfer layer's included (a wire format: pinned whole).
   const codes =
-    "bad_chunk bad_shape bad_token bad_transfer bad_version chunk_dtype chunk_out_of_range duplicate_chunk incomplete_transfer internal malformed non_finite overlapping_chunk oversized_chunk stale too_large unknown_task unknown_transfer wrong_backend";
+    "bad_chunk bad_partial bad_shape bad_token bad_transfer bad_version chunk_dtype chunk_out_of_range duplicate duplicate_chunk incomplete_transfer internal malformed non_finite overlapping_chunk oversized_chunk stale too_large unknown_task unknown_transfer wrong_backend";
   assert.equal([...ERROR_CODES].sort().join(" "), codes);
 });
 
@@ -533,7 +538,7 @@ Deno.test("hello: version and token", () => {
   expectError(
     () => decodeRaw({ ...hello, protocol: 1 }),
     "bad_version",
-    /hello\.protocol 1 is not supported \(this side speaks 6\)/,
+    /hello\.protocol 1 is not supported \(this side speaks 7\)/,
   );
   // A future hello with other fields still gets the version error, not a shape error.
   expectError(() => decodeRaw({ type: "hello", protocol: 9 }), "bad_version");
@@ -743,4 +748,108 @@ Deno.test("transfer declarations are validated field by field", () => {
   expectError(() => parseTransfer({ ...good, version: undefined }), "malformed", /missing/);
   // The message decoder does not take declarations: they are the transfer layer's.
   expectError(() => decodeMessage(packFrame(good)), "malformed", /unknown message type "transfer"/);
+});
+
+// ---------------------------------------------------------------------------
+// Held tasks: done, flush, partial (protocol 5)
+// ---------------------------------------------------------------------------
+
+function partial(over: Partial<PartialMessage> = {}): PartialMessage {
+  return {
+    type: "partial",
+    step: 3,
+    weightsVersion: 3,
+    indices: new Int32Array([0, 2, 5]),
+    encoding: "f32",
+    scale: 0,
+    grad: new Float32Array([0.5, -1, 2, 0]),
+    rows: new Int32Array([1]),
+    lossSum: 1.25,
+    count: 6,
+    timings: { computeMs: 3, adversaryMs: 1, encodeMs: 0 },
+    ...over,
+  };
+}
+
+Deno.test("done, flush and partial round-trip; task.hold and welcome.gradEncoding default when absent", () => {
+  const done: Message = {
+    type: "done",
+    taskId: 3_000_002,
+    step: 3,
+    index: 2,
+    weightsVersion: 3,
+    loss: 0.7,
+    count: 2,
+    timings: { computeMs: 1, adversaryMs: 0, encodeMs: 0 },
+  };
+  const flush: Message = {
+    type: "flush",
+    runId: "run-1",
+    step: 3,
+    weightsVersion: 3,
+    indices: new Int32Array([0, 2, 5]),
+  };
+  for (
+    const m of [done, flush, partial(), partial({ encoding: "bf16", grad: new Uint16Array(4) })]
+  ) {
+    assert.deepEqual(decodeMessage(encodeMessage(m)), m);
+  }
+  const f16 = partial({ encoding: "f16", scale: -3, grad: new Uint16Array([0x3c00, 0, 0, 1]) });
+  assert.deepEqual(decodeMessage(encodeMessage(f16)), f16);
+  const { hold: _hold, ...old } = task();
+  assert.equal((decodeRaw(old) as TaskMessage).hold, false);
+  const welcome = decodeRaw({
+    type: "welcome",
+    workerId: "w",
+    runId: "r",
+    modelConfig: {},
+    objective: "classify",
+    dropout: null,
+    deterministic: false,
+  });
+  assert.equal(welcome.type === "welcome" && welcome.gradEncoding, "f32");
+});
+
+Deno.test("half-precision partials with NaN or Inf patterns are refused as non_finite", () => {
+  const bad: [string, number][] = [
+    ["bf16", 0x7f80], // +Inf
+    ["bf16", 0xff80], // −Inf
+    ["bf16", 0x7fc0], // NaN
+    ["f16", 0x7c00], // +Inf
+    ["f16", 0xfc00], // −Inf
+    ["f16", 0x7e00], // NaN
+  ];
+  for (const [encoding, word] of bad) {
+    const grad = new Uint16Array([0x3c00, word, 0]);
+    const raw = { ...partial({ grad }), encoding, scale: 0 };
+    expectError(() => decodeRaw(raw), "non_finite", /partial\.grad\[1\]/);
+    expectError(() => encodeMessage(raw as PartialMessage), "non_finite");
+  }
+  expectError(() => decodeRaw(partial({ grad: new Float32Array([1, NaN]) })), "non_finite");
+  // The largest finite patterns pass.
+  decodeRaw({ ...partial({ grad: new Uint16Array([0x7f7f, 0xff7f]) }), encoding: "bf16" });
+  decodeRaw({ ...partial({ grad: new Uint16Array([0x7bff, 0xfbff]) }), encoding: "f16" });
+});
+
+Deno.test("partial and flush fields are checked: indices, encoding, scale, shape and count", () => {
+  expectRefused("malformed", [
+    [partial({ indices: new Int32Array([2, 2]) }), /partial\.indices must be increasing/],
+    [{ ...partial(), encoding: "f8" }, /partial\.encoding/],
+    [partial({ scale: 3 }), /scale must be 0 for f32/],
+    [{ ...partial({ encoding: "f16", grad: new Uint16Array(4) }), scale: 0.5 }, /integer/],
+    [{ ...partial(), grad: new Uint16Array(4) }, /partial\.grad must be a Float32Array/],
+    [
+      { type: "flush", runId: "r", step: 1, weightsVersion: 1, indices: new Int32Array(0) },
+      /empty/,
+    ],
+  ]);
+  const s: SparseLayout = { total: 7, rowCount: 4, rowWidth: 1 };
+  validatePartialShape(partial(), s, 6);
+  expectError(() => validatePartialShape(partial(), s, 5), "bad_shape", /partial\.count is 6/);
+  expectError(
+    () => validatePartialShape(partial({ grad: new Float32Array(3) }), s, 6),
+    "bad_shape",
+    /partial\.grad has 3 elements, expected 4/,
+  );
+  assert.ok(ERROR_CODES.includes("bad_partial") && ERROR_CODES.includes("duplicate"));
 });

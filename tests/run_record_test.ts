@@ -97,7 +97,7 @@ Deno.test("DIR/best and early stopping on a run whose accuracy peaks at step 1; 
         ...["--steps", "14", "--micro-batch", "12", "--adv", "off", "--dropout", "0"],
         ...["--lr", "0.05", "--warmup", "0", "--schedule", "constant", "--eval-every", "1"],
         ...["--early-stopping-patience", "3", "--save", save, "--checkpoint-every", "1"],
-        ...["--save-total-limit", "2", "--workers", "1", "--backend", "wasm"],
+        ...["--save-total-limit", "2", "--workers", "1", "--backend", "tfjs-wasm"],
       ]),
     );
     assert.equal(r.code, 0, r.stderr);
@@ -111,7 +111,7 @@ Deno.test("DIR/best and early stopping on a run whose accuracy peaks at step 1; 
     );
     // best/ is the model of step 1: it scores what step 1 scored.
     const scored = await runDeno("shared/cli/evaluate.ts", [
-      ...["--model", `${save}/best`, "--eval", task.eval, "--backend", "wasm"],
+      ...["--model", `${save}/best`, "--eval", task.eval, "--backend", "tfjs-wasm"],
     ]);
     assert.equal(scored.code, 0, scored.stderr);
     assert.equal(JSON.parse(scored.stdout.trim().split("\n").at(-1)!).accuracy, 0.6875);
@@ -124,7 +124,17 @@ Deno.test("DIR/best and early stopping on a run whose accuracy peaks at step 1; 
     const again = await runDeno(
       "coordinator/cluster.ts",
       tinyRunArgs(model, task, [
-        ...["--steps", "1", "--save", save, "--overwrite", "--workers", "1", "--backend", "wasm"],
+        ...[
+          "--steps",
+          "1",
+          "--save",
+          save,
+          "--overwrite",
+          "--workers",
+          "1",
+          "--backend",
+          "tfjs-wasm",
+        ],
       ]),
     );
     assert.equal(again.code, 0, again.stderr);
@@ -211,7 +221,7 @@ Deno.test("--resume: flags that differ from the checkpoint's are listed (exit 2)
         "--workers",
         "1",
         "--backend",
-        "wasm",
+        "tfjs-wasm",
       ]),
     );
     assert.equal(r1.code, 0, r1.stderr);
@@ -228,7 +238,7 @@ Deno.test("--resume: flags that differ from the checkpoint's are listed (exit 2)
     assert.doesNotMatch(differ.stderr, /--steps 4/);
     const longer = await runDeno("coordinator/cluster.ts", [
       ...["--resume", save, "--steps", "4", "--port", "0", "--token", "test-token"],
-      ...["--workers", "1", "--backend", "wasm", "--quiet"],
+      ...["--workers", "1", "--backend", "tfjs-wasm", "--quiet"],
     ]);
     assert.equal(longer.code, 0, longer.stderr);
     assert.equal(JSON.parse(longer.stdout.trim()).steps, 4);

@@ -5,8 +5,10 @@ import { Trainer } from "../coordinator/trainer.ts";
 import { Scheduler, type SchedulerEvents } from "../coordinator/scheduler.ts";
 import {
   encodeMessage,
+  type ErrorCode,
   type EvalResultMessage,
   type Frame,
+  type PartialMessage,
   type ResultMessage,
 } from "../shared/wire/protocol.ts";
 import { batchLogitsOf, type EvalResult } from "../shared/eval/held_out.ts";
@@ -132,6 +134,9 @@ Deno.test("bad results are refused with clear errors and never combined", async 
   const discarded: string[] = [];
   await train({
     workers: 1,
+    // The old path, one result per micro-batch: with n_j = 4 (a power of two) the same bits
+    // as the reference's tasks of one micro-batch.
+    extra: ["--results", "per-micro-batch"],
     events: { discarded: (_w, reason) => discarded.push(reason) },
     arrange: (s, t) => {
       let n = 0;
@@ -687,4 +692,262 @@ Deno.test("runEval refuses a bad label count, tasks out of order and a second jo
     /the evaluation after step 3 is still running/,
   );
   s.abort(new Error("done"));
+});
+
+// ---------------------------------------------------------------------------
+// Held tasks: one partial per worker per step (issue 21)
+// ---------------------------------------------------------------------------
+
+/** The tiny run with 12 micro-batches of 2 per step, without --deterministic unless asked. */
+function heldArgs(extra: string[], deterministic: boolean): string[] {
+  const args = tinyRunArgs(model, task, ["--global-batch", "24", "--micro-batch", "2", ...extra]);
+  return deterministic ? args : args.filter((a) => a !== "--deterministic");
+}
+
+interface HeldRun {
+  weights: Float32Array;
+  workers: InProcessWorker[];
+  /** Per step: loss, examples, and how many times each micro-batch was accepted. */
+  steps: { loss: number; examples: number; accepted: number[] }[];
+  discarded: string[];
+  redispatched: string[];
+}
+
+/** Trains the held-task run with `n` in-process workers; `arrange` sets up faults. */
+async function trainHeld(
+  n: number,
+  opts: {
+    extra?: string[];
+    deterministic?: boolean;
+    arrange?: (s: Scheduler, t: Trainer, ws: InProcessWorker[]) => void;
+  } = {},
+): Promise<HeldRun> {
+  const { config } = await parseRunFlags(
+    heldArgs(opts.extra ?? [], opts.deterministic ?? false),
+    {},
+    "",
+  );
+  const trainer = await Trainer.create(config);
+  const steps: HeldRun["steps"] = [];
+  const discarded: string[] = [], redispatched: string[] = [];
+  let accepted = new Array<number>(12).fill(0);
+  const scheduler = new Scheduler({
+    gradLayout: trainer.gradLayout,
+    taskTimeoutMs: config.network.taskTimeoutMs,
+    events: {
+      accepted: (_w, r) => accepted[r.index]++,
+      discarded: (_w, reason) => discarded.push(reason),
+      redispatched: (reason) => redispatched.push(reason),
+    },
+  });
+  const workers = Array.from(
+    { length: n },
+    (_, i) => new InProcessWorker(`w${i}`, scheduler, trainer),
+  );
+  opts.arrange?.(scheduler, trainer, workers);
+  const summary = await trainer.run(scheduler, {
+    step: (r) => {
+      steps.push({ loss: r.loss, examples: r.examples, accepted });
+      accepted = new Array<number>(12).fill(0);
+    },
+  });
+  assert.equal(summary.steps, 4);
+  for (const w of workers) await w.settle();
+  return { weights: trainer.weights, workers, steps, discarded, redispatched };
+}
+
+/** Largest |a − b| relative to the largest |b|. */
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0, m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / m;
+}
+
+/** Kills worker `w` (in-process: it stops answering and the scheduler forgets it). */
+function kill(w: InProcessWorker): void {
+  queueMicrotask(() => w.detach());
+}
+
+const heldReference = await trainHeld(1);
+
+Deno.test("per-worker results: one partial per worker per step, every micro-batch accepted once", async () => {
+  const run = await trainHeld(3);
+  for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+  // Each worker flushes when the step has nothing left for it: at most a few partials each.
+  const partials = run.workers.reduce((a, w) => a + w.partials, 0);
+  assert.ok(partials <= 3 * 4 + 2, `${partials} partials over 4 steps of 3 workers`);
+  assert.ok(heldReference.workers[0].partials === 4, "1 worker: one partial per step");
+  assert.ok(relDiff(run.weights, heldReference.weights) < 1e-5);
+});
+
+Deno.test("workers killed mid-step after absorbing micro-batches, before reporting: each micro-batch counted exactly once", async () => {
+  const run = await trainHeld(3, {
+    arrange: (s, t, ws) => {
+      // w0 dies on its flush at step 1 (it holds micro-batches, never reports them);
+      ws[0].beforeFlush = (step) => {
+        if (step !== 1) return true;
+        kill(ws[0]);
+        return false;
+      };
+      // w1 dies at step 2 after absorbing two micro-batches (its third task never answers).
+      let absorbed = 0;
+      ws[1].beforeTask = (step) => {
+        if (step !== 2) return true;
+        if (++absorbed <= 2) return true;
+        kill(ws[1]);
+        return false;
+      };
+      // A fresh worker joins at step 2, so the run keeps two.
+      const origin = ws[2].beforeTask;
+      ws[2].beforeTask = (step, index) => {
+        if (step === 2 && ws.length === 3) ws.push(new InProcessWorker("late", s, t));
+        return origin(step, index);
+      };
+    },
+  });
+  assert.ok(
+    run.redispatched.filter((r) => r === "disconnect").length >= 2,
+    run.redispatched.join(),
+  );
+  for (const [k, s] of run.steps.entries()) {
+    assert.deepEqual(s.accepted, new Array(12).fill(1), `step ${k}`);
+    assert.equal(s.examples, heldReference.steps[k].examples);
+    // Σ n_j·loss_j / Σ n_j: the same terms, summed in another order.
+    assert.ok(
+      Math.abs(s.loss - heldReference.steps[k].loss) < 1e-9 * Math.abs(s.loss),
+      `step ${k}`,
+    );
+  }
+  assert.ok(relDiff(run.weights, heldReference.weights) < 1e-5);
+});
+
+Deno.test("deterministic runs: tasks of G micro-batches, 1 vs 2 vs 3 workers bit-identical with random kills", async () => {
+  const extra = ["--group", "3"];
+  const one = await trainHeld(1, { deterministic: true, extra });
+  for (const s of one.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+  for (let seed = 1; seed <= 3; seed++) {
+    for (const n of [2, 3]) {
+      const rng = new Rng(mixSeed(seed, n));
+      const run = await trainHeld(n, {
+        deterministic: true,
+        extra,
+        arrange: (s, t, ws) => {
+          // n − 1 workers die, each at a random step and point: mid-group (a task
+          // never answered) or holding a whole group (its flush never answered).
+          for (let k = 0; k < n - 1; k++) {
+            const w = ws[k], step = rng.int(4), atFlush = rng.next() < 0.5, after = rng.int(3);
+            let seen = 0;
+            const die = () => {
+              kill(w);
+              ws.push(new InProcessWorker(`${w.id}-again`, s, t));
+              return false;
+            };
+            if (atFlush) w.beforeFlush = (st) => (st === step ? die() : true);
+            else w.beforeTask = (st) => (st === step && seen++ >= after ? die() : true);
+          }
+        },
+      });
+      for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+      assert.deepEqual(run.weights, one.weights, `seed ${seed}, ${n} workers`);
+      assert.deepEqual(run.steps.map((s) => s.loss), one.steps.map((s) => s.loss));
+    }
+  }
+  // The bits depend on G: another task size sums in another order.
+  const g1 = await trainHeld(1, { deterministic: true, extra: ["--group", "1"] });
+  assert.notDeepEqual(g1.weights, one.weights);
+});
+
+Deno.test("partial refusals: a wrong micro-batch set, a duplicate and a stale step, each with its own code; the run completes", async () => {
+  const tamper = (n: { k: number }) => (p: PartialMessage): PartialMessage[] => {
+    switch (n.k++ % 4) {
+      case 0: // a set it was not credited: the last micro-batch left out
+        return [{ ...p, indices: p.indices.slice(0, -1) }];
+      case 1: // the same partial twice
+        return [p, p];
+      case 2: // another step, then the real one
+        return [{ ...p, step: p.step + 7 }, p];
+      default:
+        return [p];
+    }
+  };
+  const perWorker = await trainHeld(2, {
+    arrange: (_s, _t, ws) => void (ws[1].tamper = tamper({ k: 0 })),
+  });
+  // A deterministic run's groups: a duplicate arrives while the step still runs.
+  const grouped = await trainHeld(2, {
+    deterministic: true,
+    extra: ["--group", "3"],
+    arrange: (_s, _t, ws) => void (ws[1].tamper = tamper({ k: 0 })),
+  });
+  const codes = [...perWorker.workers[1].refusals, ...grouped.workers[1].refusals].map((r) =>
+    r.code
+  );
+  for (const code of ["bad_partial", "duplicate", "stale"]) {
+    assert.ok(codes.includes(code as ErrorCode), codes.join());
+  }
+  for (const reason of ["bad_partial", "duplicate", "stale"]) {
+    assert.ok([...perWorker.discarded, ...grouped.discarded].includes(reason), reason);
+  }
+  for (const run of [perWorker, grouped]) {
+    for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+  }
+  assert.ok(relDiff(perWorker.weights, heldReference.weights) < 1e-5);
+  const clean = await trainHeld(1, { deterministic: true, extra: ["--group", "3"] });
+  assert.deepEqual(grouped.weights, clean.weights);
+});
+
+Deno.test("bf16 and f16 partials: the run trains, and the weights stay close to f32's", async () => {
+  for (const enc of ["bf16", "f16"]) {
+    const run = await trainHeld(2, { extra: ["--grad-encoding", enc] });
+    for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+    const d = relDiff(run.weights, heldReference.weights);
+    assert.ok(d > 0 && d < 1e-2, `${enc}: ${d}`);
+  }
+});
+
+Deno.test("2 workers, 16 micro-batches per step: bytes received per step in results' worth, per-worker vs per-micro-batch", async () => {
+  const bytes = async (results: string) => {
+    const { config } = await parseRunFlags(
+      tinyRunArgs(model, task, ["--global-batch", "32", "--micro-batch", "2", "--results", results])
+        .filter((a) => a !== "--deterministic"),
+      {},
+      "",
+    );
+    const trainer = await Trainer.create(config);
+    const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+    const ws = [0, 1].map((i) => new InProcessWorker(`w${i}`, scheduler, trainer));
+    await trainer.run(scheduler);
+    for (const w of ws) await w.settle();
+    return { total: ws.reduce((a, w) => a + w.bytesSent, 0), steps: trainer.step };
+  };
+  const old = await bytes("per-micro-batch");
+  const held = await bytes("per-worker");
+  const result = old.total / (old.steps * 16); // one result, framed
+  const worth = (b: { total: number; steps: number }) => b.total / b.steps / result;
+  console.log(
+    `results' worth received per step: per-micro-batch ${worth(old).toFixed(2)}, ` +
+      `per-worker ${worth(held).toFixed(2)} (one result ${Math.round(result)} bytes)`,
+  );
+  assert.ok(Math.abs(worth(old) - 16) < 1e-9);
+  assert.ok(worth(held) <= 4.5, `${worth(held)}`);
+});
+
+Deno.test("per-worker stragglers past their deadline: the micro-batch goes to another worker, is never handed to one that holds it, and is counted once", async () => {
+  const run = await trainHeld(2, {
+    extra: ["--task-timeout", "0.3"],
+    arrange: (_s, _t, ws) => {
+      // w1 answers two micro-batches of step 1 late: both workers may end up holding them.
+      ws[1].delayTask = (step, index) => (step === 1 && index < 4 ? 600 : 0);
+      ws[0].delayTask = (step, index) => (step === 2 && index === 0 ? 600 : 0);
+    },
+  });
+  assert.ok(run.redispatched.includes("timeout"), run.redispatched.join());
+  for (const w of run.workers) {
+    assert.ok(!w.refusals.some((r) => r.code === "bad_partial"), JSON.stringify(w.refusals));
+  }
+  for (const s of run.steps) assert.deepEqual(s.accepted, new Array(12).fill(1));
+  assert.ok(relDiff(run.weights, heldReference.weights) < 1e-5);
 });

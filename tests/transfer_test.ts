@@ -156,6 +156,7 @@ Deno.test("a result's gradient and rows and a task's batch travel as transfers a
       size: 64,
       seqLen: 40,
     },
+    hold: false,
   };
   const t = prepareMessage(task, { inlineBytes: 1000 });
   assert.ok(t instanceof ChunkedMessage);

@@ -17,10 +17,13 @@ import {
   type ErrorCode,
   type ErrorMessage,
   type EvalResultMessage,
+  type FlushMessage,
   HEARTBEAT_MS,
   type Message,
+  type PartialMessage,
   PROTOCOL_VERSION,
   type ResultMessage,
+  type TaskMessage,
   toErrorMessage,
   type WeightsMessage,
   type WelcomeMessage,
@@ -33,6 +36,7 @@ import { WorkerCompute } from "./compute.ts";
 import { peerText } from "../shared/wire/peer_text.ts";
 import { connectFailure } from "./connect_failure.ts";
 import { BaseCache } from "./base_cache.ts";
+import { HeldWork } from "./partial_sum.ts";
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -75,6 +79,8 @@ interface WorkerState {
   readonly pool: BufferPool;
   installed: Float32Array | Uint16Array | null;
   readonly bases: BaseCache;
+  /** Held tasks' partial sum (worker/partial_sum.ts). */
+  readonly held: HeldWork;
 }
 
 /** Serves runs until the coordinator ends them (or refuses us). */
@@ -85,6 +91,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
     pool: new BufferPool(2),
     installed: null,
     bases: opts.bases ?? new BaseCache({ dir: null, maxBytes: 0 }),
+    held: new HeldWork(),
   };
   let workerId: string | undefined;
   let backoff = 250;
@@ -260,7 +267,9 @@ class Connection {
       case "base":
         return this.#onBase(m);
       case "task":
-        return this.#answer(() => this.state.compute.task(m), m.runId);
+        return m.hold ? this.#hold(m) : this.#answer(() => this.state.compute.task(m), m.runId);
+      case "flush":
+        return this.#answer(() => Promise.resolve(this.#flush(m)), m.runId);
       case "eval_task":
         return this.#answer(() => this.state.compute.evaluate(m), m.runId);
       case "error":
@@ -293,6 +302,7 @@ class Connection {
     } else if (m.lora && !missing) {
       this.opts.log(`base ${m.lora.baseHash.slice(0, 12)}… already held`);
     }
+    this.state.held.reset(compute.resultLayout, m.gradEncoding);
     this.#receiver.runId = m.runId;
     this.#receiver.maxTransferBytes = DTYPES.f32.bytes * paramLayout(config, m.objective).total;
     if (!this.#welcomed) {
@@ -325,7 +335,7 @@ class Connection {
    * asks for the next task; a refusal is answered with an `error`.
    */
   async #answer(
-    work: () => Promise<ResultMessage | EvalResultMessage>,
+    work: () => Promise<ResultMessage | EvalResultMessage | PartialMessage>,
     runId: string,
   ): Promise<void> {
     try {
@@ -340,6 +350,22 @@ class Connection {
       this.#send(toErrorMessage(e));
     }
     this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** A held task: computed into the partial sum, answered with a small `done`, then a request. */
+  async #hold(m: TaskMessage): Promise<void> {
+    try {
+      const result = await this.state.compute.task(m);
+      this.#send(this.state.held.absorb(m, result));
+    } catch (e) {
+      this.#send(toErrorMessage(e));
+    }
+    this.#send({ type: "request", capacity: 1 });
+  }
+
+  /** The partial sum a flush asks for (worker/partial_sum.ts). */
+  #flush(m: FlushMessage): PartialMessage {
+    return this.state.held.flush(m);
   }
 
   /** A handshake refusal no retry can cure ends the worker; others are only logged. */

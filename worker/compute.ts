@@ -17,6 +17,7 @@ import { checkLabels } from "../shared/model/targets.ts";
 import { f16BitsToF32 } from "../shared/wire/half_float.ts";
 import {
   compactGrad,
+  denseLayout,
   gradLayout,
   type SparseLayout,
   usedRows,
@@ -117,7 +118,10 @@ export class WorkerCompute {
         : { hidden: m.dropout, attention: m.dropout },
       lora,
     };
-    this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective);
+    // LoRA: the trainable gradient is dense (no word-embedding rows train).
+    this.#gradLayout = lora
+      ? denseLayout(lora.plan.layout.total)
+      : gradLayout(this.#run.layout, this.#run.objective);
     // A reconnect to the same run keeps the model and the weights it holds.
     if (!this.#model) {
       this.#model = this.#backend.model(config, this.#run.layout, {
@@ -125,6 +129,12 @@ export class WorkerCompute {
       });
     }
     return config;
+  }
+
+  /** The layout of this run's results: the model's (row-sparse for a classifier), or LoRA's dense trainable one. */
+  get resultLayout(): SparseLayout {
+    if (!this.#gradLayout) throw new Error("resultLayout: no run yet (welcome first)");
+    return this.#gradLayout;
   }
 
   /** LoRA: the hash of the base this run needs and the model does not hold yet; else null. */

@@ -52,11 +52,14 @@ import { sameToken } from "./token.ts";
  * `eval_result`; 4: `wrong_backend`, the refusal of a worker whose backend is
  * not a deterministic run's; 5: `hello.backend` uses the names that say what
  * runs — `cpu`, `webgpu`, `tfjs-wasm`, `tfjs-cpu`, `tfjs-webgpu`, were
- * `native`, `wasm`, `cpu`, `webgpu`; 6: LoRA — `hello.bases`, `welcome.lora`
- * and the `base` message: the frozen base goes to a worker once, named by its
- * hash, and `weights` then carries the trainable tensors only).
+ * `native`, `wasm`, `cpu`, `webgpu`; 6: held tasks — `task.hold`, `done`,
+ * `flush`, `partial`, `welcome.gradEncoding` — one gradient per worker per
+ * step, and the `bad_partial` and `duplicate` refusals; 7: LoRA —
+ * `hello.bases`, `welcome.lora` and the `base` message: the frozen base goes
+ * to a worker once, named by its hash, and `weights` then carries the
+ * trainable tensors only).
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 /**
  * Deno's WebSocket refuses to *receive* a message of this many bytes or more
@@ -88,6 +91,13 @@ export const ERROR_CODES = [
   "unknown_task",
   "stale",
   "internal",
+  /**
+   * A `partial` whose micro-batch set is not one the coordinator credited to
+   * this worker (or a `flush` naming a set the worker does not hold).
+   */
+  "bad_partial",
+  /** A `partial` holding a micro-batch already accepted through another answer. */
+  "duplicate",
   // Chunked transfers (shared/wire/transfer.ts):
   /** A declaration that cannot be accepted (reused id, too many open, mismatching message). */
   "bad_transfer",
@@ -131,6 +141,15 @@ export const WEIGHTS_ENCODINGS = ["f32", "f16"] as const;
 
 /** One of {@link WEIGHTS_ENCODINGS}. */
 export type WeightsEncoding = typeof WEIGHTS_ENCODINGS[number];
+
+/**
+ * How a `partial` carries its gradient: float32, bfloat16 bit patterns, or
+ * IEEE half bit patterns scaled by 2^scale (shared/wire/grad_encoding.ts).
+ */
+export const GRAD_ENCODINGS = ["f32", "bf16", "f16"] as const;
+
+/** One of {@link GRAD_ENCODINGS}. */
+export type GradEncoding = typeof GRAD_ENCODINGS[number];
 
 /** Worker → coordinator, first message: who I am and the run's token. */
 export interface HelloMessage {
@@ -186,6 +205,8 @@ export interface WelcomeMessage {
    * (layout `loraPlan(...).layout`) and results its dense gradient.
    */
   lora?: WelcomeLora | null;
+  /** How the worker encodes a `partial`'s gradient (absent on the wire: f32). */
+  gradEncoding: GradEncoding;
 }
 
 /**
@@ -227,6 +248,12 @@ export interface TaskMessage {
   seed: number;
   adversary: AdversaryConfig;
   batch: LabelledBatch;
+  /**
+   * Hold the gradient: add n_j·g_j into the worker's partial sum for
+   * (step, weightsVersion) and answer with a `done`; a later `flush` asks for
+   * the sum (absent on the wire: false, answer with a `result`).
+   */
+  hold: boolean;
 }
 
 /** Worker-side timings of one task, in milliseconds. */
@@ -253,6 +280,62 @@ export interface ResultMessage {
   rows?: Int32Array;
   loss: number;
   count: number;
+  timings: Timings;
+}
+
+/**
+ * Worker → coordinator: held task `taskId` is computed and in the worker's
+ * partial sum. `loss` is the micro-batch mean loss, `count` its examples (as
+ * a `result`'s); no gradient travels.
+ */
+export interface DoneMessage {
+  type: "done";
+  taskId: number;
+  step: number;
+  index: number;
+  weightsVersion: number;
+  loss: number;
+  count: number;
+  timings: Timings;
+}
+
+/**
+ * Coordinator → worker: send the partial sum of the held micro-batches
+ * `indices` (increasing) of `step` on weights `weightsVersion` — exactly the
+ * set the coordinator credited to this worker since its last flush.
+ */
+export interface FlushMessage {
+  type: "flush";
+  runId: string;
+  step: number;
+  weightsVersion: number;
+  indices: Int32Array;
+}
+
+/**
+ * Worker → coordinator: Σ n_j·g_j, Σ n_j·loss_j and Σ n_j over the held
+ * micro-batches `indices` (increasing), summed in float64 in the order the
+ * tasks arrived (index order) and rounded once to `encoding`. `grad` is
+ * packed as a result's (`rows`: the union of the word-embedding rows used).
+ * n_j is the micro-batch's loss item count (`lossItems`,
+ * shared/model/targets.ts).
+ */
+export interface PartialMessage {
+  type: "partial";
+  step: number;
+  weightsVersion: number;
+  indices: Int32Array;
+  encoding: GradEncoding;
+  /** f16 only: the values travel multiplied by 2^scale (an integer; 0 for f32 and bf16). */
+  scale: number;
+  /** Float32Array for f32; 16-bit patterns (bf16 or f16) otherwise. */
+  grad: Float32Array | Uint16Array;
+  rows?: Int32Array;
+  /** Σ n_j·loss_j. */
+  lossSum: number;
+  /** Σ n_j (0 only in an empty partial: a flush the worker could not match). */
+  count: number;
+  /** Σ over the held micro-batches; `encodeMs` as for a `result`. */
   timings: Timings;
 }
 
@@ -323,6 +406,9 @@ export type Message =
   | RequestMessage
   | TaskMessage
   | ResultMessage
+  | DoneMessage
+  | FlushMessage
+  | PartialMessage
   | EvalTaskMessage
   | EvalResultMessage
   | HeartbeatMessage
@@ -534,6 +620,7 @@ export const TENSOR_FIELDS: { readonly [T in MessageType]?: readonly (readonly s
     "labels",
   ]],
   result: [["grad"], ["rows"]],
+  partial: [["grad"], ["rows"]],
 };
 
 /** First byte of a chunk frame: 0xc1 is never used by msgpack, so no message frame starts so. */
@@ -625,6 +712,29 @@ export function validateResultShape(
     throw new ProtocolError(
       "bad_shape",
       `result.count is ${m.count}, but micro-batch ${m.index} of step ${m.step} has ${expectedCount} examples`,
+    );
+  }
+}
+
+/**
+ * Coordinator-side check of a partial's shape against the run's gradient
+ * layout (as {@link validateResultShape}) and its Σ n_j against the
+ * micro-batches it names (`expectedCount`, from the batches the coordinator
+ * made).
+ */
+export function validatePartialShape(
+  m: PartialMessage,
+  layout: number | SparseLayout,
+  expectedCount: number,
+): void {
+  const s = typeof layout === "number" ? denseLayout(layout) : layout;
+  const problem = packedGradProblem(m.grad.length, m.rows, s);
+  if (problem !== null) throw new ProtocolError("bad_shape", `partial.${problem}`);
+  if (m.count !== expectedCount) {
+    throw new ProtocolError(
+      "bad_shape",
+      `partial.count is ${m.count}, but micro-batches ${m.indices.join(", ")} of step ${m.step} ` +
+        `hold ${expectedCount} loss items`,
     );
   }
 }
@@ -862,6 +972,9 @@ const TYPES: readonly MessageType[] = [
   "request",
   "task",
   "result",
+  "done",
+  "flush",
+  "partial",
   "eval_task",
   "eval_result",
   "heartbeat",
@@ -898,6 +1011,12 @@ function parseMessage(raw: unknown, frame: ArrayBufferLike | null): Message {
       return parseTask(raw, frame);
     case "result":
       return parseResult(raw, frame);
+    case "done":
+      return parseDone(raw);
+    case "flush":
+      return parseFlush(raw, frame);
+    case "partial":
+      return parsePartial(raw, frame);
     case "eval_task":
       return parseEvalTask(raw, frame);
     case "eval_result":
@@ -997,6 +1116,9 @@ function parseWelcome(o: Obj): WelcomeMessage {
     objective: oneOf(o, "welcome", "objective", OBJECTIVES),
     dropout,
     deterministic: bool(o, "welcome", "deterministic"),
+    gradEncoding: o.gradEncoding === undefined || o.gradEncoding === null
+      ? "f32"
+      : oneOf(o, "welcome", "gradEncoding", GRAD_ENCODINGS),
   };
   if (o.lora !== undefined && o.lora !== null) {
     m.lora = parseWelcomeLora(object(o, "welcome", "lora"));
@@ -1095,7 +1217,120 @@ function parseTask(o: Obj, frame: ArrayBufferLike | null): TaskMessage {
     seed: int(o, "task", "seed"),
     adversary: parseAdversary(object(o, "task", "adversary")),
     batch: parseBatch(object(o, "task", "batch"), frame),
+    hold: o.hold === undefined || o.hold === null ? false : bool(o, "task", "hold"),
   };
+}
+
+function parseTimings(o: Obj, ctx: string): Timings {
+  const t = object(o, ctx, "timings");
+  return {
+    computeMs: num(t, `${ctx}.timings`, "computeMs", 0),
+    adversaryMs: num(t, `${ctx}.timings`, "adversaryMs", 0),
+    encodeMs: num(t, `${ctx}.timings`, "encodeMs", 0),
+  };
+}
+
+function parseDone(o: Obj): DoneMessage {
+  return {
+    type: "done",
+    taskId: int(o, "done", "taskId"),
+    step: int(o, "done", "step"),
+    index: int(o, "done", "index"),
+    weightsVersion: int(o, "done", "weightsVersion"),
+    loss: num(o, "done", "loss"),
+    count: int(o, "done", "count", 1),
+    timings: parseTimings(o, "done"),
+  };
+}
+
+/** Micro-batch indices: strictly increasing, ≥ 0 (empty allowed where `empty`). */
+function indexSet(o: Obj, ctx: string, frame: ArrayBufferLike | null, empty: boolean): Int32Array {
+  const a = typed(o, ctx, "indices", Int32Array, frame);
+  if (!empty && a.length === 0) fail("malformed", `${ctx}.indices is empty`);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] < 0 || (i > 0 && a[i] <= a[i - 1])) {
+      fail("malformed", `${ctx}.indices must be increasing non-negative (index ${i} is ${a[i]})`);
+    }
+  }
+  return a;
+}
+
+function parseFlush(o: Obj, frame: ArrayBufferLike | null): FlushMessage {
+  return {
+    type: "flush",
+    runId: str(o, "flush", "runId"),
+    step: int(o, "flush", "step"),
+    weightsVersion: int(o, "flush", "weightsVersion"),
+    indices: indexSet(o, "flush", frame, false),
+  };
+}
+
+/** Index of the first bfloat16 NaN or ±Inf bit pattern (exponent bits all ones), or −1. */
+function firstNonFiniteBf16(a: Uint16Array): number {
+  const n = a.length;
+  for (let i = 0; i < n; i++) if ((a[i] & 0x7f80) === 0x7f80) return i;
+  return -1;
+}
+
+function parsePartial(o: Obj, frame: ArrayBufferLike | null): PartialMessage {
+  const ctx = "partial";
+  const step = int(o, ctx, "step");
+  const weightsVersion = int(o, ctx, "weightsVersion");
+  const indices = indexSet(o, ctx, frame, true);
+  const encoding = oneOf(o, ctx, "encoding", GRAD_ENCODINGS);
+  const scale = num(o, ctx, "scale");
+  if (!Number.isSafeInteger(scale) || Math.abs(scale) > 200) {
+    fail("malformed", `${ctx}.scale must be an integer in [-200, 200], got ${scale}`);
+  }
+  if (encoding !== "f16" && scale !== 0) {
+    fail("malformed", `${ctx}.scale must be 0 for ${encoding}, got ${scale}`);
+  }
+  const lossSum = num(o, ctx, "lossSum");
+  const count = int(o, ctx, "count");
+  const timings = parseTimings(o, ctx);
+  let grad: Float32Array | Uint16Array;
+  if (encoding === "f32") {
+    grad = typed(o, ctx, "grad", Float32Array, frame);
+    checkFinite(grad, `${ctx}.grad`);
+  } else {
+    const g = typed(o, ctx, "grad", Uint16Array, frame);
+    const bad = encoding === "bf16" ? firstNonFiniteBf16(g) : firstNonFiniteF16(g);
+    if (bad >= 0) {
+      fail(
+        "non_finite",
+        `${ctx}.grad[${bad}] is a ${encoding} NaN/Inf pattern (0x${g[bad].toString(16)})`,
+      );
+    }
+    grad = g;
+  }
+  const m: PartialMessage = {
+    type: "partial",
+    step,
+    weightsVersion,
+    indices,
+    encoding,
+    scale,
+    grad,
+    lossSum,
+    count,
+    timings,
+  };
+  if (o.rows !== undefined) m.rows = rowIds(o, ctx, frame);
+  return m;
+}
+
+/** Word-embedding row ids: strictly increasing, ≥ 0. */
+function rowIds(o: Obj, ctx: string, frame: ArrayBufferLike | null): Int32Array {
+  const rows = typed(o, ctx, "rows", Int32Array, frame);
+  for (let i = 0; i < rows.length; i++) {
+    if (rows[i] < 0 || (i > 0 && rows[i] <= rows[i - 1])) {
+      fail(
+        "malformed",
+        `${ctx}.rows must be increasing non-negative row ids (index ${i} is ${rows[i]})`,
+      );
+    }
+  }
+  return rows;
 }
 
 function parseResult(o: Obj, frame: ArrayBufferLike | null): ResultMessage {
@@ -1124,18 +1359,7 @@ function parseResult(o: Obj, frame: ArrayBufferLike | null): ResultMessage {
     count,
     timings,
   };
-  if (o.rows !== undefined) {
-    const rows = typed(o, "result", "rows", Int32Array, frame);
-    for (let i = 0; i < rows.length; i++) {
-      if (rows[i] < 0 || (i > 0 && rows[i] <= rows[i - 1])) {
-        fail(
-          "malformed",
-          `result.rows must be increasing non-negative row ids (index ${i} is ${rows[i]})`,
-        );
-      }
-    }
-    m.rows = rows;
-  }
+  if (o.rows !== undefined) m.rows = rowIds(o, "result", frame);
   return m;
 }
 

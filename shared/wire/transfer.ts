@@ -119,7 +119,7 @@ export class ChunkedMessage {
       runId: this.runId,
       version: m.type === "weights"
         ? m.version
-        : m.type === "task" || m.type === "result"
+        : m.type === "task" || m.type === "result" || m.type === "partial"
         ? m.weightsVersion
         : 0,
       dtype: t.dtype,

@@ -8,7 +8,6 @@
  */
 import { FlagError } from "../shared/cli/flags.ts";
 import { DEFAULT_LORA } from "../shared/model/lora.ts";
-import type { RunConfig } from "./run_config.ts";
 
 /** The LoRA flags, merged into the training flags (coordinator/run_config.ts). */
 export const LORA_FLAGS = {
@@ -30,6 +29,9 @@ export const LORA_FLAGS = {
   },
   merge: { type: "boolean", help: "LoRA: also write the merged full model to --save DIR/merged" },
 } as const;
+
+/** What the stored-flag readers need of a run's config (coordinator/run_config.ts `RunConfig`). */
+type WithLora = { readonly training: { readonly lora: LoraSettings | null } };
 
 /** A run's LoRA settings, as the flags give them. */
 export interface LoraSettings {
@@ -110,13 +112,13 @@ export function resolveLora(f: LoraFlagValues): LoraSettings | null {
 
 /** How a checkpoint stores the LoRA flags (coordinator/run_config.ts, `storedSettings`). */
 export const STORED_LORA_FLAGS = {
-  lora: (c: RunConfig) => c.training.lora?.r || null,
-  "lora-alpha": (c: RunConfig) =>
+  lora: (c: WithLora) => c.training.lora?.r || null,
+  "lora-alpha": (c: WithLora) =>
     c.training.lora && !c.training.lora.adapter ? c.training.lora.alpha : null,
-  "lora-targets": (c: RunConfig) =>
+  "lora-targets": (c: WithLora) =>
     c.training.lora && !c.training.lora.adapter ? c.training.lora.targetModules.join(",") : null,
-  "lora-dropout": (c: RunConfig) =>
+  "lora-dropout": (c: WithLora) =>
     c.training.lora && !c.training.lora.adapter ? c.training.lora.dropout : null,
-  adapter: (c: RunConfig) => c.training.lora?.adapter ?? null,
-  merge: (c: RunConfig) => c.training.lora?.merge ?? false,
+  adapter: (c: WithLora) => c.training.lora?.adapter ?? null,
+  merge: (c: WithLora) => c.training.lora?.merge ?? false,
 };

@@ -28,6 +28,7 @@ import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { type Gemm, jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { createWebGpuDevice } from "../shared/engine/devices/webgpu/device.ts";
 import {
+  ALL_TARGET_MODULES,
   DEFAULT_LORA,
   initTrainable,
   type LoraConfig,
@@ -42,14 +43,6 @@ import { type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, type ReferenceLora, referenceLoss } from "./support/reference_bert.ts";
 
 const TOL = 1e-4;
-const ALL_MODULES = [
-  "query",
-  "key",
-  "value",
-  "attention.output.dense",
-  "intermediate.dense",
-  "output.dense",
-];
 
 const MODELS = [
   { name: "bert", over: {} },
@@ -61,7 +54,7 @@ const SETTINGS: { name: string; lora: LoraConfig; trainPooler: boolean }[] = [
   { name: "query,value r=2", lora: { ...DEFAULT_LORA, r: 2, alpha: 4 }, trainPooler: false },
   {
     name: "all modules r=3 +pooler",
-    lora: { r: 3, alpha: 5, dropout: 0, targetModules: ALL_MODULES },
+    lora: { r: 3, alpha: 5, dropout: 0, targetModules: ALL_TARGET_MODULES },
     trainPooler: true,
   },
 ];
@@ -124,7 +117,7 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
   const total = plan.layout.specs.reduce((a, s) => a + s.size, 0);
   assert.equal(plan.layout.total, total);
   // FFN shapes: intermediate [I, H] ← A [r, H], B [I, r]; output [H, I] ← A [r, I], B [H, r].
-  const all = loraPlan(t.config, { r: 2, alpha: 2, dropout: 0, targetModules: ALL_MODULES });
+  const all = loraPlan(t.config, { r: 2, alpha: 2, dropout: 0, targetModules: ALL_TARGET_MODULES });
   const shape = (n: string) => all.layout.byName.get(`bert.encoder.layer.1.${n}`)!.shape;
   assert.deepEqual(shape("intermediate.dense.lora_A.weight"), [2, 8]);
   assert.deepEqual(shape("intermediate.dense.lora_B.weight"), [16, 2]);
@@ -139,7 +132,9 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
     "output.dense",
   ]);
   // Written target_modules name exactly the chosen modules under that rule.
-  for (const mods of [["output.dense"], ["attention.output.dense", "output.dense"], ALL_MODULES]) {
+  for (
+    const mods of [["output.dense"], ["attention.output.dense", "output.dense"], ALL_TARGET_MODULES]
+  ) {
     const chosen = resolveTargets(t.config, mods);
     assert.deepEqual(resolveTargets(t.config, peftTargetModules(t.config, chosen)), chosen);
   }
@@ -168,7 +163,7 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
 
 Deno.test("initTrainable: PEFT's init (A Kaiming-uniform a=√5, B zero), seeded, head copied", () => {
   const t = tiny();
-  const plan = loraPlan(t.config, { ...DEFAULT_LORA, targetModules: ALL_MODULES });
+  const plan = loraPlan(t.config, { ...DEFAULT_LORA, targetModules: ALL_TARGET_MODULES });
   const a = initTrainable(plan, t.layout, t.weights, 1);
   assert.deepEqual(a, initTrainable(plan, t.layout, t.weights, 1));
   assert.notDeepEqual(a, initTrainable(plan, t.layout, t.weights, 2));
@@ -193,7 +188,7 @@ Deno.test("B = 0: the LoRA model's logits are the base model's, bit for bit (eng
   await initBackend("tfjs-cpu");
   for (const { name, over } of MODELS) {
     const t = tiny(over, 4, 7);
-    const plan = loraPlan(t.config, { ...DEFAULT_LORA, r: 4, targetModules: ALL_MODULES });
+    const plan = loraPlan(t.config, { ...DEFAULT_LORA, r: 4, targetModules: ALL_TARGET_MODULES });
     const tr = initTrainable(plan, t.layout, t.weights, 3);
     const base = await engine(t, null).logits(t.batch);
     assert.deepEqual(await engine(t, plan, tr).logits(t.batch), base, `${name} engine`);

@@ -17,7 +17,6 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/create.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
 import { microBatchGradient } from "../shared/tfjs/gradient.ts";
-import type { GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
@@ -41,6 +40,8 @@ import {
 import { Rng } from "../shared/method/rng.ts";
 import { type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, type ReferenceLora, referenceLoss } from "./support/reference_bert.ts";
+import { assertClose } from "./support/assert_close.ts";
+import { engineTask as task } from "./support/engine_cases.ts";
 
 const TOL = 1e-4;
 
@@ -71,29 +72,11 @@ function randomTrainable(t: Tiny, plan: LoraPlan, seed = 5): Float32Array {
   return tr;
 }
 
-function task(t: Tiny, adversary: AdversaryConfig, dropout = { hidden: 0, attention: 0 }) {
-  return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout } as GradientTask;
-}
-
 function engine(t: Tiny, plan: LoraPlan | null, tr?: Float32Array, gemm: Gemm = jsGemm) {
   const m = new EngineModel(cpuDevice(gemm), t.config, t.layout);
   m.setWeights(t.weights);
   if (plan) m.setLora(plan, tr);
   return m;
-}
-
-/** Asserts |a_i − b_i| ≤ TOL · max|b| for every i. */
-function assertClose(a: Float32Array, b: Float32Array, what: string, tol = TOL) {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  let scale = 0;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
-  assert.ok(scale > 0, `${what}: all zero`);
-  for (let i = 0; i < b.length; i++) {
-    assert.ok(
-      Math.abs(a[i] - b[i]) <= tol * scale,
-      `${what}[${i}]: ${a[i]} vs ${b[i]} (max ${scale})`,
-    );
-  }
 }
 
 // ------------------------------------------------------------------ the plan

@@ -136,7 +136,7 @@ if [ "$MODE" = pack ]; then
       rm -rf "$check"
       exit 1
     }
-  cp bench/device_run.sh bench/device_summary.ts bench/torch_gpu.py "$check/bench/" 2>/dev/null
+  cp bench/device_run.sh bench/device_summary.ts bench/torch_gpu.py bench/torch_bert.py "$check/bench/" 2>/dev/null
   # The workers time_to_accuracy.ts spawns run without --node-modules-dir=manual: the "auto"
   # sync must find everything installed (worker/main.ts loads tfjs and the engine before --help).
   if ! (cd "$check" && export DENO_DIR="$check/.deno-dir" NPM_CONFIG_REGISTRY=http://127.0.0.1:9/ &&

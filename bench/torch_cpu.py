@@ -7,7 +7,7 @@ same micro-batch, sequence length and thread counts as bench/worker_compute.ts.
         [--seq-len 128] [--modes off,pgd1] [--min-seconds 2] [--out FILE]
 
 Debian's python3-torch (apt-get install python3-torch); no transformers
-needed: a plain BERT is written out below (post-LN encoder, erf GELU, tanh
+needed: the plain BERT of bench/torch_bert.py (post-LN encoder, erf GELU, tanh
 pooler, linear classifier), the shape of shared/model/default_model.ts.
 
 What one call is (docs/method.md, "One micro-batch gradient"):
@@ -24,7 +24,6 @@ Model GFLOP/s divides the same analytic count as bench/worker_compute.ts
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
@@ -32,99 +31,15 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+
+import torch_bert
 
 CONFIG = dict(vocab=30522, hidden=128, layers=2, heads=2, intermediate=512, positions=512,
               types=2, eps=1e-12, dropout=0.1, labels=2)
 
 
-class Layer(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        h, i = c["hidden"], c["intermediate"]
-        self.heads = c["heads"]
-        self.qkv = nn.ModuleList([nn.Linear(h, h) for _ in range(3)])
-        self.attn_out = nn.Linear(h, h)
-        self.ln1 = nn.LayerNorm(h, eps=c["eps"])
-        self.inter = nn.Linear(h, i)
-        self.out = nn.Linear(i, h)
-        self.ln2 = nn.LayerNorm(h, eps=c["eps"])
-        self.p = c["dropout"]
-
-    def forward(self, x, add_mask):
-        b, l, h = x.shape
-        d = h // self.heads
-        q, k, v = (m(x).view(b, l, self.heads, d).transpose(1, 2) for m in self.qkv)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d) + add_mask
-        probs = F.dropout(scores.softmax(-1), self.p, self.training)
-        ctx = (probs @ v).transpose(1, 2).reshape(b, l, h)
-        x = self.ln1(x + F.dropout(self.attn_out(ctx), self.p, self.training))
-        y = self.out(F.gelu(self.inter(x)))
-        return self.ln2(x + F.dropout(y, self.p, self.training))
-
-
-class Bert(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        h = c["hidden"]
-        self.word = nn.Embedding(c["vocab"], h)
-        self.pos = nn.Embedding(c["positions"], h)
-        self.token_type = nn.Embedding(c["types"], h)
-        self.ln = nn.LayerNorm(h, eps=c["eps"])
-        self.layers = nn.ModuleList([Layer(c) for _ in range(c["layers"])])
-        self.pooler = nn.Linear(h, h)
-        self.classifier = nn.Linear(h, c["labels"])
-        self.p = c["dropout"]
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def embeds(self, ids):
-        return self.word(ids)
-
-    def forward(self, inputs_embeds, types, mask):
-        l = inputs_embeds.shape[1]
-        pos = torch.arange(l).unsqueeze(0)
-        x = self.ln(inputs_embeds + self.pos(pos) + self.token_type(types))
-        x = F.dropout(x, self.p, self.training)
-        add_mask = (1.0 - mask[:, None, None, :].float()) * torch.finfo(x.dtype).min
-        for layer in self.layers:
-            x = layer(x, add_mask)
-        return self.classifier(F.dropout(torch.tanh(self.pooler(x[:, 0])), self.p, self.training))
-
-
-def batch(b, l, vocab, gen):
-    """[CLS] ... [SEP] with about 10% padding, like worker_compute's randomBatch."""
-    ids = torch.zeros(b, l, dtype=torch.long)
-    mask = torch.zeros(b, l, dtype=torch.long)
-    for i in range(b):
-        n = max(3, l - round(torch.rand(1, generator=gen).item() * 0.2 * l))
-        ids[i, :n] = torch.randint(1000, vocab, (n,), generator=gen)
-        ids[i, 0], ids[i, n - 1] = 101, 102
-        mask[i, :n] = 1
-    labels = torch.randint(0, CONFIG["labels"], (b,), generator=gen)
-    return ids, torch.zeros(b, l, dtype=torch.long), mask, labels
-
-
-def gradient(model, ids, types, mask, labels, mode, lr=0.1, eps=1.0):
-    model.zero_grad(set_to_none=True)
-    e = model.embeds(ids)
-    if mode == "pgd1":
-        delta = torch.zeros_like(e, requires_grad=True)
-        loss = F.cross_entropy(model(e.detach() + delta, types, mask), labels)
-        (g,) = torch.autograd.grad(loss, delta)
-        g = g * mask[..., None]
-        norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
-        d1 = lr * g / norm
-        dn = d1.flatten(1).norm(dim=1)[:, None, None]
-        d1 = d1 * torch.where(dn > eps, eps / dn, torch.ones_like(dn))
-        e = e + d1
-    loss = F.cross_entropy(model(e, types, mask), labels)
-    loss.backward()
-    return loss.item()
+def gradient(model, ids, types, mask, labels, mode):
+    return torch_bert.gradient(model, ids, types, mask, labels, mode).item()
 
 
 def flops(model, b, l, mode):
@@ -164,9 +79,10 @@ def main():
     threads = [int(t) for t in a.threads.split(",")]
     torch.manual_seed(42)
     torch.set_num_interop_threads(1)
-    model = Bert(CONFIG).train()
+    model = torch_bert.PlainBert(CONFIG).train()
     gen = torch.Generator().manual_seed(7)
-    data = batch(a.micro_batch, a.seq_len, CONFIG["vocab"], gen)
+    data = torch_bert.make_batch(a.micro_batch, a.seq_len, CONFIG["vocab"], CONFIG["labels"],
+                                 gen, torch.device("cpu"))
     rows = []
     for t in threads:
         torch.set_num_threads(t)

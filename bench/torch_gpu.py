@@ -9,9 +9,9 @@ autocast; samples/s.
         [--min-seconds 1] [--min-reps 3] [--device cuda|cpu] [--out FILE]
 
 Model: transformers' BertForSequenceClassification (random init from a BertConfig) when
-transformers imports (--impl auto or hf), else a plain BERT written out below (post-LN encoder,
-erf GELU, tanh pooler, linear classifier; the same module as bench/torch_cpu.py, with tensors made
-on the model's device). Shapes as bench/engine_devices.ts: `default` = hidden 128, 2 layers,
+transformers imports (--impl auto or hf), else the plain BERT of bench/torch_bert.py (post-LN
+encoder, erf GELU, tanh pooler, linear classifier; the same module as bench/torch_cpu.py's, with
+tensors made on the model's device). Shapes as bench/engine_devices.ts: `default` = hidden 128, 2 layers,
 2 heads, intermediate 512; `bert-base` = hidden 768, 12 layers, 12 heads, intermediate 3072;
 vocabulary 30522, 2 labels.
 
@@ -30,7 +30,6 @@ started (device_run.sh checks `import torch`); without CUDA it runs on the CPU o
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
@@ -39,8 +38,9 @@ import time
 
 try:
     import torch
-    import torch.nn.functional as F
     from torch import nn
+
+    from torch_bert import PlainBert, gradient, make_batch
 except ImportError as e:  # pragma: no cover - reported, not raised
     sys.exit(f"torch_gpu: torch is not installed ({e})")
 
@@ -49,65 +49,6 @@ SHAPES = {
     "bert-base": dict(hidden=768, layers=12, heads=12, intermediate=3072),
 }
 COMMON = dict(vocab=30522, positions=512, types=2, eps=1e-12, dropout=0.1, labels=2)
-
-
-class Layer(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        h, i = c["hidden"], c["intermediate"]
-        self.heads = c["heads"]
-        self.qkv = nn.ModuleList([nn.Linear(h, h) for _ in range(3)])
-        self.attn_out = nn.Linear(h, h)
-        self.ln1 = nn.LayerNorm(h, eps=c["eps"])
-        self.inter = nn.Linear(h, i)
-        self.out = nn.Linear(i, h)
-        self.ln2 = nn.LayerNorm(h, eps=c["eps"])
-        self.p = c["dropout"]
-
-    def forward(self, x, add_mask):
-        b, l, h = x.shape
-        d = h // self.heads
-        q, k, v = (m(x).view(b, l, self.heads, d).transpose(1, 2) for m in self.qkv)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d) + add_mask
-        probs = F.dropout(scores.softmax(-1), self.p, self.training)
-        ctx = (probs @ v).transpose(1, 2).reshape(b, l, h)
-        x = self.ln1(x + F.dropout(self.attn_out(ctx), self.p, self.training))
-        y = self.out(F.gelu(self.inter(x)))
-        return self.ln2(x + F.dropout(y, self.p, self.training))
-
-
-class PlainBert(nn.Module):
-    """A plain BERT classifier: forward(inputs_embeds, token types, mask) -> logits."""
-
-    def __init__(self, c):
-        super().__init__()
-        h = c["hidden"]
-        self.word = nn.Embedding(c["vocab"], h)
-        self.pos = nn.Embedding(c["positions"], h)
-        self.token_type = nn.Embedding(c["types"], h)
-        self.ln = nn.LayerNorm(h, eps=c["eps"])
-        self.layers = nn.ModuleList([Layer(c) for _ in range(c["layers"])])
-        self.pooler = nn.Linear(h, h)
-        self.classifier = nn.Linear(h, c["labels"])
-        self.p = c["dropout"]
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def embeds(self, ids):
-        return self.word(ids)
-
-    def logits(self, inputs_embeds, types, mask):
-        l = inputs_embeds.shape[1]
-        pos = torch.arange(l, device=inputs_embeds.device).unsqueeze(0)
-        x = self.ln(inputs_embeds + self.pos(pos) + self.token_type(types))
-        x = F.dropout(x, self.p, self.training)
-        add_mask = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        for layer in self.layers:
-            x = layer(x, add_mask)
-        return self.classifier(F.dropout(torch.tanh(self.pooler(x[:, 0])), self.p, self.training))
 
 
 class HfBert(nn.Module):
@@ -131,39 +72,6 @@ class HfBert(nn.Module):
     def logits(self, inputs_embeds, types, mask):
         return self.model(inputs_embeds=inputs_embeds, token_type_ids=types,
                           attention_mask=mask).logits
-
-
-def make_batch(b, l, vocab, labels, gen, device):
-    """[CLS] ... [SEP] with up to 20% padding per example (~10% on average)."""
-    ids = torch.zeros(b, l, dtype=torch.long)
-    mask = torch.zeros(b, l, dtype=torch.long)
-    for i in range(b):
-        n = max(3, l - round(torch.rand(1, generator=gen).item() * 0.2 * l))
-        ids[i, :n] = torch.randint(1000, vocab, (n,), generator=gen)
-        ids[i, 0], ids[i, n - 1] = 101, 102
-        mask[i, :n] = 1
-    y = torch.randint(0, labels, (b,), generator=gen)
-    types = torch.zeros(b, l, dtype=torch.long)
-    return tuple(t.to(device) for t in (ids, types, mask, y))
-
-
-def gradient(model, ids, types, mask, labels, mode, autocast, lr=0.1, eps=1.0):
-    model.zero_grad(set_to_none=True)
-    with autocast():
-        e = model.embeds(ids)
-        if mode == "pgd1":
-            delta = torch.zeros_like(e, requires_grad=True)
-            loss = F.cross_entropy(model.logits(e.detach() + delta, types, mask).float(), labels)
-            (g,) = torch.autograd.grad(loss, delta)
-            g = g.float() * mask[..., None]
-            norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
-            d1 = lr * g / norm
-            dn = d1.flatten(1).norm(dim=1)[:, None, None]
-            d1 = d1 * torch.where(dn > eps, eps / dn, torch.ones_like(dn))
-            e = e + d1.to(e.dtype)
-        loss = F.cross_entropy(model.logits(e, types, mask).float(), labels)
-    loss.backward()
-    return loss
 
 
 def set_precision(p):

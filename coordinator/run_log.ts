@@ -24,34 +24,49 @@ import type { EvalResult } from "../shared/eval/held_out.ts";
 import { atomicWriteFile } from "../shared/io/atomic_write.ts";
 import { isPlainObject } from "../shared/io/plain_object.ts";
 
+/** Where the time of one step went, in ms. */
+export interface StepTimings {
+  /** Wall time from dispatch to the last accepted result. */
+  readonly waitMs: number;
+  /** Σ over micro-batches of worker compute (adversary included). */
+  readonly computeMs: number;
+  /** Σ over micro-batches of the adversary's share. */
+  readonly adversaryMs: number;
+  /** Wait time not explained by the busiest worker's compute: network, queueing, decoding. */
+  readonly transferMs: number;
+  /**
+   * Combining the results: adding each into the sum as it arrived (inside
+   * the wait) plus the final division, norm and clipping.
+   */
+  readonly averageMs: number;
+  /** LAMB or AdamW over every parameter. */
+  readonly optimizerMs: number;
+  /** Encoding the new weights frame. */
+  readonly encodeMs: number;
+  readonly stepMs: number;
+}
+
 /**
  * What a step line is made of: the fields of the trainer's `StepReport`
- * (coordinator/trainer.ts) that the log keeps. Declared here, not imported,
- * so that the trainer can own a log without an import cycle.
+ * (coordinator/trainer.ts, which extends this) that the log keeps. Declared
+ * here so that the trainer can own a log without an import cycle.
  */
 export interface LoggedStep {
+  /** 1-based count of completed steps. */
   readonly step: number;
   readonly totalSteps: number;
   readonly loss: number;
   readonly lr: number;
   readonly gradNorm: number;
   readonly clipped: boolean;
+  /** ‖η·r·u‖₂: the l2 norm of the update applied (coordinator/optimizer.ts, `StepStats`). */
   readonly updateNorm: number;
   readonly examples: number;
   readonly tokens: number;
   readonly adversary: string;
   readonly microBatches: number;
+  readonly timings: StepTimings;
   readonly elapsedMs: number;
-  readonly timings: {
-    readonly waitMs: number;
-    readonly computeMs: number;
-    readonly adversaryMs: number;
-    readonly transferMs: number;
-    readonly averageMs: number;
-    readonly optimizerMs: number;
-    readonly encodeMs: number;
-    readonly stepMs: number;
-  };
 }
 
 /** The hooks the log listens on (a `TrainerObserver`'s). */

@@ -775,16 +775,7 @@ export class Scheduler {
       p.credited.delete(w.id);
       this.#retire(p);
     });
-    try {
-      s.acceptSum!(m);
-    } catch (e) {
-      this.abort(e instanceof Error ? e : new Error(String(e)));
-      return;
-    }
-    while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
-      s.prefix++;
-      s.ahead--;
-    }
+    if (!this.#acceptInto(s, () => s.acceptSum!(m))) return;
     w.lastResultAt = Date.now();
     for (const p of units) {
       for (const r of p.summaries as ResultSummary[]) {
@@ -1001,6 +992,25 @@ export class Scheduler {
   }
 
   /**
+   * Runs `accept` (the job taking an answer) and moves the job's accepted
+   * prefix past every task with a result; an error from `accept` aborts the
+   * run, and false says so.
+   */
+  #acceptInto(s: Job, accept: () => void): boolean {
+    try {
+      accept();
+    } catch (e) {
+      this.abort(e instanceof Error ? e : new Error(String(e)));
+      return false;
+    }
+    while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
+      s.prefix++;
+      s.ahead--;
+    }
+    return true;
+  }
+
+  /**
    * Takes an answer that passed every check: hands it on, advances the
    * accepted prefix, credits the worker, and ends the job on its last answer.
    */
@@ -1008,16 +1018,7 @@ export class Scheduler {
     p.result = summarize(m);
     p.summaries = [p.result];
     this.#retire(p);
-    try {
-      s.accept(m);
-    } catch (e) {
-      this.abort(e instanceof Error ? e : new Error(String(e)));
-      return;
-    }
-    while (s.prefix < s.tasks.length && s.tasks[s.prefix].result) {
-      s.prefix++;
-      s.ahead--;
-    }
+    if (!this.#acceptInto(s, () => s.accept(m))) return;
     this.#credit(w, m, p);
     if (--s.remaining === 0) this.#finish(s);
     this.#pump();

@@ -46,49 +46,14 @@ import type { TrainingData } from "./training_data.ts";
 import { type TrainerParts, trainerParts } from "./trainer_setup.ts";
 import { evaluateLocally } from "./local_eval.ts";
 import type { BestModel } from "./best_model.ts";
-import type { RunLog } from "./run_log.ts";
+import type { LoggedStep, RunLog, StepTimings } from "./run_log.ts";
 
-/** Where the time of one step went, in ms. */
-export interface StepTimings {
-  /** Wall time from dispatch to the last accepted result. */
-  readonly waitMs: number;
-  /** Σ over micro-batches of worker compute (adversary included). */
-  readonly computeMs: number;
-  /** Σ over micro-batches of the adversary's share. */
-  readonly adversaryMs: number;
-  /** Wait time not explained by the busiest worker's compute: network, queueing, decoding. */
-  readonly transferMs: number;
-  /**
-   * Combining the results: adding each into the sum as it arrived (inside
-   * the wait) plus the final division, norm and clipping.
-   */
-  readonly averageMs: number;
-  /** LAMB or AdamW over every parameter. */
-  readonly optimizerMs: number;
-  /** Encoding the new weights frame. */
-  readonly encodeMs: number;
-  readonly stepMs: number;
-}
+export type { StepTimings };
 
-/** What one finished step reports. */
-export interface StepReport {
-  /** 1-based count of completed steps. */
-  readonly step: number;
-  readonly totalSteps: number;
-  readonly loss: number;
-  readonly lr: number;
-  readonly gradNorm: number;
-  readonly clipped: boolean;
-  /** ‖η·r·u‖₂: the l2 norm of the update applied (coordinator/optimizer.ts, `StepStats`). */
-  readonly updateNorm: number;
+/** What one finished step reports: what the run log keeps, and more. */
+export interface StepReport extends LoggedStep {
   readonly trustRatio: { readonly min: number; readonly mean: number; readonly max: number };
-  readonly examples: number;
-  readonly tokens: number;
-  readonly adversary: string;
-  readonly microBatches: number;
   readonly weightsBytes: number;
-  readonly timings: StepTimings;
-  readonly elapsedMs: number;
 }
 
 /** Hooks for progress output and metrics. */

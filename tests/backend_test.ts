@@ -24,7 +24,7 @@ import {
 import { FlagError } from "../shared/cli/flags.ts";
 import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { finish, LineReader, ROOT, spawnDeno } from "./support/processes.ts";
+import { finish, LineReader, ROOT, spawnWorker } from "./support/processes.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { type Coordinator, startCoordinator } from "../coordinator/coordinator.ts";
 
@@ -362,16 +362,7 @@ Deno.test({
           const { config } = await parseRunFlags(args, {}, "");
           const c = await startCoordinator(config, { log: () => {} });
           const spawn = (backend: string, t = 1) => {
-            const p = spawnDeno("worker/main.ts", [
-              "--url",
-              c.wsUrl,
-              "--token",
-              c.token,
-              "--backend",
-              backend,
-              "--threads",
-              String(t),
-            ]);
+            const p = spawnWorker(c.wsUrl, c.token, ["--threads", String(t)], backend);
             return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
           };
           const ws = threads.map((t) => spawn("cpu", t));
@@ -405,7 +396,7 @@ Deno.test({
 
 /** A worker process of `backend` joining the coordinator at `url`. */
 function backendWorker(url: string, token: string, backend: string) {
-  const p = spawnDeno("worker/main.ts", ["--url", url, "--token", token, "--backend", backend]);
+  const p = spawnWorker(url, token, [], backend);
   return { p, out: new LineReader(p.stdout), err: new LineReader(p.stderr) };
 }
 

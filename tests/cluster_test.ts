@@ -1,28 +1,19 @@
 /** `deno task cluster` end to end, as a user runs it (README), on the tiny fixtures. */
 import assert from "node:assert/strict";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { finish, LineReader, ROOT } from "./support/processes.ts";
+import { finish, LineReader, ROOT, runDenoTask } from "./support/processes.ts";
 
 /** `deno task cluster ARGS` on the tiny fixtures (2 wasm workers), run to its end. */
 async function cluster(extra: string[] = []) {
   const model = await tinyModelDir();
   const task = await tinyTaskDir();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "task",
-      "cluster",
-      ...tinyRunArgs(model, task, extra),
-      "--workers",
-      "2",
-      "--backend",
-      "tfjs-wasm",
-    ],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+  return runDenoTask("cluster", [
+    ...tinyRunArgs(model, task, extra),
+    "--workers",
+    "2",
+    "--backend",
+    "tfjs-wasm",
+  ]);
 }
 
 Deno.test("deno task cluster trains over real WebSockets with 2 worker processes and evaluates", async () => {

@@ -15,34 +15,30 @@ import * as tf from "@tensorflow/tfjs-core";
 import { cpuBackend, initBackend } from "../shared/compute/create.ts";
 import type { ModelCompute } from "../shared/compute/model_compute.ts";
 import { weightTensors } from "../shared/tfjs/model.ts";
-import { type GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
   NO_ADVERSARY,
 } from "../shared/method/adversary_config.ts";
-import { paramLayout } from "../shared/model/param_layout.ts";
 import { EngineModel } from "../shared/engine/engine.ts";
 import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
-import { sampleCoordinates, type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
+import { sampleCoordinates, type Tiny, tiny } from "./support/tiny.ts";
 import {
   centralDiff,
   referenceLogits,
   referenceLoss,
   referenceMlmLoss,
 } from "./support/reference_bert.ts";
+import { assertClose } from "./support/assert_close.ts";
+import {
+  ENGINE_DROPOUTS as DROPOUTS,
+  ENGINE_MODELS as MODELS,
+  engineModel as model,
+  engineTask as task,
+} from "./support/engine_cases.ts";
 
 const TOL = 1e-4;
-
-/** The model shapes every mode runs on. */
-const MODELS: { name: string; over: Record<string, unknown>; mlm: boolean }[] = [
-  { name: "bert", over: {}, mlm: false },
-  { name: "roberta", over: { model_type: "roberta", pad_token_id: 1 }, mlm: false },
-  { name: "bert regression", over: { num_labels: 1 }, mlm: false },
-  { name: "bert mlm", over: {}, mlm: true },
-  { name: "roberta mlm", over: { model_type: "roberta", pad_token_id: 1 }, mlm: true },
-];
 
 /**
  * Adversary settings. linf ascends along sign(G): an element of G within
@@ -59,24 +55,6 @@ const MODES: AdversaryConfig[] = [
   { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 3, lr: 2, eps: 0.5 },
 ];
 
-const DROPOUTS = [{ hidden: 0, attention: 0 }, { hidden: 0.2, attention: 0.15 }];
-
-/** A tiny model, 4 examples of 7 positions with padding; MLM labels three tokens. */
-function model(over: Record<string, unknown>, mlm: boolean): Tiny {
-  const t = tiny(over, 4, 7);
-  if (!mlm) return t;
-  const layout = paramLayout(t.config, "mlm");
-  const labels = new Float32Array(t.batch.size * t.batch.seqLen).fill(-100);
-  labels[1] = 7;
-  labels[4] = 12;
-  labels[t.batch.seqLen + 2] = 30;
-  return { ...t, layout, weights: tinyWeights(layout), batch: { ...t.batch, labels } };
-}
-
-function task(t: Tiny, adversary: AdversaryConfig, dropout = DROPOUTS[0]): GradientTask {
-  return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout };
-}
-
 /** `t` on the tfjs backend `backend` (the oracle), weights set. */
 async function tfjsModel(t: Tiny, backend: "tfjs-cpu" | "tfjs-wasm"): Promise<ModelCompute> {
   const m = (await initBackend(backend)).model(t.config, t.layout);
@@ -89,20 +67,6 @@ function native(t: Tiny): ModelCompute {
   const m = cpuBackend(jsGemm).model(t.config, t.layout);
   m.setWeights(t.weights);
   return m;
-}
-
-/** Asserts |a_i − b_i| ≤ TOL · max|b| for every i. */
-function assertClose(a: Float32Array, b: Float32Array, what: string) {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  let scale = 0;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
-  assert.ok(scale > 0, `${what}: all zero`);
-  for (let i = 0; i < b.length; i++) {
-    assert.ok(
-      Math.abs(a[i] - b[i]) <= TOL * scale,
-      `${what}[${i}]: engine ${a[i]} vs tfjs ${b[i]} (max |tfjs| ${scale})`,
-    );
-  }
 }
 
 for (const backend of ["tfjs-cpu", "tfjs-wasm"] as const) {

@@ -12,8 +12,7 @@ import { initBackend } from "../shared/compute/create.ts";
 import { parseRunFlags } from "../coordinator/run_config.ts";
 import { startCoordinator } from "../coordinator/coordinator.ts";
 import { Trainer } from "../coordinator/trainer.ts";
-import { Scheduler } from "../coordinator/scheduler.ts";
-import { InProcessWorker } from "./support/in_process.ts";
+import { trainInProcess } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, runDeno, spawnWorker } from "./support/processes.ts";
 import { loadPeftAdapter } from "../shared/io/peft.ts";
@@ -34,16 +33,6 @@ const model = await tinyModelDir();
 const task = await tinyTaskDir();
 const LORA = ["--lora", "4", "--steps", "3", "--adv", "pgd", "--adv-start", "0"];
 
-async function inProcess(args: string[]): Promise<Trainer> {
-  const { config } = await parseRunFlags(args, {}, "");
-  const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
-  const w = new InProcessWorker("ref", scheduler, trainer);
-  await trainer.run(scheduler);
-  await w.settle();
-  return trainer;
-}
-
 function maxDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
   let d = 0;
@@ -51,7 +40,7 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   return d;
 }
 
-const reference = await inProcess(tinyRunArgs(model, task, LORA));
+const reference = await trainInProcess(tinyRunArgs(model, task, LORA));
 
 /** A coordinator of `args` and one worker process on `cache`; resolves after the run. */
 async function processRun(args: string[], cache: string) {
@@ -216,7 +205,7 @@ Deno.test("continuing the PEFT adapter PEFT wrote: 3 LAMB + PGD steps equal an i
       "0",
     ],
   );
-  const trained = await inProcess(args);
+  const trained = await trainInProcess(args);
 
   // Independently: the tfjs oracle's gradient per micro-batch, Σ n_j g_j / Σ n_j, LAMB.
   const { config: runConfig } = await parseRunFlags(args, {}, "");
@@ -263,7 +252,7 @@ Deno.test("continuing the PEFT adapter PEFT wrote: 3 LAMB + PGD steps equal an i
 
 Deno.test("a LoRA run resumed from a checkpoint (trainable state, optimizer, base by hash) ends as the run it continues", async () => {
   const save = await Deno.makeTempDir({ prefix: "adaptmesh-save-" });
-  const full = await inProcess(
+  const full = await trainInProcess(
     tinyRunArgs(model, task, [
       ...LORA,
       "--save",
@@ -279,7 +268,7 @@ Deno.test("a LoRA run resumed from a checkpoint (trainable state, optimizer, bas
   const meta = JSON.parse(await Deno.readTextFile(join(save, "step-000001", "run_state.json")));
   assert.equal(meta.lora.baseHash, reference.lora!.baseHash);
   await Deno.writeTextFile(join(save, "latest"), "step-000001\n");
-  const resumed = await inProcess(["--resume", save, "--port", "0", "--token", "t"]);
+  const resumed = await trainInProcess(["--resume", save, "--port", "0", "--token", "t"]);
   assert.equal(resumed.step, 3);
   assert.deepEqual(resumed.lora!.trainable, reference.lora!.trainable);
   // Another base (another --model) is refused by hash.
@@ -289,7 +278,7 @@ Deno.test("a LoRA run resumed from a checkpoint (trainable state, optimizer, bas
   stored.runConfig.model = other;
   await Deno.writeTextFile(join(save, "step-000001", "run_state.json"), JSON.stringify(stored));
   await assert.rejects(
-    inProcess(["--resume", save, "--port", "0", "--token", "t"]),
+    trainInProcess(["--resume", save, "--port", "0", "--token", "t"]),
     /base model's hash/,
   );
   await Deno.remove(save, { recursive: true });

@@ -17,7 +17,6 @@ import * as tf from "@tensorflow/tfjs-core";
 import { initBackend } from "../shared/compute/create.ts";
 import { predictLogits, weightTensors } from "../shared/tfjs/model.ts";
 import { microBatchGradient } from "../shared/tfjs/gradient.ts";
-import type { GradientTask } from "../shared/compute/task.ts";
 import {
   type AdversaryConfig,
   DEFAULT_ADVERSARY,
@@ -28,6 +27,7 @@ import { cpuDevice } from "../shared/engine/devices/cpu/device.ts";
 import { type Gemm, jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { createWebGpuDevice } from "../shared/engine/devices/webgpu/device.ts";
 import {
+  ALL_TARGET_MODULES,
   DEFAULT_LORA,
   initTrainable,
   type LoraConfig,
@@ -40,16 +40,10 @@ import {
 import { Rng } from "../shared/method/rng.ts";
 import { type Tiny, tiny } from "./support/tiny.ts";
 import { centralDiff, type ReferenceLora, referenceLoss } from "./support/reference_bert.ts";
+import { assertClose } from "./support/assert_close.ts";
+import { engineTask as task } from "./support/engine_cases.ts";
 
 const TOL = 1e-4;
-const ALL_MODULES = [
-  "query",
-  "key",
-  "value",
-  "attention.output.dense",
-  "intermediate.dense",
-  "output.dense",
-];
 
 const MODELS = [
   { name: "bert", over: {} },
@@ -61,7 +55,7 @@ const SETTINGS: { name: string; lora: LoraConfig; trainPooler: boolean }[] = [
   { name: "query,value r=2", lora: { ...DEFAULT_LORA, r: 2, alpha: 4 }, trainPooler: false },
   {
     name: "all modules r=3 +pooler",
-    lora: { r: 3, alpha: 5, dropout: 0, targetModules: ALL_MODULES },
+    lora: { r: 3, alpha: 5, dropout: 0, targetModules: ALL_TARGET_MODULES },
     trainPooler: true,
   },
 ];
@@ -78,29 +72,11 @@ function randomTrainable(t: Tiny, plan: LoraPlan, seed = 5): Float32Array {
   return tr;
 }
 
-function task(t: Tiny, adversary: AdversaryConfig, dropout = { hidden: 0, attention: 0 }) {
-  return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout } as GradientTask;
-}
-
 function engine(t: Tiny, plan: LoraPlan | null, tr?: Float32Array, gemm: Gemm = jsGemm) {
   const m = new EngineModel(cpuDevice(gemm), t.config, t.layout);
   m.setWeights(t.weights);
   if (plan) m.setLora(plan, tr);
   return m;
-}
-
-/** Asserts |a_i − b_i| ≤ TOL · max|b| for every i. */
-function assertClose(a: Float32Array, b: Float32Array, what: string, tol = TOL) {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  let scale = 0;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
-  assert.ok(scale > 0, `${what}: all zero`);
-  for (let i = 0; i < b.length; i++) {
-    assert.ok(
-      Math.abs(a[i] - b[i]) <= tol * scale,
-      `${what}[${i}]: ${a[i]} vs ${b[i]} (max ${scale})`,
-    );
-  }
 }
 
 // ------------------------------------------------------------------ the plan
@@ -124,7 +100,7 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
   const total = plan.layout.specs.reduce((a, s) => a + s.size, 0);
   assert.equal(plan.layout.total, total);
   // FFN shapes: intermediate [I, H] ← A [r, H], B [I, r]; output [H, I] ← A [r, I], B [H, r].
-  const all = loraPlan(t.config, { r: 2, alpha: 2, dropout: 0, targetModules: ALL_MODULES });
+  const all = loraPlan(t.config, { r: 2, alpha: 2, dropout: 0, targetModules: ALL_TARGET_MODULES });
   const shape = (n: string) => all.layout.byName.get(`bert.encoder.layer.1.${n}`)!.shape;
   assert.deepEqual(shape("intermediate.dense.lora_A.weight"), [2, 8]);
   assert.deepEqual(shape("intermediate.dense.lora_B.weight"), [16, 2]);
@@ -139,7 +115,9 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
     "output.dense",
   ]);
   // Written target_modules name exactly the chosen modules under that rule.
-  for (const mods of [["output.dense"], ["attention.output.dense", "output.dense"], ALL_MODULES]) {
+  for (
+    const mods of [["output.dense"], ["attention.output.dense", "output.dense"], ALL_TARGET_MODULES]
+  ) {
     const chosen = resolveTargets(t.config, mods);
     assert.deepEqual(resolveTargets(t.config, peftTargetModules(t.config, chosen)), chosen);
   }
@@ -168,7 +146,7 @@ Deno.test("loraPlan: trainable layout, PEFT's target rule, refusals", () => {
 
 Deno.test("initTrainable: PEFT's init (A Kaiming-uniform a=√5, B zero), seeded, head copied", () => {
   const t = tiny();
-  const plan = loraPlan(t.config, { ...DEFAULT_LORA, targetModules: ALL_MODULES });
+  const plan = loraPlan(t.config, { ...DEFAULT_LORA, targetModules: ALL_TARGET_MODULES });
   const a = initTrainable(plan, t.layout, t.weights, 1);
   assert.deepEqual(a, initTrainable(plan, t.layout, t.weights, 1));
   assert.notDeepEqual(a, initTrainable(plan, t.layout, t.weights, 2));
@@ -193,7 +171,7 @@ Deno.test("B = 0: the LoRA model's logits are the base model's, bit for bit (eng
   await initBackend("tfjs-cpu");
   for (const { name, over } of MODELS) {
     const t = tiny(over, 4, 7);
-    const plan = loraPlan(t.config, { ...DEFAULT_LORA, r: 4, targetModules: ALL_MODULES });
+    const plan = loraPlan(t.config, { ...DEFAULT_LORA, r: 4, targetModules: ALL_TARGET_MODULES });
     const tr = initTrainable(plan, t.layout, t.weights, 3);
     const base = await engine(t, null).logits(t.batch);
     assert.deepEqual(await engine(t, plan, tr).logits(t.batch), base, `${name} engine`);

@@ -24,7 +24,7 @@ import {
   PROTOCOL_VERSION,
   writeChunkHeader,
 } from "../shared/wire/protocol.ts";
-import { InProcessWorker } from "./support/in_process.ts";
+import { InProcessWorker, trainInProcess } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnWorker } from "./support/processes.ts";
 
@@ -33,13 +33,7 @@ const model = await tinyModelDir();
 const task = await tinyTaskDir();
 
 async function referenceWeights(): Promise<Float32Array> {
-  const { config } = await parseRunFlags(tinyRunArgs(model, task), {}, "");
-  const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
-  const w = new InProcessWorker("ref", scheduler, trainer);
-  await trainer.run(scheduler);
-  await w.settle();
-  return trainer.weights;
+  return (await trainInProcess(tinyRunArgs(model, task))).weights;
 }
 const reference = await referenceWeights();
 

@@ -20,6 +20,7 @@ import {
 import { loadCheckpoint } from "../shared/io/checkpoint.ts";
 import { planSafetensors, readSafetensors } from "../shared/io/safetensors.ts";
 import {
+  ALL_TARGET_MODULES,
   DEFAULT_LORA,
   initTrainable,
   type LoraConfig,
@@ -29,15 +30,6 @@ import {
 import { Rng } from "../shared/method/rng.ts";
 import { type Tiny, tiny } from "./support/tiny.ts";
 import type { ModelConfig } from "../shared/model/config.ts";
-
-const ALL = [
-  "query",
-  "key",
-  "value",
-  "attention.output.dense",
-  "intermediate.dense",
-  "output.dense",
-];
 
 function trainable(t: Tiny, plan: LoraPlan, seed = 4): Float32Array {
   const tr = initTrainable(plan, t.layout, t.weights, seed);
@@ -65,7 +57,7 @@ const CASES: { name: string; over: Record<string, unknown>; lora: LoraConfig; po
     {
       name: "bert every module + pooler",
       over: {},
-      lora: { r: 3, alpha: 6, dropout: 0.1, targetModules: ALL },
+      lora: { r: 3, alpha: 6, dropout: 0.1, targetModules: ALL_TARGET_MODULES },
       pooler: true,
     },
     {

@@ -5,19 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { tinyModelDir } from "./support/fixtures.ts";
-import { ROOT } from "./support/processes.ts";
+import { runDenoTask } from "./support/processes.ts";
 import { CLASSIFY_ONLY_FLAGS } from "../coordinator/run_config.ts";
 
 /** `deno task pretrain ARGS` from the repo root, run to its end. */
-async function pretrain(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "pretrain", ...args],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+function pretrain(args: string[]) {
+  return runDenoTask("pretrain", args);
 }
 
 Deno.test("deno task pretrain --help is its own: its usage line, no --objective, no task flags", async () => {

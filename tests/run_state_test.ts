@@ -6,11 +6,9 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../shared/compute/create.ts";
 import { loadCheckpoint } from "../shared/io/checkpoint.ts";
-import { parseRunFlags } from "../coordinator/run_config.ts";
-import { Trainer } from "../coordinator/trainer.ts";
-import { Scheduler } from "../coordinator/scheduler.ts";
+import type { Trainer } from "../coordinator/trainer.ts";
 import { latestCheckpoint, loadRunState } from "../coordinator/run_state.ts";
-import { InProcessWorker } from "./support/in_process.ts";
+import { trainInProcess } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
 import { finish, LineReader, spawnDeno, spawnWorker } from "./support/processes.ts";
 
@@ -19,14 +17,8 @@ const model = await tinyModelDir();
 const task = await tinyTaskDir();
 const longer = ["--steps", "6"];
 
-async function uninterrupted(): Promise<Trainer> {
-  const { config } = await parseRunFlags(tinyRunArgs(model, task, longer), {}, "");
-  const trainer = await Trainer.create(config);
-  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
-  const w = new InProcessWorker("ref", scheduler, trainer);
-  await trainer.run(scheduler);
-  await w.settle();
-  return trainer;
+function uninterrupted(): Promise<Trainer> {
+  return trainInProcess(tinyRunArgs(model, task, longer));
 }
 
 /** Starts a coordinator process and one worker; returns once the worker is running. */

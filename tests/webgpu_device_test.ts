@@ -25,11 +25,15 @@ import type { AdversaryConfig } from "../shared/method/adversary_config.ts";
 import { DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/method/adversary_config.ts";
 import { initialDeltaHost } from "../shared/method/adversary.ts";
 import { fillDropoutMask } from "../shared/method/dropout_mask.ts";
-import type { GradientTask } from "../shared/compute/task.ts";
-import { paramLayout } from "../shared/model/param_layout.ts";
 import { positionIds } from "../shared/model/targets.ts";
 import { Rng } from "../shared/method/rng.ts";
-import { type Tiny, tiny, tinyWeights } from "./support/tiny.ts";
+import { assertClose } from "./support/assert_close.ts";
+import {
+  ENGINE_DROPOUTS as DROPOUTS,
+  ENGINE_MODELS as MODELS,
+  engineModel as model,
+  engineTask as task,
+} from "./support/engine_cases.ts";
 
 const gpu = await createWebGpuDevice();
 if (!gpu) console.log("webgpu_device_test: skipped, no WebGPU adapter on this machine");
@@ -38,20 +42,6 @@ const cpu = cpuDevice(jsGemm);
 const TOL = 1e-4;
 
 type G = GpuTensor;
-
-/** Asserts |a_i − b_i| ≤ tol · max(max|b|, floor) for every i. */
-function assertClose(a: Float32Array, b: Float32Array, what: string, tol = TOL, floor = 0) {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  let scale = floor;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
-  assert.ok(scale > 0, `${what}: all zero`);
-  for (let i = 0; i < b.length; i++) {
-    assert.ok(
-      Math.abs(a[i] - b[i]) <= tol * scale,
-      `${what}[${i}]: webgpu ${a[i]} vs cpu ${b[i]} (max |cpu| ${scale})`,
-    );
-  }
-}
 
 function rand(n: number, seed: number, scale = 1): Float32Array {
   const rng = new Rng(seed);
@@ -203,25 +193,30 @@ Deno.test({
   },
 });
 
+/** A kernel call on either device over its buffers. */
+type OnDevice = <T>(d: Device<T>, b: T[]) => void;
+
+/**
+ * Runs `f` on the host device and on `dev` over copies of `inputs`; compares
+ * every buffer after (to 2e-6 of max(max|host|, 1)).
+ */
+async function onBoth(dev: Device<G>, what: string, inputs: Float32Array[], f: OnDevice) {
+  const hb = inputs.map((a) => a.slice());
+  f(cpu, hb);
+  const gb = inputs.map((a) => up(dev, a));
+  f(dev, gb);
+  const got = await dev.read(gb);
+  got.forEach((g, i) => assertClose(g, hb[i], `${what} buffer ${i}`, 2e-6, 1));
+  gb.forEach((t) => dev.release(t));
+}
+
 async function layerCases(dev: Device<G>): Promise<void> {
   {
     const R = 13, C = 70;
     const x = rand(R * C, 1), y = rand(R * C, 2), bias = rand(C, 3), mask = rand(R * C, 4);
     const gamma = rand(C, 5), beta = rand(C, 6);
-    /** Runs `f` on both devices over copies of `inputs`; compares every buffer after. */
-    const both = async (
-      what: string,
-      inputs: Float32Array[],
-      f: <T>(d: Device<T>, b: T[]) => void,
-    ) => {
-      const hb = inputs.map((a) => a.slice());
-      f(cpu, hb);
-      const gb = inputs.map((a) => up(dev, a));
-      f(dev, gb);
-      const got = await dev.read(gb);
-      got.forEach((g, i) => assertClose(g, hb[i], `${what} buffer ${i}`, 2e-6, 1));
-      gb.forEach((t) => dev.release(t));
-    };
+    const both = (what: string, inputs: Float32Array[], f: OnDevice) =>
+      onBoth(dev, what, inputs, f);
     await both("mul", [x, mask, y], (d, [a, m, o]) => d.mul(a, m, o));
     await both("add", [x, y], (d, [a, o]) => d.add(a, o));
     // 16-byte aligned views with lengths that are multiples of 4: the vec4 kernels.
@@ -425,19 +420,8 @@ Deno.test({
       const rt = new Runtime(gpu!.gpu, { maxBindingBytes: 1024 });
       assert.ok(rt.maxView < 256, `maxView ${rt.maxView}`);
       const dev = webgpuDevice(rt, { gemm });
-      const both = async (
-        what: string,
-        inputs: Float32Array[],
-        f: <T>(d: Device<T>, b: T[]) => void,
-      ) => {
-        const hb = inputs.map((a) => a.slice());
-        f(cpu, hb);
-        const gb = inputs.map((a) => up(dev, a));
-        f(dev, gb);
-        const got = await dev.read(gb);
-        got.forEach((g, i) => assertClose(g, hb[i], `split ${what} buffer ${i}`, 2e-6, 1));
-        gb.forEach((t) => dev.release(t));
-      };
+      const both = (what: string, inputs: Float32Array[], f: OnDevice) =>
+        onBoth(dev, `split ${what}`, inputs, f);
       const V = 100, H = 8, n = 1000;
       if (gemm === "direct") {
         const x = rand(n, 1), y = rand(n, 2), m = rand(n, 3);
@@ -513,15 +497,6 @@ Deno.test("rowLists groups positions by row, in order", () => {
   assert.deepEqual([...l.items], [1, 4, 0, 2, 5, 3]);
 });
 
-/** The model shapes every mode runs on (tests/native_engine_test.ts's). */
-const MODELS: { name: string; over: Record<string, unknown>; mlm: boolean }[] = [
-  { name: "bert", over: {}, mlm: false },
-  { name: "roberta", over: { model_type: "roberta", pad_token_id: 1 }, mlm: false },
-  { name: "bert regression", over: { num_labels: 1 }, mlm: false },
-  { name: "bert mlm", over: {}, mlm: true },
-  { name: "roberta mlm", over: { model_type: "roberta", pad_token_id: 1 }, mlm: true },
-];
-
 const MODES: AdversaryConfig[] = [
   NO_ADVERSARY,
   DEFAULT_ADVERSARY,
@@ -531,23 +506,6 @@ const MODES: AdversaryConfig[] = [
   { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 2, init: 0.3 },
   { ...DEFAULT_ADVERSARY, mode: "freelb", steps: 3, lr: 2, eps: 0.5 },
 ];
-
-const DROPOUTS = [{ hidden: 0, attention: 0 }, { hidden: 0.2, attention: 0.15 }];
-
-function model(over: Record<string, unknown>, mlm: boolean): Tiny {
-  const t = tiny(over, 4, 7);
-  if (!mlm) return t;
-  const layout = paramLayout(t.config, "mlm");
-  const labels = new Float32Array(t.batch.size * t.batch.seqLen).fill(-100);
-  labels[1] = 7;
-  labels[4] = 12;
-  labels[t.batch.seqLen + 2] = 30;
-  return { ...t, layout, weights: tinyWeights(layout), batch: { ...t.batch, labels } };
-}
-
-function task(t: Tiny, adversary: AdversaryConfig, dropout = DROPOUTS[0]): GradientTask {
-  return { step: 3, index: 1, seed: 7, adversary, batch: t.batch, dropout };
-}
 
 for (const { name, over, mlm } of MODELS) {
   Deno.test({

@@ -14,7 +14,7 @@ import { initBackend } from "../shared/compute/create.ts";
 import { loadBlas } from "../shared/engine/devices/cpu/blas.ts";
 import { InProcessWorker } from "./support/in_process.ts";
 import { tinyModelDir, tinyRunArgs, tinyTaskDir } from "./support/fixtures.ts";
-import { finish, LineReader, spawnDeno } from "./support/processes.ts";
+import { finish, LineReader, spawnWorker } from "./support/processes.ts";
 
 const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
 const adapter = await gpu?.requestAdapter().catch(() => null);
@@ -42,14 +42,7 @@ async function referenceRun(): Promise<{ start: Float32Array; end: Float32Array 
 async function meshRun(backend: string): Promise<{ weights: Float32Array; log: string }> {
   const { config } = await parseRunFlags(tinyRunArgs(model, task, ARGS), {}, "");
   const c = await startCoordinator(config, { log: () => {} });
-  const p = spawnDeno("worker/main.ts", [
-    "--url",
-    c.wsUrl,
-    "--token",
-    c.token,
-    "--backend",
-    backend,
-  ]);
+  const p = spawnWorker(c.wsUrl, c.token, [], backend);
   const out = new LineReader(p.stdout), err = new LineReader(p.stderr);
   const summary = await c.done;
   await c.close();

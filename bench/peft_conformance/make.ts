@@ -32,7 +32,12 @@ import { atomicWriteStream } from "../../shared/io/atomic_write.ts";
 import { loadPeftAdapter, saveMergedCheckpoint, savePeftAdapter } from "../../shared/io/peft.ts";
 import { type ModelConfig, parseModelConfig } from "../../shared/model/config.ts";
 import { type ParamLayout, paramLayout } from "../../shared/model/param_layout.ts";
-import { initTrainable, type LoraConfig, loraPlan } from "../../shared/model/lora.ts";
+import {
+  ALL_TARGET_MODULES,
+  initTrainable,
+  type LoraConfig,
+  loraPlan,
+} from "../../shared/model/lora.ts";
 import type { HostBatch } from "../../shared/model/batch.ts";
 import { predictLogits, weightTensors } from "../../shared/tfjs/model.ts";
 import { EngineModel } from "../../shared/engine/engine.ts";
@@ -60,14 +65,7 @@ const CASES: Case[] = [
       r: 8,
       alpha: 16,
       dropout: 0.1,
-      targetModules: [
-        "query",
-        "key",
-        "value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-      ],
+      targetModules: ALL_TARGET_MODULES,
     },
     noPooler: false,
   },

@@ -130,6 +130,54 @@ export interface DeviceCounts {
   pipelinesCompiled: number;
 }
 
+/** Zeroed {@link DeviceCounts}. */
+export function zeroCounts(): DeviceCounts {
+  return {
+    dispatches: 0,
+    submits: 0,
+    readbacks: 0,
+    uploadBytes: 0,
+    hostRandom: 0,
+    pipelinesCompiled: 0,
+  };
+}
+
+/**
+ * The layer kernels each device takes as they are from its layers module
+ * (the elementwise, normalisation, activation, row, loss and ascent kernels).
+ */
+export const LAYER_KERNELS = [
+  "dropoutMask",
+  "mul",
+  "add",
+  "embed",
+  "embedBackward",
+  "addBias",
+  "colSum",
+  "biasDropoutResidual",
+  "layerNorm",
+  "layerNormBackward",
+  "biasGelu",
+  "geluBackward",
+  "biasTanh",
+  "tanhBackward",
+  "gatherRows",
+  "scatterRows",
+  "crossEntropy",
+  "meanSquaredError",
+  "ascend",
+] as const;
+
+/** One of {@link LAYER_KERNELS}. */
+export type LayerKernel = typeof LAYER_KERNELS[number];
+
+/** The {@link LAYER_KERNELS} of `from` (a device's layers module), for a device to spread in. */
+export function layerKernels<T>(from: Pick<Device<T>, LayerKernel>): Pick<Device<T>, LayerKernel> {
+  const out: Partial<Record<LayerKernel, unknown>> = {};
+  for (const k of LAYER_KERNELS) out[k] = from[k];
+  return out as Pick<Device<T>, LayerKernel>;
+}
+
 /** `b − a`, counter by counter (the counts of what happened between two snapshots). */
 export function countsSince(a: DeviceCounts, b: DeviceCounts): DeviceCounts {
   return {

@@ -42,6 +42,15 @@ export const LORA_MODULES = [
 /** One of {@link LORA_MODULES}: an adaptable linear layer of every encoder layer. */
 export type LoraModule = typeof LORA_MODULES[number];
 
+/**
+ * Every module of {@link LORA_MODULES} in PEFT's `target_modules` spelling (the
+ * attention's query, key and value by their last name): a configuration that
+ * adapts every linear layer of every encoder layer.
+ */
+export const ALL_TARGET_MODULES: readonly string[] = LORA_MODULES.map((m) =>
+  m.startsWith("attention.self.") ? m.slice("attention.self.".length) : m
+);
+
 /** A LoRA configuration, in PEFT's terms (`LoraConfig`). */
 export interface LoraConfig {
   /** The rank r (PEFT `r`). */

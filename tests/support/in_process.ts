@@ -7,8 +7,9 @@
 import { WorkerCompute } from "../../worker/compute.ts";
 import { type Outgoing, outgoingBytes, prepareMessage } from "../../shared/wire/transfer.ts";
 import { deliver } from "./transfer.ts";
-import type { ErrorReply, Scheduler, WorkerLink } from "../../coordinator/scheduler.ts";
-import type { Trainer } from "../../coordinator/trainer.ts";
+import { type ErrorReply, Scheduler, type WorkerLink } from "../../coordinator/scheduler.ts";
+import { Trainer } from "../../coordinator/trainer.ts";
+import { parseRunFlags } from "../../coordinator/run_config.ts";
 import type { Message, PartialMessage } from "../../shared/wire/protocol.ts";
 import { HeldWork } from "../../worker/partial_sum.ts";
 
@@ -111,4 +112,18 @@ export class InProcessWorker {
     await this.#chain;
     this.compute.dispose();
   }
+}
+
+/**
+ * Trains the run that the run flags `args` describe to its end with one
+ * in-process worker (no task timeout): the trainer after its last step.
+ */
+export async function trainInProcess(args: string[]): Promise<Trainer> {
+  const { config } = await parseRunFlags(args, {}, "");
+  const trainer = await Trainer.create(config);
+  const scheduler = new Scheduler({ gradLayout: trainer.gradLayout, taskTimeoutMs: 0 });
+  const w = new InProcessWorker("ref", scheduler, trainer);
+  await trainer.run(scheduler);
+  await w.settle();
+  return trainer;
 }

@@ -25,20 +25,42 @@ export async function runDeno(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await spawnDeno(script, args, env).output();
+  return decoded(await spawnDeno(script, args, env).output());
+}
+
+/** Runs `deno task <name> ...args` from the repo root to the end: its exit code and output. */
+export async function runDenoTask(
+  name: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", name, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return decoded(out);
+}
+
+function decoded(out: Deno.CommandOutput): { code: number; stdout: string; stderr: string } {
   const text = new TextDecoder();
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
-/** A worker process on wasm joining `url`. */
-export function spawnWorker(url: string, token: string, extra: string[] = []): Deno.ChildProcess {
+/** A worker process on `backend` (tfjs-wasm unless named) joining `url`. */
+export function spawnWorker(
+  url: string,
+  token: string,
+  extra: string[] = [],
+  backend = "tfjs-wasm",
+): Deno.ChildProcess {
   return spawnDeno("worker/main.ts", [
     "--url",
     url,
     "--token",
     token,
     "--backend",
-    "tfjs-wasm",
+    backend,
     ...extra,
   ]);
 }

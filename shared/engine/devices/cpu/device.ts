@@ -6,7 +6,13 @@
  *
  * @module
  */
-import type { AttentionShape, Device, DeviceCounts } from "../../device.ts";
+import {
+  type AttentionShape,
+  type Device,
+  type DeviceCounts,
+  layerKernels,
+  zeroCounts,
+} from "../../device.ts";
 import type { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
 import { initialDeltaHost } from "../../../method/adversary.ts";
@@ -23,14 +29,7 @@ const NOT_KERNELS = new Set(["alloc", "view", "read", "write", "alias", "release
  * is submitted, uploaded or compiled on a host device.
  */
 function counted(dev: Device<F32>): Device<F32> {
-  const c: DeviceCounts = {
-    dispatches: 0,
-    submits: 0,
-    readbacks: 0,
-    uploadBytes: 0,
-    hostRandom: 0,
-    pipelinesCompiled: 0,
-  };
+  const c: DeviceCounts = zeroCounts();
   const out: Record<string, unknown> = { counts: () => ({ ...c }) };
   for (const [name, fn] of Object.entries(dev)) {
     if (typeof fn !== "function" || NOT_KERNELS.has(name)) {
@@ -158,29 +157,11 @@ function hostDevice(gemm: Gemm, rowGemm: Gemm): Device<F32> {
     alias: (host) => host,
     release: () => {},
     gemm: rowGemm,
-    dropoutMask: layers.dropoutMask,
-    mul: layers.mul,
-    add: layers.add,
-    embed: layers.embed,
-    embedBackward: layers.embedBackward,
-    addBias: layers.addBias,
-    colSum: layers.colSum,
-    biasDropoutResidual: layers.biasDropoutResidual,
-    layerNorm: layers.layerNorm,
-    layerNormBackward: layers.layerNormBackward,
-    biasGelu: layers.biasGelu,
-    geluBackward: layers.geluBackward,
-    biasTanh: layers.biasTanh,
-    tanhBackward: layers.tanhBackward,
+    ...layerKernels<F32>(layers),
     attention: full.attention,
     attentionBackward: full.attentionBackward,
     attentionFirst: first.attention,
     attentionFirstBackward: first.attentionBackward,
-    gatherRows: layers.gatherRows,
-    scatterRows: layers.scatterRows,
-    crossEntropy: layers.crossEntropy,
-    meanSquaredError: layers.meanSquaredError,
-    ascend: layers.ascend,
     initDelta: (delta, batch, hidden, init, key) => {
       const { attentionMask, size, seqLen } = batch;
       initialDeltaHost(attentionMask, size, seqLen, hidden, init, key, delta);

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type { Device } from "../../device.ts";
+import { type Device, layerKernels } from "../../device.ts";
 import { isSoftwareAdapter, requestGpuAdapter } from "./adapter.ts";
 import { webgpuAttention } from "./attention.ts";
 import { webgpuGemm } from "./gemm.ts";
@@ -129,27 +129,9 @@ export function webgpuDevice(
       if (t.buf !== empty.buf) rt.destroyLater(t.buf);
     },
     gemm: webgpuGemm(rt, options.gemm === "direct"),
-    dropoutMask: layers.dropoutMask,
-    mul: layers.mul,
-    add: layers.add,
-    embed: layers.embed,
-    embedBackward: layers.embedBackward,
-    addBias: layers.addBias,
-    colSum: layers.colSum,
-    biasDropoutResidual: layers.biasDropoutResidual,
-    layerNorm: layers.layerNorm,
-    layerNormBackward: layers.layerNormBackward,
-    biasGelu: layers.biasGelu,
-    geluBackward: layers.geluBackward,
-    biasTanh: layers.biasTanh,
-    tanhBackward: layers.tanhBackward,
+    ...layerKernels<GpuTensor>(layers),
     ...webgpuAttention(rt, scratch, options.gemm === "direct"),
-    gatherRows: layers.gatherRows,
-    scatterRows: layers.scatterRows,
-    crossEntropy: layers.crossEntropy,
-    meanSquaredError: layers.meanSquaredError,
     initDelta: layers.initDelta,
-    ascend: layers.ascend,
     counts: () => ({ ...rt.counts }),
   };
 }

@@ -20,21 +20,9 @@
  *
  * @module
  */
-import type { DeviceCounts } from "../../device.ts";
+import { type DeviceCounts, zeroCounts } from "../../device.ts";
 
 export type { DeviceCounts };
-
-/** Zeroed {@link DeviceCounts}. */
-export function zeroCounts(): DeviceCounts {
-  return {
-    dispatches: 0,
-    submits: 0,
-    readbacks: 0,
-    uploadBytes: 0,
-    hostRandom: 0,
-    pipelinesCompiled: 0,
-  };
-}
 
 /** A GPU buffer the device made, with an id for cache keys. */
 export interface GpuBuffer {

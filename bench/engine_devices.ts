@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { randomBatch, randomWeights } from "./random_checkpoint.ts";
 import { parseArgs } from "node:util";
 import { cpuBlas } from "../shared/compute/backend.ts";
 import { initBackend } from "../shared/compute/create.ts";
@@ -29,13 +30,11 @@ import { jsGemm } from "../shared/engine/devices/cpu/gemm.ts";
 import { createWebGpuDevice, type WebGpuDevice } from "../shared/engine/devices/webgpu/device.ts";
 import type { GradientResult, GradientTask } from "../shared/compute/task.ts";
 import { DEFAULT_ADVERSARY, NO_ADVERSARY } from "../shared/method/adversary_config.ts";
-import type { LabelledBatch } from "../shared/model/batch.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
-import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
+import { paramLayout } from "../shared/model/param_layout.ts";
 import { defaultModelConfigJson } from "../shared/model/default_model.ts";
 import { microBatchGradient } from "../shared/tfjs/gradient.ts";
 import { weightTensors } from "../shared/tfjs/model.ts";
-import { Rng } from "../shared/method/rng.ts";
 import { table } from "./markdown.ts";
 
 const BACKENDS = ["webgpu-engine", "cpu-engine", "tfjs-webgpu"] as const;
@@ -77,39 +76,6 @@ function shapeOf(name: string): { config: ModelConfig; B: number; L: number } {
   }
   if (name !== "default") throw new Error(`--device-shape: default or bert-base, got ${name}`);
   return { config: parseModelConfig(defaultModelConfigJson(2)), B: 8, L: 64 };
-}
-
-/** HF-like init: normal(0, 0.02) matrices, zero biases, LayerNorm 1/0. */
-function randomWeights(layout: ParamLayout, seed: number): Float32Array {
-  const rng = new Rng(seed), w = new Float32Array(layout.total);
-  for (const s of layout.specs) {
-    if (s.name.includes("LayerNorm")) {
-      if (s.name.endsWith(".weight")) w.fill(1, s.offset, s.offset + s.size);
-    } else if (!s.name.endsWith(".bias")) {
-      for (let i = 0; i < s.size; i++) w[s.offset + i] = 0.02 * rng.normal();
-    }
-  }
-  return w;
-}
-
-/** Random ids ([CLS] … [SEP]) with up to 20% padding per example. */
-function randomBatch(config: ModelConfig, B: number, L: number, seed: number): LabelledBatch {
-  const rng = new Rng(seed);
-  const inputIds = new Int32Array(B * L), tokenTypeIds = new Int32Array(B * L);
-  const attentionMask = new Uint8Array(B * L), labels = new Float32Array(B);
-  for (let b = 0; b < B; b++) {
-    const len = Math.max(3, L - Math.round(rng.next() * 0.2 * L));
-    for (let i = 0; i < len; i++) {
-      inputIds[b * L + i] = i === 0
-        ? 101
-        : i === len - 1
-        ? 102
-        : 1000 + rng.int(config.vocabSize - 1000);
-      attentionMask[b * L + i] = 1;
-    }
-    labels[b] = rng.int(config.numLabels);
-  }
-  return { inputIds, tokenTypeIds, attentionMask, labels, size: B, seqLen: L };
 }
 
 function median(xs: number[]): number {

@@ -80,6 +80,7 @@
  *
  * @module
  */
+import { randomBatch, randomWeights } from "./random_checkpoint.ts";
 import * as tf from "@tensorflow/tfjs-core";
 import { exitOnFlagError, FlagError, type FlagSpecs, parseFlags } from "../shared/cli/flags.ts";
 import { type BackendName, cpuBlas } from "../shared/compute/backend.ts";
@@ -105,7 +106,7 @@ import { type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import { setExplicitTranspose } from "../shared/tfjs/ops.ts";
 import { defaultModelConfigJson } from "../shared/model/default_model.ts";
 import { registerUnsortedSegmentSum } from "../shared/tfjs/unsorted_segment_sum.ts";
-import { mixSeed, Rng } from "../shared/method/rng.ts";
+import { mixSeed } from "../shared/method/rng.ts";
 import { table } from "./markdown.ts";
 
 // tfjs-backend-cpu registers its own UnsortedSegmentSum on import; keep it before
@@ -269,38 +270,6 @@ async function parseOptions(args: readonly string[]): Promise<Options> {
 }
 
 // ---------------------------------------------------------------- model and data
-
-/** HF-like init: normal(0, 0.02) for matrices and embeddings, 0 biases, LayerNorm 1/0. */
-function randomWeights(layout: ParamLayout, seed: number): Float32Array {
-  const rng = new Rng(seed);
-  const w = new Float32Array(layout.total);
-  for (const s of layout.specs) {
-    if (s.name.includes("LayerNorm")) {
-      if (s.name.endsWith(".weight")) w.fill(1, s.offset, s.offset + s.size);
-    } else if (!s.name.endsWith(".bias")) {
-      for (let i = 0; i < s.size; i++) w[s.offset + i] = 0.02 * rng.normal();
-    }
-  }
-  return w;
-}
-
-/** Random token ids ([CLS] … [SEP]), about 10% padding (each example drops 0–20% of L). */
-function randomBatch(config: ModelConfig, B: number, L: number, seed: number): LabelledBatch {
-  const rng = new Rng(seed);
-  const inputIds = new Int32Array(B * L), tokenTypeIds = new Int32Array(B * L);
-  const attentionMask = new Uint8Array(B * L);
-  const labels = new Float32Array(B);
-  for (let b = 0; b < B; b++) {
-    const len = Math.max(3, L - Math.round(rng.next() * 0.2 * L));
-    for (let i = 0; i < len; i++) {
-      const k = b * L + i;
-      inputIds[k] = i === 0 ? 101 : i === len - 1 ? 102 : 1000 + rng.int(config.vocabSize - 1000);
-      attentionMask[k] = 1;
-    }
-    labels[b] = rng.int(config.numLabels);
-  }
-  return { inputIds, tokenTypeIds, attentionMask, labels, size: B, seqLen: L };
-}
 
 // ---------------------------------------------------------------- FLOP count
 

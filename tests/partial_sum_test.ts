@@ -126,3 +126,22 @@ Deno.test("held work: done per task, the partial a flush names, a new step drops
   });
   assert.deepEqual([...last.indices], [4]);
 });
+
+Deno.test("a dense gradient with its rows adds the same bits as the packed one (what a held task hands over)", () => {
+  const parts = [
+    { rows: new Int32Array([1, 4]), n: 3 },
+    { rows: new Int32Array([0, 4, 9]), n: 2 },
+  ].map((p, k) => ({ ...p, grad: packed(p.rows, k + 7) }));
+  const a = new PartialSum(S), b = new PartialSum(S);
+  for (const [k, p] of parts.entries()) {
+    a.add(k, p.grad, p.rows, p.n, 0.5, { computeMs: 0, adversaryMs: 0 });
+    // The same gradient unpacked: rows at their place, garbage on rows it did not use.
+    const dense = new Float32Array(S.total).fill(Number.NaN);
+    p.rows.forEach((r, i) => dense.set(p.grad.subarray(i * 3, i * 3 + 3), r * 3));
+    dense.set(p.grad.subarray(p.rows.length * 3), 30);
+    b.add(k, dense, p.rows, p.n, 0.5, { computeMs: 0, adversaryMs: 0 }, true);
+  }
+  const ta = a.take(true), tb = b.take(true);
+  assert.deepEqual([...tb.rows!], [...ta.rows!]);
+  assert.deepEqual([...tb.grad], [...ta.grad]);
+});

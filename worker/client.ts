@@ -355,8 +355,8 @@ class Connection {
   /** A held task: computed into the partial sum, answered with a small `done`, then a request. */
   async #hold(m: TaskMessage): Promise<void> {
     try {
-      const result = await this.state.compute.task(m);
-      this.#send(this.state.held.absorb(m, result));
+      const g = await this.state.compute.gradient(m);
+      this.#send(this.state.held.absorb(m, g));
     } catch (e) {
       this.#send(toErrorMessage(e));
     }

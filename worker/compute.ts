@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { TaskGradient } from "./partial_sum.ts";
 import { type ModelConfig, parseModelConfig } from "../shared/model/config.ts";
 import { type Objective, type ParamLayout, paramLayout } from "../shared/model/param_layout.ts";
 import type { ComputeBackend, ModelCompute } from "../shared/compute/model_compute.ts";
@@ -200,8 +201,34 @@ export class WorkerCompute {
     this.#version = m.version;
   }
 
-  /** Computes one task on the cached weights. */
+  /** Computes one task on the cached weights, as the `result` that answers it. */
   async task(m: TaskMessage): Promise<ResultMessage> {
+    const g = await this.gradient(m);
+    // A classifier's word-embedding gradient is non-zero only on the rows the
+    // batch looked up: send those. The MLM decoder is tied to the same matrix
+    // and its softmax reaches every row, so MLM gradients go dense.
+    return {
+      type: "result",
+      taskId: m.taskId,
+      step: m.step,
+      index: m.index,
+      weightsVersion: m.weightsVersion,
+      grad: g.rows ? compactGrad(g.grad, g.rows, this.#gradLayout!) : g.grad,
+      rows: g.rows,
+      loss: g.loss,
+      count: g.count,
+      timings: g.timings,
+    };
+  }
+
+  /**
+   * Computes one task's gradient, unpacked: dense over the result layout,
+   * with the word rows the batch used (a classifier's; the only non-zero
+   * ones of the word block). A classifier's array is reused by the next call,
+   * so take what it holds first — {@link task} packs it into a result, a held
+   * task adds it straight into the partial sum (worker/partial_sum.ts).
+   */
+  async gradient(m: TaskMessage): Promise<TaskGradient> {
     const run = this.#current(m);
     validateBatchRanges(m.batch, run.config);
     try {
@@ -217,24 +244,17 @@ export class WorkerCompute {
       batch: m.batch,
       dropout: run.dropout,
     };
-    // A classifier's dense gradient is compacted (copied) below, so the model
-    // may write it into one buffer reused across tasks; an MLM gradient is sent as is.
+    // A classifier's gradient is taken (packed or summed) before the next task, so the
+    // model may write it into one buffer reused across tasks; an MLM gradient is new each time.
     // LoRA: the trainable gradient is dense (no word-embedding rows train).
     const rows = this.#gradLayout!.rowWidth > 0 && !run.lora
       ? usedRows(m.batch.inputIds)
       : undefined;
     if (rows) this.#scratch ??= new Float32Array(run.layout.total);
     const r = await this.#model!.gradient(task, rows ? this.#scratch! : undefined);
-    // A classifier's word-embedding gradient is non-zero only on the rows the
-    // batch looked up: send those. The MLM decoder is tied to the same matrix
-    // and its softmax reaches every row, so MLM gradients go dense.
     return {
-      type: "result",
-      taskId: m.taskId,
-      step: m.step,
-      index: m.index,
-      weightsVersion: m.weightsVersion,
-      grad: rows ? compactGrad(r.grad, rows, this.#gradLayout!) : r.grad,
+      grad: r.grad,
+      dense: true,
       rows,
       loss: r.loss,
       count: r.count,

@@ -31,8 +31,24 @@ import {
   ProtocolError,
   type ResultMessage,
   type TaskMessage,
+  type Timings,
 } from "../shared/wire/protocol.ts";
 import { encodeGrad } from "../shared/wire/grad_encoding.ts";
+
+/**
+ * A task's gradient before it is packed into a `result`
+ * (worker/compute.ts `WorkerCompute.gradient`): `grad` dense over the result
+ * layout, `rows` the word rows the batch used (the only non-zero ones of the
+ * word block), the loss, n_j and the timings.
+ */
+export interface TaskGradient {
+  readonly grad: Float32Array;
+  readonly dense: true;
+  readonly rows: Int32Array | undefined;
+  readonly loss: number;
+  readonly count: number;
+  readonly timings: Timings;
+}
 
 /** What one sum is for. */
 interface SumKey {
@@ -77,10 +93,12 @@ export class PartialSum {
   }
 
   /**
-   * Adds micro-batch `index`'s mean gradient `grad` (packed as `rows` says,
-   * shared/model/sparse_grad.ts) weighted by its n_j = `items`, and its loss.
-   * The first term of the dense part, and of each row, is assigned rather
-   * than added (x·n + 0: the bits a zeroed sum would give, in one pass).
+   * Adds micro-batch `index`'s mean gradient `grad` weighted by its n_j =
+   * `items`, and its loss. `grad` is packed as `rows` says
+   * (shared/model/sparse_grad.ts), or with `dense` the whole layout of which
+   * only `rows` of the word block are read. The first term of the dense
+   * part, and of each row, is assigned rather than added (x·n + 0: the bits
+   * a zeroed sum would give, in one pass).
    */
   add(
     index: number,
@@ -89,6 +107,7 @@ export class PartialSum {
     items: number,
     loss: number,
     timings: { computeMs: number; adversaryMs: number },
+    dense = false,
   ): void {
     const s = this.layout, w = s.rowWidth, block = s.rowCount * w;
     const acc = this.#acc ??= new Float64Array(s.total);
@@ -98,6 +117,7 @@ export class PartialSum {
     if (rows) {
       for (let k = 0; k < rows.length; k++, src += w) {
         const r = rows[k], dst = r * w;
+        if (dense) src = dst;
         if (this.#used[r] === 0) {
           this.#used[r] = 1;
           this.#rowList.push(r);
@@ -109,6 +129,7 @@ export class PartialSum {
     }
     // Dense: the rest after the embedding block (rows given), or everything.
     const from = rows ? block : 0;
+    if (dense) src = from;
     const n = s.total - from;
     if (first) { for (let i = 0; i < n; i++) acc[from + i] = c * grad[src + i] + 0; }
     else for (let i = 0; i < n; i++) acc[from + i] += c * grad[src + i];
@@ -195,7 +216,7 @@ export class HeldWork {
    * the sum of its step and weights version — a fresh one when that differs
    * from the open sum's — and returns the `done` that answers it.
    */
-  absorb(task: TaskMessage, result: ResultMessage): DoneMessage {
+  absorb(task: TaskMessage, result: ResultMessage | TaskGradient): DoneMessage {
     const sum = this.#need();
     const key = this.#key;
     if (
@@ -209,7 +230,8 @@ export class HeldWork {
       throw new ProtocolError("duplicate", `micro-batch ${task.index} is already held`);
     }
     const items = lossItems(task.batch.labels, task.batch);
-    sum.add(task.index, result.grad, result.rows, items, result.loss, result.timings);
+    const dense = "dense" in result && result.dense;
+    sum.add(task.index, result.grad, result.rows, items, result.loss, result.timings, dense);
     return {
       type: "done",
       taskId: task.taskId,

@@ -61,10 +61,15 @@ export class InProcessWorker {
         if (!this.beforeTask(m.step, m.index)) return;
         const delay = this.delayTask(m.step, m.index);
         if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-        const result = await this.compute.task(m);
-        if (!this.#alive) return;
-        if (m.hold) this.#reply(this.held.absorb(m, result), m.runId);
-        else this.#reply(result, m.runId);
+        if (m.hold) {
+          const g = await this.compute.gradient(m);
+          if (!this.#alive) return;
+          this.#reply(this.held.absorb(m, g), m.runId);
+        } else {
+          const result = await this.compute.task(m);
+          if (!this.#alive) return;
+          this.#reply(result, m.runId);
+        }
       } else if (m.type === "flush") {
         if (!this.beforeFlush(m.step, [...m.indices])) return;
         const partial = this.held.flush(m);

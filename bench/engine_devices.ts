@@ -186,12 +186,34 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const reference = new Map<string, Float32Array>();
   let adapter: string | null = null;
-  const log = (r: Row) =>
+  /** One row from its timed calls (ms each), kept and printed. */
+  const record = (
+    backend: Backend,
+    device: string,
+    mode: string,
+    ms: number[],
+    relDiffVsCpu: number | null,
+    counts: Row["counts"] = null,
+    profile: Row["profile"] = null,
+  ) => {
+    const medianMs = median(ms), samplesPerSec = B / (medianMs / 1000);
+    rows.push({
+      backend,
+      device,
+      mode,
+      microBatch: B,
+      seqLen: L,
+      reps: ms.length,
+      medianMs,
+      samplesPerSec,
+      counts,
+      profile,
+      relDiffVsCpu,
+    });
     console.error(
-      `[${r.backend}] ${r.mode}: ${r.samplesPerSec.toFixed(1)} samples/s (${
-        r.medianMs.toFixed(1)
-      } ms)`,
+      `[${backend}] ${mode}: ${samplesPerSec.toFixed(1)} samples/s (${medianMs.toFixed(1)} ms)`,
     );
+  };
 
   // The cpu engine first: its gradients are the reference of the others.
   const blas = cpuBlas();
@@ -236,21 +258,7 @@ async function main(): Promise<void> {
       }
       const ref = reference.get(m.label);
       if (!ref) reference.set(m.label, first.grad.slice());
-      const row: Row = {
-        backend,
-        device,
-        mode: m.label,
-        microBatch: B,
-        seqLen: L,
-        reps: ms.length,
-        medianMs: median(ms),
-        samplesPerSec: B / (median(ms) / 1000),
-        counts: c,
-        profile,
-        relDiffVsCpu: ref ? relDiff(first.grad, ref) : null,
-      };
-      rows.push(row);
-      log(row);
+      record(backend, device, m.label, ms, ref ? relDiff(first.grad, ref) : null, c, profile);
     }
     model.dispose();
   };
@@ -283,21 +291,7 @@ async function main(): Promise<void> {
         minSeconds,
       );
       const ref = reference.get(m.label);
-      const row: Row = {
-        backend: "tfjs-webgpu",
-        device: info.device,
-        mode: m.label,
-        microBatch: B,
-        seqLen: L,
-        reps: ms.length,
-        medianMs: median(ms),
-        samplesPerSec: B / (median(ms) / 1000),
-        counts: null,
-        profile: null,
-        relDiffVsCpu: ref ? relDiff(first.grad, ref) : null,
-      };
-      rows.push(row);
-      log(row);
+      record("tfjs-webgpu", info.device, m.label, ms, ref ? relDiff(first.grad, ref) : null);
     }
     for (const t of Object.values(model.weights)) t.dispose();
   }

@@ -29,7 +29,7 @@ import { learningRate, resolveWarmup } from "./lr_schedule.ts";
 import { type OptimizerState, optimizerStep, type StepStats } from "./optimizer.ts";
 import type { DataPlan } from "./data_plan.ts";
 import { replaceDirectory } from "../shared/io/atomic_write.ts";
-import { denseLayout, gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
+import { gradLayout, type SparseLayout } from "../shared/model/sparse_grad.ts";
 import type { LoraRun } from "./lora_run.ts";
 import { type RunConfig, storedSettings } from "./run_config.ts";
 import { type RunState, saveRunState } from "./run_state.ts";
@@ -204,10 +204,7 @@ export class Trainer {
     this.#backend = backend;
     const { training, data } = parts.config;
     this.warmupSteps = resolveWarmup(training.schedule.warmup, parts.totalSteps);
-    // LoRA: the trainable gradient is dense (no word-embedding rows train).
-    this.gradLayout = parts.lora
-      ? denseLayout(parts.lora.plan.layout.total)
-      : gradLayout(parts.layout, training.objective);
+    this.gradLayout = gradLayout(parts.layout, training.objective, parts.lora?.plan.layout);
     this.resultMode = training.results === "per-micro-batch"
       ? "per-micro-batch"
       : training.deterministic

@@ -18,7 +18,6 @@ import { checkLabels } from "../shared/model/targets.ts";
 import { f16BitsToF32 } from "../shared/wire/half_float.ts";
 import {
   compactGrad,
-  denseLayout,
   gradLayout,
   type SparseLayout,
   usedRows,
@@ -119,10 +118,7 @@ export class WorkerCompute {
         : { hidden: m.dropout, attention: m.dropout },
       lora,
     };
-    // LoRA: the trainable gradient is dense (no word-embedding rows train).
-    this.#gradLayout = lora
-      ? denseLayout(lora.plan.layout.total)
-      : gradLayout(this.#run.layout, this.#run.objective);
+    this.#gradLayout = gradLayout(this.#run.layout, this.#run.objective, lora?.plan.layout);
     // A reconnect to the same run keeps the model and the weights it holds.
     if (!this.#model) {
       this.#model = this.#backend.model(config, this.#run.layout, {

@@ -22,9 +22,15 @@ export interface SparseLayout {
 /**
  * The gradient layout of a run: row-sparse word embeddings for a classifier;
  * dense for MLM, whose decoder is tied to the word embeddings and gives every
- * row a gradient (rowCount and rowWidth 0: no sparse block).
+ * row a gradient (rowCount and rowWidth 0: no sparse block); and dense over
+ * the `trainable` layout for a LoRA run (no word-embedding rows train).
  */
-export function gradLayout(layout: ParamLayout, objective: Objective): SparseLayout {
+export function gradLayout(
+  layout: ParamLayout,
+  objective: Objective,
+  trainable: ParamLayout | null = null,
+): SparseLayout {
+  if (trainable) return denseLayout(trainable.total);
   return objective === "mlm" ? denseLayout(layout.total) : sparseLayout(layout);
 }
 
